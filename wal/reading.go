@@ -1,0 +1,256 @@
+package wal
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+)
+
+// Reading is one sensor value: a float64 of one field of one series at an
+// event time. It is the unit every stage after ingest works on.
+//
+// Series is the measurement plus its sorted tags, as in line protocol
+// (`env,device=pi-042,site=plant1`); Field names the value within it
+// (`temp`). TimeNs is the event time in nanoseconds since the Unix epoch,
+// as the device reported it (or the receive time when it reported none).
+type Reading struct {
+	Series string
+	Field  string
+	Value  float64
+	TimeNs int64
+}
+
+// Batch is the unit the readings WAL stores: the readings of one append,
+// stamped with the gateway time at which they were ingested.
+//
+// IngestNs is the only processing-time input of every later stage: idle
+// devices and missing data are judged by it, never by the wall clock, so a
+// replay makes exactly the decisions the live run made.
+type Batch struct {
+	IngestNs int64
+	Readings []Reading
+}
+
+// batchVersion is the first byte of every encoded batch; see FORMAT.md.
+const batchVersion = 1
+
+// ErrBadBatch marks an encoded batch that cannot be decoded: a wrong
+// version byte, a count or length running past the input, or trailing bytes.
+var ErrBadBatch = errors.New("bad reading batch")
+
+// AppendBatch appends the encoding of b to dst and returns the extended
+// slice. Series keys and field names are written once per batch and then
+// referred to by position; event times are zig-zag varint deltas from the
+// previous reading (the first from IngestNs); values are the 8 raw bytes of
+// the float64, so every value, NaN payloads included, survives bit-exactly.
+//
+// The format is described in FORMAT.md. AppendBatch does not retain dst or b.
+func AppendBatch(dst []byte, b *Batch) []byte {
+	var enc batchEncoder
+	return enc.append(dst, b)
+}
+
+// batchEncoder keeps the dictionaries between calls so a caller that encodes
+// many batches (the benchmark, ingest) can reuse their maps.
+type batchEncoder struct {
+	series map[string]uint64
+	fields map[string]uint64
+	sList  []string
+	fList  []string
+}
+
+func (e *batchEncoder) reset() {
+	if e.series == nil {
+		e.series = make(map[string]uint64)
+		e.fields = make(map[string]uint64)
+	}
+	clear(e.series)
+	clear(e.fields)
+	e.sList = e.sList[:0]
+	e.fList = e.fList[:0]
+}
+
+func (e *batchEncoder) append(dst []byte, b *Batch) []byte {
+	e.reset()
+	for i := range b.Readings {
+		r := &b.Readings[i]
+		if _, ok := e.series[r.Series]; !ok {
+			e.series[r.Series] = uint64(len(e.sList))
+			e.sList = append(e.sList, r.Series)
+		}
+		if _, ok := e.fields[r.Field]; !ok {
+			e.fields[r.Field] = uint64(len(e.fList))
+			e.fList = append(e.fList, r.Field)
+		}
+	}
+	dst = append(dst, batchVersion)
+	dst = binary.AppendVarint(dst, b.IngestNs)
+	dst = appendStrings(dst, e.sList)
+	dst = appendStrings(dst, e.fList)
+	dst = binary.AppendUvarint(dst, uint64(len(b.Readings)))
+	prev := b.IngestNs
+	for i := range b.Readings {
+		r := &b.Readings[i]
+		dst = binary.AppendUvarint(dst, e.series[r.Series])
+		dst = binary.AppendUvarint(dst, e.fields[r.Field])
+		dst = binary.AppendVarint(dst, r.TimeNs-prev)
+		dst = binary.LittleEndian.AppendUint64(dst, math.Float64bits(r.Value))
+		prev = r.TimeNs
+	}
+	return dst
+}
+
+func appendStrings(dst []byte, ss []string) []byte {
+	dst = binary.AppendUvarint(dst, uint64(len(ss)))
+	for _, s := range ss {
+		dst = binary.AppendUvarint(dst, uint64(len(s)))
+		dst = append(dst, s...)
+	}
+	return dst
+}
+
+// minReadingBytes is the smallest encoding of one reading: two one-byte
+// indexes, a one-byte time delta and the 8-byte value. Counts are checked
+// against it before anything is allocated, so hostile input cannot make the
+// decoder allocate more than a small multiple of its own size.
+const minReadingBytes = 11
+
+// DecodeBatch decodes src into b, reusing b.Readings' capacity. Strings in
+// the result are copied out of src (one allocation per distinct series and
+// field), so src may be reused afterwards. On error b holds no readings.
+func DecodeBatch(src []byte, b *Batch) error {
+	b.Readings = b.Readings[:0]
+	if err := decodeBatch(src, b); err != nil {
+		b.Readings = b.Readings[:0]
+		return err
+	}
+	return nil
+}
+
+func decodeBatch(src []byte, b *Batch) error {
+	d := decoder{buf: src}
+	if v := d.byte(); v != batchVersion {
+		if d.err != nil {
+			return d.err
+		}
+		return fmt.Errorf("%w: version %d, want %d", ErrBadBatch, v, batchVersion)
+	}
+	b.IngestNs = d.varint()
+	series := d.strings()
+	fields := d.strings()
+	n := d.count(minReadingBytes)
+	if d.err != nil {
+		return d.err
+	}
+	if cap(b.Readings) < int(n) {
+		b.Readings = make([]Reading, 0, n)
+	}
+	prev := b.IngestNs
+	for i := uint64(0); i < n; i++ {
+		si, fi := d.uvarint(), d.uvarint()
+		delta := d.varint()
+		bits := d.uint64()
+		if d.err != nil {
+			return d.err
+		}
+		if si >= uint64(len(series)) || fi >= uint64(len(fields)) {
+			return fmt.Errorf("%w: reading %d refers to series %d/%d, field %d/%d",
+				ErrBadBatch, i, si, len(series), fi, len(fields))
+		}
+		prev += delta
+		b.Readings = append(b.Readings, Reading{
+			Series: series[si], Field: fields[fi],
+			Value: math.Float64frombits(bits), TimeNs: prev,
+		})
+	}
+	if len(d.buf) != 0 {
+		return fmt.Errorf("%w: %d trailing bytes", ErrBadBatch, len(d.buf))
+	}
+	return nil
+}
+
+// decoder reads varints from a byte slice and remembers the first error, so
+// a decode reads straight through and checks once.
+type decoder struct {
+	buf []byte
+	err error
+}
+
+func (d *decoder) fail(what string) {
+	if d.err == nil {
+		d.err = fmt.Errorf("%w: truncated or invalid %s", ErrBadBatch, what)
+	}
+	d.buf = nil
+}
+
+func (d *decoder) byte() byte {
+	if len(d.buf) < 1 {
+		d.fail("header")
+		return 0
+	}
+	v := d.buf[0]
+	d.buf = d.buf[1:]
+	return v
+}
+
+func (d *decoder) uvarint() uint64 {
+	v, n := binary.Uvarint(d.buf)
+	if n <= 0 {
+		d.fail("uvarint")
+		return 0
+	}
+	d.buf = d.buf[n:]
+	return v
+}
+
+func (d *decoder) varint() int64 {
+	v, n := binary.Varint(d.buf)
+	if n <= 0 {
+		d.fail("varint")
+		return 0
+	}
+	d.buf = d.buf[n:]
+	return v
+}
+
+func (d *decoder) uint64() uint64 {
+	if len(d.buf) < 8 {
+		d.fail("value")
+		return 0
+	}
+	v := binary.LittleEndian.Uint64(d.buf)
+	d.buf = d.buf[8:]
+	return v
+}
+
+// count reads an element count and checks that the rest of the input could
+// hold that many elements of at least minBytes each.
+func (d *decoder) count(minBytes int) uint64 {
+	n := d.uvarint()
+	if d.err == nil && n > uint64(len(d.buf)/minBytes) {
+		d.fail("count")
+		return 0
+	}
+	return n
+}
+
+func (d *decoder) strings() []string {
+	n := d.count(1)
+	if d.err != nil {
+		return nil
+	}
+	out := make([]string, n)
+	for i := range out {
+		l := d.uvarint()
+		if d.err == nil && l > uint64(len(d.buf)) {
+			d.fail("string length")
+		}
+		if d.err != nil {
+			return nil
+		}
+		out[i] = string(d.buf[:l])
+		d.buf = d.buf[l:]
+	}
+	return out
+}
