@@ -77,7 +77,7 @@ type ConfigError struct {
 	Msg string
 }
 
-func (e *ConfigError) Error() string    { return e.Key + ": " + e.Msg }
+func (e *ConfigError) Error() string     { return e.Key + ": " + e.Msg }
 func (e *ConfigError) ConfigKey() string { return e.Key }
 
 // Validate reports every invalid setting at once, joined with errors.Join;
