@@ -2,24 +2,598 @@ package wal
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
+	"fmt"
 	"log/slog"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	tidwal "github.com/tidwall/wal"
 )
 
-// ErrClosed is returned by Append and readers once Close has begun.
+// ErrClosed is returned by Append once Close has begun, and by readers of a
+// closed log.
 var ErrClosed = errors.New("wal: log closed")
 
-// Log is a placeholder; the real implementation lands with the WAL work.
-type Log struct{}
+// ErrNoRecords is returned by an Append of zero records.
+var ErrNoRecords = errors.New("wal: append of no records")
 
-// Open opens (creating if needed) the log in dir.
-func Open(dir string, cfg Config, logger *slog.Logger) (*Log, error) { return &Log{}, nil }
+// MaxRecordBytes bounds one record; callers split larger payloads.
+const MaxRecordBytes = 64 << 20
 
-// Append appends records as one group and returns their index range once
-// they are durable under the configured sync mode.
-func (l *Log) Append(ctx context.Context, records [][]byte) (first, last uint64, err error) {
-	return 0, 0, errors.New("not implemented")
+// store is what group commit needs of the segment store: tidwall/wal's *Log
+// satisfies it, and tests wrap it to inject failures and watch the order of
+// writes, syncs and releases.
+type store interface {
+	WriteBatch(b *tidwal.Batch) error
+	Sync() error
+	Read(index uint64) ([]byte, error)
+	FirstIndex() (uint64, error)
+	LastIndex() (uint64, error)
+	TruncateFront(index uint64) error
+	ClearCache() error
+	Close() error
 }
 
-// Close drains pending appends and closes the log.
-func (l *Log) Close() error { return nil }
+type opener func(dir string, cfg Config) (store, error)
+
+func openTidwall(dir string, cfg Config) (store, error) {
+	return tidwal.Open(dir, &tidwal.Options{
+		NoSync:           true, // group commit syncs, once per group
+		SegmentSize:      int(cfg.SegmentBytes),
+		SegmentCacheSize: cfg.SegmentCache,
+		NoCopy:           true, // readers get views; frames are verified, never modified
+		AllowEmpty:       true, // the outbox drains to empty
+		DirPerms:         0o750,
+		FilePerms:        0o640,
+	})
+}
+
+// Log is a crash-safe, group-committed log of framed records on top of
+// tidwall/wal. See the package documentation for the guarantees.
+//
+// Lock order: readMu, then stateMu, then mu. The writer goroutine owns the
+// store for writes; stateMu guards swapping it (recovery, truncation, close)
+// against readers, and readMu serialises reads, which tidwall/wal does not
+// make safe among themselves.
+type Log struct {
+	dir    string
+	cfg    Config
+	logger *slog.Logger
+	open   opener
+	now    func() time.Time
+	flock  *os.File
+
+	sem *byteSem
+
+	mu      sync.Mutex // guards queue and closing
+	queue   []*request
+	closing bool
+	wake    chan struct{} // 1-slot, coalescing
+	done    chan struct{} // closed when the writer has exited
+
+	readMu  sync.Mutex
+	stateMu sync.RWMutex
+	st      store     // nil while the log is broken (recovery failed)
+	segs    []segInfo // segment files, oldest first; the last is the tail
+
+	// Writer-owned.
+	next      uint64 // index of the next record
+	dirDirty  bool   // a segment file was created since the last sync
+	batch     tidwal.Batch
+	frame     []byte
+	released  uint64 // release point at the last retention check
+	lastRetry time.Time
+
+	durable atomic.Uint64 // last acknowledged index
+	release atomic.Uint64 // records below this index are no longer needed by the owner
+	stats   stats
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+type segInfo struct {
+	base  uint64
+	size  int64
+	mtime time.Time
+}
+
+// request is one Append waiting for the writer.
+type request struct {
+	data        []byte // the payloads back to back, owned by the request; nil once written
+	sizes       []int
+	n           int   // payload bytes
+	cost        int64 // bytes held in the pending semaphore
+	first, last uint64
+	err         error
+	done        chan struct{} // closed by the writer once the outcome is known
+}
+
+// Open opens the log in dir, creating it if needed. It takes an exclusive
+// lock on the directory, finishes interrupted truncations, repairs a torn
+// or damaged tail (logged and counted, never a refusal to start), opens the
+// segments and starts the writer goroutine, which Close stops.
+func Open(dir string, cfg Config, logger *slog.Logger) (*Log, error) {
+	return openLog(dir, cfg, logger, openOpts{})
+}
+
+// openOpts are the seams tests use: the segment store and the clock that
+// retention ages segments by.
+type openOpts struct {
+	open opener
+	now  func() time.Time
+}
+
+func openLog(dir string, cfg Config, logger *slog.Logger, o openOpts) (*Log, error) {
+	if o.open == nil {
+		o.open = openTidwall
+	}
+	if o.now == nil {
+		o.now = time.Now
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("open wal %s: invalid config: %w", dir, err)
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return nil, fmt.Errorf("open wal: create dir: %w", err)
+	}
+	flock, err := lockDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("open wal %s: %w", dir, err)
+	}
+	l := &Log{
+		dir: dir, cfg: cfg, logger: logger.With("wal", dir), open: o.open, now: o.now, flock: flock,
+		sem:  newByteSem(int64(cfg.MaxPendingBytes)),
+		wake: make(chan struct{}, 1),
+		done: make(chan struct{}),
+	}
+	res, err := repairTail(dir, noLimit)
+	if err != nil {
+		unlockDir(flock)
+		return nil, fmt.Errorf("open wal %s: repair: %w", dir, err)
+	}
+	logRepair(l.logger, dir, res)
+	l.stats.noteRepair(res)
+	if err := l.reopen(); err != nil {
+		unlockDir(flock)
+		return nil, fmt.Errorf("open wal %s: %w", dir, err)
+	}
+	go l.run()
+	return l, nil
+}
+
+// reopen opens the store and loads the segment list; the caller holds
+// stateMu or is the only user.
+func (l *Log) reopen() error {
+	st, err := l.open(l.dir, l.cfg)
+	if err != nil {
+		return fmt.Errorf("open segments: %w", err)
+	}
+	last, err := st.LastIndex()
+	if err != nil {
+		st.Close()
+		return fmt.Errorf("read last index: %w", err)
+	}
+	files, err := listSegments(l.dir)
+	if err != nil {
+		st.Close()
+		return err
+	}
+	segs := make([]segInfo, len(files))
+	for i, f := range files {
+		segs[i] = segInfo{base: f.base, size: f.size, mtime: f.mtime}
+	}
+	if d := l.durable.Load(); d > last {
+		// Repair only ever cuts what was never acknowledged; say so loudly if
+		// the disk lost more than that.
+		l.logger.Error("wal holds fewer records than were acknowledged", "acknowledged", d, "last_index", last)
+	}
+	l.st, l.segs = st, segs
+	l.next = last + 1
+	l.durable.Store(last)
+	return nil
+}
+
+// Append writes records as one group, assigning them consecutive indexes,
+// and returns the index range once they are durable under the configured
+// sync mode: after the fsync that covers them (batch, interval) or after the
+// write (none). Append copies the records; the caller may reuse them once it
+// returns.
+//
+// Append blocks while the pending budget (Config.MaxPendingBytes) is full,
+// so a disk slower than its producers slows the producers. ctx cancels the
+// wait: if it ends first, Append returns ctx's error at once, and the
+// records may still become durable. A failed write or sync fails every
+// append of the group with the I/O error: none of them is acknowledged, and
+// the log cuts itself back to what was acknowledged before it accepts
+// again. Safe for concurrent use.
+func (l *Log) Append(ctx context.Context, records [][]byte) (first, last uint64, err error) {
+	if len(records) == 0 {
+		return 0, 0, ErrNoRecords
+	}
+	total := 0
+	for _, r := range records {
+		if len(r) > MaxRecordBytes {
+			return 0, 0, fmt.Errorf("wal append: record of %d bytes exceeds the %d-byte limit", len(r), MaxRecordBytes)
+		}
+		total += len(r)
+	}
+	cost, err := l.sem.acquire(ctx, int64(total+len(records)*frameHeader))
+	if err != nil {
+		return 0, 0, err
+	}
+	req := &request{data: make([]byte, 0, total), n: total, sizes: make([]int, len(records)), cost: cost, done: make(chan struct{})}
+	for i, r := range records {
+		req.data = append(req.data, r...)
+		req.sizes[i] = len(r)
+	}
+	l.mu.Lock()
+	if l.closing {
+		l.mu.Unlock()
+		l.sem.release(cost)
+		return 0, 0, ErrClosed
+	}
+	l.queue = append(l.queue, req)
+	l.mu.Unlock()
+	select {
+	case l.wake <- struct{}{}:
+	default:
+	}
+	select {
+	case <-req.done:
+		return req.first, req.last, req.err
+	case <-ctx.Done():
+		return 0, 0, ctx.Err()
+	}
+}
+
+// take returns the queued requests and whether the log is closing.
+func (l *Log) take() ([]*request, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	q := l.queue
+	l.queue = nil
+	return q, l.closing
+}
+
+// run is the writer goroutine: it drains the queue, writes each group with
+// one WriteBatch, syncs once, and releases the group.
+func (l *Log) run() {
+	defer close(l.done)
+	var unsynced []*request // written, waiting for the fsync that covers them
+	var lastSync time.Time
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	maint := time.NewTicker(time.Minute)
+	defer maint.Stop()
+	draining := false
+	for {
+		var timerC <-chan time.Time
+		if len(unsynced) > 0 {
+			timerC = timer.C
+		}
+		if !draining {
+			select {
+			case <-l.wake:
+			case <-timerC:
+			case <-maint.C:
+				l.enforceRetention(l.now())
+			}
+		}
+		reqs, closing := l.take()
+		if len(reqs) > 0 {
+			if err := l.write(reqs); err != nil {
+				l.fail(append(unsynced, reqs...), err)
+				unsynced = nil
+			} else {
+				unsynced = append(unsynced, reqs...)
+			}
+		}
+		if len(unsynced) > 0 {
+			wait := time.Duration(0)
+			if l.cfg.Sync == SyncInterval && !closing {
+				wait = l.cfg.SyncInterval - time.Since(lastSync)
+			}
+			if wait > 0 {
+				timer.Reset(wait)
+			} else {
+				if err := l.sync(); err != nil {
+					l.fail(unsynced, err)
+				} else {
+					lastSync = time.Now()
+					l.acknowledge(unsynced)
+				}
+				unsynced = nil
+			}
+		}
+		if l.released != l.release.Load() {
+			l.enforceRetention(l.now())
+		}
+		if closing {
+			l.mu.Lock()
+			draining = len(l.queue) > 0
+			l.mu.Unlock()
+			if !draining && len(unsynced) == 0 {
+				return
+			}
+		}
+	}
+}
+
+// write frames every record of reqs and writes them as one batch.
+func (l *Log) write(reqs []*request) error {
+	defer func() {
+		// The payloads are in the store's buffer now (or failed): let the
+		// producers queue more while this group syncs.
+		for _, r := range reqs {
+			l.sem.release(r.cost)
+			r.data = nil
+		}
+	}()
+	if l.st == nil {
+		if err := l.recover(); err != nil {
+			return err
+		}
+	}
+	l.batch.Clear()
+	idx := l.next
+	for _, r := range reqs {
+		r.first = idx
+		off := 0
+		for _, n := range r.sizes {
+			l.frame = appendFrame(l.frame[:0], idx, kindRecord, r.data[off:off+n])
+			l.batch.Write(idx, l.frame)
+			off += n
+			idx++
+		}
+		r.last = idx - 1
+	}
+	if err := l.st.WriteBatch(&l.batch); err != nil {
+		return fmt.Errorf("wal write of records %d-%d: %w", l.next, idx-1, err)
+	}
+	l.trackSegments(reqs)
+	l.next = idx
+	l.stats.groups.Add(1)
+	return nil
+}
+
+// trackSegments follows tidwall/wal's segment cycling (writeBatch in
+// tidwall v1.2.1: a new segment before a batch when the tail is over the
+// target size, and after any entry that brings it to the target), so the
+// log knows when a new segment file needs a directory fsync and what
+// retention may remove. A test checks it against the directory.
+func (l *Log) trackSegments(reqs []*request) {
+	seg := int64(l.cfg.SegmentBytes)
+	now := l.now()
+	l.stateMu.Lock()
+	defer l.stateMu.Unlock()
+	cycle := func(base uint64) {
+		l.segs[len(l.segs)-1].mtime = now
+		l.segs = append(l.segs, segInfo{base: base, mtime: now})
+		l.dirDirty = true
+	}
+	if l.segs[len(l.segs)-1].size > seg {
+		cycle(l.next)
+	}
+	idx := l.next
+	for _, r := range reqs {
+		for _, n := range r.sizes {
+			fl := uint64(frameHeader + n)
+			l.segs[len(l.segs)-1].size += int64(uvarintLen(fl)) + int64(fl)
+			idx++
+			if l.segs[len(l.segs)-1].size >= seg {
+				cycle(idx)
+			}
+		}
+	}
+	l.segs[len(l.segs)-1].mtime = now
+	if l.dirDirty {
+		// The rolled segment went into tidwall's read cache; drop it so an
+		// appending log holds one segment in memory, not two.
+		if err := l.st.ClearCache(); err != nil {
+			l.logger.Warn("wal clear cache", "err", err)
+		}
+	}
+}
+
+func uvarintLen(x uint64) int {
+	var b [binary.MaxVarintLen64]byte
+	return binary.PutUvarint(b[:], x)
+}
+
+// sync makes every written record durable: an fsync of the tail segment,
+// and of the directory when a segment file was created since the last one.
+func (l *Log) sync() error {
+	if l.cfg.Sync == SyncNone {
+		return nil
+	}
+	start := time.Now()
+	if err := l.st.Sync(); err != nil {
+		return fmt.Errorf("wal fsync of records up to %d: %w", l.next-1, err)
+	}
+	if l.dirDirty {
+		if err := syncDir(l.dir); err != nil {
+			return fmt.Errorf("wal fsync after segment roll: %w", err)
+		}
+		l.dirDirty = false
+	}
+	l.stats.observeFsync(time.Since(start))
+	return nil
+}
+
+// acknowledge releases written and synced requests.
+func (l *Log) acknowledge(reqs []*request) {
+	var recs, bytes uint64
+	for _, r := range reqs {
+		recs += r.last - r.first + 1
+		bytes += uint64(r.n)
+	}
+	l.durable.Store(reqs[len(reqs)-1].last)
+	l.stats.appends.Add(uint64(len(reqs)))
+	l.stats.records.Add(recs)
+	l.stats.bytes.Add(bytes)
+	for _, r := range reqs {
+		close(r.done)
+	}
+}
+
+// fail fails reqs with err and recovers: the log is closed, cut back to the
+// last acknowledged record, and reopened, because after a failed write
+// tidwall/wal's memory no longer matches its files.
+func (l *Log) fail(reqs []*request, err error) {
+	l.stats.writeErrors.Add(1)
+	l.logger.Error("wal write failed; records not acknowledged", "err", err, "appends", len(reqs))
+	for _, r := range reqs {
+		r.first, r.last, r.err = 0, 0, err
+		close(r.done)
+	}
+	if rerr := l.recover(); rerr != nil {
+		l.logger.Error("wal recovery failed; appends fail until it succeeds", "err", rerr)
+	}
+}
+
+// recover closes the store, repairs the directory keeping exactly the
+// acknowledged records, and reopens it. While it fails the log is broken
+// and each later group tries again (at most every 100ms, failing at once in
+// between).
+func (l *Log) recover() error {
+	if l.st == nil && time.Since(l.lastRetry) < 100*time.Millisecond {
+		return errors.New("wal unavailable: recovering from a write failure")
+	}
+	l.lastRetry = time.Now()
+	l.stateMu.Lock()
+	defer l.stateMu.Unlock()
+	if l.st != nil {
+		if err := l.st.Close(); err != nil {
+			l.logger.Warn("wal close after failure", "err", err)
+		}
+		l.st = nil
+	}
+	l.dirDirty = false
+	res, err := repairTail(l.dir, l.durable.Load())
+	if err != nil {
+		return fmt.Errorf("wal repair after write failure: %w", err)
+	}
+	logRepair(l.logger, l.dir, res)
+	l.stats.noteRepair(res)
+	if err := l.reopen(); err != nil {
+		return fmt.Errorf("wal reopen after write failure: %w", err)
+	}
+	l.stats.recoveries.Add(1)
+	l.logger.Info("wal recovered after write failure", "next_index", l.next)
+	return nil
+}
+
+// Release tells the log that its owner no longer needs the records before
+// index (for the readings WAL: the older kept checkpoint covers them).
+// Segments wholly before it become subject to retention. It never moves
+// backwards. Safe for concurrent use; it does not block.
+func (l *Log) Release(index uint64) {
+	for {
+		cur := l.release.Load()
+		if index <= cur || l.release.CompareAndSwap(cur, index) {
+			break
+		}
+	}
+	select {
+	case l.wake <- struct{}{}:
+	default:
+	}
+}
+
+// enforceRetention removes whole segments from the front that the owner
+// released and that retention lets go: the log is over RetentionBytes, or
+// the segment was last written more than RetentionAge ago.
+func (l *Log) enforceRetention(now time.Time) {
+	rel := l.release.Load()
+	l.released = rel
+	if l.st == nil {
+		return
+	}
+	l.stateMu.Lock()
+	defer l.stateMu.Unlock()
+	var total int64
+	for _, s := range l.segs {
+		total += s.size
+	}
+	k := 0
+	for k < len(l.segs)-1 && l.segs[k+1].base <= rel {
+		s := l.segs[k]
+		over := l.cfg.RetentionBytes == 0 || total > int64(l.cfg.RetentionBytes) ||
+			(l.cfg.RetentionAge > 0 && now.Sub(s.mtime) > l.cfg.RetentionAge)
+		if !over {
+			break
+		}
+		total -= s.size
+		k++
+	}
+	if k == 0 {
+		return
+	}
+	if err := l.st.TruncateFront(l.segs[k].base); err != nil {
+		l.logger.Warn("wal retention: truncate front", "index", l.segs[k].base, "err", err)
+		return
+	}
+	if err := syncDir(l.dir); err != nil {
+		l.logger.Warn("wal retention", "err", err)
+	}
+	l.stats.removedSegments.Add(uint64(k))
+	l.segs = append(l.segs[:0], l.segs[k:]...)
+}
+
+// FirstIndex returns the index of the oldest record the log holds, or
+// LastIndex()+1 when it holds none.
+func (l *Log) FirstIndex() uint64 {
+	l.stateMu.RLock()
+	defer l.stateMu.RUnlock()
+	if l.st == nil {
+		return l.segs[0].base
+	}
+	i, err := l.st.FirstIndex()
+	if err != nil {
+		return l.segs[0].base
+	}
+	return i
+}
+
+// LastIndex returns the index of the last acknowledged record (0 if none
+// ever was).
+func (l *Log) LastIndex() uint64 { return l.durable.Load() }
+
+// Dir returns the log's directory.
+func (l *Log) Dir() string { return l.dir }
+
+// Close stops accepting appends (they fail with ErrClosed), writes and
+// syncs every append already queued, stops the writer and closes the files.
+// It waits for the writer, is safe to call more than once, and returns the
+// same result each time.
+func (l *Log) Close() error {
+	l.closeOnce.Do(func() {
+		l.mu.Lock()
+		l.closing = true
+		l.mu.Unlock()
+		l.sem.close()
+		select {
+		case l.wake <- struct{}{}:
+		default:
+		}
+		<-l.done
+		l.stateMu.Lock()
+		if l.st != nil {
+			if err := l.st.Close(); err != nil {
+				l.closeErr = fmt.Errorf("close wal %s: %w", l.dir, err)
+			}
+			l.st = nil
+		}
+		l.stateMu.Unlock()
+		unlockDir(l.flock)
+	})
+	return l.closeErr
+}

@@ -1,0 +1,276 @@
+package wal
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) {
+	if dir := os.Getenv(crashChildEnv); dir != "" {
+		crashChild(dir) // never returns
+	}
+	if os.Getenv(fsizeChildEnv) != "" {
+		os.Exit(fsizeChild())
+	}
+	goleak.VerifyTestMain(m)
+}
+
+// testConfig is a config with small segments so tests cross boundaries.
+func testConfig(mode SyncMode) Config {
+	c := DefaultConfig()
+	c.Sync = mode
+	c.SyncInterval = 5 * time.Millisecond
+	c.SegmentBytes = 64 * KiB
+	c.MaxPendingBytes = 256 * KiB
+	return c
+}
+
+func mustOpen(t testing.TB, dir string, cfg Config) *Log {
+	t.Helper()
+	l, err := Open(dir, cfg, nil)
+	if err != nil {
+		t.Fatalf("open: %v", err)
+	}
+	return l
+}
+
+// payload returns the deterministic record of producer p, sequence s.
+func payload(p, s int) []byte {
+	n := 10 + (p*7919+s*104729)%300
+	b := make([]byte, 0, n+16)
+	b = fmt.Appendf(b, "%d/%d:", p, s)
+	for len(b) < n {
+		b = append(b, byte('a'+(p+s+len(b))%26))
+	}
+	return b
+}
+
+// readAll returns every record from index 1 on, keyed by index.
+func readAll(t testing.TB, l *Log) map[uint64][]byte {
+	t.Helper()
+	out := map[uint64][]byte{}
+	r := l.NewReader(1)
+	for r.Next() {
+		out[r.Index()] = bytes.Clone(r.Record())
+	}
+	if err := r.Err(); err != nil {
+		t.Fatalf("read: %v", err)
+	}
+	return out
+}
+
+func TestAppendReadReopen(t *testing.T) {
+	for _, mode := range syncModes {
+		t.Run(string(mode), func(t *testing.T) {
+			dir := t.TempDir()
+			l := mustOpen(t, dir, testConfig(mode))
+			const producers, per = 8, 150
+			want := map[uint64][]byte{}
+			var mu sync.Mutex
+			var wg sync.WaitGroup
+			for p := range producers {
+				wg.Go(func() {
+					for s := range per {
+						recs := [][]byte{payload(p, s), payload(p, s+1000)}
+						first, last, err := l.Append(context.Background(), recs)
+						if err != nil {
+							t.Errorf("append: %v", err)
+							return
+						}
+						if last != first+1 {
+							t.Errorf("range %d-%d for 2 records", first, last)
+						}
+						mu.Lock()
+						want[first], want[last] = recs[0], recs[1]
+						mu.Unlock()
+					}
+				})
+			}
+			wg.Wait()
+			if got := l.LastIndex(); got != producers*per*2 {
+				t.Fatalf("last index %d, want %d", got, producers*per*2)
+			}
+			check := func(l *Log) {
+				got := readAll(t, l)
+				if len(got) != len(want) {
+					t.Fatalf("read %d records, want %d", len(got), len(want))
+				}
+				for i, w := range want {
+					if !bytes.Equal(got[i], w) {
+						t.Fatalf("record %d = %q, want %q", i, got[i], w)
+					}
+				}
+			}
+			check(l)
+			st := l.Stats()
+			if st.Segments < 3 {
+				t.Errorf("only %d segments; the test should cross segment boundaries", st.Segments)
+			}
+			if mode != SyncNone && st.Fsyncs == 0 {
+				t.Errorf("no fsyncs in %s mode", mode)
+			}
+			if mode == SyncBatch && st.Fsyncs >= st.Appends {
+				t.Errorf("%d fsyncs for %d appends: no group commit", st.Fsyncs, st.Appends)
+			}
+			if err := l.Close(); err != nil {
+				t.Fatal(err)
+			}
+			l2 := mustOpen(t, dir, testConfig(mode))
+			defer l2.Close()
+			check(l2)
+			first, _, err := l2.Append(context.Background(), [][]byte{[]byte("after reopen")})
+			if err != nil || first != producers*per*2+1 {
+				t.Fatalf("append after reopen: index %d, %v", first, err)
+			}
+		})
+	}
+}
+
+func TestSegmentTrackingMatchesDirectory(t *testing.T) {
+	dir := t.TempDir()
+	l := mustOpen(t, dir, testConfig(SyncNone))
+	defer l.Close()
+	for i := range 2000 {
+		if _, _, err := l.Append(context.Background(), [][]byte{payload(i, i), payload(i, i+7)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	files, err := listSegments(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.stateMu.RLock()
+	defer l.stateMu.RUnlock()
+	if len(files) != len(l.segs) {
+		t.Fatalf("directory has %d segments, log tracks %d", len(files), len(l.segs))
+	}
+	for i, f := range files {
+		if f.base != l.segs[i].base || f.size != l.segs[i].size {
+			t.Fatalf("segment %d: file base %d size %d, tracked base %d size %d",
+				i, f.base, f.size, l.segs[i].base, l.segs[i].size)
+		}
+	}
+}
+
+func TestAppendErrors(t *testing.T) {
+	l := mustOpen(t, t.TempDir(), testConfig(SyncBatch))
+	if _, _, err := l.Append(context.Background(), nil); err != ErrNoRecords {
+		t.Fatalf("empty append: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, _, err := l.Append(ctx, [][]byte{make([]byte, 512*1024)}); err != nil && err != context.Canceled {
+		t.Fatalf("append with done ctx: %v", err)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatalf("second close: %v", err)
+	}
+	if _, _, err := l.Append(context.Background(), [][]byte{[]byte("x")}); err != ErrClosed {
+		t.Fatalf("append after close: %v", err)
+	}
+}
+
+func TestDirectoryLock(t *testing.T) {
+	dir := t.TempDir()
+	l := mustOpen(t, dir, testConfig(SyncBatch))
+	defer l.Close()
+	if _, err := Open(dir, testConfig(SyncBatch), nil); err == nil {
+		t.Fatal("second open of a locked log succeeded")
+	}
+}
+
+func TestRetention(t *testing.T) {
+	cases := []struct {
+		name      string
+		bytes     ByteSize
+		age       time.Duration
+		release   uint64
+		wantFirst func(first uint64) bool
+	}{
+		{"nothing released keeps all", 0, 0, 0, func(f uint64) bool { return f == 1 }},
+		{"released without history", 0, 0, 1 << 62, func(f uint64) bool { return f > 1 }},
+		{"released within size budget", 100 * MiB, 0, 1 << 62, func(f uint64) bool { return f == 1 }},
+		{"released past the age", 100 * MiB, time.Nanosecond, 1 << 62, func(f uint64) bool { return f > 1 }},
+		{"release point bounds it", 0, 0, 500, func(f uint64) bool { return f > 1 && f <= 500 }},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := testConfig(SyncNone)
+			cfg.RetentionBytes, cfg.RetentionAge = tc.bytes, tc.age
+			var clock atomic.Int64
+			clock.Store(time.Now().UnixNano())
+			now := func() time.Time { return time.Unix(0, clock.Load()) }
+			l, err := openLog(t.TempDir(), cfg, nil, openOpts{now: now})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer l.Close()
+			for i := range 1500 {
+				if _, _, err := l.Append(context.Background(), [][]byte{payload(i, i)}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			clock.Add(int64(time.Hour)) // every segment is now an hour old
+			l.Release(tc.release)
+			// Retention runs on the writer after a release; an append
+			// forces a writer turn, so it has run when this returns.
+			if _, _, err := l.Append(context.Background(), [][]byte{[]byte("x")}); err != nil {
+				t.Fatal(err)
+			}
+			first := l.FirstIndex()
+			if !tc.wantFirst(first) {
+				t.Fatalf("first index %d after release %d", first, tc.release)
+			}
+			got := readAll(t, l)
+			for i := first; i <= 1500; i++ {
+				if !bytes.Equal(got[i], payload(int(i-1), int(i-1))) {
+					t.Fatalf("record %d lost or wrong after retention", i)
+				}
+			}
+			if seg := l.Stats(); first > 1 && seg.RemovedSegments == 0 {
+				t.Fatalf("first index moved but no segment counted as removed")
+			}
+		})
+	}
+}
+
+func TestRetentionSurvivesReopen(t *testing.T) {
+	dir := t.TempDir()
+	cfg := testConfig(SyncNone)
+	cfg.RetentionBytes = 0
+	l := mustOpen(t, dir, cfg)
+	for i := range 1500 {
+		if _, _, err := l.Append(context.Background(), [][]byte{payload(i, i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l.Release(1 << 62)
+	if _, _, err := l.Append(context.Background(), [][]byte{[]byte("last")}); err != nil {
+		t.Fatal(err)
+	}
+	first := l.FirstIndex()
+	l.Close()
+	l2 := mustOpen(t, dir, cfg)
+	defer l2.Close()
+	if got := l2.FirstIndex(); got != first {
+		t.Fatalf("first index %d after reopen, was %d", got, first)
+	}
+	if got := l2.LastIndex(); got != 1501 {
+		t.Fatalf("last index %d after reopen, want 1501", got)
+	}
+	if _, err := os.Stat(filepath.Join(dir, segmentName(1))); !os.IsNotExist(err) {
+		t.Fatalf("first segment still on disk: %v", err)
+	}
+}
