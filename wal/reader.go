@@ -76,22 +76,26 @@ func (r *Reader) Next() bool {
 		}
 		r.fbEnd, r.fbRecs = 0, nil
 		data, err := r.read()
-		switch {
-		case err == nil:
+		if err == nil {
 			payload, ferr := checkFrame(data, r.next)
-			r.next++
-			if ferr != nil {
-				r.l.noteCorrupt(r.next-1, ferr)
+			if ferr == nil {
+				r.idx, r.rec = r.next, payload
+				r.next++
+				return true
+			}
+			if errors.Is(ferr, errHole) {
+				r.l.noteCorrupt(r.next, ferr)
+				r.next++
 				continue
 			}
-			r.idx, r.rec = r.next-1, payload
-			return true
-		case errors.Is(err, tidwal.ErrCorrupt):
-			if err := r.scanDamaged(); err != nil {
-				r.err = err
-				return false
-			}
-		default:
+		} else if !errors.Is(err, tidwal.ErrCorrupt) {
+			r.err = err
+			return false
+		}
+		// tidwall/wal could not parse the segment, or delimited an entry
+		// that does not verify (a damaged length prefix misaligns the rest
+		// of the segment): find its records by their own frames.
+		if err := r.scanDamaged(); err != nil {
 			r.err = err
 			return false
 		}
@@ -119,47 +123,54 @@ func (r *Reader) read() ([]byte, error) {
 	if r.next < first {
 		r.next = first
 	}
-	data, err := l.st.Read(r.next)
+	data, err := safeRead(l.st, r.next)
 	if err != nil && !errors.Is(err, tidwal.ErrCorrupt) {
 		return nil, fmt.Errorf("wal read of record %d: %w", r.next, err)
 	}
 	return data, err
 }
 
-// scanDamaged reads the segment holding r.next straight from its file,
-// collecting the frames that verify.
+// safeRead reads one entry. tidwall/wal indexes its entry table without a
+// bounds check, so a damaged older segment that parses to fewer entries
+// than its file name promises panics; that is corruption, not a crash.
+func safeRead(st store, index uint64) (data []byte, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			data, err = nil, fmt.Errorf("%w: read of %d panicked: %v", tidwal.ErrCorrupt, index, v)
+		}
+	}()
+	return st.Read(index)
+}
+
+// scanDamaged reads the segment holding r.next straight from its file and
+// collects the frames that verify, by the index each frame carries.
 func (r *Reader) scanDamaged() error {
 	l := r.l
 	l.stateMu.RLock()
 	var base, end uint64
 	for i, s := range l.segs {
 		if s.base <= r.next {
-			base, end = s.base, 0
+			base, end = s.base, l.durable.Load()+1
 			if i+1 < len(l.segs) {
 				end = l.segs[i+1].base
 			}
 		}
 	}
 	l.stateMu.RUnlock()
-	if base == 0 || end == 0 {
-		return fmt.Errorf("wal read of record %d: segment damaged and not found", r.next)
+	if base == 0 || end <= r.next {
+		return fmt.Errorf("wal read of record %d: damaged segment not found", r.next)
 	}
 	data, err := os.ReadFile(filepath.Join(l.dir, segmentName(base)))
 	if err != nil {
 		return fmt.Errorf("wal read of damaged segment: %w", err)
 	}
-	l.logger.Warn("wal segment framing damaged; scanning it for intact records", "segment", segmentName(base))
-	entries, framingEnd := scanSegment(data, base)
-	recs := make(map[uint64][]byte, end-base)
-	for _, e := range entries {
-		if e.ok {
-			if p, err := checkFrame(data[e.frame:e.end], e.index); err == nil {
-				recs[e.index] = p
-			}
+	l.logger.Warn("wal segment damaged; scanning it for intact records", "segment", segmentName(base))
+	recs := make(map[uint64][]byte)
+	for _, f := range resync(data, 0, base-1) {
+		if f.index >= end {
+			break
 		}
-	}
-	for _, f := range resync(data, framingEnd, base+uint64(len(entries))-1) {
-		if f.index < end && f.kind == kindRecord {
+		if f.kind == kindRecord {
 			recs[f.index] = f.frame[frameHeader:]
 		}
 	}

@@ -41,8 +41,9 @@ var ErrBadBatch = errors.New("bad reading batch")
 
 // AppendBatch appends the encoding of b to dst and returns the extended
 // slice. Series keys and field names are written once per batch and then
-// referred to by position; event times are zig-zag varint deltas from the
-// previous reading (the first from IngestNs); values are the 8 raw bytes of
+// referred to by position; event times are zig-zag varint delta-of-deltas
+// (the first delta from IngestNs), so a regular sample rate costs one byte
+// per timestamp; values are the 8 raw bytes of
 // the float64, so every value, NaN payloads included, survives bit-exactly.
 //
 // The format is described in FORMAT.md. AppendBatch does not retain dst or b.
@@ -89,14 +90,15 @@ func (e *batchEncoder) append(dst []byte, b *Batch) []byte {
 	dst = appendStrings(dst, e.sList)
 	dst = appendStrings(dst, e.fList)
 	dst = binary.AppendUvarint(dst, uint64(len(b.Readings)))
-	prev := b.IngestNs
+	prev, prevDelta := b.IngestNs, int64(0)
 	for i := range b.Readings {
 		r := &b.Readings[i]
+		delta := r.TimeNs - prev
 		dst = binary.AppendUvarint(dst, e.series[r.Series])
 		dst = binary.AppendUvarint(dst, e.fields[r.Field])
-		dst = binary.AppendVarint(dst, r.TimeNs-prev)
+		dst = binary.AppendVarint(dst, delta-prevDelta)
 		dst = binary.LittleEndian.AppendUint64(dst, math.Float64bits(r.Value))
-		prev = r.TimeNs
+		prev, prevDelta = r.TimeNs, delta
 	}
 	return dst
 }
@@ -146,10 +148,10 @@ func decodeBatch(src []byte, b *Batch) error {
 	if cap(b.Readings) < int(n) {
 		b.Readings = make([]Reading, 0, n)
 	}
-	prev := b.IngestNs
+	prev, delta := b.IngestNs, int64(0)
 	for i := uint64(0); i < n; i++ {
 		si, fi := d.uvarint(), d.uvarint()
-		delta := d.varint()
+		delta += d.varint()
 		bits := d.uint64()
 		if d.err != nil {
 			return d.err

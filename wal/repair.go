@@ -163,10 +163,11 @@ func (r repairResult) changed() bool {
 //     everything);
 //   - a torn tail (a last record cut short, garbage or zeros after the last
 //     whole record) is cut back to the last frame that verifies;
-//   - when the length framing of the last segment is damaged but verified
-//     frames follow the damage, the segment is rewritten with those frames
-//     and hole frames for the records lost in between, so no earlier or
-//     later record is lost and indexes stay in place.
+//   - when frames that verify follow the damage (a damaged length prefix
+//     misaligns or breaks the framing of everything after it), the segment
+//     is rewritten with those frames and hole frames for the records lost
+//     in between, so no earlier or later record is lost and indexes stay in
+//     place.
 //
 // A bad frame followed by good ones with intact framing is left alone: the
 // reader skips and counts it.
@@ -191,7 +192,7 @@ func repairTail(dir string, keepThrough uint64) (repairResult, error) {
 	if err != nil {
 		return res, fmt.Errorf("read last segment: %w", err)
 	}
-	entries, framingEnd := scanSegment(data, last.base)
+	entries, _ := scanSegment(data, last.base)
 	keep := 0
 	for i, e := range entries {
 		if e.ok {
@@ -204,20 +205,24 @@ func repairTail(dir string, keepThrough uint64) (repairResult, error) {
 			keep = int(max(limit, 0))
 		}
 	}
-	if framingEnd < len(data) {
-		after := last.base + uint64(len(entries)) - 1
-		found := resync(data, framingEnd, after)
-		for len(found) > 0 && keepThrough != noLimit && found[len(found)-1].index > keepThrough {
-			found = found[:len(found)-1]
+	// Frames that verify after the last good entry mean the damage is in
+	// the middle (a length prefix that still parses misaligns everything
+	// after it), not a torn tail: keep them, with holes for what is lost.
+	goodEnd, after := 0, last.base-1
+	if keep > 0 {
+		goodEnd, after = entries[keep-1].end, entries[keep-1].index
+	}
+	found := resync(data, goodEnd, after)
+	for len(found) > 0 && keepThrough != noLimit && found[len(found)-1].index > keepThrough {
+		found = found[:len(found)-1]
+	}
+	if len(found) > 0 {
+		out, holes := rewriteTail(data[:goodEnd], after, found)
+		res.holes = holes
+		if err := atomicWriteFile(last.path, out); err != nil {
+			return res, fmt.Errorf("rewrite damaged segment %s: %w", filepath.Base(last.path), err)
 		}
-		if len(found) > 0 {
-			out, holes := rewriteTail(data[:framingEnd], after, found)
-			res.holes = holes
-			if err := atomicWriteFile(last.path, out); err != nil {
-				return res, fmt.Errorf("rewrite damaged segment %s: %w", filepath.Base(last.path), err)
-			}
-			return res, nil
-		}
+		return res, nil
 	}
 	size := 0
 	if keep > 0 {

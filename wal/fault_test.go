@@ -1,0 +1,282 @@
+package wal
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"time"
+
+	tidwal "github.com/tidwall/wal"
+)
+
+// faultStore wraps the real store: it records the order of writes, syncs
+// and acknowledgements, and fails a chosen call.
+type faultStore struct {
+	store
+	ev *events
+	// failWrite and failSync, when they return true for the n-th call
+	// (counted from 1 across reopens), make that call fail. A failing
+	// write still writes, as a partial write to the file would.
+	failWrite, failSync func(n int64) bool
+	writes, syncs       *atomic.Int64
+}
+
+var errInjected = errors.New("injected I/O error")
+
+func (f *faultStore) WriteBatch(b *tidwal.Batch) error {
+	err := f.store.WriteBatch(b)
+	if err == nil && f.failWrite != nil && f.failWrite(f.writes.Add(1)) {
+		return errInjected
+	}
+	return err
+}
+
+func (f *faultStore) Sync() error {
+	last, _ := f.store.LastIndex()
+	err := f.store.Sync()
+	if err == nil && f.failSync != nil && f.failSync(f.syncs.Add(1)) {
+		return errInjected
+	}
+	f.ev.add(event{kind: "synced", index: last})
+	return err
+}
+
+type event struct {
+	kind  string
+	index uint64
+}
+
+type events struct {
+	mu   sync.Mutex
+	list []event
+}
+
+func (e *events) add(ev event) {
+	e.mu.Lock()
+	e.list = append(e.list, ev)
+	e.mu.Unlock()
+}
+
+type faultOpts struct {
+	failWrite, failSync func(n int64) bool
+}
+
+func openFault(t *testing.T, dir string, cfg Config, fo faultOpts) (*Log, *events, *atomic.Int64) {
+	t.Helper()
+	ev := &events{}
+	var opens, writes, syncs atomic.Int64
+	l, err := openLog(dir, cfg, nil, openOpts{open: func(dir string, cfg Config) (store, error) {
+		opens.Add(1)
+		st, err := openTidwall(dir, cfg)
+		if err != nil {
+			return nil, err
+		}
+		return &faultStore{store: st, ev: ev, failWrite: fo.failWrite, failSync: fo.failSync, writes: &writes, syncs: &syncs}, nil
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l, ev, &opens
+}
+
+// TestNoReleaseBeforeSync checks, over many concurrent appends, that every
+// append returned only after a sync that covered its last record.
+func TestNoReleaseBeforeSync(t *testing.T) {
+	for _, mode := range []SyncMode{SyncBatch, SyncInterval} {
+		t.Run(string(mode), func(t *testing.T) {
+			l, ev, _ := openFault(t, t.TempDir(), testConfig(mode), faultOpts{})
+			defer l.Close()
+			var wg sync.WaitGroup
+			for p := range 16 {
+				wg.Go(func() {
+					for s := range 40 {
+						_, last, err := l.Append(context.Background(), [][]byte{payload(p, s)})
+						if err != nil {
+							t.Error(err)
+							return
+						}
+						ev.add(event{kind: "acked", index: last})
+					}
+				})
+			}
+			wg.Wait()
+			var synced uint64
+			for _, e := range ev.list {
+				switch e.kind {
+				case "synced":
+					synced = max(synced, e.index)
+				case "acked":
+					if e.index > synced {
+						t.Fatalf("record %d acknowledged before any sync covered it (synced through %d)", e.index, synced)
+					}
+				}
+			}
+		})
+	}
+}
+
+func TestInjectedFailures(t *testing.T) {
+	cases := []struct {
+		name string
+		fo   faultOpts
+	}{
+		{"write error", faultOpts{failWrite: func(n int64) bool { return n == 5 || n == 9 }}},
+		{"sync error", faultOpts{failSync: func(n int64) bool { return n == 5 || n == 9 }}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			l, _, opens := openFault(t, dir, testConfig(SyncBatch), tc.fo)
+			acked := map[uint64][]byte{}
+			failed := 0
+			for i := range 20 {
+				rec := payload(1, i)
+				first, _, err := l.Append(context.Background(), [][]byte{rec})
+				if err != nil {
+					if !errors.Is(err, errInjected) {
+						t.Fatalf("append %d: %v, want the injected error", i, err)
+					}
+					failed++
+					continue
+				}
+				if _, dup := acked[first]; dup {
+					t.Fatalf("index %d acknowledged twice", first)
+				}
+				acked[first] = rec
+			}
+			if failed != 2 {
+				t.Fatalf("%d appends failed, want 2", failed)
+			}
+			if got := opens.Load(); got != 3 {
+				t.Fatalf("store opened %d times, want 3 (open + a reopen per failure)", got)
+			}
+			check := func(l *Log) {
+				got := readAll(t, l)
+				if len(got) != len(acked) {
+					t.Fatalf("log holds %d records, %d acknowledged: a failed append's record survived", len(got), len(acked))
+				}
+				for i, w := range acked {
+					if string(got[i]) != string(w) {
+						t.Fatalf("record %d = %q, want %q", i, got[i], w)
+					}
+				}
+			}
+			check(l)
+			if st := l.Stats(); st.WriteErrors != 2 || st.Recoveries != 2 {
+				t.Fatalf("write errors %d, recoveries %d; want 2 and 2", st.WriteErrors, st.Recoveries)
+			}
+			l.Close()
+			l2 := mustOpen(t, dir, testConfig(SyncBatch))
+			defer l2.Close()
+			check(l2)
+		})
+	}
+}
+
+// TestFailureFailsWholeGroup: every append of a failed group fails, and
+// the appends queued behind it succeed after recovery.
+func TestFailureFailsWholeGroup(t *testing.T) {
+	gate := make(chan struct{})
+	var once sync.Once
+	l, _, _ := openFault(t, t.TempDir(), testConfig(SyncBatch), faultOpts{failSync: func(n int64) bool {
+		if n == 1 {
+			once.Do(func() { <-gate }) // hold the first sync so a group forms behind it
+		}
+		return n == 2
+	}})
+	defer l.Close()
+	first := make(chan error, 1)
+	go func() {
+		_, _, err := l.Append(context.Background(), [][]byte{[]byte("first")})
+		first <- err
+	}()
+	// Queue a group behind the held sync, then release it.
+	results := make(chan error, 8)
+	waitFor(t, func() bool { return l.stats.groups.Load() == 1 }, "first group written")
+	for i := range 8 {
+		go func() {
+			_, _, err := l.Append(context.Background(), [][]byte{payload(3, i)})
+			results <- err
+		}()
+	}
+	waitFor(t, func() bool { l.mu.Lock(); defer l.mu.Unlock(); return len(l.queue) == 8 }, "8 appends queued")
+	close(gate)
+	if err := <-first; err != nil {
+		t.Fatalf("first append: %v", err)
+	}
+	var failed int
+	for range 8 {
+		if err := <-results; err != nil {
+			failed++
+		}
+	}
+	if failed != 8 {
+		t.Fatalf("%d of the 8 grouped appends failed, want all", failed)
+	}
+	if _, _, err := l.Append(context.Background(), [][]byte{[]byte("after")}); err != nil {
+		t.Fatalf("append after recovery: %v", err)
+	}
+	if got := len(readAll(t, l)); got != 2 {
+		t.Fatalf("log holds %d records, want 2", got)
+	}
+}
+
+func TestBackpressureBlocksAppend(t *testing.T) {
+	gate := make(chan struct{})
+	cfg := testConfig(SyncBatch)
+	cfg.MaxPendingBytes = 64 * KiB
+	var once sync.Once
+	l, _, _ := openFault(t, t.TempDir(), cfg, faultOpts{failSync: func(n int64) bool {
+		once.Do(func() { <-gate })
+		return false
+	}})
+	defer l.Close()
+	done := make(chan error, 1)
+	go func() {
+		_, _, err := l.Append(context.Background(), [][]byte{[]byte("held")})
+		done <- err
+	}()
+	waitFor(t, func() bool { return l.stats.groups.Load() == 1 }, "first group written")
+	// Fill the pending budget; the next append must block, and give up
+	// with its context.
+	big := make([]byte, 60*1024)
+	filled := make(chan error, 1)
+	go func() {
+		_, _, err := l.Append(context.Background(), [][]byte{big})
+		filled <- err
+	}()
+	waitFor(t, func() bool { l.mu.Lock(); defer l.mu.Unlock(); return len(l.queue) == 1 }, "budget filled")
+	ctx, cancel := context.WithCancel(context.Background())
+	blocked := make(chan error, 1)
+	go func() {
+		_, _, err := l.Append(ctx, [][]byte{big})
+		blocked <- err
+	}()
+	waitFor(t, func() bool { l.sem.mu.Lock(); defer l.sem.mu.Unlock(); return len(l.sem.waiters) == 1 }, "third append waiting for budget")
+	cancel()
+	if err := <-blocked; !errors.Is(err, context.Canceled) {
+		t.Fatalf("blocked append: %v, want context.Canceled", err)
+	}
+	close(gate)
+	for _, c := range []chan error{done, filled} {
+		if err := <-c; err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// waitFor polls cond until it holds or a deadline passes, and reports
+// what it was waiting for.
+func waitFor(t *testing.T, cond func() bool, what string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond) // poll interval of the condition wait
+	}
+}
