@@ -47,9 +47,10 @@ type Config struct {
 	MaxPendingBytes ByteSize `yaml:"max_pending_bytes"`
 	// RetentionBytes and RetentionAge say how much history the log keeps once
 	// its owner no longer needs it: a segment that lies wholly before the
-	// owner's release point is removed when the log is larger than
-	// RetentionBytes or the segment was last written more than RetentionAge
-	// ago. Zero means no history beyond what the owner needs.
+	// owner's release point (Log.Release) is removed when the log is larger
+	// than RetentionBytes or the segment was last written more than
+	// RetentionAge ago. RetentionBytes 0 keeps no such history;
+	// RetentionAge 0 sets no age limit.
 	RetentionBytes ByteSize      `yaml:"retention_bytes"`
 	RetentionAge   time.Duration `yaml:"retention_age"`
 }

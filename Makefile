@@ -1,0 +1,59 @@
+# Runnel build, test and benchmark targets. `make test` is what CI and the
+# README run.
+
+PKG      := github.com/runnel-iot/runnel
+VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT   ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+LDFLAGS  := -s -w -X $(PKG)/gateway.Version=$(VERSION) -X $(PKG)/gateway.Commit=$(COMMIT)
+GOBUILD  := CGO_ENABLED=0 go build -trimpath -ldflags '$(LDFLAGS)'
+FUZZTIME ?= 4s
+CONFIG   ?=
+
+.PHONY: all build build-arm64 build-armv7 test fmt-check vet test-race test-386 fuzz bench run clean
+
+all: build
+
+build:
+	$(GOBUILD) -o bin/runnel ./gateway/cmd/runnel
+
+# Static Linux binaries for a Raspberry Pi 3/4/5 or an ARM64 gateway
+# (arm64), and for 32-bit Raspberry Pi OS (armv7).
+build-arm64:
+	GOOS=linux GOARCH=arm64 $(GOBUILD) -o bin/runnel-linux-arm64 ./gateway/cmd/runnel
+
+build-armv7:
+	GOOS=linux GOARCH=arm GOARM=7 $(GOBUILD) -o bin/runnel-linux-armv7 ./gateway/cmd/runnel
+
+test: fmt-check vet test-race test-386 fuzz
+
+fmt-check:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
+
+vet:
+	go vet ./...
+
+test-race:
+	go test -race -count=1 -timeout 15m ./...
+
+# A 32-bit run catches 64-bit atomics misalignment (armv7 is 32-bit).
+test-386:
+	GOARCH=386 go test -count=1 -short ./wal/... ./sketches/...
+
+# Every fuzz target, briefly (FUZZTIME each); crashers land in testdata/fuzz.
+fuzz:
+	@set -e; for pkg in $$(go list ./...); do \
+	  for target in $$(go test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
+	    echo "fuzz $$pkg $$target ($(FUZZTIME))"; \
+	    go test -run '^$$' -fuzz "^$$target$$" -fuzztime $(FUZZTIME) $$pkg > /tmp/runnel-fuzz.log 2>&1 || { cat /tmp/runnel-fuzz.log; exit 1; }; \
+	  done; \
+	done
+
+bench:
+	go test -run '^$$' -bench . -benchtime 2s -count 1 ./...
+
+run: build
+	./bin/runnel run $(if $(CONFIG),-config $(CONFIG))
+
+clean:
+	rm -rf bin

@@ -1,0 +1,58 @@
+// Package gateway is Runnel's composition root: it loads the configuration,
+// wires the pipeline stages together and runs them as one unit with a
+// graceful shutdown. It is the only package that imports every stage; the
+// stages know nothing of each other or of it.
+//
+// # What it owns
+//
+// A running Gateway owns the readings WAL in <gateway.data_dir>/wal (opened
+// with wal.Open, closed on shutdown), the one HTTP server of the gateway
+// (http.addr, default :8080) with its ServeMux, and the goroutine serving
+// it. Today the mux holds GET /healthz (200 "ok" while the process is up)
+// and GET /readyz (200 once the WAL is open and the listener is bound, else
+// 503 with {"ready":false,"reason":"..."}); later stages register their
+// handlers on the same mux.
+//
+// # Lifecycle
+//
+// New validates and allocates, starting nothing. Run starts the stages
+// sinks first (WAL, then the HTTP listener), so nothing is accepted before
+// it can be stored, and then blocks as a run group: the first component
+// that fails, or the cancellation of ctx, stops everything. Shutdown
+// follows the data, in reverse order of starting:
+//
+//  1. stop accepting: http.Server.Shutdown closes the listener, then waits
+//     for requests in flight;
+//  2. flush and close the WAL.
+//
+// The whole shutdown runs under context.WithoutCancel within
+// gateway.shutdown_timeout; past it Run returns an error saying so. Run
+// returns only after the goroutines it started have exited.
+//
+// # Configuration
+//
+// Config is composed of one section per stage (gateway, log, wal, http),
+// each a struct with yaml tags, Go types that carry units (time.Duration,
+// wal.ByteSize), and its own Validate. Load is the single load path of
+// `runnel run` and `runnel check`:
+//
+//  1. start from DefaultConfig;
+//  2. apply the YAML file, strictly: it is walked against the struct by its
+//     yaml tags, so an unknown key is an error listing the allowed keys and
+//     an unparseable value is an error at its line;
+//  3. apply RUNNEL_* environment variables (see EnvVars);
+//  4. resolve an empty gateway.id from /etc/machine-id, else the hostname;
+//  5. validate.
+//
+// Every problem is reported at once, one per line, sorted by line, as
+// `FILE:LINE: key.path: what is wrong and what is allowed`. A value set by
+// the environment is reported as `env RUNNEL_X: key.path: ...`.
+//
+// Environment variable names are derived from key paths: RUNNEL_ plus the
+// path in upper case with dots as underscores (wal.segment_bytes is
+// RUNNEL_WAL_SEGMENT_BYTES). Every scalar key and every list of scalars has
+// one; a list is written comma-separated ("a:9092, b:9092"). A few keys also
+// have a short alias (RUNNEL_DATA_DIR for gateway.data_dir); setting both
+// names is an error. A RUNNEL_ variable that names no key is an error, so a
+// typo cannot silently leave a default in place.
+package gateway

@@ -1,0 +1,231 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/runnel-iot/runnel/wal"
+)
+
+// Gateway is one running gateway: the WAL and the HTTP server, wired
+// together. Create it with New, run it once with Run. Its methods are safe
+// for concurrent use.
+type Gateway struct {
+	cfg    Config
+	logger *slog.Logger
+	srv    *http.Server
+	ready  chan struct{}
+	ran    atomic.Bool
+
+	// Readiness, read by /readyz.
+	walOpen  atomic.Bool
+	httpUp   atomic.Bool
+	stopping atomic.Bool
+
+	mu   sync.Mutex
+	addr string // bound HTTP address, once listening
+}
+
+// Run is New followed by Gateway.Run: it blocks until ctx is cancelled or
+// a component fails, then shuts down; see Gateway.Run.
+func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
+	g, err := New(cfg, logger)
+	if err != nil {
+		return err
+	}
+	return g.Run(ctx)
+}
+
+// New validates cfg and allocates the gateway. It starts no goroutine,
+// opens no file and binds no port; Run does. A nil logger discards.
+func New(cfg Config, logger *slog.Logger) (*Gateway, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("invalid config: %w", err)
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	g := &Gateway{cfg: cfg, logger: logger, ready: make(chan struct{})}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", g.handleHealthz)
+	mux.HandleFunc("GET /readyz", g.handleReadyz)
+	g.srv = &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	}
+	return g, nil
+}
+
+// Ready is closed once every component has started and the HTTP listener
+// is bound. It is never closed if Run fails during start.
+func (g *Gateway) Ready() <-chan struct{} { return g.ready }
+
+// Addr returns the bound HTTP address (useful with port 0), or "" before
+// the listener is up.
+func (g *Gateway) Addr() string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.addr
+}
+
+// Run starts the gateway and blocks until ctx is cancelled or a component
+// fails; the first failure stops everything. It then shuts down in the
+// order the data flows: stop accepting HTTP, then flush and close the WAL,
+// all within gateway.shutdown_timeout and regardless of ctx (the cleanup
+// runs under context.WithoutCancel).
+//
+// Run returns nil after a clean shutdown on ctx cancellation; otherwise the
+// failure, joined with any shutdown error, including one saying the
+// deadline passed. It returns only after every goroutine it started has
+// exited, except a WAL close still running when the deadline passed: that
+// one is abandoned, as the process is about to exit. Run may be called once.
+func (g *Gateway) Run(ctx context.Context) error {
+	if !g.ran.CompareAndSwap(false, true) {
+		return errors.New("run gateway: Run was already called")
+	}
+	start := time.Now()
+	timeout := g.cfg.Gateway.ShutdownTimeout
+	var grp group
+	// Start sinks before sources, so nothing is accepted before it can be
+	// stored; the group stops them in reverse.
+	if err := g.startWAL(&grp); err != nil {
+		return grp.abort(ctx, timeout, err)
+	}
+	if err := g.startHTTP(ctx, &grp); err != nil {
+		return grp.abort(ctx, timeout, err)
+	}
+	g.logger.Info("gateway started", "gateway_id", g.cfg.Gateway.ID, "http_addr", g.Addr(),
+		"data_dir", g.cfg.Gateway.DataDir, "version", Version)
+	close(g.ready)
+
+	err := grp.run(ctx, timeout, func(cause error) {
+		g.stopping.Store(true)
+		if cause != nil {
+			g.logger.Error("gateway stopping after a failure", "err", cause)
+		} else {
+			g.logger.Info("gateway stopping")
+		}
+	})
+	g.logger.Info("gateway stopped", "uptime", time.Since(start).Round(time.Millisecond).String())
+	return err
+}
+
+// startWAL opens the readings WAL under the data dir.
+func (g *Gateway) startWAL(grp *group) error {
+	dataDir := g.cfg.Gateway.DataDir
+	if err := os.MkdirAll(dataDir, 0o750); err != nil {
+		return fmt.Errorf("create data dir %s: %w", dataDir, unwrapPath(err))
+	}
+	dir := filepath.Join(dataDir, "wal")
+	log, err := wal.Open(dir, g.cfg.WAL, g.logger.With("component", "wal"))
+	if err != nil {
+		return fmt.Errorf("open wal %s: %w", dir, err)
+	}
+	g.walOpen.Store(true)
+	grp.add(actor{name: "wal", stop: func(ctx context.Context) error {
+		g.walOpen.Store(false)
+		return closeWithin(ctx, log.Close)
+	}})
+	return nil
+}
+
+// startHTTP binds the HTTP listener; the group serves on it.
+func (g *Gateway) startHTTP(ctx context.Context, grp *group) error {
+	addr := g.cfg.HTTP.Addr
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", addr)
+	if err != nil {
+		var oe *net.OpError
+		if errors.As(err, &oe) {
+			err = oe.Err
+		}
+		return fmt.Errorf("listen http on %s: %w", addr, err)
+	}
+	g.mu.Lock()
+	g.addr = ln.Addr().String()
+	g.mu.Unlock()
+	g.httpUp.Store(true)
+	grp.add(actor{
+		name: "http",
+		run: func() error {
+			if err := g.srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("serve http on %s: %w", addr, err)
+			}
+			return nil
+		},
+		stop: func(ctx context.Context) error {
+			g.httpUp.Store(false)
+			// Shutdown closes the listener, then waits for requests in
+			// flight; past the deadline, Close cuts them off.
+			err := g.srv.Shutdown(ctx)
+			if err != nil {
+				_ = g.srv.Close() // its error repeats Shutdown's
+			}
+			_ = ln.Close() // in case Serve never ran; already closed otherwise
+			return err
+		},
+	})
+	return nil
+}
+
+func (g *Gateway) handleHealthz(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	_, _ = w.Write([]byte("ok\n"))
+}
+
+// readiness is the JSON body of /readyz.
+type readiness struct {
+	Ready  bool   `json:"ready"`
+	Reason string `json:"reason,omitempty"`
+}
+
+func (g *Gateway) handleReadyz(w http.ResponseWriter, _ *http.Request) {
+	r := readiness{Ready: true}
+	switch {
+	case g.stopping.Load():
+		r = readiness{Reason: "shutting down"}
+	case !g.walOpen.Load():
+		r = readiness{Reason: "wal not open"}
+	case !g.httpUp.Load():
+		r = readiness{Reason: "http listener not up"}
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if !r.Ready {
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}
+	_ = json.NewEncoder(w).Encode(r)
+}
+
+// closeWithin calls close and waits for it until ctx ends. A close still
+// running at the deadline is abandoned: its goroutine is left behind.
+func closeWithin(ctx context.Context, close func() error) error {
+	done := make(chan error, 1)
+	go func() { done <- close() }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return fmt.Errorf("gave up waiting: %w", ctx.Err())
+	}
+}
+
+func unwrapPath(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}

@@ -1,0 +1,258 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// waitFor polls cond until it reports true or the deadline passes, then
+// fails the test with the last state cond described.
+func waitFor(t *testing.T, timeout time.Duration, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		ok, state := cond()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("condition not met within %s; last state: %s", timeout, state)
+		}
+		time.Sleep(10 * time.Millisecond) // poll interval, not synchronisation
+	}
+}
+
+func testConfig(t *testing.T) Config {
+	c := DefaultConfig()
+	c.Gateway.ID = "test-gw"
+	c.Gateway.DataDir = t.TempDir()
+	c.HTTP.Addr = "127.0.0.1:0"
+	return c
+}
+
+// syncBuffer is a bytes buffer safe for a logger and a test to share.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func get(client *http.Client, url string) (int, string, error) {
+	resp, err := client.Get(url)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body), err
+}
+
+func TestLifecycle(t *testing.T) {
+	var logs syncBuffer
+	cfg := testConfig(t)
+	g, err := New(cfg, NewLogger(LogConfig{Level: "info", Format: "text"}, &logs))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- g.Run(ctx) }()
+
+	select {
+	case <-g.Ready():
+	case err := <-done:
+		t.Fatalf("Run returned before ready: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("gateway not ready within 10s")
+	}
+	addr := g.Addr()
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	for _, tc := range []struct{ path, body string }{
+		{"/healthz", "ok\n"},
+		{"/readyz", `{"ready":true}` + "\n"},
+	} {
+		waitFor(t, 5*time.Second, func() (bool, string) {
+			code, body, err := get(client, "http://"+addr+tc.path)
+			return code == http.StatusOK && body == tc.body, tc.path + ": " + strings.TrimSpace(body) + " " + http.StatusText(code) + " " + errString(err)
+		})
+	}
+	if code, _, _ := get(client, "http://"+addr+"/nope"); code != http.StatusNotFound {
+		t.Errorf("GET /nope = %d, want 404", code)
+	}
+	if code, _, _ := get(client, "http://"+addr+"/healthz?x"); code != http.StatusOK {
+		t.Errorf("GET /healthz?x = %d, want 200", code)
+	}
+	if l := logs.String(); !strings.Contains(l, `msg="gateway started" gateway_id=test-gw http_addr=`+addr) {
+		t.Errorf("log lacks the start line:\n%s", l)
+	}
+
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Run after cancel = %v, want nil", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return within 10s of cancel")
+	}
+	if fi, err := os.Stat(filepath.Join(cfg.Gateway.DataDir, "wal")); err != nil || !fi.IsDir() {
+		t.Errorf("no WAL directory in the data dir: %v", err)
+	}
+	if _, _, err := get(client, "http://"+addr+"/healthz"); err == nil {
+		t.Error("HTTP still answers after Run returned")
+	}
+	rec := httptest.NewRecorder()
+	g.handleReadyz(rec, httptest.NewRequest("GET", "/readyz", nil))
+	if rec.Code != http.StatusServiceUnavailable || rec.Body.String() != `{"ready":false,"reason":"shutting down"}`+"\n" {
+		t.Errorf("readyz after stop = %d %s", rec.Code, rec.Body)
+	}
+	if err := g.Run(context.Background()); err == nil {
+		t.Error("second Run succeeded, want an error")
+	}
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
+
+func TestReadyzReasons(t *testing.T) {
+	g, err := New(testConfig(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name                   string
+		walOpen, httpUp, stopp bool
+		code                   int
+		body                   string
+	}{
+		{"before start", false, false, false, 503, `{"ready":false,"reason":"wal not open"}`},
+		{"wal open, no listener", true, false, false, 503, `{"ready":false,"reason":"http listener not up"}`},
+		{"running", true, true, false, 200, `{"ready":true}`},
+		{"stopping", true, true, true, 503, `{"ready":false,"reason":"shutting down"}`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			g.walOpen.Store(tt.walOpen)
+			g.httpUp.Store(tt.httpUp)
+			g.stopping.Store(tt.stopp)
+			rec := httptest.NewRecorder()
+			g.handleReadyz(rec, httptest.NewRequest("GET", "/readyz", nil))
+			if rec.Code != tt.code || strings.TrimSpace(rec.Body.String()) != tt.body || rec.Header().Get("Content-Type") != "application/json" {
+				t.Errorf("readyz = %d %s (%s), want %d %s", rec.Code, rec.Body, rec.Header().Get("Content-Type"), tt.code, tt.body)
+			}
+		})
+	}
+}
+
+func TestListenError(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	cfg := testConfig(t)
+	cfg.HTTP.Addr = busy.Addr().String()
+	g, err := New(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = g.Run(context.Background())
+	want := "listen http on " + cfg.HTTP.Addr + ": bind: address already in use"
+	if err == nil || err.Error() != want {
+		t.Errorf("Run on a busy port = %v, want %q", err, want)
+	}
+	select {
+	case <-g.Ready():
+		t.Error("Ready closed although start failed")
+	default:
+	}
+}
+
+func TestDataDirError(t *testing.T) {
+	cfg := testConfig(t)
+	file := cfg.Gateway.DataDir + "/file"
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg.Gateway.DataDir = file + "/data"
+	g, err := New(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = g.Run(context.Background())
+	if want := "create data dir " + cfg.Gateway.DataDir + ": not a directory"; err == nil || err.Error() != want {
+		t.Errorf("Run = %v, want %q", err, want)
+	}
+}
+
+func TestNewRefusesInvalidConfig(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.Log.Level = "loud"
+	_, err := New(cfg, nil)
+	var ce *ConfigError
+	if !errors.As(err, &ce) || ce.Key != "log.level" {
+		t.Errorf("New with a bad log level = %v, want a *ConfigError for log.level", err)
+	}
+}
+
+func TestNewLogger(t *testing.T) {
+	tests := []struct {
+		cfg  LogConfig
+		want []string // substrings of the output
+		not  []string // substrings it must not hold
+	}{
+		{LogConfig{Level: "info", Format: "json"}, []string{`"msg":"shown","k_v":1`, `"msg":"warned"`}, []string{"hidden"}},
+		{LogConfig{Level: "debug", Format: "text"}, []string{`msg=hidden`, `msg=shown k_v=1`}, []string{`"msg"`}},
+		{LogConfig{Level: "error", Format: "text"}, []string{`msg=shown`}, []string{"warned", "hidden"}},
+	}
+	for _, tt := range tests {
+		var b strings.Builder
+		l := NewLogger(tt.cfg, &b)
+		l.Debug("hidden")
+		l.Warn("warned")
+		l.Error("shown", "k_v", 1)
+		out := b.String()
+		for _, w := range tt.want {
+			if !strings.Contains(out, w) {
+				t.Errorf("%+v: output lacks %q:\n%s", tt.cfg, w, out)
+			}
+		}
+		for _, n := range tt.not {
+			if strings.Contains(out, n) {
+				t.Errorf("%+v: output holds %q:\n%s", tt.cfg, n, out)
+			}
+		}
+	}
+}
+
+func TestVersionString(t *testing.T) {
+	if s := VersionString(); !strings.HasPrefix(s, "runnel dev (commit unknown, go1.") {
+		t.Errorf("VersionString() = %q", s)
+	}
+}
