@@ -218,7 +218,15 @@ func TestBinaryVersionAndCheck(t *testing.T) {
 
 func TestBinaryRunAndSIGTERM(t *testing.T) {
 	bin, env := binary(t)
-	cmd := exec.Command(bin, "run")
+	checkRunAndSIGTERM(t, []string{bin}, env)
+}
+
+// checkRunAndSIGTERM runs `runnel run` through argv (the binary, or an
+// emulator and the binary), waits for it to serve /healthz, stops it with
+// SIGTERM and expects a clean exit.
+func checkRunAndSIGTERM(t *testing.T, argv []string, env []string) {
+	t.Helper()
+	cmd := exec.Command(argv[0], append(argv[1:], "run")...)
 	cmd.Env = append(env, "RUNNEL_HTTP_ADDR=127.0.0.1:0", "RUNNEL_DATA_DIR="+t.TempDir(),
 		"RUNNEL_LOG_FORMAT=json", "RUNNEL_GATEWAY_ID=cli-test")
 	stderr, err := cmd.StderrPipe()
