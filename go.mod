@@ -21,7 +21,8 @@ require (
 	github.com/tidwall/wal v1.2.1 // indirect
 	github.com/twmb/franz-go v1.22.2 // indirect
 	go.uber.org/goleak v1.3.0 // indirect
-	golang.org/x/net v0.44.0 // indirect
+	golang.org/x/crypto v0.58.0 // indirect
+	golang.org/x/net v0.60.0 // indirect
 	golang.org/x/sync v0.17.0 // indirect
 	gopkg.in/yaml.v3 v3.0.1 // indirect
 )

@@ -280,3 +280,51 @@ func waitFor(t *testing.T, cond func() bool, what string) {
 		time.Sleep(time.Millisecond) // poll interval of the condition wait
 	}
 }
+
+func TestAsyncAppends(t *testing.T) {
+	gate := make(chan struct{})
+	cfg := testConfig(SyncBatch)
+	cfg.MaxPendingBytes = 64 * KiB
+	var once sync.Once
+	l, _, _ := openFault(t, t.TempDir(), cfg, faultOpts{failSync: func(n int64) bool {
+		once.Do(func() { <-gate })
+		return false
+	}})
+	var mu sync.Mutex
+	var order []uint64
+	done := func(first, last uint64, err error) {
+		if err != nil {
+			t.Error(err)
+		}
+		mu.Lock()
+		order = append(order, first)
+		mu.Unlock()
+	}
+	if err := l.AppendAsync(context.Background(), [][]byte{[]byte("a")}, done); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return l.stats.groups.Load() == 1 }, "first group written")
+	// With the first sync held, fill the budget: the best-effort append is
+	// refused at once, never blocked.
+	if err := l.AppendAsync(context.Background(), [][]byte{make([]byte, 60*1024)}, done); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.TryAppendAsync([][]byte{make([]byte, 8*1024)}, done); !errors.Is(err, ErrFull) {
+		t.Fatalf("TryAppendAsync on a full budget: %v, want ErrFull", err)
+	}
+	close(gate)
+	waitFor(t, func() bool { mu.Lock(); defer mu.Unlock(); return len(order) == 2 }, "both appends acknowledged")
+	if order[0] != 1 || order[1] != 2 {
+		t.Fatalf("callbacks in order %v, want [1 2]", order)
+	}
+	if err := l.TryAppendAsync([][]byte{[]byte("b")}, done); err != nil {
+		t.Fatalf("TryAppendAsync with budget free: %v", err)
+	}
+	l.Close()
+	if err := l.TryAppendAsync([][]byte{[]byte("c")}, done); !errors.Is(err, ErrClosed) {
+		t.Fatalf("TryAppendAsync after close: %v", err)
+	}
+	if len(order) != 3 {
+		t.Fatalf("%d callbacks, want 3 (close drains the queue)", len(order))
+	}
+}

@@ -109,8 +109,7 @@ type request struct {
 	n           int   // payload bytes
 	cost        int64 // bytes held in the pending semaphore
 	first, last uint64
-	err         error
-	done        chan struct{} // closed by the writer once the outcome is known
+	done        func(first, last uint64, err error) // called once by the writer with the outcome
 }
 
 // Open opens the log in dir, creating it if needed. It takes an exclusive
@@ -201,6 +200,9 @@ func (l *Log) reopen() error {
 	return nil
 }
 
+// ErrFull is returned by TryAppendAsync when the pending budget is full.
+var ErrFull = errors.New("wal: pending appends full")
+
 // Append writes records as one group, assigning them consecutive indexes,
 // and returns the index range once they are durable under the configured
 // sync mode: after the fsync that covers them (batch, interval) or after the
@@ -215,21 +217,75 @@ func (l *Log) reopen() error {
 // the log cuts itself back to what was acknowledged before it accepts
 // again. Safe for concurrent use.
 func (l *Log) Append(ctx context.Context, records [][]byte) (first, last uint64, err error) {
+	type result struct {
+		first, last uint64
+		err         error
+	}
+	ch := make(chan result, 1)
+	if err := l.AppendAsync(ctx, records, func(f, la uint64, err error) { ch <- result{f, la, err} }); err != nil {
+		return 0, 0, err
+	}
+	select {
+	case r := <-ch:
+		return r.first, r.last, r.err
+	case <-ctx.Done():
+		return 0, 0, ctx.Err()
+	}
+}
+
+// AppendAsync queues records as one group and returns once they are queued;
+// done is then called exactly once, with the index range once the records
+// are durable, or with the error that failed them. done runs on the log's
+// writer goroutine, in index order across all appends: it must be quick
+// and must not block (hand the result to a channel or another goroutine).
+//
+// AppendAsync copies the records. It blocks while the pending budget is
+// full; ctx cancels that wait, and then done is never called. An error
+// return (ctx's, ErrClosed, ErrNoRecords, a record too large) means the
+// records were not queued and done will not be called.
+func (l *Log) AppendAsync(ctx context.Context, records [][]byte, done func(first, last uint64, err error)) error {
+	total, err := checkRecords(records)
+	if err != nil {
+		return err
+	}
+	cost, err := l.sem.acquire(ctx, int64(total+len(records)*frameHeader))
+	if err != nil {
+		return err
+	}
+	return l.enqueue(records, total, cost, done)
+}
+
+// TryAppendAsync is AppendAsync for best-effort paths that must never wait
+// (UDP, MQTT QoS 0): when the pending budget is full it returns ErrFull at
+// once instead of blocking.
+func (l *Log) TryAppendAsync(records [][]byte, done func(first, last uint64, err error)) error {
+	total, err := checkRecords(records)
+	if err != nil {
+		return err
+	}
+	cost, err := l.sem.tryAcquire(int64(total + len(records)*frameHeader))
+	if err != nil {
+		return err
+	}
+	return l.enqueue(records, total, cost, done)
+}
+
+func checkRecords(records [][]byte) (int, error) {
 	if len(records) == 0 {
-		return 0, 0, ErrNoRecords
+		return 0, ErrNoRecords
 	}
 	total := 0
 	for _, r := range records {
 		if len(r) > MaxRecordBytes {
-			return 0, 0, fmt.Errorf("wal append: record of %d bytes exceeds the %d-byte limit", len(r), MaxRecordBytes)
+			return 0, fmt.Errorf("wal append: record of %d bytes exceeds the %d-byte limit", len(r), MaxRecordBytes)
 		}
 		total += len(r)
 	}
-	cost, err := l.sem.acquire(ctx, int64(total+len(records)*frameHeader))
-	if err != nil {
-		return 0, 0, err
-	}
-	req := &request{data: make([]byte, 0, total), n: total, sizes: make([]int, len(records)), cost: cost, done: make(chan struct{})}
+	return total, nil
+}
+
+func (l *Log) enqueue(records [][]byte, total int, cost int64, done func(first, last uint64, err error)) error {
+	req := &request{data: make([]byte, 0, total), n: total, sizes: make([]int, len(records)), cost: cost, done: done}
 	for i, r := range records {
 		req.data = append(req.data, r...)
 		req.sizes[i] = len(r)
@@ -238,7 +294,7 @@ func (l *Log) Append(ctx context.Context, records [][]byte) (first, last uint64,
 	if l.closing {
 		l.mu.Unlock()
 		l.sem.release(cost)
-		return 0, 0, ErrClosed
+		return ErrClosed
 	}
 	l.queue = append(l.queue, req)
 	l.mu.Unlock()
@@ -246,12 +302,7 @@ func (l *Log) Append(ctx context.Context, records [][]byte) (first, last uint64,
 	case l.wake <- struct{}{}:
 	default:
 	}
-	select {
-	case <-req.done:
-		return req.first, req.last, req.err
-	case <-ctx.Done():
-		return 0, 0, ctx.Err()
-	}
+	return nil
 }
 
 // take returns the queued requests and whether the log is closing.
@@ -440,7 +491,7 @@ func (l *Log) acknowledge(reqs []*request) {
 	l.stats.records.Add(recs)
 	l.stats.bytes.Add(bytes)
 	for _, r := range reqs {
-		close(r.done)
+		r.done(r.first, r.last, nil)
 	}
 }
 
@@ -451,8 +502,7 @@ func (l *Log) fail(reqs []*request, err error) {
 	l.stats.writeErrors.Add(1)
 	l.logger.Error("wal write failed; records not acknowledged", "err", err, "appends", len(reqs))
 	for _, r := range reqs {
-		r.first, r.last, r.err = 0, 0, err
-		close(r.done)
+		r.done(0, 0, err)
 	}
 	if rerr := l.recover(); rerr != nil {
 		l.logger.Error("wal recovery failed; appends fail until it succeeds", "err", rerr)

@@ -75,6 +75,22 @@ func (s *byteSem) acquire(ctx context.Context, n int64) (int64, error) {
 	}
 }
 
+// tryAcquire takes n bytes (at most the whole budget) if they are free now
+// and no one is waiting before it; else ErrFull, or ErrClosed.
+func (s *byteSem) tryAcquire(n int64) (int64, error) {
+	n = min(n, s.max)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return 0, ErrClosed
+	}
+	if len(s.waiters) > 0 || s.avail < n {
+		return 0, ErrFull
+	}
+	s.avail -= n
+	return n, nil
+}
+
 // release returns n bytes and wakes the waiters that now fit, in order.
 func (s *byteSem) release(n int64) {
 	s.mu.Lock()
