@@ -36,7 +36,7 @@ func DefaultBiosignalConfig() BiosignalConfig {
 // Validate reports a MaxSamples outside [1, 1000000].
 func (c BiosignalConfig) Validate() error {
 	if c.MaxSamples < 1 || c.MaxSamples > maxSamplesLimit {
-		return fmt.Errorf("max_samples: %d out of range, want 1 to %d", c.MaxSamples, maxSamplesLimit)
+		return &ConfigError{Key: "max_samples", Msg: fmt.Sprintf("%d is out of range 1 to %d", c.MaxSamples, maxSamplesLimit)}
 	}
 	return nil
 }

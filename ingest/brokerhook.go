@@ -1,0 +1,604 @@
+package ingest
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/runnel-iot/runnel/wal"
+)
+
+// ingestHook is the broker's one hook: authentication, ACLs, limits, and
+// the durable ack path. mochi calls OnPublish on the publishing client's own
+// read goroutine before it would ack (server.go processPublish), so
+// blocking there throttles only that client.
+//
+// The ack path, per QoS:
+//   - QoS 1: OnPublish decodes the payload, queues the readings in the WAL
+//     (AppendAsync: the read loop goes on to the next message), records the
+//     packet id in the client's ack window, and returns ErrRejectPacket so
+//     mochi neither acks nor delivers. When the group commit holding the
+//     readings is durable, the client's acker goroutine writes the PUBACKs
+//     of every message that became durable, in receive order, in one socket
+//     write, then delivers the messages to local subscribers. Every QoS 1
+//     publish of a client takes this path, stored or not, so PUBACKs never
+//     overtake each other [MQTT-4.6.0-2].
+//   - QoS 2: OnPublish blocks until the readings are durable, then lets
+//     mochi send PUBREC and run the PUBREL/PUBCOMP exchange. Blocking holds
+//     this client's read loop for one fsync per QoS 2 message.
+//   - QoS 0: best effort: the readings are queued if the WAL has room now,
+//     else dropped and counted; the message is delivered at once.
+//
+// A QoS 1 or 2 publish whose append fails is never acknowledged: a v5
+// client gets a PUBACK with reason 0x80 (QoS 1) and then every client is
+// disconnected, so it resends on reconnect.
+type ingestHook struct {
+	mqtt.HookBase
+	cfg     BrokerConfig
+	srv     *mqtt.Server
+	app     Appender
+	rejects RejectSink
+	stats   *Stats
+	logger  *slog.Logger
+
+	users     map[string]*BrokerUser
+	anonymous bool
+	authCache sync.Map // sha256(user \x00 password) → struct{}: bcrypt is 50+ ms; reconnect storms must not pay it each time
+	authN     int
+
+	topics    []TopicCodec
+	precision Precision
+
+	jsonPool, bioPool, lpPool sync.Pool
+
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	mu      sync.Mutex
+	clients map[*mqtt.Client]*clientAcks
+	retain  map[string]map[string]struct{} // client id → retained topics it set
+	wg      sync.WaitGroup
+}
+
+func newIngestHook(cfg BrokerConfig, srv *mqtt.Server, app Appender, rejects RejectSink, stats *Stats, logger *slog.Logger) (*ingestHook, error) {
+	prec, _ := ParsePrecision(cfg.LineProtocolPrecision)
+	if stats == nil {
+		stats = &Stats{}
+	}
+	h := &ingestHook{
+		cfg: cfg, srv: srv, app: app, rejects: rejects, stats: stats, logger: logger,
+		users: map[string]*BrokerUser{}, anonymous: cfg.anonymous(),
+		topics: cfg.Topics, precision: prec,
+		clients: map[*mqtt.Client]*clientAcks{},
+		retain:  map[string]map[string]struct{}{},
+	}
+	for i := range cfg.Users {
+		h.users[cfg.Users[i].Username] = &cfg.Users[i]
+	}
+	h.jsonPool.New = func() any { return NewJSON() }
+	h.lpPool.New = func() any { return NewLineProtocol() }
+	if _, err := NewBiosignal(cfg.Biosignal); err != nil {
+		return nil, err
+	}
+	h.bioPool.New = func() any { b, _ := NewBiosignal(cfg.Biosignal); return b } // cfg validated above
+	h.ctx, h.cancel = context.WithCancel(context.Background())
+	return h, nil
+}
+
+func (h *ingestHook) ID() string { return "runnel-ingest" }
+
+func (h *ingestHook) Provides(b byte) bool {
+	switch b {
+	case mqtt.OnConnect, mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnPublish, mqtt.OnDisconnect:
+		return true
+	}
+	return false
+}
+
+func (h *ingestHook) shutdown() { h.cancel() }
+
+// wait waits for every acker goroutine.
+func (h *ingestHook) wait() {
+	h.mu.Lock()
+	for _, ca := range h.clients {
+		ca.stop()
+	}
+	h.mu.Unlock()
+	h.wg.Wait()
+}
+
+// OnConnect caps the keep-alive: a client asking for none or for more than
+// max_keep_alive gets max_keep_alive, so a silent socket is eventually
+// closed (v5 clients are told through the server keep-alive).
+func (h *ingestHook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
+	limit := uint16(h.cfg.MaxKeepAlive / time.Second)
+	if cl.State.Keepalive == 0 || cl.State.Keepalive > limit {
+		cl.State.Keepalive = limit
+		cl.State.ServerKeepalive = true
+	}
+	return nil
+}
+
+// OnConnectAuthenticate checks the username and bcrypt password.
+func (h *ingestHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
+	user := string(pk.Connect.Username)
+	if user == "" {
+		if !h.anonymous {
+			h.logger.Info("mqtt connect refused: no username and anonymous access is off", "client", cl.ID, "remote", cl.Net.Remote)
+		}
+		return h.anonymous
+	}
+	u, ok := h.users[user]
+	if !ok {
+		h.logger.Info("mqtt connect refused: unknown user", "user", user, "client", cl.ID, "remote", cl.Net.Remote)
+		return false
+	}
+	key := sha256.Sum256(append(append([]byte(user), 0), pk.Connect.Password...))
+	if _, ok := h.authCache.Load(key); ok {
+		return true
+	}
+	if bcrypt.CompareHashAndPassword([]byte(u.PasswordHash), pk.Connect.Password) != nil {
+		h.logger.Info("mqtt connect refused: wrong password", "user", user, "client", cl.ID, "remote", cl.Net.Remote)
+		return false
+	}
+	h.mu.Lock()
+	if h.authN < 1024 { // bounded: beyond it, bcrypt every time
+		h.authCache.Store(key, struct{}{})
+		h.authN++
+	}
+	h.mu.Unlock()
+	return true
+}
+
+// reservedTopic reports whether a topic is reserved for the gateway's own
+// publishes.
+func reservedTopic(topic string) bool {
+	return topic == "alerts" || strings.HasPrefix(topic, "alerts/") || strings.HasPrefix(topic, "$SYS")
+}
+
+// OnACLCheck applies the user's publish and subscribe filters. Publishing
+// on alerts/# and $SYS/# is the gateway's unless a filter of the user
+// grants it explicitly.
+func (h *ingestHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
+	var filters []string
+	if u := h.users[string(cl.Properties.Username)]; u != nil {
+		filters = u.Subscribe
+		if write {
+			filters = u.Publish
+		}
+	}
+	for _, f := range filters {
+		if matchFilter(f, topic) {
+			return true
+		}
+	}
+	if write && reservedTopic(topic) {
+		return false
+	}
+	return len(filters) == 0
+}
+
+// OnDisconnect ends the client's acker. Appends still in flight complete,
+// but their acknowledgements are dropped: the client resends.
+func (h *ingestHook) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
+	h.mu.Lock()
+	ca := h.clients[cl]
+	delete(h.clients, cl)
+	h.mu.Unlock()
+	if ca != nil {
+		ca.stop()
+	}
+}
+
+func (h *ingestHook) codecFor(topic string) string {
+	for _, t := range h.topics {
+		if matchFilter(t.Filter, topic) {
+			return t.Codec
+		}
+	}
+	return ""
+}
+
+// OnPublish is the ingest path; see the type's comment.
+func (h *ingestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if cl.Net.Inline {
+		return pk, nil // the gateway's own publish (a durable delivery, an alert)
+	}
+	if pk.FixedHeader.Retain && !h.allowRetain(cl, pk) {
+		pk.FixedHeader.Retain = false
+	}
+	codec := h.codecFor(pk.TopicName)
+	var (
+		readings []wal.Reading
+		res      Result
+		nowNs    = time.Now().UnixNano()
+	)
+	if codec != "" {
+		h.stats.Messages[ListenerMQTT].Add(1)
+		h.stats.Bytes[ListenerMQTT].Add(uint64(len(pk.Payload)))
+		readings = h.decode(codec, pk, nowNs, &res)
+		h.stats.CountResult(ListenerMQTT, &res)
+		if res.Problems() > 0 {
+			h.reject(cl, pk, nowNs, &res)
+		}
+	}
+	batch := &wal.Batch{IngestNs: nowNs, Readings: readings}
+	switch pk.FixedHeader.Qos {
+	case 0:
+		if len(readings) > 0 {
+			n := uint64(len(readings))
+			if err := h.app.TryAppend(batch, func(err error) { h.countAppend(n, err) }); err != nil {
+				h.stats.Dropped[ListenerMQTT][DropBusy].Add(n)
+			}
+		}
+		return pk, nil
+	case 2:
+		if len(readings) > 0 {
+			err := AppendSync(h.ctx, h.app, batch)
+			h.countAppend(uint64(len(readings)), err)
+			if err != nil {
+				h.logger.Warn("mqtt qos 2 publish not stored; disconnecting the client so it resends",
+					"client", cl.ID, "topic", pk.TopicName, "err", err)
+				cl.Stop(fmt.Errorf("wal append failed: %w", err))
+				return pk, packets.ErrRejectPacket
+			}
+		}
+		return pk, nil
+	}
+	// QoS 1: every publish goes through the client's ordered ack window.
+	ca := h.acksFor(cl)
+	if ca == nil {
+		return pk, packets.ErrRejectPacket // disconnecting
+	}
+	e := ca.reserve(h.ctx, pk.PacketID)
+	if e == nil {
+		return pk, packets.ErrRejectPacket // disconnecting or shutting down
+	}
+	if h.hasSubscribers(pk.TopicName) {
+		p := pk.Copy(false)
+		e.deliver = &p
+	}
+	switch {
+	case len(readings) > 0:
+		n := uint64(len(readings))
+		err := h.app.Append(h.ctx, batch, func(err error) {
+			h.countAppend(n, err)
+			ca.complete(e, err)
+		})
+		if err != nil {
+			h.countAppend(n, err)
+			ca.complete(e, err)
+		}
+	case codec != "" && res.Problems() > 0 && cl.Properties.ProtocolVersion == 5:
+		// Nothing usable: tell a v5 client why [MQTT-3.4.2.1].
+		e.reason = packets.ErrPayloadFormatInvalid
+		e.reason.Reason = firstError(&res)
+		ca.complete(e, nil)
+	default:
+		// Not telemetry, or a 3.1.1 client that cannot be told (the payload
+		// was counted and kept): acknowledge in order.
+		ca.complete(e, nil)
+	}
+	return pk, packets.ErrRejectPacket
+}
+
+func (h *ingestHook) countAppend(n uint64, err error) {
+	if err != nil {
+		h.stats.Dropped[ListenerMQTT][DropAppendFailed].Add(n)
+		return
+	}
+	h.stats.Readings[ListenerMQTT].Add(n)
+}
+
+func (h *ingestHook) hasSubscribers(topic string) bool {
+	subs := h.srv.Topics.Subscribers(topic)
+	return len(subs.Subscriptions) > 0 || len(subs.Shared) > 0 || len(subs.InlineSubscriptions) > 0
+}
+
+// allowRetain bounds the retained topics one client may set; past the
+// bound the message is delivered but not retained.
+func (h *ingestHook) allowRetain(cl *mqtt.Client, pk packets.Packet) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	set := h.retain[cl.ID]
+	if len(pk.Payload) == 0 { // clears the retained message
+		delete(set, pk.TopicName)
+		return true
+	}
+	if _, ok := set[pk.TopicName]; ok {
+		return true
+	}
+	if len(set) >= h.cfg.MaxRetained {
+		return false
+	}
+	if set == nil {
+		if len(h.retain) >= h.cfg.MaxClients*2 {
+			return false // bounded even across many client ids
+		}
+		set = map[string]struct{}{}
+		h.retain[cl.ID] = set
+	}
+	set[pk.TopicName] = struct{}{}
+	return true
+}
+
+func (h *ingestHook) decode(codec string, pk packets.Packet, nowNs int64, res *Result) []wal.Reading {
+	opt := Options{NowNs: nowNs, MaxFutureSkew: h.cfg.MaxFutureSkew, Precision: h.precision}
+	switch codec {
+	case CodecJSON:
+		d := h.jsonPool.Get().(*JSON)
+		defer h.jsonPool.Put(d)
+		return d.Decode(nil, pk.TopicName, pk.Payload, opt, res)
+	case CodecBiosignal:
+		d := h.bioPool.Get().(*Biosignal)
+		defer h.bioPool.Put(d)
+		return d.Decode(nil, pk.TopicName, pk.Payload, opt, res)
+	default:
+		d := h.lpPool.Get().(*LineProtocol)
+		defer h.lpPool.Put(d)
+		return d.Decode(nil, pk.Payload, opt, res)
+	}
+}
+
+func firstError(res *Result) string {
+	if len(res.Errors) > 0 {
+		return res.Errors[0].Error()
+	}
+	return "no readings in payload"
+}
+
+func (h *ingestHook) reject(cl *mqtt.Client, pk packets.Packet, nowNs int64, res *Result) {
+	if h.rejects == nil {
+		return
+	}
+	reason := "syntax"
+	if len(res.Errors) > 0 {
+		reason = res.Errors[0].Reason.String()
+	}
+	raw := pk.Payload
+	h.rejects.Add(Reject{
+		TimeNs: nowNs, Listener: ListenerMQTT.String(), Source: cl.ID, Topic: pk.TopicName,
+		Reason: reason, Error: res.Err().Error(), Raw: raw[:min(len(raw), 1024)], RawBytes: len(raw),
+	})
+}
+
+// acksFor returns the client's ack window, starting its acker on first use.
+func (h *ingestHook) acksFor(cl *mqtt.Client) *clientAcks {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if ca := h.clients[cl]; ca != nil {
+		return ca
+	}
+	if cl.Closed() || h.ctx.Err() != nil {
+		return nil
+	}
+	ca := newClientAcks(h, cl)
+	h.clients[cl] = ca
+	h.wg.Go(ca.run)
+	return ca
+}
+
+// clientAcks is one client's window of QoS 1 publishes awaiting their
+// PUBACK, in receive order, and the goroutine that writes those PUBACKs.
+// Its size is bounded by receive_maximum: a client with that many
+// publishes in flight blocks in OnPublish (TCP backpressure on that client
+// only) until the oldest become durable.
+type clientAcks struct {
+	h     *ingestHook
+	cl    *mqtt.Client
+	slots chan struct{} // one token per publish in flight
+	kick  chan struct{} // 1-slot: an entry completed
+	done  chan struct{}
+	once  sync.Once
+
+	mu      sync.Mutex
+	pending []*ackEntry
+}
+
+type ackEntry struct {
+	id       uint16
+	finished bool
+	err      error
+	reason   packets.Code // non-zero: a v5 PUBACK with this reason instead of success
+	deliver  *packets.Packet
+}
+
+func newClientAcks(h *ingestHook, cl *mqtt.Client) *clientAcks {
+	return &clientAcks{
+		h: h, cl: cl,
+		slots: make(chan struct{}, h.cfg.ReceiveMaximum),
+		kick:  make(chan struct{}, 1),
+		done:  make(chan struct{}),
+	}
+}
+
+func (ca *clientAcks) stop() { ca.once.Do(func() { close(ca.done) }) }
+
+// reserve takes a slot in the window (blocking while it is full) and
+// appends an entry for the packet; nil when the client or broker is going.
+func (ca *clientAcks) reserve(ctx context.Context, id uint16) *ackEntry {
+	select {
+	case ca.slots <- struct{}{}:
+	case <-ca.done:
+		return nil
+	case <-ctx.Done():
+		return nil
+	}
+	e := &ackEntry{id: id}
+	ca.mu.Lock()
+	ca.pending = append(ca.pending, e)
+	ca.mu.Unlock()
+	return e
+}
+
+// complete records an entry's outcome; it runs on the WAL's goroutine and
+// never blocks.
+func (ca *clientAcks) complete(e *ackEntry, err error) {
+	ca.mu.Lock()
+	e.finished, e.err = true, err
+	ca.mu.Unlock()
+	select {
+	case ca.kick <- struct{}{}:
+	default:
+	}
+}
+
+// run writes PUBACKs as entries complete, oldest first, and stops at the
+// first entry that is not finished: acks never overtake each other.
+func (ca *clientAcks) run() {
+	var buf []byte
+	for {
+		select {
+		case <-ca.kick:
+		case <-ca.done:
+			return
+		}
+		ca.mu.Lock()
+		n := 0
+		for n < len(ca.pending) && ca.pending[n].finished {
+			n++
+		}
+		ready := append([]*ackEntry(nil), ca.pending[:n]...)
+		ca.pending = ca.pending[n:]
+		ca.mu.Unlock()
+		if n == 0 {
+			continue
+		}
+		if !ca.flush(ready, buf[:0]) {
+			ca.stop()
+			return
+		}
+		for range ready {
+			<-ca.slots
+		}
+	}
+}
+
+// flush acknowledges finished entries: the plain PUBACKs of a run of
+// successes go out in one socket write; a failure ends the connection.
+func (ca *clientAcks) flush(ready []*ackEntry, buf []byte) bool {
+	var deliver []*packets.Packet
+	write := func() bool {
+		if len(buf) == 0 {
+			return true
+		}
+		err := writeRaw(ca.cl, buf)
+		buf = buf[:0]
+		if err != nil {
+			ca.h.logger.Debug("mqtt puback write failed", "client", ca.cl.ID, "err", err)
+			return false
+		}
+		return true
+	}
+	for _, e := range ready {
+		switch {
+		case e.err != nil:
+			if !write() {
+				return false
+			}
+			ca.h.logger.Warn("mqtt publish not stored; disconnecting the client so it resends",
+				"client", ca.cl.ID, "err", e.err)
+			if ca.cl.Properties.ProtocolVersion == 5 {
+				_ = ca.cl.WritePacket(pubackWithReason(e.id, packets.ErrUnspecifiedError))
+			}
+			ca.cl.Stop(fmt.Errorf("wal append failed: %w", e.err))
+			return false
+		case e.reason.Code != 0:
+			if !write() {
+				return false
+			}
+			if err := ca.cl.WritePacket(pubackWithReason(e.id, e.reason)); err != nil {
+				return false
+			}
+		default:
+			// PUBACK with success and no properties: 4 bytes in 3.1.1 and
+			// in 5 (reason and properties may be omitted [MQTT-3.4.2.1]).
+			buf = append(buf, packets.Puback<<4, 2, byte(e.id>>8), byte(e.id))
+			if e.deliver != nil {
+				deliver = append(deliver, e.deliver)
+			}
+		}
+	}
+	if !write() {
+		return false
+	}
+	for _, p := range deliver {
+		if err := ca.h.srv.Publish(p.TopicName, p.Payload, p.FixedHeader.Retain, p.FixedHeader.Qos); err != nil {
+			ca.h.logger.Warn("mqtt delivery to local subscribers failed", "topic", p.TopicName, "err", err)
+		}
+	}
+	return true
+}
+
+func pubackWithReason(id uint16, code packets.Code) packets.Packet {
+	return packets.Packet{
+		FixedHeader: packets.FixedHeader{Type: packets.Puback},
+		PacketID:    id,
+		ReasonCode:  code.Code,
+		Properties:  packets.Properties{ReasonString: code.Reason},
+	}
+}
+
+// writeRaw writes pre-encoded packets to the client's connection under the
+// client's lock, as mochi's own WritePacket does, so they never interleave
+// with its writes. One write carries every PUBACK a group commit released.
+func writeRaw(cl *mqtt.Client, b []byte) error {
+	if cl.Closed() || cl.Net.Conn == nil {
+		return mqtt.ErrConnectionClosed
+	}
+	cl.Lock()
+	defer cl.Unlock()
+	_, err := bytes.NewReader(b).WriteTo(cl.Net.Conn)
+	return err
+}
+
+// matchFilter reports whether an MQTT topic filter matches a topic.
+func matchFilter(filter, topic string) bool {
+	if strings.HasPrefix(topic, "$") && (strings.HasPrefix(filter, "+") || strings.HasPrefix(filter, "#")) {
+		return false // [MQTT-4.7.2-1]
+	}
+	for {
+		f, frest, fmore := strings.Cut(filter, "/")
+		if f == "#" {
+			return true
+		}
+		t, trest, tmore := strings.Cut(topic, "/")
+		if f != "+" && f != t {
+			return false
+		}
+		if !fmore || !tmore {
+			if !fmore && !tmore {
+				return true
+			}
+			// "a/#" matches "a" [MQTT-4.7.1-2]
+			return !tmore && frest == "#"
+		}
+		filter, topic = frest, trest
+	}
+}
+
+// validFilter reports whether s is a valid MQTT topic filter.
+func validFilter(s string) bool {
+	if s == "" || len(s) > 65535 {
+		return false
+	}
+	levels := strings.Split(s, "/")
+	for i, l := range levels {
+		if strings.Contains(l, "#") && (l != "#" || i != len(levels)-1) {
+			return false
+		}
+		if strings.Contains(l, "+") && l != "+" {
+			return false
+		}
+	}
+	return true
+}
