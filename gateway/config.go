@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/runnel-iot/runnel/ingest"
 	"github.com/runnel-iot/runnel/wal"
 )
 
@@ -22,10 +23,14 @@ import (
 // Config.Validate); loading, environment overrides and error positions
 // follow from the yaml tags with no further code.
 type Config struct {
-	Gateway GatewayConfig `yaml:"gateway"`
-	Log     LogConfig     `yaml:"log"`
-	WAL     wal.Config    `yaml:"wal"`
-	HTTP    HTTPConfig    `yaml:"http"`
+	Gateway     GatewayConfig           `yaml:"gateway"`
+	Log         LogConfig               `yaml:"log"`
+	WAL         wal.Config              `yaml:"wal"`
+	HTTP        HTTPConfig              `yaml:"http"`
+	MQTT        ingest.BrokerConfig     `yaml:"mqtt"`
+	UDP         ingest.UDPConfig        `yaml:"udp"`
+	HTTPWrite   ingest.HTTPWriteConfig  `yaml:"http_write"`
+	DeadLetters ingest.DeadLetterConfig `yaml:"dead_letters"`
 }
 
 // GatewayConfig is the `gateway` section: the gateway's identity, where it
@@ -73,6 +78,10 @@ func DefaultConfig() Config {
 		HTTP: HTTPConfig{
 			Addr: ":8080",
 		},
+		MQTT:        ingest.DefaultBrokerConfig(),
+		UDP:         ingest.DefaultUDPConfig(),
+		HTTPWrite:   ingest.DefaultHTTPWriteConfig(),
+		DeadLetters: ingest.DefaultDeadLetterConfig(),
 	}
 }
 
@@ -167,15 +176,9 @@ func prefixError(section string, err error) *ConfigError {
 	if k := ke.ConfigKey(); k != "" {
 		key += "." + k
 	}
-	msg := err.Error()
-	var ce *ConfigError
-	var we *wal.ConfigError
-	switch {
-	case errors.As(err, &ce):
-		msg = ce.Msg
-	case errors.As(err, &we):
-		msg = we.Msg
-	}
+	// A section's error reads "key: msg" (the key relative to the section);
+	// keep the message only, as the full key is written separately.
+	msg := strings.TrimPrefix(err.Error(), ke.ConfigKey()+": ")
 	return &ConfigError{Key: key, Msg: msg}
 }
 

@@ -71,6 +71,8 @@ func envTargets(v reflect.Value, prefix string) []envTarget {
 		switch t := fv.Type(); {
 		case isScalar(t) || isList(t):
 			out = append(out, envTarget{name: envName(key), key: key, v: fv})
+		case t.Kind() == reflect.Pointer && isScalar(t.Elem()):
+			out = append(out, envTarget{name: envName(key), key: key, v: fv})
 		case t.Kind() == reflect.Struct:
 			out = append(out, envTargets(fv, key)...)
 		}
@@ -119,7 +121,14 @@ func applyEnv(v reflect.Value, environ []string, aliases []envAlias) (map[string
 		}
 		keys[t.key] = name
 		var err error
-		if isList(t.v.Type()) {
+		if t.v.Kind() == reflect.Pointer && strings.TrimSpace(val) == "" {
+			t.v.SetZero() // unset: the derived default applies
+		} else if t.v.Kind() == reflect.Pointer {
+			e := reflect.New(t.v.Type().Elem())
+			if err = setScalar(e.Elem(), val); err == nil {
+				t.v.Set(e)
+			}
+		} else if isList(t.v.Type()) {
 			err = setList(t.v, val)
 		} else {
 			err = setScalar(t.v, val)

@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/runnel-iot/runnel/ingest"
 	"github.com/runnel-iot/runnel/wal"
 )
 
@@ -31,7 +32,16 @@ type Gateway struct {
 	// Readiness, read by /readyz.
 	walOpen  atomic.Bool
 	httpUp   atomic.Bool
+	mqttUp   atomic.Bool
 	stopping atomic.Bool
+
+	// Set by Run's starts, before ready is closed.
+	mux         *http.ServeMux
+	wal         *wal.Log
+	deadLetters *ingest.DeadLetters
+	broker      *ingest.Broker
+	udp         *ingest.UDP
+	ingestStats ingest.Stats
 
 	mu   sync.Mutex
 	addr string // bound HTTP address, once listening
@@ -58,6 +68,7 @@ func New(cfg Config, logger *slog.Logger) (*Gateway, error) {
 	}
 	g := &Gateway{cfg: cfg, logger: logger, ready: make(chan struct{})}
 	mux := http.NewServeMux()
+	g.mux = mux
 	mux.HandleFunc("GET /healthz", g.handleHealthz)
 	mux.HandleFunc("GET /readyz", g.handleReadyz)
 	g.srv = &http.Server{
@@ -101,13 +112,16 @@ func (g *Gateway) Run(ctx context.Context) error {
 	var grp group
 	// Start sinks before sources, so nothing is accepted before it can be
 	// stored; the group stops them in reverse.
-	if err := g.startWAL(&grp); err != nil {
-		return grp.abort(ctx, timeout, err)
-	}
-	if err := g.startHTTP(ctx, &grp); err != nil {
-		return grp.abort(ctx, timeout, err)
+	for _, start := range []func(context.Context, *group) error{
+		g.startWAL, g.startDeadLetters, // sinks
+		g.startHTTP, g.startMQTT, g.startUDP, // sources
+	} {
+		if err := start(ctx, &grp); err != nil {
+			return grp.abort(ctx, timeout, err)
+		}
 	}
 	g.logger.Info("gateway started", "gateway_id", g.cfg.Gateway.ID, "http_addr", g.Addr(),
+		"mqtt_addr", addrString(g.broker.Addr("tcp")), "udp_addr", addrString(g.udpAddr()),
 		"data_dir", g.cfg.Gateway.DataDir, "version", Version)
 	close(g.ready)
 
@@ -124,7 +138,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 }
 
 // startWAL opens the readings WAL under the data dir.
-func (g *Gateway) startWAL(grp *group) error {
+func (g *Gateway) startWAL(_ context.Context, grp *group) error {
 	dataDir := g.cfg.Gateway.DataDir
 	if err := os.MkdirAll(dataDir, 0o750); err != nil {
 		return fmt.Errorf("create data dir %s: %w", dataDir, unwrapPath(err))
@@ -134,6 +148,7 @@ func (g *Gateway) startWAL(grp *group) error {
 	if err != nil {
 		return fmt.Errorf("open wal %s: %w", dir, err)
 	}
+	g.wal = log
 	g.walOpen.Store(true)
 	grp.add(actor{name: "wal", stop: func(ctx context.Context) error {
 		g.walOpen.Store(false)
@@ -142,8 +157,91 @@ func (g *Gateway) startWAL(grp *group) error {
 	return nil
 }
 
+// startDeadLetters opens the dead-letter log of rejected payloads.
+func (g *Gateway) startDeadLetters(_ context.Context, grp *group) error {
+	dir := filepath.Join(g.cfg.Gateway.DataDir, "deadletters")
+	dl, err := ingest.OpenDeadLetters(dir, g.cfg.DeadLetters, g.logger.With("component", "deadletters"))
+	if err != nil {
+		return fmt.Errorf("open dead-letter log %s: %w", dir, err)
+	}
+	g.deadLetters = dl
+	grp.add(actor{name: "dead letters", stop: func(ctx context.Context) error { return closeWithin(ctx, dl.Close) }})
+	return nil
+}
+
+// startMQTT starts the embedded broker.
+func (g *Gateway) startMQTT(_ context.Context, grp *group) error {
+	b, err := ingest.NewBroker(g.cfg.MQTT, newReadings(g.wal), g.deadLetters, &g.ingestStats, g.logger.With("component", "mqtt"))
+	if err != nil {
+		return err
+	}
+	if err := b.Start(); err != nil {
+		return err
+	}
+	g.broker = b
+	g.mqttUp.Store(true)
+	grp.add(actor{name: "mqtt", stop: func(ctx context.Context) error {
+		g.mqttUp.Store(false)
+		return closeWithin(ctx, b.Close)
+	}})
+	return nil
+}
+
+// startUDP binds the line-protocol UDP listener, unless udp.addr is empty.
+func (g *Gateway) startUDP(ctx context.Context, grp *group) error {
+	if g.cfg.UDP.Addr == "" {
+		return nil
+	}
+	u, err := ingest.NewUDP(g.cfg.UDP, newReadings(g.wal), g.deadLetters, &g.ingestStats, g.logger.With("component", "udp"))
+	if err != nil {
+		return err
+	}
+	if err := u.Listen(); err != nil {
+		return err
+	}
+	g.udp = u
+	uctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	done := make(chan struct{})
+	grp.add(actor{
+		name: "udp",
+		run: func() error {
+			defer close(done)
+			return u.Serve(uctx)
+		},
+		stop: func(ctx context.Context) error {
+			cancel()
+			select {
+			case <-done:
+				return nil
+			case <-ctx.Done():
+				return fmt.Errorf("gave up waiting: %w", ctx.Err())
+			}
+		},
+	})
+	return nil
+}
+
+func (g *Gateway) udpAddr() net.Addr {
+	if g.udp == nil {
+		return nil
+	}
+	return g.udp.Addr()
+}
+
+func addrString(a net.Addr) string {
+	if a == nil {
+		return ""
+	}
+	return a.String()
+}
+
 // startHTTP binds the HTTP listener; the group serves on it.
 func (g *Gateway) startHTTP(ctx context.Context, grp *group) error {
+	w, err := ingest.NewHTTPWrite(g.cfg.HTTPWrite, newReadings(g.wal), g.deadLetters, &g.ingestStats, g.logger.With("component", "http_write"))
+	if err != nil {
+		return err
+	}
+	g.mux.Handle("/api/v2/write", w)
 	addr := g.cfg.HTTP.Addr
 	var lc net.ListenConfig
 	ln, err := lc.Listen(ctx, "tcp", addr)
@@ -201,6 +299,8 @@ func (g *Gateway) handleReadyz(w http.ResponseWriter, _ *http.Request) {
 		r = readiness{Reason: "wal not open"}
 	case !g.httpUp.Load():
 		r = readiness{Reason: "http listener not up"}
+	case !g.mqttUp.Load():
+		r = readiness{Reason: "mqtt broker not up"}
 	}
 	w.Header().Set("Content-Type", "application/json")
 	if !r.Ready {

@@ -37,6 +37,8 @@ func testConfig(t *testing.T) Config {
 	c.Gateway.ID = "test-gw"
 	c.Gateway.DataDir = t.TempDir()
 	c.HTTP.Addr = "127.0.0.1:0"
+	c.MQTT.Addr = "127.0.0.1:0"
+	c.UDP.Addr = "127.0.0.1:0"
 	return c
 }
 
@@ -147,19 +149,21 @@ func TestReadyzReasons(t *testing.T) {
 	}
 	tests := []struct {
 		name                   string
-		walOpen, httpUp, stopp bool
+		walOpen, httpUp, mqttUp, stopp bool
 		code                   int
 		body                   string
 	}{
-		{"before start", false, false, false, 503, `{"ready":false,"reason":"wal not open"}`},
-		{"wal open, no listener", true, false, false, 503, `{"ready":false,"reason":"http listener not up"}`},
-		{"running", true, true, false, 200, `{"ready":true}`},
-		{"stopping", true, true, true, 503, `{"ready":false,"reason":"shutting down"}`},
+		{"before start", false, false, false, false, 503, `{"ready":false,"reason":"wal not open"}`},
+		{"wal open, no listener", true, false, false, false, 503, `{"ready":false,"reason":"http listener not up"}`},
+		{"no broker", true, true, false, false, 503, `{"ready":false,"reason":"mqtt broker not up"}`},
+		{"running", true, true, true, false, 200, `{"ready":true}`},
+		{"stopping", true, true, true, true, 503, `{"ready":false,"reason":"shutting down"}`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			g.walOpen.Store(tt.walOpen)
 			g.httpUp.Store(tt.httpUp)
+			g.mqttUp.Store(tt.mqttUp)
 			g.stopping.Store(tt.stopp)
 			rec := httptest.NewRecorder()
 			g.handleReadyz(rec, httptest.NewRequest("GET", "/readyz", nil))

@@ -244,6 +244,15 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, key string) {
 		if err := setScalar(v, n.Value); err != nil {
 			d.errorf(n, key, "%v", err)
 		}
+	case t.Kind() == reflect.Pointer:
+		// An optional setting (nil: unset, the default applies).
+		if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
+			v.SetZero()
+			return
+		}
+		e := reflect.New(t.Elem())
+		d.decode(n, e.Elem(), key)
+		v.Set(e)
 	case t.Kind() == reflect.Struct:
 		d.decodeStruct(n, v, key)
 	case t.Kind() == reflect.Slice:
@@ -292,6 +301,10 @@ func (d *decoder) decodeSlice(n *yaml.Node, v reflect.Value, key string) {
 	}
 	if n.Kind != yaml.SequenceNode {
 		d.errorf(n, key, "want a list, got %s", kindName(n))
+		return
+	}
+	if len(n.Content) == 0 {
+		v.SetZero() // [] is the same as unset, as in the defaults
 		return
 	}
 	out := reflect.MakeSlice(v.Type(), len(n.Content), len(n.Content))

@@ -87,8 +87,8 @@ func TestLoad(t *testing.T) {
 		},
 		{
 			name: "unknown top-level key",
-			file: "gateway:\n  id: a\nmqtt:\n  port: 1883\n",
-			errs: []string{`c.yaml:3: mqtt: unknown key; allowed keys: gateway, log, wal, http`},
+			file: "gateway:\n  id: a\nmqttt:\n  port: 1883\n",
+			errs: []string{`c.yaml:3: mqttt: unknown key (did you mean mqtt?); allowed keys: gateway, log, wal, http, mqtt, udp, http_write, dead_letters`},
 		},
 		{
 			name: "unknown nested key with a close match",
@@ -118,7 +118,7 @@ func TestLoad(t *testing.T) {
 		{
 			name: "top level is not a mapping",
 			file: "- a\n- b\n",
-			errs: []string{`c.yaml:1: the top level must be a mapping of sections (gateway, log, wal, http), got a list`},
+			errs: []string{`c.yaml:1: the top level must be a mapping of sections (gateway, log, wal, http, mqtt, udp, http_write, dead_letters), got a list`},
 		},
 		{
 			name: "bad duration",

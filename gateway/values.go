@@ -158,6 +158,11 @@ func setList(v reflect.Value, s string) error {
 func formatValue(v reflect.Value) string {
 	t := v.Type()
 	switch {
+	case t.Kind() == reflect.Pointer:
+		if v.IsNil() {
+			return "" // unset: a default derived from other settings applies
+		}
+		return formatValue(v.Elem())
 	case t == durationType:
 		return formatDuration(time.Duration(v.Int()))
 	case t.Implements(textMarshalerType):

@@ -1,10 +1,8 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -226,71 +224,9 @@ func TestBinaryRunAndSIGTERM(t *testing.T) {
 // SIGTERM and expects a clean exit.
 func checkRunAndSIGTERM(t *testing.T, argv []string, env []string) {
 	t.Helper()
-	cmd := exec.Command(argv[0], append(argv[1:], "run")...)
-	cmd.Env = append(env, "RUNNEL_HTTP_ADDR=127.0.0.1:0", "RUNNEL_DATA_DIR="+t.TempDir(),
-		"RUNNEL_LOG_FORMAT=json", "RUNNEL_GATEWAY_ID=cli-test")
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	var (
-		wg      sync.WaitGroup
-		waitErr error
-		waited  = make(chan struct{})
-	)
-	defer func() { // on failure too: never leave the process behind
-		select {
-		case <-waited:
-		default:
-			cmd.Process.Kill()
-		}
-		wg.Wait()
-	}()
-
-	// Read the JSON log; hand on each message with its attributes.
-	lines := make(chan map[string]any, 100)
-	var logMu sync.Mutex
-	var logText strings.Builder
-	wg.Go(func() {
-		defer close(lines)
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			logMu.Lock()
-			logText.WriteString(sc.Text() + "\n")
-			logMu.Unlock()
-			var m map[string]any
-			if json.Unmarshal(sc.Bytes(), &m) == nil {
-				lines <- m
-			}
-		}
-		waitErr = cmd.Wait() // after the pipe is drained, as Wait requires
-		close(waited)
-	})
-	logSoFar := func() string { logMu.Lock(); defer logMu.Unlock(); return logText.String() }
-	waitLog := func(msg string) map[string]any {
-		t.Helper()
-		deadline := time.After(20 * time.Second)
-		for {
-			select {
-			case m, ok := <-lines:
-				if !ok {
-					t.Fatalf("runnel exited before logging %q:\n%s", msg, logSoFar())
-				}
-				if m["msg"] == msg {
-					return m
-				}
-			case <-deadline:
-				t.Fatalf("no %q log line within 20s:\n%s", msg, logSoFar())
-			}
-		}
-	}
-
-	started := waitLog("gateway started")
+	p, started := startGateway(t, argv, loopbackEnv(env, t.TempDir()))
 	addr, _ := started["http_addr"].(string)
-	if started["gateway_id"] != "cli-test" || addr == "" {
+	if started["gateway_id"] != "test-gw" || addr == "" {
 		t.Fatalf("start line %v lacks gateway_id or http_addr", started)
 	}
 	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
@@ -303,22 +239,19 @@ func checkRunAndSIGTERM(t *testing.T, argv []string, env []string) {
 	if resp.StatusCode != http.StatusOK || string(body) != "ok\n" {
 		t.Errorf("GET /healthz = %d %q, want 200 ok", resp.StatusCode, body)
 	}
-
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	if m := waitLog("shutting down"); m["signal"] != "terminated" {
+	if m := p.waitLog("shutting down"); m["signal"] != "terminated" {
 		t.Errorf("shutting down line %v, want signal terminated", m)
 	}
-	waitLog("gateway stopped")
-	for range lines { // drain until exit
-	}
+	p.waitLog("gateway stopped")
 	select {
-	case <-waited:
-		if waitErr != nil {
-			t.Errorf("runnel run after SIGTERM: %v, want exit 0\n%s", waitErr, logSoFar())
+	case <-p.waited:
+		if p.err != nil {
+			t.Errorf("runnel run after SIGTERM: %v, want exit 0\n%s", p.err, p.logText())
 		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("runnel did not exit within 20s of SIGTERM")
+	case <-time.After(30 * time.Second):
+		t.Fatal("runnel did not exit within 30s of SIGTERM")
 	}
 }
