@@ -148,10 +148,10 @@ func TestReadyzReasons(t *testing.T) {
 		t.Fatal(err)
 	}
 	tests := []struct {
-		name                   string
+		name                           string
 		walOpen, httpUp, mqttUp, stopp bool
-		code                   int
-		body                   string
+		code                           int
+		body                           string
 	}{
 		{"before start", false, false, false, false, 503, `{"ready":false,"reason":"wal not open"}`},
 		{"wal open, no listener", true, false, false, false, 503, `{"ready":false,"reason":"http listener not up"}`},
