@@ -14,32 +14,37 @@ import (
 // clients) and appended as one record.
 type readings struct {
 	log  *wal.Log
-	bufs sync.Pool // *[]byte encode buffers; AppendAsync copies the record
+	encs sync.Pool // *encoder; AppendAsync copies the record, so both are reused at once
+}
+
+type encoder struct {
+	enc wal.BatchEncoder
+	buf []byte
 }
 
 func newReadings(log *wal.Log) *readings { return &readings{log: log} }
 
-func (r *readings) encode(b *wal.Batch) *[]byte {
-	buf, _ := r.bufs.Get().(*[]byte)
-	if buf == nil {
-		buf = new([]byte)
+func (r *readings) encode(b *wal.Batch) *encoder {
+	e, _ := r.encs.Get().(*encoder)
+	if e == nil {
+		e = new(encoder)
 	}
-	*buf = wal.AppendBatch((*buf)[:0], b)
-	return buf
+	e.buf = e.enc.Append(e.buf[:0], b)
+	return e
 }
 
 // Append implements ingest.Appender.
 func (r *readings) Append(ctx context.Context, b *wal.Batch, done func(error)) error {
-	buf := r.encode(b)
-	defer r.bufs.Put(buf)
-	return r.log.AppendAsync(ctx, [][]byte{*buf}, func(_, _ uint64, err error) { done(err) })
+	e := r.encode(b)
+	defer r.encs.Put(e)
+	return r.log.AppendAsync(ctx, [][]byte{e.buf}, func(_, _ uint64, err error) { done(err) })
 }
 
 // TryAppend implements ingest.Appender.
 func (r *readings) TryAppend(b *wal.Batch, done func(error)) error {
-	buf := r.encode(b)
-	defer r.bufs.Put(buf)
-	err := r.log.TryAppendAsync([][]byte{*buf}, func(_, _ uint64, err error) { done(err) })
+	e := r.encode(b)
+	defer r.encs.Put(e)
+	err := r.log.TryAppendAsync([][]byte{e.buf}, func(_, _ uint64, err error) { done(err) })
 	if errors.Is(err, wal.ErrFull) {
 		return ingest.ErrBusy
 	}

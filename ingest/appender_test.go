@@ -16,13 +16,18 @@ type walAppender struct {
 	enc sync.Pool
 }
 
+type testEncoder struct {
+	enc wal.BatchEncoder
+	buf []byte
+}
+
 func (a *walAppender) record(b *wal.Batch) ([][]byte, func()) {
-	buf, _ := a.enc.Get().(*[]byte)
-	if buf == nil {
-		buf = new([]byte)
+	e, _ := a.enc.Get().(*testEncoder)
+	if e == nil {
+		e = new(testEncoder)
 	}
-	*buf = wal.AppendBatch((*buf)[:0], b)
-	return [][]byte{*buf}, func() { a.enc.Put(buf) }
+	e.buf = e.enc.Append(e.buf[:0], b)
+	return [][]byte{e.buf}, func() { a.enc.Put(e) }
 }
 
 func (a *walAppender) Append(ctx context.Context, b *wal.Batch, done func(error)) error {

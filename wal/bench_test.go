@@ -47,10 +47,10 @@ func BenchmarkAppend(b *testing.B) {
 				per := (b.N + producers - 1) / producers
 				for p := range producers {
 					wg.Go(func() {
-						var enc batchEncoder
+						var enc BatchEncoder
 						var buf []byte
 						for range per {
-							buf = enc.append(buf[:0], &batches[p])
+							buf = enc.Append(buf[:0], &batches[p])
 							if _, _, err := l.Append(context.Background(), [][]byte{buf}); err != nil {
 								b.Error(err)
 								return
@@ -86,11 +86,11 @@ func TestLiveHeapWhileAppending(t *testing.T) {
 	l := mustOpen(t, t.TempDir(), cfg)
 	defer l.Close()
 	var peak uint64
-	var enc batchEncoder
+	var enc BatchEncoder
 	var buf []byte
 	bt := readingBatch(1, 0)
 	for i := range 12000 { // ~16 MiB: four segments
-		buf = enc.append(buf[:0], &bt)
+		buf = enc.Append(buf[:0], &bt)
 		if _, _, err := l.Append(context.Background(), [][]byte{buf}); err != nil {
 			t.Fatal(err)
 		}

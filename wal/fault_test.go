@@ -328,3 +328,44 @@ func TestAsyncAppends(t *testing.T) {
 		t.Fatalf("%d callbacks, want 3 (close drains the queue)", len(order))
 	}
 }
+
+// TestBestEffortAppendsDoNotForceFsync: records appended best effort are
+// released once written; the next acknowledged append's fsync, or the
+// backstop timer, makes them durable.
+func TestBestEffortAppendsDoNotForceFsync(t *testing.T) {
+	l := mustOpen(t, t.TempDir(), testConfig(SyncBatch))
+	defer l.Close()
+	var released atomic.Int64
+	for i := range 50 {
+		if err := l.TryAppendAsync([][]byte{payload(5, i)}, func(_, _ uint64, err error) {
+			if err != nil {
+				t.Error(err)
+			}
+			released.Add(1)
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, func() bool { return released.Load() == 50 }, "best-effort appends released")
+	if st := l.Stats(); st.LastIndex != 50 || l.SyncedIndex() == 50 && st.Fsyncs > 0 {
+		t.Logf("last %d synced %d fsyncs %d", st.LastIndex, l.SyncedIndex(), st.Fsyncs)
+	}
+	if fs := l.Stats().Fsyncs; fs != 0 && l.SyncedIndex() != 50 {
+		t.Fatalf("%d fsyncs ran but synced index is %d", fs, l.SyncedIndex())
+	}
+	// An acknowledged append syncs everything before it too.
+	last, _, err := l.Append(context.Background(), [][]byte{[]byte("acked")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := l.SyncedIndex(); got != last {
+		t.Fatalf("synced index %d after an acknowledged append at %d", got, last)
+	}
+	// Without one, the backstop syncs within a second or so.
+	for i := range 10 {
+		if err := l.TryAppendAsync([][]byte{payload(6, i)}, func(uint64, uint64, error) {}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, func() bool { return l.SyncedIndex() == last+10 }, "backstop fsync of best-effort records")
+}

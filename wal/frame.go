@@ -46,13 +46,21 @@ var errHole = errors.New("record lost to corruption (hole)")
 // appendFrame appends the frame of payload at index to dst.
 func appendFrame(dst []byte, index uint64, kind byte, payload []byte) []byte {
 	start := len(dst)
-	dst = append(dst, frameMagic0, frameMagic1, frameVersion, kind)
-	dst = binary.LittleEndian.AppendUint64(dst, index)
-	dst = binary.LittleEndian.AppendUint32(dst, uint32(len(payload)))
-	crc := crc32.Update(0, castagnoli, dst[start+2:start+16])
-	crc = crc32.Update(crc, castagnoli, payload)
-	dst = binary.LittleEndian.AppendUint32(dst, crc)
-	return append(dst, payload...)
+	dst = append(dst, make([]byte, frameHeader)...)
+	dst = append(dst, payload...)
+	putFrameHeader(dst[start:], index, kind)
+	return dst
+}
+
+// putFrameHeader fills the header of frame, whose payload already follows
+// the header room.
+func putFrameHeader(frame []byte, index uint64, kind byte) {
+	frame[0], frame[1], frame[2], frame[3] = frameMagic0, frameMagic1, frameVersion, kind
+	binary.LittleEndian.PutUint64(frame[4:12], index)
+	binary.LittleEndian.PutUint32(frame[12:16], uint32(len(frame)-frameHeader))
+	crc := crc32.Update(0, castagnoli, frame[2:16])
+	crc = crc32.Update(crc, castagnoli, frame[frameHeader:])
+	binary.LittleEndian.PutUint32(frame[16:20], crc)
 }
 
 // parseFrame verifies a whole frame and returns its index, kind and payload

@@ -84,11 +84,11 @@ type Log struct {
 	next      uint64 // index of the next record
 	dirDirty  bool   // a segment file was created since the last sync
 	batch     tidwal.Batch
-	frame     []byte
 	released  uint64 // release point at the last retention check
 	lastRetry time.Time
 
 	durable atomic.Uint64 // last acknowledged index
+	synced  atomic.Uint64 // last index covered by an fsync (the written index in sync mode none)
 	release atomic.Uint64 // records below this index are no longer needed by the owner
 	stats   stats
 
@@ -104,12 +104,13 @@ type segInfo struct {
 
 // request is one Append waiting for the writer.
 type request struct {
-	data        []byte // the payloads back to back, owned by the request; nil once written
+	data        []byte // frame header room and payload per record, owned by the request; nil once written
 	sizes       []int
 	n           int   // payload bytes
 	cost        int64 // bytes held in the pending semaphore
 	first, last uint64
 	done        func(first, last uint64, err error) // called once by the writer with the outcome
+	bestEffort  bool                                 // released once written (TryAppendAsync)
 }
 
 // Open opens the log in dir, creating it if needed. It takes an exclusive
@@ -197,6 +198,7 @@ func (l *Log) reopen() error {
 	l.st, l.segs = st, segs
 	l.next = last + 1
 	l.durable.Store(last)
+	l.synced.Store(last)
 	return nil
 }
 
@@ -252,12 +254,16 @@ func (l *Log) AppendAsync(ctx context.Context, records [][]byte, done func(first
 	if err != nil {
 		return err
 	}
-	return l.enqueue(records, total, cost, done)
+	return l.enqueue(records, total, cost, done, false)
 }
 
 // TryAppendAsync is AppendAsync for best-effort paths that must never wait
 // (UDP, MQTT QoS 0): when the pending budget is full it returns ErrFull at
-// once instead of blocking.
+// once instead of blocking. done is called once the records are written,
+// without waiting for an fsync: they become durable with the next fsync,
+// which an acknowledged append or, at the latest, a timer one second after
+// the write provides. A crash of the process loses none of them; a power
+// cut may lose the last second of best-effort records (and only those).
 func (l *Log) TryAppendAsync(records [][]byte, done func(first, last uint64, err error)) error {
 	total, err := checkRecords(records)
 	if err != nil {
@@ -267,7 +273,7 @@ func (l *Log) TryAppendAsync(records [][]byte, done func(first, last uint64, err
 	if err != nil {
 		return err
 	}
-	return l.enqueue(records, total, cost, done)
+	return l.enqueue(records, total, cost, done, true)
 }
 
 func checkRecords(records [][]byte) (int, error) {
@@ -284,9 +290,12 @@ func checkRecords(records [][]byte) (int, error) {
 	return total, nil
 }
 
-func (l *Log) enqueue(records [][]byte, total int, cost int64, done func(first, last uint64, err error)) error {
-	req := &request{data: make([]byte, 0, total), n: total, sizes: make([]int, len(records)), cost: cost, done: done}
+func (l *Log) enqueue(records [][]byte, total int, cost int64, done func(first, last uint64, err error), bestEffort bool) error {
+	// Each record is copied behind room for its frame header, which the
+	// writer fills in place once it knows the index: no second copy.
+	req := &request{data: make([]byte, 0, total+len(records)*frameHeader), n: total, sizes: make([]int, len(records)), cost: cost, done: done, bestEffort: bestEffort}
 	for i, r := range records {
+		req.data = append(req.data, make([]byte, frameHeader)...)
 		req.data = append(req.data, r...)
 		req.sizes[i] = len(r)
 	}
@@ -314,26 +323,43 @@ func (l *Log) take() ([]*request, bool) {
 	return q, l.closing
 }
 
+// bestEffortSync bounds how long records appended best effort
+// (TryAppendAsync) stay written but not fsynced when no acknowledged append
+// comes along to sync them.
+const bestEffortSync = time.Second
+
 // run is the writer goroutine: it drains the queue, writes each group with
-// one WriteBatch, syncs once, and releases the group.
+// one WriteBatch, syncs once, and releases the group. A group of only
+// best-effort appends is released once written: nobody waits for its fsync,
+// which the next acknowledged group (or bestEffortSync later) provides, so
+// a UDP flood costs no fsync storm.
 func (l *Log) run() {
 	defer close(l.done)
 	var unsynced []*request // written, waiting for the fsync that covers them
 	var lastSync time.Time
-	timer := time.NewTimer(time.Hour)
+	timer := time.NewTimer(time.Hour) // interval mode: the next fsync
 	timer.Stop()
+	backstop := time.NewTimer(time.Hour) // best-effort records written, not yet synced
+	backstop.Stop()
+	dirty := false
 	maint := time.NewTicker(time.Minute)
 	defer maint.Stop()
 	draining := false
 	for {
-		var timerC <-chan time.Time
+		var timerC, backstopC <-chan time.Time
 		if len(unsynced) > 0 {
 			timerC = timer.C
 		}
+		if dirty {
+			backstopC = backstop.C
+		}
+		forceSync := false
 		if !draining {
 			select {
 			case <-l.wake:
 			case <-timerC:
+			case <-backstopC:
+				forceSync = true
 			case <-maint.C:
 				l.enforceRetention(l.now())
 			}
@@ -347,9 +373,17 @@ func (l *Log) run() {
 				unsynced = append(unsynced, reqs...)
 			}
 		}
-		if len(unsynced) > 0 {
+		if len(unsynced) > 0 && allBestEffort(unsynced) && l.cfg.Sync != SyncNone && !closing && !forceSync {
+			l.acknowledge(unsynced)
+			unsynced = nil
+			if !dirty {
+				dirty = true
+				backstop.Reset(bestEffortSync)
+			}
+		}
+		if len(unsynced) > 0 || ((forceSync || closing) && dirty) {
 			wait := time.Duration(0)
-			if l.cfg.Sync == SyncInterval && !closing {
+			if l.cfg.Sync == SyncInterval && !closing && !forceSync {
 				wait = l.cfg.SyncInterval - time.Since(lastSync)
 			}
 			if wait > 0 {
@@ -359,9 +393,13 @@ func (l *Log) run() {
 					l.fail(unsynced, err)
 				} else {
 					lastSync = time.Now()
-					l.acknowledge(unsynced)
+					if len(unsynced) > 0 {
+						l.acknowledge(unsynced)
+					}
+					l.synced.Store(l.next - 1)
 				}
 				unsynced = nil
+				dirty = false
 			}
 		}
 		if l.released != l.release.Load() {
@@ -371,11 +409,20 @@ func (l *Log) run() {
 			l.mu.Lock()
 			draining = len(l.queue) > 0
 			l.mu.Unlock()
-			if !draining && len(unsynced) == 0 {
+			if !draining && len(unsynced) == 0 && !dirty {
 				return
 			}
 		}
 	}
+}
+
+func allBestEffort(reqs []*request) bool {
+	for _, r := range reqs {
+		if !r.bestEffort {
+			return false
+		}
+	}
+	return true
 }
 
 // write frames every record of reqs and writes them as one batch.
@@ -399,9 +446,10 @@ func (l *Log) write(reqs []*request) error {
 		r.first = idx
 		off := 0
 		for _, n := range r.sizes {
-			l.frame = appendFrame(l.frame[:0], idx, kindRecord, r.data[off:off+n])
-			l.batch.Write(idx, l.frame)
-			off += n
+			frame := r.data[off : off+frameHeader+n]
+			putFrameHeader(frame, idx, kindRecord)
+			l.batch.Write(idx, frame)
+			off += len(frame)
 			idx++
 		}
 		r.last = idx - 1
@@ -464,6 +512,9 @@ func uvarintLen(x uint64) int {
 func (l *Log) sync() error {
 	if l.cfg.Sync == SyncNone {
 		return nil
+	}
+	if l.st == nil {
+		return errors.New("wal unavailable: recovering from a write failure")
 	}
 	start := time.Now()
 	if err := l.st.Sync(); err != nil {
@@ -616,6 +667,12 @@ func (l *Log) FirstIndex() uint64 {
 // LastIndex returns the index of the last acknowledged record (0 if none
 // ever was).
 func (l *Log) LastIndex() uint64 { return l.durable.Load() }
+
+// SyncedIndex returns the last index an fsync covers: every record up to it
+// survives a power cut. It trails LastIndex only by best-effort records
+// (TryAppendAsync) not yet synced. A checkpoint of state derived from the
+// log must not claim to cover more than this.
+func (l *Log) SyncedIndex() uint64 { return l.synced.Load() }
 
 // Dir returns the log's directory.
 func (l *Log) Dir() string { return l.dir }

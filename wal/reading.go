@@ -43,47 +43,64 @@ var ErrBadBatch = errors.New("bad reading batch")
 // slice. Series keys and field names are written once per batch and then
 // referred to by position; event times are zig-zag varint delta-of-deltas
 // (the first delta from IngestNs), so a regular sample rate costs one byte
-// per timestamp; values are the 8 raw bytes of
-// the float64, so every value, NaN payloads included, survives bit-exactly.
+// per timestamp; values are the 8 raw bytes of the float64, so every value,
+// NaN payloads included, survives bit-exactly.
 //
-// The format is described in FORMAT.md. AppendBatch does not retain dst or b.
+// The format is described in FORMAT.md. AppendBatch does not retain dst or
+// b. A caller encoding many batches should keep a BatchEncoder instead.
 func AppendBatch(dst []byte, b *Batch) []byte {
-	var enc batchEncoder
-	return enc.append(dst, b)
+	var enc BatchEncoder
+	return enc.Append(dst, b)
 }
 
-// batchEncoder keeps the dictionaries between calls so a caller that encodes
-// many batches (the benchmark, ingest) can reuse their maps.
-type batchEncoder struct {
+// BatchEncoder encodes batches, keeping its dictionaries between calls so
+// steady-state encoding does not allocate. The zero value is ready to use;
+// it is not safe for concurrent use (keep one per goroutine, or pool them).
+type BatchEncoder struct {
 	series map[string]uint64
-	fields map[string]uint64
 	sList  []string
-	fList  []string
+	fList  []string // fields are few: a linear scan beats a map
+	sIdx   []uint64 // per reading: position of its series
+	fIdx   []uint64 // per reading: position of its field
 }
 
-func (e *batchEncoder) reset() {
+// Append appends the encoding of b to dst and returns the extended slice;
+// see AppendBatch.
+func (e *BatchEncoder) Append(dst []byte, b *Batch) []byte {
 	if e.series == nil {
 		e.series = make(map[string]uint64)
-		e.fields = make(map[string]uint64)
 	}
 	clear(e.series)
-	clear(e.fields)
-	e.sList = e.sList[:0]
-	e.fList = e.fList[:0]
-}
-
-func (e *batchEncoder) append(dst []byte, b *Batch) []byte {
-	e.reset()
+	e.sList, e.fList = e.sList[:0], e.fList[:0]
+	e.sIdx, e.fIdx = e.sIdx[:0], e.fIdx[:0]
+	lastS, lastSi := "", uint64(0)
+	haveLast := false
 	for i := range b.Readings {
 		r := &b.Readings[i]
-		if _, ok := e.series[r.Series]; !ok {
-			e.series[r.Series] = uint64(len(e.sList))
-			e.sList = append(e.sList, r.Series)
+		// Consecutive readings mostly share a series (the fields of one
+		// line, the samples of one biosignal batch).
+		if !haveLast || r.Series != lastS {
+			si, ok := e.series[r.Series]
+			if !ok {
+				si = uint64(len(e.sList))
+				e.series[r.Series] = si
+				e.sList = append(e.sList, r.Series)
+			}
+			lastS, lastSi, haveLast = r.Series, si, true
 		}
-		if _, ok := e.fields[r.Field]; !ok {
-			e.fields[r.Field] = uint64(len(e.fList))
+		fi := -1
+		for j, f := range e.fList {
+			if f == r.Field {
+				fi = j
+				break
+			}
+		}
+		if fi < 0 {
+			fi = len(e.fList)
 			e.fList = append(e.fList, r.Field)
 		}
+		e.fIdx = append(e.fIdx, uint64(fi))
+		e.sIdx = append(e.sIdx, lastSi)
 	}
 	dst = append(dst, batchVersion)
 	dst = binary.AppendVarint(dst, b.IngestNs)
@@ -94,8 +111,8 @@ func (e *batchEncoder) append(dst []byte, b *Batch) []byte {
 	for i := range b.Readings {
 		r := &b.Readings[i]
 		delta := r.TimeNs - prev
-		dst = binary.AppendUvarint(dst, e.series[r.Series])
-		dst = binary.AppendUvarint(dst, e.fields[r.Field])
+		dst = binary.AppendUvarint(dst, e.sIdx[i])
+		dst = binary.AppendUvarint(dst, e.fIdx[i])
 		dst = binary.AppendVarint(dst, delta-prevDelta)
 		dst = binary.LittleEndian.AppendUint64(dst, math.Float64bits(r.Value))
 		prev, prevDelta = r.TimeNs, delta
