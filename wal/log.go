@@ -110,7 +110,7 @@ type request struct {
 	cost        int64 // bytes held in the pending semaphore
 	first, last uint64
 	done        func(first, last uint64, err error) // called once by the writer with the outcome
-	bestEffort  bool                                 // released once written (TryAppendAsync)
+	bestEffort  bool                                // released once written (TryAppendAsync)
 }
 
 // Open opens the log in dir, creating it if needed. It takes an exclusive
