@@ -280,7 +280,7 @@ func NewBroker(cfg BrokerConfig, app Appender, rejects RejectSink, stats *Stats,
 	srv := mqtt.New(&mqtt.Options{
 		Capabilities:             caps,
 		InlineClient:             true, // the gateway's own publishes: durable deliveries, alerts
-		Logger:                   logger.With("component", "mqtt"),
+		Logger:                   logger,
 		ClientNetWriteBufferSize: 4096,
 		ClientNetReadBufferSize:  4096,
 	})

@@ -23,6 +23,7 @@ import (
 	"testing"
 	"time"
 
+	paho5 "github.com/eclipse/paho.golang/paho"
 	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/mochi-mqtt/server/v2/packets"
 	"golang.org/x/crypto/bcrypt"
@@ -652,5 +653,39 @@ func TestMatchFilter(t *testing.T) {
 		if got := matchFilter(tc.filter, tc.topic); got != tc.want {
 			t.Errorf("matchFilter(%q, %q) = %v, want %v", tc.filter, tc.topic, got, tc.want)
 		}
+	}
+}
+
+// TestPahoV5ReasonCodes uses paho.golang, a real MQTT 5 client: an unusable
+// payload is answered with PUBACK 0x99 and a reason string, a good one with
+// success.
+func TestPahoV5ReasonCodes(t *testing.T) {
+	app := openTestWAL(t)
+	b := startBroker(t, testBrokerConfig(), app)
+	conn, err := net.Dial("tcp", b.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := paho5.NewClient(paho5.ClientConfig{ClientID: "paho-v5", Conn: conn})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := c.Connect(ctx, &paho5.Connect{ClientID: "paho-v5", KeepAlive: 30, CleanStart: true}); err != nil {
+		t.Fatal(err)
+	}
+	defer c.Disconnect(&paho5.Disconnect{})
+	resp, err := c.Publish(ctx, &paho5.Publish{QoS: 1, Topic: "telemetry/v5/env", Payload: []byte(`{"temp":oops}`)})
+	if resp == nil {
+		t.Fatalf("no PUBACK: %v", err)
+	}
+	if resp.ReasonCode != 0x99 || resp.Properties == nil || resp.Properties.ReasonString == "" {
+		t.Fatalf("PUBACK reason %#x %+v (err %v); want 0x99 with a reason string", resp.ReasonCode, resp.Properties, err)
+	}
+	t.Logf("paho.golang got reason 0x99: %q", resp.Properties.ReasonString)
+	resp, err = c.Publish(ctx, &paho5.Publish{QoS: 1, Topic: "telemetry/v5/env", Payload: []byte(`{"temp":21.5}`)})
+	if err != nil || resp.ReasonCode != 0 {
+		t.Fatalf("good payload: %v, %+v", err, resp)
+	}
+	if n := len(walReadings(t, app.log)); n != 1 {
+		t.Fatalf("%d readings stored, want 1", n)
 	}
 }

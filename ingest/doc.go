@@ -1,0 +1,81 @@
+// Package ingest is where readings enter Runnel: the embedded MQTT broker,
+// the UDP line-protocol listener, the InfluxDB-compatible HTTP write
+// handler, and the payload decoders (JSON telemetry, biosignal batches,
+// line protocol) they share. It turns payloads into wal.Readings and hands
+// them to an Appender it declares itself (the gateway puts the readings WAL
+// behind it); it knows nothing of windows or Kafka.
+//
+// # Acknowledged only when durable
+//
+// An acknowledgement is a promise that the readings survive a crash or a
+// power cut, so it is sent only after the WAL's group commit that holds
+// them has been fsynced:
+//
+//   - MQTT QoS 1. mochi-mqtt calls the OnPublish hook on the publishing
+//     client's own read goroutine, before it would write the PUBACK
+//     (server.go processPublish, v2.7.9). The hook decodes the payload,
+//     queues the readings with Appender.Append (AppendAsync underneath: the
+//     read loop goes straight on to the client's next message), records the
+//     packet id in the client's ack window, and returns ErrRejectPacket, so
+//     mochi neither acks nor delivers. When a group commit completes, the
+//     WAL calls back in index order; the client's acker goroutine takes the
+//     run of finished entries at the head of its window and writes their
+//     PUBACKs, oldest first [MQTT-4.6.0-2], in one socket write (4 bytes
+//     each, under the client's lock, as mochi's own WritePacket writes), then
+//     publishes the messages to local subscribers through mochi's inline
+//     client. One group commit thus releases many messages of one client
+//     with one fsync and one write: a client with 1,000 messages in flight
+//     is pipelined, not held to one fsync per message, and the write
+//     coalescing is the main saving of CPU per message against a broker
+//     that writes each PUBACK on its own. Every QoS 1 publish of a client,
+//     stored or not, goes through this window, so no PUBACK overtakes
+//     another.
+//   - Bounded memory, backpressure. The window holds at most
+//     mqtt.receive_maximum entries (the receive maximum told to v5
+//     clients). A client at the limit blocks in OnPublish, which stops its
+//     read loop: TCP slows that client, and only that client. A WAL whose
+//     pending budget is full blocks the same way. Payloads are kept past
+//     the append only when a local subscriber will get them.
+//   - MQTT QoS 2. OnPublish blocks until the readings are durable, then
+//     lets mochi send PUBREC and run PUBREL/PUBCOMP; this holds the
+//     client's read loop for one fsync per QoS 2 message (documented; use
+//     QoS 1 for throughput).
+//   - HTTP POST /api/v2/write answers 204 after the points are durable,
+//     503 with Retry-After when the WAL cannot take them.
+//   - A failed append is never acknowledged. An MQTT v5 client gets PUBACK
+//     0x80, then every MQTT client is disconnected, so it resends on
+//     reconnect (a duplicate at worst: delivery is at least once).
+//   - UDP and MQTT QoS 0 carry no acknowledgement: they are best effort.
+//     Their readings are queued only if the WAL has room now (TryAppend),
+//     else dropped and counted, so they never block a socket reader, and
+//     they ride the next fsync rather than forcing one.
+//
+// # Bad input
+//
+// A payload with problems is counted by listener and reason (Stats), kept,
+// cut to a limit, in the dead-letter log (DeadLetters, on disk, readable
+// with Recent), and answered precisely where the protocol can carry it:
+// MQTT v5 PUBACK 0x99 with a reason string when a message holds no usable
+// reading; HTTP 400 with the line and column of the first errors. A bad
+// line, object, field or sample never drops its good neighbours: those are
+// stored and acknowledged as usual. MQTT 3.1.1 clients cannot be told; their
+// bad payloads are acknowledged, counted and kept.
+//
+// # What the broker bounds
+//
+// Packet size, clients, messages in flight per client, keep-alive (a
+// client asking for none gets mqtt.max_keep_alive), a deadline for sockets
+// that never send CONNECT (mochi sets none), session expiry, queued
+// messages per client, and retained messages per client. Users
+// authenticate with bcrypt hashes; ACL filters limit what each may publish
+// and subscribe; alerts/# and $SYS/# are reserved for the gateway's own
+// publishes unless a filter grants them.
+//
+// # Goroutines
+//
+// The broker owns mochi's listener and client goroutines and one acker per
+// client that published at QoS 1; Close stops them all and waits. UDP owns
+// its reader goroutines; Serve returns after they exit. DeadLetters owns
+// one writer goroutine; Close drains and stops it. The HTTP handler runs on
+// the gateway's server goroutines.
+package ingest
