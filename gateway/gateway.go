@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/runnel-iot/runnel/gateway/httpapi"
 	"github.com/runnel-iot/runnel/ingest"
 	"github.com/runnel-iot/runnel/wal"
 )
@@ -242,6 +243,8 @@ func (g *Gateway) startHTTP(ctx context.Context, grp *group) error {
 		return err
 	}
 	g.mux.Handle("/api/v2/write", w)
+	api := &httpapi.API{Rejects: g.deadLetters, Logger: g.logger.With("component", "httpapi")}
+	api.Register(g.mux)
 	addr := g.cfg.HTTP.Addr
 	var lc net.ListenConfig
 	ln, err := lc.Listen(ctx, "tcp", addr)
