@@ -689,3 +689,57 @@ func TestPahoV5ReasonCodes(t *testing.T) {
 		t.Fatalf("%d readings stored, want 1", n)
 	}
 }
+
+func TestWebSocketListener(t *testing.T) {
+	cfg := testBrokerConfig()
+	ws, err := net.Listen("tcp", "127.0.0.1:0") // find a free port for mochi's listener
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.WebSocketAddr = ws.Addr().String()
+	ws.Close()
+	app := openTestWAL(t)
+	startBroker(t, cfg, app)
+	o := paho.NewClientOptions().AddBroker("ws://" + cfg.WebSocketAddr).SetClientID("ws-client").
+		SetAutoReconnect(false).SetConnectTimeout(5 * time.Second)
+	c := paho.NewClient(o)
+	var tok paho.Token
+	waitUntil(t, "websocket listener up", func() bool {
+		tok = c.Connect()
+		return tok.WaitTimeout(5*time.Second) && tok.Error() == nil
+	})
+	defer c.Disconnect(50)
+	publishWait(t, c, "telemetry/ws/env", 1, `{"temp":7}`)
+	if n := len(walReadings(t, app.log)); n != 1 {
+		t.Fatalf("%d readings over WebSocket, want 1", n)
+	}
+}
+
+func TestRetainedPerClientLimit(t *testing.T) {
+	cfg := testBrokerConfig()
+	cfg.MaxRetained = 2
+	b := startBroker(t, cfg, openTestWAL(t))
+	pub := pahoClient(t, b.addr, "retainer", nil)
+	for i := range 4 {
+		tok := pub.Publish(fmt.Sprintf("status/dev/%d", i), 1, true, "on")
+		if !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+			t.Fatal(tok.Error())
+		}
+	}
+	// A late subscriber sees only the retained messages within the limit.
+	got := make(chan string, 10)
+	sub := pahoClient(t, b.addr, "late", nil)
+	if tok := sub.Subscribe("status/#", 1, func(_ paho.Client, m paho.Message) {
+		if m.Retained() {
+			got <- m.Topic()
+		}
+	}); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	waitUntil(t, "two retained messages", func() bool { return len(got) >= 2 })
+	// Give a third one a chance to arrive, bounded by a publish round trip.
+	publishWait(t, pub, "status/other", 1, "x")
+	if n := len(got); n != 2 {
+		t.Fatalf("late subscriber got %d retained messages, want 2 (max_retained)", n)
+	}
+}

@@ -263,7 +263,9 @@ func (h *ingestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 	if e == nil {
 		return pk, packets.ErrRejectPacket // disconnecting or shutting down
 	}
-	if h.hasSubscribers(pk.TopicName) {
+	// Deliver after the ack when someone will get it now, or when it is to
+	// be retained for those who subscribe later.
+	if pk.FixedHeader.Retain || h.hasSubscribers(pk.TopicName) {
 		p := pk.Copy(false)
 		e.deliver = &p
 	}
