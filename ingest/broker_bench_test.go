@@ -54,7 +54,7 @@ func publishLoad(b *testing.B, addr string, pubs, total, window int, qos byte, p
 	b.Helper()
 	clients := make([]paho.Client, pubs)
 	for i := range clients {
-		o := paho.NewClientOptions().AddBroker("tcp://"+addr).SetClientID(fmt.Sprintf("bench-%d-%d", i, time.Now().UnixNano())).
+		o := paho.NewClientOptions().AddBroker("tcp://" + addr).SetClientID(fmt.Sprintf("bench-%d-%d", i, time.Now().UnixNano())).
 			SetAutoReconnect(false).SetWriteTimeout(30 * time.Second)
 		c := paho.NewClient(o)
 		if tok := c.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
@@ -128,7 +128,7 @@ func BenchmarkMQTT(b *testing.B) {
 					app = openTestWAL(b)
 					cfg := DefaultBrokerConfig()
 					cfg.Addr = "127.0.0.1:0"
-					stats, sink := &Stats{}, &sinkRecorder{}
+					stats, sink := &Stats{}, &rejectBox{}
 					br, err := NewBroker(cfg, app, sink, stats, nil)
 					if err != nil {
 						b.Fatal(err)

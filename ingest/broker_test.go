@@ -18,7 +18,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -38,33 +37,16 @@ func testBrokerConfig() BrokerConfig {
 	return c
 }
 
-type sinkRecorder struct {
-	mu      sync.Mutex
-	rejects []Reject
-}
-
-func (s *sinkRecorder) Add(r Reject) {
-	s.mu.Lock()
-	s.rejects = append(s.rejects, r)
-	s.mu.Unlock()
-}
-
-func (s *sinkRecorder) all() []Reject {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]Reject(nil), s.rejects...)
-}
-
 type testBroker struct {
 	*Broker
 	addr  string
 	stats *Stats
-	sink  *sinkRecorder
+	sink  *rejectBox
 }
 
 func startBroker(t *testing.T, cfg BrokerConfig, app Appender) *testBroker {
 	t.Helper()
-	stats, sink := &Stats{}, &sinkRecorder{}
+	stats, sink := &Stats{}, &rejectBox{}
 	b, err := NewBroker(cfg, app, sink, stats, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -80,16 +62,10 @@ func startBroker(t *testing.T, cfg BrokerConfig, app Appender) *testBroker {
 	return &testBroker{Broker: b, addr: a.String(), stats: stats, sink: sink}
 }
 
-// waitUntil polls cond until it holds or a deadline passes.
+// waitUntil waits for cond (see awaitCond), naming what it waits for.
 func waitUntil(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond) // poll interval of the condition wait
-	}
+	awaitCond(t, func() string { return "not yet: " + what }, cond)
 }
 
 func pahoClient(t *testing.T, addr, id string, configure func(*paho.ClientOptions)) paho.Client {
@@ -320,7 +296,7 @@ func TestV5ReasonCodeForUnusablePayload(t *testing.T) {
 	if n := len(walReadings(t, app.log)); n != 2 {
 		t.Fatalf("%d readings stored, want 2", n)
 	}
-	rej := b.sink.all()
+	rej := b.sink.list()
 	if len(rej) != 2 || rej[0].Source != "v5-bad" || rej[0].Topic != "telemetry/dev/env" || len(rej[0].Raw) == 0 {
 		t.Fatalf("dead letters: %+v; want the two payloads with problems", rej)
 	}
