@@ -393,10 +393,11 @@ func (l *Log) run() {
 					l.fail(unsynced, err)
 				} else {
 					lastSync = time.Now()
+					// Before the release: a released caller may read it.
+					l.synced.Store(l.next - 1)
 					if len(unsynced) > 0 {
 						l.acknowledge(unsynced)
 					}
-					l.synced.Store(l.next - 1)
 				}
 				unsynced = nil
 				dirty = false
