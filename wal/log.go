@@ -73,6 +73,7 @@ type Log struct {
 	queue   []*request
 	closing bool
 	wake    chan struct{} // 1-slot, coalescing
+	notify  chan struct{} // 1-slot, coalescing: records were acknowledged
 	done    chan struct{} // closed when the writer has exited
 
 	readMu  sync.Mutex
@@ -150,9 +151,10 @@ func openLog(dir string, cfg Config, logger *slog.Logger, o openOpts) (*Log, err
 	}
 	l := &Log{
 		dir: dir, cfg: cfg, logger: logger.With("wal", dir), open: o.open, now: o.now, flock: flock,
-		sem:  newByteSem(int64(cfg.MaxPendingBytes)),
-		wake: make(chan struct{}, 1),
-		done: make(chan struct{}),
+		sem:    newByteSem(int64(cfg.MaxPendingBytes)),
+		wake:   make(chan struct{}, 1),
+		notify: make(chan struct{}, 1),
+		done:   make(chan struct{}),
 	}
 	res, err := repairTail(dir, noLimit)
 	if err != nil {
@@ -545,7 +547,16 @@ func (l *Log) acknowledge(reqs []*request) {
 	for _, r := range reqs {
 		r.done(r.first, r.last, nil)
 	}
+	select {
+	case l.notify <- struct{}{}:
+	default:
+	}
 }
+
+// Notify returns a channel that receives a value (coalesced: one for any
+// number of appends) after records were acknowledged, so one reader can
+// follow the log: drain a Reader, then wait on Notify. For one consumer.
+func (l *Log) Notify() <-chan struct{} { return l.notify }
 
 // fail fails reqs with err and recovers: the log is closed, cut back to the
 // last acknowledged record, and reopened, because after a failed write
