@@ -34,15 +34,25 @@ type Rejects interface {
 	Dropped() uint64
 }
 
-// API holds the handlers' dependencies.
+// API holds the handlers' dependencies. A nil dependency leaves its
+// endpoints out.
 type API struct {
-	Rejects Rejects
+	Rejects Rejects // the dead-letter log
+	Late    Rejects // the late-readings log (late readings kept as rejects with reason "late")
 	Logger  *slog.Logger
 }
 
 // Register adds the API's handlers to mux.
 func (a *API) Register(mux *http.ServeMux) {
-	mux.HandleFunc("GET /api/v1/rejects", a.handleRejects)
+	if a.Logger == nil {
+		a.Logger = slog.New(slog.DiscardHandler)
+	}
+	if a.Rejects != nil {
+		mux.HandleFunc("GET /api/v1/rejects", a.rejectsHandler(a.Rejects, true))
+	}
+	if a.Late != nil {
+		mux.HandleFunc("GET /api/v1/late", a.rejectsHandler(a.Late, false))
+	}
 }
 
 // rejectsResponse is the body of GET /api/v1/rejects.
@@ -52,10 +62,20 @@ type rejectsResponse struct {
 	Rejects []ingest.Reject `json:"rejects"` // newest first
 }
 
-// handleRejects serves GET /api/v1/rejects?limit=&listener=&reason=&source=&since=
-// (since: RFC 3339 time or a duration back from now, like 15m).
-func (a *API) handleRejects(w http.ResponseWriter, r *http.Request) {
-	q, err := query(r, "limit", "listener", "reason", "source", "since")
+// rejectsHandler serves GET /api/v1/rejects?limit=&listener=&reason=&source=&since=
+// (since: RFC 3339 time or a duration back from now, like 15m), and the
+// same for /api/v1/late, where source is the series and there is no
+// listener or reason to filter by.
+func (a *API) rejectsHandler(src Rejects, byListener bool) http.HandlerFunc {
+	params := []string{"limit", "source", "since"}
+	if byListener {
+		params = []string{"limit", "listener", "reason", "source", "since"}
+	}
+	return func(w http.ResponseWriter, r *http.Request) { a.serveRejects(w, r, src, params) }
+}
+
+func (a *API) serveRejects(w http.ResponseWriter, r *http.Request, src Rejects, params []string) {
+	q, err := query(r, params...)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err)
 		return
@@ -78,16 +98,16 @@ func (a *API) handleRejects(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	rej, err := a.Rejects.Recent(limit, f)
+	rej, err := src.Recent(limit, f)
 	if err != nil {
-		a.Logger.Error("read dead letters", "err", err)
-		writeError(w, http.StatusInternalServerError, fmt.Errorf("read dead-letter log: %w", err))
+		a.Logger.Error("read log", "path", r.URL.Path, "err", err)
+		writeError(w, http.StatusInternalServerError, fmt.Errorf("read log: %w", err))
 		return
 	}
 	if rej == nil {
 		rej = []ingest.Reject{}
 	}
-	writeJSON(w, http.StatusOK, rejectsResponse{Total: a.Rejects.Count(), Dropped: a.Rejects.Dropped(), Rejects: rej})
+	writeJSON(w, http.StatusOK, rejectsResponse{Total: src.Count(), Dropped: src.Dropped(), Rejects: rej})
 }
 
 func parseSince(s string, now time.Time) (time.Time, error) {

@@ -27,7 +27,7 @@ func TestRejects(t *testing.T) {
 		r.TimeNs = now.Add(time.Duration(i) * time.Millisecond).UnixNano()
 		dl.Add(r)
 	}
-	api := &API{Rejects: dl}
+	api := &API{Rejects: dl, Late: dl}
 	mux := http.NewServeMux()
 	api.Register(mux)
 	srv := httptest.NewServer(mux)
@@ -103,8 +103,13 @@ func TestRejects(t *testing.T) {
 		{"?limit=0", `limit: "0" is not a whole number from 1 to 1000`},
 		{"?listener=coap", `listener: "coap" is not one of mqtt, udp, http`},
 		{"?since=yesterday", `since: "yesterday" is neither an RFC 3339 time nor a duration like 15m`},
+		{"/late?listener=mqtt", `unknown query parameter listener; allowed: limit, source, since`},
 	} {
-		code, b := get("/api/v1/rejects" + tc.query)
+		path := "/api/v1/rejects" + tc.query
+		if strings.HasPrefix(tc.query, "/") {
+			path = "/api/v1" + tc.query
+		}
+		code, b := get(path)
 		var e errorBody
 		if code != http.StatusBadRequest || json.Unmarshal(b, &e) != nil || e.Error != tc.want {
 			t.Errorf("%s: %d %s, want 400 %q", tc.query, code, b, tc.want)
