@@ -72,7 +72,7 @@ type BrokerTLSConfig struct {
 // the reserved ones (alerts/#, $SYS/#), which only an explicit filter opens.
 type BrokerUser struct {
 	Username string `yaml:"username"`
-	// PasswordHash is a bcrypt hash (`runnel passwd` or `htpasswd -nbB`).
+	// PasswordHash is a bcrypt hash (`echo -n PASS | runnel passwd`).
 	PasswordHash string   `yaml:"password_hash"`
 	Publish      []string `yaml:"publish"`
 	Subscribe    []string `yaml:"subscribe"`

@@ -29,6 +29,8 @@ commands:
   check -config FILE   load and validate FILE and the RUNNEL_* variables exactly
                        as run does; exit 2 if anything is invalid
   version              print version, commit, Go version and platform
+  passwd               read a password on standard input and print its bcrypt
+                       hash, for mqtt.users[].password_hash
 
 exit codes: 0 clean, 1 runtime error, 2 usage or config error
 `
@@ -51,6 +53,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case "version":
 		fmt.Fprintln(stdout, gateway.VersionString())
 		return 0
+	case "passwd":
+		return passwd(os.Stdin, stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0

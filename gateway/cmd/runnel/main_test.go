@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+	"golang.org/x/crypto/bcrypt"
 )
 
 func TestMain(m *testing.M) {
@@ -253,5 +254,19 @@ func checkRunAndSIGTERM(t *testing.T, argv []string, env []string) {
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("runnel did not exit within 30s of SIGTERM")
+	}
+}
+
+func TestPasswd(t *testing.T) {
+	var out, errb bytes.Buffer
+	if code := passwd(strings.NewReader("s3cret\n"), &out, &errb); code != 0 {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	h := strings.TrimSpace(out.String())
+	if bcrypt.CompareHashAndPassword([]byte(h), []byte("s3cret")) != nil {
+		t.Fatalf("%q is not a bcrypt hash of the password", h)
+	}
+	if code := passwd(strings.NewReader("\n"), &out, &errb); code != 2 {
+		t.Fatalf("empty password: exit %d, want 2", code)
 	}
 }
