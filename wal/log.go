@@ -476,10 +476,12 @@ func (l *Log) trackSegments(reqs []*request) {
 	now := l.now()
 	l.stateMu.Lock()
 	defer l.stateMu.Unlock()
+	rolled := false
 	cycle := func(base uint64) {
 		l.segs[len(l.segs)-1].mtime = now
 		l.segs = append(l.segs, segInfo{base: base, mtime: now})
-		l.dirDirty = true
+		rolled = true
+		l.dirDirty = l.cfg.Sync != SyncNone // sync mode none never fsyncs, the directory neither
 	}
 	if l.segs[len(l.segs)-1].size > seg {
 		cycle(l.next)
@@ -496,7 +498,7 @@ func (l *Log) trackSegments(reqs []*request) {
 		}
 	}
 	l.segs[len(l.segs)-1].mtime = now
-	if l.dirDirty {
+	if rolled {
 		// The rolled segment went into tidwall's read cache; drop it so an
 		// appending log holds one segment in memory, not two.
 		if err := l.st.ClearCache(); err != nil {

@@ -111,7 +111,10 @@ func (r *Reader) read() ([]byte, error) {
 	l.stateMu.RLock()
 	defer l.stateMu.RUnlock()
 	if l.st == nil {
-		if l.closing {
+		l.mu.Lock()
+		closing := l.closing
+		l.mu.Unlock()
+		if closing {
 			return nil, ErrClosed
 		}
 		return nil, errors.New("wal unavailable: recovering from a write failure")
