@@ -11,6 +11,7 @@ import (
 
 	"github.com/runnel-iot/runnel/ingest"
 	"github.com/runnel-iot/runnel/wal"
+	"github.com/runnel-iot/runnel/windows"
 )
 
 // Config is the whole gateway configuration: one section per stage, each
@@ -31,6 +32,8 @@ type Config struct {
 	UDP         ingest.UDPConfig        `yaml:"udp"`
 	HTTPWrite   ingest.HTTPWriteConfig  `yaml:"http_write"`
 	DeadLetters ingest.DeadLetterConfig `yaml:"dead_letters"`
+	Windows     windows.Config          `yaml:"windows"`
+	Checkpoint  CheckpointConfig        `yaml:"checkpoint"`
 }
 
 // GatewayConfig is the `gateway` section: the gateway's identity, where it
@@ -82,6 +85,8 @@ func DefaultConfig() Config {
 		UDP:         ingest.DefaultUDPConfig(),
 		HTTPWrite:   ingest.DefaultHTTPWriteConfig(),
 		DeadLetters: ingest.DefaultDeadLetterConfig(),
+		Windows:     windows.DefaultConfig(),
+		Checkpoint:  CheckpointConfig{Interval: 30 * time.Second},
 	}
 }
 

@@ -43,6 +43,8 @@ type Gateway struct {
 	broker      *ingest.Broker
 	udp         *ingest.UDP
 	ingestStats ingest.Stats
+	late        *ingest.DeadLetters
+	stream      *stream
 
 	mu   sync.Mutex
 	addr string // bound HTTP address, once listening
@@ -114,7 +116,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 	// Start sinks before sources, so nothing is accepted before it can be
 	// stored; the group stops them in reverse.
 	for _, start := range []func(context.Context, *group) error{
-		g.startWAL, g.startDeadLetters, // sinks
+		g.startWAL, g.startDeadLetters, g.startWindows, // sinks and the stream
 		g.startHTTP, g.startMQTT, g.startUDP, // sources
 	} {
 		if err := start(ctx, &grp); err != nil {
@@ -201,24 +203,7 @@ func (g *Gateway) startUDP(ctx context.Context, grp *group) error {
 		return err
 	}
 	g.udp = u
-	uctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	done := make(chan struct{})
-	grp.add(actor{
-		name: "udp",
-		run: func() error {
-			defer close(done)
-			return u.Serve(uctx)
-		},
-		stop: func(ctx context.Context) error {
-			cancel()
-			select {
-			case <-done:
-				return nil
-			case <-ctx.Done():
-				return fmt.Errorf("gave up waiting: %w", ctx.Err())
-			}
-		},
-	})
+	grp.add(goActor("udp", ctx, u.Serve, u.Close))
 	return nil
 }
 
@@ -243,7 +228,7 @@ func (g *Gateway) startHTTP(ctx context.Context, grp *group) error {
 		return err
 	}
 	g.mux.Handle("/api/v2/write", w)
-	api := &httpapi.API{Rejects: g.deadLetters, Logger: g.logger.With("component", "httpapi")}
+	api := &httpapi.API{Rejects: g.deadLetters, Late: g.late, Windows: g.stream.engine, Logger: g.logger.With("component", "httpapi")}
 	api.Register(g.mux)
 	addr := g.cfg.HTTP.Addr
 	var lc net.ListenConfig
@@ -304,6 +289,8 @@ func (g *Gateway) handleReadyz(w http.ResponseWriter, _ *http.Request) {
 		r = readiness{Reason: "http listener not up"}
 	case !g.mqttUp.Load():
 		r = readiness{Reason: "mqtt broker not up"}
+	case g.stream != nil && !g.stream.replayed.Load():
+		r = readiness{Reason: fmt.Sprintf("replaying the wal up to index %d", g.stream.replayTarget.Load())}
 	}
 	w.Header().Set("Content-Type", "application/json")
 	if !r.Ready {

@@ -99,3 +99,38 @@ func (g *group) stopAll(ctx context.Context, timeout time.Duration) error {
 	}
 	return errors.Join(errs...)
 }
+
+// goActor is an actor whose run is fn, given a context that stop cancels.
+// stop waits for fn to return (within its ctx); when the group never ran
+// (a later start failed), stop calls cleanup instead, so whatever the
+// start opened is still released.
+func goActor(name string, parent context.Context, fn func(ctx context.Context) error, cleanup func() error) actor {
+	ctx, cancel := context.WithCancel(context.WithoutCancel(parent))
+	done := make(chan struct{})
+	var started atomic.Bool
+	return actor{
+		name: name,
+		run: func() error {
+			started.Store(true)
+			defer close(done)
+			return fn(ctx)
+		},
+		stop: func(sctx context.Context) error {
+			cancel()
+			if !started.Load() {
+				// Never ran, or about to run with a cancelled ctx: the group
+				// waits for every run it started either way.
+				if cleanup != nil {
+					return cleanup()
+				}
+				return nil
+			}
+			select {
+			case <-done:
+				return nil
+			case <-sctx.Done():
+				return fmt.Errorf("gave up waiting: %w", sctx.Err())
+			}
+		},
+	}
+}

@@ -39,6 +39,7 @@ type Rejects interface {
 type API struct {
 	Rejects Rejects // the dead-letter log
 	Late    Rejects // the late-readings log (late readings kept as rejects with reason "late")
+	Windows Windows // the windows engine
 	Logger  *slog.Logger
 }
 
@@ -52,6 +53,10 @@ func (a *API) Register(mux *http.ServeMux) {
 	}
 	if a.Late != nil {
 		mux.HandleFunc("GET /api/v1/late", a.rejectsHandler(a.Late, false))
+	}
+	if a.Windows != nil {
+		mux.HandleFunc("GET /api/v1/windows", a.handleWindows)
+		mux.HandleFunc("GET /api/v1/series", a.handleSeries)
 	}
 }
 

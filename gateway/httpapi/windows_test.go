@@ -1,0 +1,114 @@
+package httpapi
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/runnel-iot/runnel/wal"
+	"github.com/runnel-iot/runnel/windows"
+)
+
+// seedEngine feeds a real engine the seed vector: 9,6,8,4,7,3,8,4,2,1,3,2
+// one second apart, in 4-second tumbling windows (sums 27, 22, 8), then one
+// reading that moves the watermark past 12 s.
+func seedEngine(t *testing.T) *windows.Engine {
+	t.Helper()
+	cfg := windows.DefaultConfig()
+	cfg.Tumbling = []time.Duration{4 * time.Second}
+	cfg.Sliding = nil
+	cfg.AllowedLateness = 0
+	e, err := windows.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := int64(1_700_000_000) * int64(time.Second) // a multiple of 4 s
+	var out []windows.Emission
+	for i, v := range []float64{9, 6, 8, 4, 7, 3, 8, 4, 2, 1, 3, 2, 5} {
+		ts := base + int64(i)*int64(time.Second)
+		out = e.Apply(uint64(i+1), &wal.Batch{IngestNs: ts, Readings: []wal.Reading{
+			{Series: "env,device=pi-042", Field: "temp", Value: v, TimeNs: ts},
+			{Series: "env,device=pi-043", Field: "temp", Value: 1, TimeNs: ts},
+		}}, out)
+	}
+	return e
+}
+
+func TestWindowsAndSeries(t *testing.T) {
+	mux := http.NewServeMux()
+	(&API{Windows: seedEngine(t)}).Register(mux)
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+	get := func(path string, v any) int {
+		t.Helper()
+		resp, err := http.Get(srv.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if err := json.Unmarshal(b, v); err != nil {
+			t.Fatalf("%s: %v: %s", path, err, b)
+		}
+		return resp.StatusCode
+	}
+	var wr windowsResponse
+	if code := get("/api/v1/windows?series=env,device=pi-042&field=temp&size=4s", &wr); code != 200 {
+		t.Fatalf("status %d", code)
+	}
+	var sums []float64
+	var open int
+	for _, w := range wr.Windows {
+		if w.Open {
+			open++
+			continue
+		}
+		sums = append(sums, w.Sum)
+		if w.Count != 4 || w.P50 == nil || w.ClosedBy != "watermark" {
+			t.Errorf("closed window %+v: want count 4, quantiles, closed by the watermark", w)
+		}
+	}
+	// Closed windows come newest first.
+	if len(sums) != 3 || sums[0] != 8 || sums[1] != 22 || sums[2] != 27 || open != 1 {
+		t.Fatalf("closed sums %v (newest first) and %d open; want [8 22 27] and 1 open", sums, open)
+	}
+	if get("/api/v1/windows?series=env,device=pi-042&field=temp&size=4s&last=1", &wr); len(wr.Windows) != 2 {
+		t.Fatalf("last=1: %d windows, want the open one and one closed", len(wr.Windows))
+	}
+	if get("/api/v1/windows?series=env,device=pi-042&field=temp&size=1m", &wr); len(wr.Windows) != 0 {
+		t.Fatalf("size=1m: %d windows, want none", len(wr.Windows))
+	}
+
+	var sr seriesResponse
+	if get("/api/v1/series", &sr); sr.Total != 2 || len(sr.Series) != 2 || sr.Series[0].Series != "env,device=pi-042" || sr.Series[0].Readings != 13 {
+		t.Fatalf("series: %+v", sr)
+	}
+	if get("/api/v1/series?tag=device=pi-043", &sr); sr.Total != 1 || sr.Series[0].Series != "env,device=pi-043" {
+		t.Fatalf("series by tag: %+v", sr)
+	}
+	if get("/api/v1/series?limit=1&offset=1", &sr); sr.Total != 2 || len(sr.Series) != 1 || sr.Series[0].Series != "env,device=pi-043" {
+		t.Fatalf("series page 2: %+v", sr)
+	}
+
+	for _, tc := range []struct {
+		path string
+		code int
+		want string
+	}{
+		{"/api/v1/windows?series=env,device=pi-042", 400, "series and field are required"},
+		{"/api/v1/windows?series=nope&field=temp", 404, `no series "nope" with field "temp"`},
+		{"/api/v1/windows?series=a&field=b&sise=1m", 400, "unknown query parameter sise"},
+		{"/api/v1/windows?series=a&field=b&size=fast", 400, `size: "fast" is not a duration`},
+		{"/api/v1/series?limit=0", 400, "limit"},
+		{"/api/v1/series?tag=device", 400, `tag: "device" is not key=value`},
+	} {
+		var e errorBody
+		if code := get(tc.path, &e); code != tc.code || !strings.Contains(e.Error, tc.want) {
+			t.Errorf("%s: %d %q, want %d containing %q", tc.path, code, e.Error, tc.code, tc.want)
+		}
+	}
+}

@@ -1,0 +1,136 @@
+package windows
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/runnel-iot/runnel/wal"
+)
+
+const benchPairs = 10_000
+
+// benchStream returns rounds of readings: every round gives each of the
+// 10,000 pairs (1,000 devices × 5 series × 2 fields) one reading, one
+// second of event time after the previous round.
+func benchKeys() (series []string, fields []string) {
+	for d := range 1000 {
+		for s := range 5 {
+			series = append(series, fmt.Sprintf("env%d,device=d%04d,site=s%d", s, d, d%10))
+		}
+	}
+	return series, []string{"temp", "hum"}
+}
+
+func benchConfig() Config {
+	c := DefaultConfig()
+	c.MemoryBudget = 512 * wal.MiB
+	return c
+}
+
+func BenchmarkApply(b *testing.B) {
+	series, fields := benchKeys()
+	// burst=1 visits the 10,000 pairs round-robin (every update a cache
+	// miss); burst=10 gives each pair 10 consecutive readings, as a device
+	// batch does.
+	for _, burst := range []int64{1, 10} {
+		b.Run(fmt.Sprintf("engine/burst=%d", burst), func(b *testing.B) { benchEngine(b, series, fields, burst) })
+	}
+	b.Run("baremap", func(b *testing.B) {
+		type agg4 struct {
+			count         uint64
+			sum, min, max float64
+		}
+		keys := make([]string, benchPairs)
+		for k := range keys {
+			keys[k] = series[k/2] + "\x00" + fields[k%2]
+		}
+		m := make(map[string]*agg4, benchPairs)
+		b.ReportAllocs()
+		b.ResetTimer()
+		for i := 0; i < b.N; i++ {
+			k := keys[i%benchPairs]
+			a := m[k]
+			if a == nil {
+				a = &agg4{min: 1e300, max: -1e300}
+				m[k] = a
+			}
+			v := float64(i % 97)
+			a.count++
+			a.sum += v
+			a.min = min(a.min, v)
+			a.max = max(a.max, v)
+		}
+	})
+}
+
+// benchEngine measures Apply per reading (one b.N per reading) over
+// 10,000 pairs with the default windows and groups.
+func benchEngine(b *testing.B, series, fields []string, burst int64) {
+	e := mustNew(b, benchConfig())
+	const batchN = 500
+	step := int64(100 * time.Millisecond)
+	batch := wal.Batch{Readings: make([]wal.Reading, batchN)}
+	var out []Emission
+	var round, pos int64
+	idx := uint64(0)
+	next := func() {
+		for j := range batch.Readings {
+			k := (pos / burst) % benchPairs
+			if pos > 0 && pos%(burst*benchPairs) == 0 {
+				round++
+			}
+			t := (round*burst + pos%burst) * step
+			batch.Readings[j] = wal.Reading{Series: series[k/2], Field: fields[k%2], Value: float64(k%97) + float64(round%13), TimeNs: t}
+			pos++
+		}
+		batch.IngestNs = round * burst * step
+		idx++
+		out = e.Apply(idx, &batch, out[:0])
+	}
+	for range 3 * benchPairs / batchN * 40 { // warm up: every window and pane allocated
+		next()
+	}
+	if st := e.Stats(); st.Pairs != benchPairs || st.OverflowReadings != 0 {
+		b.Fatalf("pairs %d overflow %d", st.Pairs, st.OverflowReadings)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i += batchN {
+		next()
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(e.Stats().MemoryBytes)/benchPairs, "accounted-B/pair")
+}
+
+func BenchmarkCheckpoint(b *testing.B) {
+	series, fields := benchKeys()
+	e := mustNew(b, benchConfig())
+	batch := wal.Batch{}
+	for round := range int64(30) {
+		batch.Readings = batch.Readings[:0]
+		for k := range benchPairs {
+			batch.Readings = append(batch.Readings, wal.Reading{Series: series[k/2], Field: fields[k%2], Value: float64(k % 97), TimeNs: round * sec})
+		}
+		batch.IngestNs = round * sec
+		e.Apply(uint64(round+1), &batch, nil)
+	}
+	var size int
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		data, err := e.MarshalBinary()
+		if err != nil {
+			b.Fatal(err)
+		}
+		size = len(data)
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(size), "bytes")
+	b.ReportMetric(float64(size)/benchPairs, "bytes/pair")
+	fresh := mustNew(b, benchConfig())
+	data, _ := e.MarshalBinary()
+	if err := fresh.UnmarshalBinary(data); err != nil {
+		b.Fatal(err)
+	}
+}

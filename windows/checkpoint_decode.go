@@ -1,0 +1,451 @@
+package windows
+
+import (
+	"cmp"
+	"slices"
+
+	"github.com/runnel-iot/runnel/sketches"
+)
+
+type groupRef struct {
+	gi    int
+	key   string
+	start int64
+}
+
+// decode reads the body of a checkpoint into f, a fresh engine, and checks
+// the invariants Apply relies on, so a checkpoint that decodes cannot make
+// a later Apply panic.
+func (f *Engine) decode(r *dec) error {
+	f.applied, f.procNs, f.nextCheck = r.u(), r.i(), r.i()
+	f.seq, f.devGen, f.mem = r.u(), r.u(), r.i()
+	for _, c := range f.counters() {
+		*c = r.u()
+	}
+	if n := r.u(); n > winPoolMax {
+		r.fail("window pool %d", n)
+	} else {
+		f.winPool = make([]*tumWin, n)
+		for i := range f.winPool {
+			f.winPool[i] = new(tumWin)
+		}
+	}
+	if hb := r.bs(); r.err == nil {
+		if err := f.overflowHLL.UnmarshalBinary(hb); err != nil {
+			r.fail("overflow hll: %v", err)
+		}
+	}
+	f.series = make(map[string]*series)
+	f.devices = make(map[string]*device)
+	f.overflow = nil
+	f.actHead, f.actTail, f.ttlHead, f.ttlTail = nil, nil, nil, nil
+
+	refs := f.decodeDevices(r)
+	f.decodeAllSeries(r)
+	for _, g := range f.groups {
+		f.decodeGroup(r, g)
+	}
+	if r.err != nil {
+		return r.err
+	}
+	if f.overflow == nil {
+		r.fail("no overflow series")
+		return r.err
+	}
+	f.link(r, refs)
+	return r.err
+}
+
+type devRefs struct {
+	series []string
+	groups []groupRef
+	capS   int
+	capG   int
+}
+
+func (f *Engine) decodeDevices(r *dec) map[*device]*devRefs {
+	n := r.count(16, "device")
+	refs := make(map[*device]*devRefs, n)
+	prev := ""
+	for i := 0; i < n && r.err == nil; i++ {
+		d := &device{key: r.s(), nextEnd: maxTime}
+		if i > 0 && d.key <= prev {
+			r.fail("device %q out of order", d.key)
+		}
+		prev = d.key
+		d.maxT, d.idleAdv, d.lastIngest = r.i(), r.i(), r.i()
+		d.idle = r.bool()
+		d.seq, d.gen, d.bytes = r.u(), r.u(), r.i()
+		dr := &devRefs{}
+		capS, capG := r.u(), r.u()
+		ns := r.count(1, "device series")
+		for range ns {
+			dr.series = append(dr.series, r.s())
+		}
+		ng := r.count(3, "device group")
+		for range ng {
+			gr := groupRef{gi: int(r.u()), key: r.s(), start: r.i()}
+			if gr.gi >= len(f.groups) {
+				r.fail("group %d of %d", gr.gi, len(f.groups))
+			}
+			dr.groups = append(dr.groups, gr)
+		}
+		if capS < uint64(ns) || capS > uint64(2*ns+8) || capG < uint64(ng) || capG > uint64(2*ng+64) {
+			r.fail("device %q capacities", d.key)
+		}
+		dr.capS, dr.capG = int(capS), int(capG)
+		f.devices[d.key] = d
+		refs[d] = dr
+	}
+	return refs
+}
+
+func (f *Engine) decodeAllSeries(r *dec) {
+	n := r.count(8, "series")
+	prev := ""
+	for i := 0; i < n && r.err == nil; i++ {
+		key := r.s()
+		if i > 0 && key <= prev {
+			r.fail("series %q out of order", key)
+		}
+		prev = key
+		d := f.devices[r.s()]
+		if d == nil {
+			r.fail("series %q of an unknown device", key)
+			return
+		}
+		pk := parseSeriesKey(key)
+		s := &series{key: key, meas: pk.meas, dev: d}
+		if len(f.groups) > 0 {
+			s.gattrs = make([]groupAttrs, len(f.groups))
+			s.gks = make([]*groupKey, len(f.groups))
+			for gi, g := range f.groups {
+				ga := &s.gattrs[gi]
+				ga.key, ga.hasKey = attrValue(g.by, key, &pk, d.key)
+				ga.distinct, ga.hasDistinct = attrValue(g.distinct, key, &pk, d.key)
+				ga.topk, ga.hasTopK = attrValue(g.topk, key, &pk, d.key)
+			}
+		}
+		s.readings, s.lastEventNs, s.lastApplied, s.seq, s.bytes = r.u(), r.i(), r.i(), r.u(), r.i()
+		capP := r.u()
+		np := r.count(4, "pair")
+		if capP < uint64(np) || capP > uint64(2*np+8) {
+			r.fail("series %q pair capacity %d", key, capP)
+			return
+		}
+		s.pairs = make([]*pair, 0, capP)
+		for range np {
+			if p := f.decodePair(r, s); p != nil {
+				if s.pair(p.field) != nil {
+					r.fail("series %q field %q twice", key, p.field)
+				}
+				s.pairs = append(s.pairs, p)
+			}
+		}
+		if key == OverflowSeries {
+			s.overflow = true
+			f.overflow = s
+		}
+		f.series[key] = s
+	}
+}
+
+func (f *Engine) decodePair(r *dec, s *series) *pair {
+	p := &pair{s: s, field: r.s(), specs: make([]specState, len(f.specs))}
+	p.bytes = r.i()
+	rb := r.bs()
+	if r.err != nil {
+		return nil
+	}
+	p.res, _ = sketches.NewReservoir(f.cfg.ReservoirSize, pairSeed(s.key, p.field))
+	if err := p.res.UnmarshalBinary(rb); err != nil {
+		r.fail("series %q field %q reservoir: %v", s.key, p.field, err)
+		return nil
+	}
+	for i := range f.specs {
+		sp := &f.specs[i]
+		ps := &p.specs[i]
+		ps.nextStart = noTime
+		if sp.kind == KindTumbling {
+			f.decodeWins(r, sp, ps)
+		} else {
+			f.decodePanes(r, sp, ps)
+		}
+		hasHist := r.bool()
+		n, head := r.u(), r.u()
+		h := uint64(f.cfg.ClosedHistory)
+		if n > h || (!hasHist && n > 0) || (n < h && head != 0) || (n == h && n > 0 && head >= n) {
+			r.fail("series %q field %q history %d/%d", s.key, p.field, n, head)
+			return nil
+		}
+		if hasHist {
+			ps.hist = make([]closedRec, n, h)
+			for k := range ps.hist {
+				ps.hist[k] = r.rec()
+			}
+			ps.histHead = int(head)
+		}
+	}
+	if r.err != nil {
+		return nil
+	}
+	return p
+}
+
+func (f *Engine) decodeWins(r *dec, sp *spec, ps *specState) {
+	c := r.u()
+	n := r.count(4, "window")
+	if c < uint64(n) || c > uint64(2*n+8) {
+		r.fail("window capacity %d for %d", c, n)
+		return
+	}
+	ps.wins = make([]*tumWin, 0, c)
+	for k := 0; k < n && r.err == nil; k++ {
+		w := new(tumWin)
+		w.start = r.i()
+		w.agg = r.agg()
+		qb := r.bs()
+		if r.err != nil {
+			return
+		}
+		if !aligned(w.start, sp.size) || (k > 0 && w.start <= ps.wins[k-1].start) || w.agg.count == 0 {
+			r.fail("window start %d", w.start)
+			return
+		}
+		if err := w.q.UnmarshalBinary(qb); err != nil {
+			r.fail("window quantile: %v", err)
+			return
+		}
+		ps.wins = append(ps.wins, w)
+	}
+}
+
+func (f *Engine) decodePanes(r *dec, sp *spec, ps *specState) {
+	ps.nextStart = r.i()
+	c := r.u()
+	n := r.count(2, "pane")
+	if c < uint64(n) || c > uint64(2*n+sp.initCap+8) {
+		r.fail("pane capacity %d for %d", c, n)
+		return
+	}
+	if c > 0 {
+		ps.panes = make([]pane, 0, c)
+	}
+	if ps.nextStart != noTime && !aligned(ps.nextStart, sp.slide) {
+		r.fail("sliding next start %d", ps.nextStart)
+		return
+	}
+	for k := 0; k < n && r.err == nil; k++ {
+		pn := pane{start: r.i(), agg: r.agg()}
+		if !aligned(pn.start, sp.slide) || pn.agg.count == 0 ||
+			(k > 0 && pn.start <= ps.panes[k-1].start) || (ps.nextStart != noTime && pn.start < ps.nextStart) {
+			r.fail("pane start %d", pn.start)
+			return
+		}
+		ps.panes = append(ps.panes, pn)
+	}
+}
+
+func aligned(t, size int64) bool {
+	return t >= -timeLimit && t <= timeLimit && alignDown(t, size) == t
+}
+
+func (f *Engine) decodeGroup(r *dec, g *groupState) {
+	nh, nt := r.u(), r.u()
+	if nh > groupPoolMax || nt > groupPoolMax || (nh > 0 && g.distinct.kind == attrNone) || (nt > 0 && g.topk.kind == attrNone) {
+		r.fail("group %q pools", g.spec.Name)
+		return
+	}
+	for range nh {
+		g.hllPool = append(g.hllPool, sketches.NewHLL())
+	}
+	for range nt {
+		g.topkPool = append(g.topkPool, g.newTopK())
+	}
+	n := r.count(6, "group key")
+	prev := ""
+	for i := 0; i < n && r.err == nil; i++ {
+		gk := &groupKey{g: g, key: r.s()}
+		if i > 0 && gk.key <= prev {
+			r.fail("group %q key %q out of order", g.spec.Name, gk.key)
+		}
+		prev = gk.key
+		gk.maxClosedStart, gk.lastActive, gk.bytes = r.i(), r.i(), r.i()
+		hasHist := r.bool()
+		hn, head := r.u(), r.u()
+		h := uint64(f.cfg.ClosedHistory)
+		if hn > h || (!hasHist && hn > 0) || (hn < h && head != 0) || (hn == h && hn > 0 && head >= hn) {
+			r.fail("group %q key %q history", g.spec.Name, gk.key)
+			return
+		}
+		if hasHist {
+			gk.hist = make([]GroupSummary, hn, h)
+			for k := range gk.hist {
+				gs := &gk.hist[k]
+				gs.Group, gs.Key = g.spec.Name, gk.key
+				gs.StartNs = r.i()
+				gs.EndNs = gs.StartNs + g.size
+				gs.Readings, gs.Distinct = r.u(), r.u()
+				nk := r.count(2, "top-k item")
+				if nk > sketches.TopKCapacity {
+					r.fail("top-k items %d", nk)
+					return
+				}
+				if g.topk.kind != attrNone {
+					gs.TopK = make([]sketches.Item, nk)
+				}
+				for j := range nk {
+					it := sketches.Item{Key: r.s(), Count: r.u()}
+					if gs.TopK != nil {
+						gs.TopK[j] = it
+					}
+				}
+			}
+			gk.histHead = int(head)
+		}
+		f.decodeGroupWins(r, g, gk)
+		g.keys[gk.key] = gk
+	}
+}
+
+func (f *Engine) decodeGroupWins(r *dec, g *groupState, gk *groupKey) {
+	n := r.count(4, "group window")
+	for k := 0; k < n && r.err == nil; k++ {
+		gw := &groupWin{k: gk, start: r.i()}
+		gw.end = gw.start + g.size
+		gw.readings = r.u()
+		hb, tb := r.bs(), r.bs()
+		if r.err != nil {
+			return
+		}
+		if !aligned(gw.start, g.size) || (k > 0 && gw.start <= gk.open[k-1].start) || gw.readings == 0 {
+			r.fail("group window start %d", gw.start)
+			return
+		}
+		if (len(hb) > 0) != (g.distinct.kind != attrNone) || (len(tb) > 0) != (g.topk.kind != attrNone) {
+			r.fail("group %q window sketches", g.spec.Name)
+			return
+		}
+		if len(hb) > 0 {
+			gw.hll = sketches.NewHLL()
+			if err := gw.hll.UnmarshalBinary(hb); err != nil {
+				r.fail("group hll: %v", err)
+				return
+			}
+		}
+		if len(tb) > 0 {
+			gw.topk = g.newTopK()
+			if err := gw.topk.UnmarshalBinary(tb); err != nil {
+				r.fail("group top-k: %v", err)
+				return
+			}
+		}
+		gk.open = append(gk.open, gw)
+	}
+}
+
+// link resolves the references between devices, series and group windows,
+// recomputes what is derived (pending counts, lists, next window ends) and
+// checks the invariants.
+func (f *Engine) link(r *dec, refs map[*device]*devRefs) {
+	seen := 0
+	for d, dr := range refs {
+		d.series = make([]*series, 0, dr.capS)
+		for _, k := range dr.series {
+			s := f.series[k]
+			if s == nil || s.dev != d || slices.Contains(d.series, s) {
+				r.fail("device %q series %q", d.key, k)
+				return
+			}
+			d.series = append(d.series, s)
+		}
+		seen += len(d.series)
+		if len(d.series) == 0 {
+			r.fail("device %q without series", d.key)
+			return
+		}
+		d.groups = make([]*groupWin, 0, dr.capG)
+		for _, gr := range dr.groups {
+			gk := f.groups[gr.gi].keys[gr.key]
+			var gw *groupWin
+			if gk != nil {
+				gw = gk.find(gr.start)
+			}
+			if gw == nil || slices.Contains(d.groups, gw) {
+				r.fail("device %q group window %d/%q/%d", d.key, gr.gi, gr.key, gr.start)
+				return
+			}
+			d.groups = append(d.groups, gw)
+			if !d.idle && d.watermark(f.lateness) < gw.end {
+				gw.pending++
+			}
+		}
+	}
+	if seen != len(f.series) {
+		r.fail("series not listed by their devices")
+		return
+	}
+	for _, g := range f.groups {
+		for _, gk := range g.keys {
+			for _, gw := range gk.open {
+				if gw.pending <= 0 {
+					r.fail("group %q key %q window %d has no pending device", g.spec.Name, gk.key, gw.start)
+					return
+				}
+			}
+		}
+	}
+	devs := make([]*device, 0, len(f.devices))
+	for _, d := range f.devices {
+		if !d.idle {
+			devs = append(devs, d)
+		}
+		f.recomputeNextEnd(d)
+	}
+	slices.SortFunc(devs, func(a, b *device) int { return cmp.Compare(a.seq, b.seq) })
+	for _, d := range devs {
+		d.prev, d.next, d.inList = f.actTail, nil, true
+		if f.actTail != nil {
+			f.actTail.next = d
+		} else {
+			f.actHead = d
+		}
+		f.actTail = d
+	}
+	ss := make([]*series, 0, len(f.series))
+	for _, s := range f.series {
+		if !s.overflow {
+			ss = append(ss, s)
+		}
+	}
+	slices.SortFunc(ss, func(a, b *series) int { return cmp.Compare(a.seq, b.seq) })
+	for _, s := range ss {
+		s.prev, s.next, s.inList = f.ttlTail, nil, true
+		if f.ttlTail != nil {
+			f.ttlTail.next = s
+		} else {
+			f.ttlHead = s
+		}
+		f.ttlTail = s
+	}
+}
+
+func (f *Engine) recomputeNextEnd(d *device) {
+	next := int64(maxTime)
+	for _, s := range d.series {
+		for _, p := range s.pairs {
+			for i := range f.specs {
+				sp := &f.specs[i]
+				ps := &p.specs[i]
+				if sp.kind == KindTumbling {
+					if len(ps.wins) > 0 {
+						next = min(next, ps.wins[0].start+sp.size)
+					}
+				} else if len(ps.panes) > 0 {
+					next = min(next, ps.nextWindowStart(sp)+sp.size)
+				}
+			}
+		}
+	}
+	d.nextEnd = next
+}

@@ -1,0 +1,683 @@
+package windows
+
+import (
+	"cmp"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/runnel-iot/runnel/sketches"
+	"github.com/runnel-iot/runnel/wal"
+)
+
+// OverflowSeries is the series that takes the readings of new series once
+// the memory budget is spent, per field. OverflowKey is the group key that
+// takes a group's readings when a new group window would not fit.
+const (
+	OverflowSeries = "_overflow"
+	OverflowKey    = "_overflow"
+)
+
+// Kind says what an Emission holds.
+type Kind uint8
+
+// Emission kinds.
+const (
+	KindTumbling Kind = iota + 1
+	KindSliding
+	KindGroup
+)
+
+func (k Kind) String() string {
+	switch k {
+	case KindTumbling:
+		return "tumbling"
+	case KindSliding:
+		return "sliding"
+	case KindGroup:
+		return "group"
+	}
+	return fmt.Sprintf("kind(%d)", uint8(k))
+}
+
+// Emission is one closed window (tumbling or sliding, per series and field)
+// or one closed group window.
+type Emission struct {
+	Index  uint64        // the WAL index whose Apply emitted it
+	Seq    int           // position among the emissions of that Apply call, so (Index, Seq) identifies it
+	Kind   Kind          // KindTumbling, KindSliding, KindGroup
+	Window WindowSummary // for tumbling and sliding
+	Group  *GroupSummary // for groups
+
+	spec int // order within an event (config order of the spec)
+}
+
+// WindowSummary is the aggregate of one window of one series and field.
+type WindowSummary struct {
+	Series, Field string
+	// Spec is the stable text of the window spec: "tumbling:1m",
+	// "sliding:5m/10s".
+	Spec           string
+	StartNs, EndNs int64
+	Count          uint64
+	Sum, Min, Max  float64
+	Mean           float64 // Sum/Count
+	Stddev         float64 // sample standard deviation (n−1), 0 for n < 2
+	First, Last    float64 // by event time (ties: arrival order)
+	P50, P90, P99  float64 // tumbling only, from sketches.Quantile (α = 2%)
+	Open           bool    // true in query results for still-open windows
+	Closed         string  // "watermark", "idle", "evicted", or "" when open
+}
+
+// GroupSummary is the state of one group window.
+type GroupSummary struct {
+	Group, Key     string
+	StartNs, EndNs int64
+	Distinct       uint64          // HLL estimate; 0 without a distinct attribute
+	TopK           []sketches.Item // heavy hitters by readings; nil without topk
+	// HLL and CountMin are the MarshalBinary of the window's HLL and TopK
+	// (whose encoding ends with its Count-Min sketch), for upstream
+	// merging. Set in emissions only; nil in query results.
+	HLL, CountMin []byte
+	Readings      uint64
+	Open          bool // true in query results for still-open windows
+}
+
+// SeriesFilter selects series in Engine.Series. Empty fields match all.
+type SeriesFilter struct {
+	Measurement string
+	Tags        map[string]string
+	Prefix      string
+}
+
+// SeriesInfo describes one series.
+type SeriesInfo struct {
+	Series      string
+	Fields      []string
+	Readings    uint64
+	LastEventNs int64
+}
+
+// Stats are the engine's counters and gauges.
+type Stats struct {
+	Series, Pairs    int
+	Devices          int
+	OverflowReadings uint64
+	OverflowSeries   uint64 // distinct series sent to overflow (HLL estimate)
+	Evictions        uint64 // series evicted by SeriesTTL
+	LateReadings     uint64
+	IdleCloses       uint64 // devices that went idle
+	// GroupLateReadings counts readings (applied to their series) whose
+	// group window had already closed; GroupOverflowReadings those sent to
+	// a group's OverflowKey by the budget.
+	GroupLateReadings     uint64
+	GroupOverflowReadings uint64
+	// BadTimeReadings counts readings with an event time beyond ±2^62 ns,
+	// applied nowhere.
+	BadTimeReadings uint64
+	MemoryBytes     int64
+	BudgetBytes     int64
+	AppliedIndex    uint64
+	ProcessingNs    int64
+}
+
+// LateSink receives late readings so the gateway can keep them in a bounded
+// late log. Late is called under the engine's write lock and must not block
+// or call the engine.
+type LateSink interface {
+	Late(r wal.Reading, watermarkNs int64)
+}
+
+type spec struct {
+	name    string
+	kind    Kind
+	size    int64 // window size
+	slide   int64 // sliding only
+	initCap int   // sliding: pane slice capacity
+}
+
+// Engine is the event-time window engine: per series and field tumbling and
+// sliding windows, per device watermarks and idleness, group sketches and
+// the memory budget. It is pure and deterministic: time arrives only as
+// event times and batch ingest times, and the same Apply calls from the
+// same state give the same emissions and state.
+//
+// Apply takes the write lock; the read API takes the read lock and returns
+// copies owned by the caller. An Engine is safe for concurrent use.
+type Engine struct {
+	mu  sync.RWMutex
+	cfg Config
+
+	lateness, idleNs, ttlNs, budget int64
+	specs                           []spec
+	nTum                            int
+	groups                          []*groupState
+	fingerprint                     uint64
+
+	series  map[string]*series
+	devices map[string]*device
+	devGen  uint64
+	seq     uint64
+
+	actHead, actTail *device // non-idle devices by last ingest
+	ttlHead, ttlTail *series // series by last applied reading
+
+	overflow    *series
+	overflowHLL *sketches.HLL
+
+	applied   uint64
+	procNs    int64
+	nextCheck int64
+	sink      LateSink
+
+	mem         int64 // accounted bytes
+	admit       int64 // budget less the headroom kept for overflow state
+	pairReserve int64 // bytes charged per pair at least
+	winPool     []*tumWin
+
+	st Stats // counters only; gauges are filled by Stats()
+
+	// Apply scratch.
+	out      []Emission
+	closingG []*groupWin
+	due      []*device
+	dueS     []*series
+}
+
+// New returns an empty engine for cfg, which must be valid. It starts no
+// goroutine.
+func New(cfg Config) (*Engine, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("windows config: %w", err)
+	}
+	e := &Engine{
+		cfg:       cloneConfig(cfg),
+		lateness:  int64(cfg.AllowedLateness),
+		idleNs:    int64(cfg.IdleTimeout),
+		ttlNs:     int64(cfg.SeriesTTL),
+		budget:    int64(cfg.MemoryBudget),
+		series:    make(map[string]*series),
+		devices:   make(map[string]*device),
+		procNs:    noTime,
+		nextCheck: noTime,
+	}
+	for _, d := range cfg.Tumbling {
+		e.specs = append(e.specs, spec{name: tumblingName(d), kind: KindTumbling, size: int64(d)})
+	}
+	e.nTum = len(e.specs)
+	for _, s := range cfg.Sliding {
+		panes := int(s.Size/s.Slide) + 2
+		e.specs = append(e.specs, spec{name: slidingName(s), kind: KindSliding, size: int64(s.Size), slide: int64(s.Slide), initCap: panes})
+	}
+	for i, g := range cfg.Groups {
+		e.groups = append(e.groups, newGroupState(i, g))
+	}
+	e.fingerprint = configFingerprint(e.cfg)
+	e.pairReserve = e.pairReserveBytes()
+	e.admit = e.budget - e.headroomBytes()
+	if e.admit < e.budget/2 {
+		return nil, fmt.Errorf("windows config: %w", &ConfigError{Key: "memory_budget",
+			Msg: fmt.Sprintf("%s is too small: the overflow state of the configured windows and groups needs %d bytes, at most half the budget", cfg.MemoryBudget, e.headroomBytes())})
+	}
+	e.mem = e.baseBytes()
+	e.overflowHLL = sketches.NewHLL()
+	e.mem += int64(e.overflowHLL.SizeBytes())
+	e.overflow = e.newSeries(OverflowSeries, parseSeriesKey(OverflowSeries), nil)
+	e.overflow.overflow = true
+	e.ttlRemove(e.overflow)    // the overflow series is never evicted
+	e.overflow.dev.idle = true // no reading yet: nothing to close
+	e.actRemove(e.overflow.dev)
+	return e, nil
+}
+
+func cloneConfig(c Config) Config {
+	c.Tumbling = slices.Clone(c.Tumbling)
+	c.Sliding = slices.Clone(c.Sliding)
+	c.Groups = slices.Clone(c.Groups)
+	return c
+}
+
+// SetLateSink sets the receiver of late readings. Call it before the first
+// Apply; nil drops them (they are still counted).
+func (e *Engine) SetLateSink(s LateSink) {
+	e.mu.Lock()
+	e.sink = s
+	e.mu.Unlock()
+}
+
+// AppliedIndex reports the index of the last applied batch (0: none).
+func (e *Engine) AppliedIndex() uint64 {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	return e.applied
+}
+
+// Apply applies one WAL batch, in WAL index order, and appends what it
+// emits to out, returning it. Emissions come in the order readings are
+// processed, then idle closes, then evictions; their Seq numbers are
+// consecutive from 0 per call. Processing time is the largest IngestNs seen
+// so far: idle devices and TTL eviction are judged only by it, at most once
+// per second of it, after the batch's readings.
+//
+// A batch whose index is not above AppliedIndex (once one was applied) is
+// ignored, so a replay that overlaps a checkpoint cannot count twice.
+// Apply takes the write lock; b is not retained.
+func (e *Engine) Apply(index uint64, b *wal.Batch, out []Emission) []Emission {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.applied != 0 && index <= e.applied {
+		return out
+	}
+	base := len(out)
+	e.out = out
+	if b.IngestNs > e.procNs {
+		e.procNs = b.IngestNs
+	}
+	for i := range b.Readings {
+		e.applyReading(&b.Readings[i])
+	}
+	if e.procNs >= e.nextCheck {
+		e.idleSweep()
+		e.ttlSweep()
+		e.nextCheck = satAdd(e.procNs, int64(time.Second))
+	}
+	e.applied = index
+	out = e.out
+	e.out = nil
+	for i := base; i < len(out); i++ {
+		out[i].Index = index
+		out[i].Seq = i - base
+	}
+	return out
+}
+
+func satAdd(a, b int64) int64 {
+	if a > maxTime-b {
+		return maxTime
+	}
+	return a + b
+}
+
+// applyReading is the per-reading hot path.
+func (e *Engine) applyReading(r *wal.Reading) {
+	if r.TimeNs < -timeLimit || r.TimeNs > timeLimit {
+		e.st.BadTimeReadings++
+		return
+	}
+	s := e.series[r.Series]
+	var p *pair
+	if s != nil {
+		p = s.pair(r.Field)
+	}
+	var pk parsedKey
+	var d *device
+	if p == nil {
+		cost := e.pairReserve
+		if s == nil {
+			pk = parseSeriesKey(r.Series)
+			d = e.devices[deviceOf(r.Series, &pk)]
+			cost += e.seriesReserve(len(r.Series), d == nil)
+		}
+		if e.mem+cost > e.admit {
+			e.st.OverflowReadings++
+			e.overflowHLL.AddString(r.Series)
+			s, d = e.overflow, nil
+			p = s.pair(r.Field)
+		}
+	}
+	if s != nil {
+		d = s.dev
+	}
+	if d != nil {
+		if d.idle {
+			e.wake(d)
+		}
+		e.touchDevice(d)
+		if wm := d.watermark(e.lateness); r.TimeNs < wm {
+			e.st.LateReadings++
+			if e.sink != nil {
+				e.sink.Late(*r, wm)
+			}
+			return
+		}
+	}
+	if s == nil {
+		s = e.newSeries(strings.Clone(r.Series), pk, d)
+		d = s.dev
+	}
+	if p == nil {
+		p = e.newPair(s, r.Field)
+	}
+	e.applyToPair(p, r.Value, r.TimeNs)
+	e.applyToGroups(s, d, r.TimeNs)
+	s.readings++
+	s.lastEventNs = max(s.lastEventNs, r.TimeNs)
+	s.lastApplied = e.procNs
+	e.touchSeries(s)
+
+	oldWm := d.watermark(e.lateness)
+	d.maxT = max(d.maxT, r.TimeNs)
+	if wm := d.watermark(e.lateness); wm > oldWm {
+		e.crossGroups(d, oldWm, wm)
+		if wm >= d.nextEnd {
+			e.closeDue(d, wm)
+		}
+	}
+	e.flushGroups()
+}
+
+func (s *series) pair(field string) *pair {
+	for _, p := range s.pairs {
+		if p.field == field {
+			return p
+		}
+	}
+	return nil
+}
+
+// applyToPair adds one value to every window of its pair.
+func (e *Engine) applyToPair(p *pair, v float64, t int64) {
+	d := p.s.dev
+	for i := range e.specs {
+		sp := &e.specs[i]
+		ps := &p.specs[i]
+		if sp.kind == KindTumbling {
+			e.addTumbling(p, sp, ps, d, v, t)
+		} else {
+			e.addSliding(p, sp, ps, d, v, t)
+		}
+	}
+	p.res.Add(sketches.Sample{Value: v, TimeNs: t})
+}
+
+func (e *Engine) addTumbling(p *pair, sp *spec, ps *specState, d *device, v float64, t int64) {
+	ws := alignDown(t, sp.size)
+	var w *tumWin
+	k := len(ps.wins)
+	for ; k > 0; k-- {
+		if c := ps.wins[k-1]; c.start <= ws {
+			if c.start == ws {
+				w = c
+			}
+			break
+		}
+	}
+	if w == nil {
+		w = e.getWin()
+		w.start = ws
+		oldCap := cap(ps.wins)
+		ps.wins = slices.Insert(ps.wins, k, w)
+		e.chargePair(p, winBytes+int64(cap(ps.wins)-oldCap)*ptrBytes)
+		d.nextEnd = min(d.nextEnd, ws+sp.size)
+	}
+	w.agg.add(v, t)
+	w.q.Add(v)
+}
+
+func (e *Engine) addSliding(p *pair, sp *spec, ps *specState, d *device, v float64, t int64) {
+	start := alignDown(t, sp.slide)
+	k := len(ps.panes)
+	for ; k > 0; k-- {
+		if c := &ps.panes[k-1]; c.start <= start {
+			if c.start == start {
+				c.agg.add(v, t)
+				return
+			}
+			break
+		}
+	}
+	oldCap := cap(ps.panes)
+	if ps.panes == nil {
+		ps.panes = make([]pane, 0, sp.initCap)
+	}
+	ps.panes = slices.Insert(ps.panes, k, pane{start: start})
+	ps.panes[k].agg.add(v, t)
+	if c := cap(ps.panes); c != oldCap {
+		e.chargePair(p, int64(c-oldCap)*paneBytes)
+	}
+	w := start - sp.size + sp.slide
+	if ps.nextStart != noTime && w < ps.nextStart {
+		w = ps.nextStart
+	}
+	d.nextEnd = min(d.nextEnd, w+sp.size)
+}
+
+// crossGroups updates the pending counts of d's group windows whose end its
+// watermark passed.
+func (e *Engine) crossGroups(d *device, oldWm, wm int64) {
+	if d.idle {
+		return
+	}
+	d.pruneGroups()
+	for _, gw := range d.groups {
+		if oldWm < gw.end && gw.end <= wm {
+			e.unpend(gw)
+		}
+	}
+}
+
+func (d *device) pruneGroups() {
+	n := 0
+	for _, gw := range d.groups {
+		if !gw.closed {
+			d.groups[n] = gw
+			n++
+		}
+	}
+	clear(d.groups[n:])
+	d.groups = d.groups[:n]
+}
+
+func (e *Engine) unpend(gw *groupWin) {
+	gw.pending--
+	if gw.pending == 0 {
+		e.closingG = append(e.closingG, gw)
+	}
+}
+
+// closeDue closes every window of d's series whose end the watermark wm
+// reached, emits them in order and recomputes d.nextEnd.
+func (e *Engine) closeDue(d *device, wm int64) {
+	mark := len(e.out)
+	next := int64(maxTime)
+	for _, s := range d.series {
+		for _, p := range s.pairs {
+			for i := range e.specs {
+				sp := &e.specs[i]
+				ps := &p.specs[i]
+				if sp.kind == KindTumbling {
+					e.closeTumbling(p, i, wm, reasonWatermark)
+					if len(ps.wins) > 0 {
+						next = min(next, ps.wins[0].start+sp.size)
+					}
+				} else {
+					e.closeSliding(p, i, wm, reasonWatermark)
+					if len(ps.panes) > 0 {
+						next = min(next, ps.nextWindowStart(sp)+sp.size)
+					}
+				}
+			}
+		}
+	}
+	d.nextEnd = next
+	e.sortWindows(mark)
+}
+
+// sortWindows orders the window emissions of one event: oldest end first,
+// tumbling before sliding and by spec order, then by start, series, field.
+func (e *Engine) sortWindows(mark int) {
+	if len(e.out)-mark < 2 {
+		return
+	}
+	slices.SortFunc(e.out[mark:], func(a, b Emission) int {
+		if c := cmp.Compare(a.Window.EndNs, b.Window.EndNs); c != 0 {
+			return c
+		}
+		if c := cmp.Compare(a.spec, b.spec); c != 0 {
+			return c
+		}
+		if c := cmp.Compare(a.Window.StartNs, b.Window.StartNs); c != 0 {
+			return c
+		}
+		if c := strings.Compare(a.Window.Series, b.Window.Series); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Window.Field, b.Window.Field)
+	})
+}
+
+func (ps *specState) nextWindowStart(sp *spec) int64 {
+	w := ps.panes[0].start - sp.size + sp.slide
+	if ps.nextStart != noTime && w < ps.nextStart {
+		w = ps.nextStart
+	}
+	return w
+}
+
+// closeTumbling closes the open tumbling windows of spec i ending at or
+// before wm (all of them when reason is not watermark).
+func (e *Engine) closeTumbling(p *pair, i int, wm int64, reason uint8) {
+	sp := &e.specs[i]
+	ps := &p.specs[i]
+	n := 0
+	for _, w := range ps.wins {
+		end := w.start + sp.size
+		if reason == reasonWatermark && end > wm {
+			break
+		}
+		a := &w.agg
+		rec := closedRec{
+			start: w.start, count: a.count, sum: a.sum, min: a.min, max: a.max, std: a.stddev(),
+			first: a.first, last: a.last,
+			p50: w.q.Quantile(0.5), p90: w.q.Quantile(0.9), p99: w.q.Quantile(0.99),
+			reason: reason,
+		}
+		e.emitWindow(p, i, &rec)
+		e.pushHist(p, ps, rec)
+		e.putWin(p, w)
+		n++
+	}
+	if n > 0 {
+		copy(ps.wins, ps.wins[n:])
+		clear(ps.wins[len(ps.wins)-n:])
+		ps.wins = ps.wins[:len(ps.wins)-n]
+	}
+}
+
+// closeSliding emits the sliding windows of spec i that hold a reading and
+// end at or before wm (all of them when reason is not watermark), merging
+// their panes, and drops panes no open window needs.
+func (e *Engine) closeSliding(p *pair, i int, wm int64, reason uint8) {
+	sp := &e.specs[i]
+	ps := &p.specs[i]
+	for len(ps.panes) > 0 {
+		w := ps.nextWindowStart(sp)
+		end := w + sp.size
+		if reason == reasonWatermark && end > wm {
+			break
+		}
+		var a agg
+		for k := range ps.panes {
+			if ps.panes[k].start >= end {
+				break
+			}
+			a.merge(&ps.panes[k].agg)
+		}
+		rec := closedRec{
+			start: w, count: a.count, sum: a.sum, min: a.min, max: a.max, std: a.stddev(),
+			first: a.first, last: a.last, reason: reason,
+		}
+		e.emitWindow(p, i, &rec)
+		e.pushHist(p, ps, rec)
+		ps.nextStart = w + sp.slide
+		drop := 0
+		for drop < len(ps.panes) && ps.panes[drop].start < ps.nextStart {
+			drop++
+		}
+		if drop > 0 {
+			copy(ps.panes, ps.panes[drop:])
+			ps.panes = ps.panes[:len(ps.panes)-drop]
+		}
+	}
+}
+
+func (e *Engine) emitWindow(p *pair, i int, rec *closedRec) {
+	sp := &e.specs[i]
+	e.out = append(e.out, Emission{
+		Kind:   sp.kind,
+		Window: p.summary(sp, rec),
+		spec:   i,
+	})
+}
+
+func (p *pair) summary(sp *spec, rec *closedRec) WindowSummary {
+	ws := WindowSummary{
+		Series: p.s.key, Field: p.field, Spec: sp.name,
+		StartNs: rec.start, EndNs: rec.start + sp.size,
+		Count: rec.count, Sum: rec.sum, Min: rec.min, Max: rec.max,
+		Stddev: rec.std, First: rec.first, Last: rec.last,
+		P50: rec.p50, P90: rec.p90, P99: rec.p99,
+		Closed: reasonNames[rec.reason],
+	}
+	if rec.count > 0 {
+		ws.Mean = rec.sum / float64(rec.count)
+	}
+	ws.Open = rec.reason == reasonOpen
+	return ws
+}
+
+// pushHist keeps rec in the spec's closed history ring.
+func (e *Engine) pushHist(p *pair, ps *specState, rec closedRec) {
+	n := e.cfg.ClosedHistory
+	if n == 0 {
+		return
+	}
+	if ps.hist == nil {
+		ps.hist = make([]closedRec, 0, n)
+		e.chargePair(p, int64(n)*recBytes)
+	}
+	if len(ps.hist) < n {
+		ps.hist = append(ps.hist, rec)
+		return
+	}
+	ps.hist[ps.histHead] = rec
+	ps.histHead = (ps.histHead + 1) % n
+}
+
+// histNewestFirst calls f for each kept record, newest first.
+func (ps *specState) histNewestFirst(f func(*closedRec) bool) {
+	n := len(ps.hist)
+	for k := range n {
+		i := (ps.histHead - 1 - k + 2*n) % n
+		if !f(&ps.hist[i]) {
+			return
+		}
+	}
+}
+
+func (e *Engine) getWin() *tumWin {
+	if n := len(e.winPool); n > 0 {
+		w := e.winPool[n-1]
+		e.winPool[n-1] = nil
+		e.winPool = e.winPool[:n-1]
+		e.mem -= winBytes
+		return w
+	}
+	return new(tumWin)
+}
+
+const winPoolMax = 256
+
+func (e *Engine) putWin(p *pair, w *tumWin) {
+	e.chargePair(p, -winBytes)
+	if len(e.winPool) >= winPoolMax {
+		return
+	}
+	w.start = 0
+	w.agg = agg{}
+	w.q.Reset()
+	e.winPool = append(e.winPool, w)
+	e.mem += winBytes
+}

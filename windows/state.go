@@ -1,0 +1,281 @@
+package windows
+
+import (
+	"math"
+	"strings"
+
+	"github.com/runnel-iot/runnel/sketches"
+)
+
+const (
+	noTime  = math.MinInt64 // "−∞": no event time yet
+	maxTime = math.MaxInt64
+	// Event times beyond ±timeLimit are rejected (Stats.BadTimeReadings) so
+	// that window ends and watermarks never overflow.
+	timeLimit = int64(1) << 62
+)
+
+// agg is the running aggregate of a tumbling window or a sliding pane.
+type agg struct {
+	count         uint64
+	sum, min, max float64
+	mean, m2      float64 // Welford
+	first, last   float64
+	firstT, lastT int64
+}
+
+func (a *agg) add(v float64, t int64) {
+	if a.count == 0 {
+		a.count, a.sum, a.min, a.max = 1, v, v, v
+		a.mean, a.m2 = v, 0
+		a.first, a.last, a.firstT, a.lastT = v, v, t, t
+		return
+	}
+	a.count++
+	a.sum += v
+	if v < a.min {
+		a.min = v
+	}
+	if v > a.max {
+		a.max = v
+	}
+	d := v - a.mean
+	a.mean += d / float64(a.count)
+	a.m2 += d * (v - a.mean)
+	if t < a.firstT { // ties keep the earlier arrival
+		a.first, a.firstT = v, t
+	}
+	if t >= a.lastT { // ties take the later arrival
+		a.last, a.lastT = v, t
+	}
+}
+
+// merge adds b, which covers a later, disjoint time range (panes in
+// order), with Chan et al.'s parallel update of the moments.
+func (a *agg) merge(b *agg) {
+	if b.count == 0 {
+		return
+	}
+	if a.count == 0 {
+		*a = *b
+		return
+	}
+	na, nb := float64(a.count), float64(b.count)
+	n := na + nb
+	d := b.mean - a.mean
+	a.mean += d * nb / n
+	a.m2 += b.m2 + d*d*na*nb/n
+	a.count += b.count
+	a.sum += b.sum
+	a.min = min(a.min, b.min)
+	a.max = max(a.max, b.max)
+	if b.firstT < a.firstT {
+		a.first, a.firstT = b.first, b.firstT
+	}
+	if b.lastT >= a.lastT {
+		a.last, a.lastT = b.last, b.lastT
+	}
+}
+
+func (a *agg) stddev() float64 {
+	if a.count < 2 || !(a.m2 > 0) {
+		return 0
+	}
+	return math.Sqrt(a.m2 / float64(a.count-1))
+}
+
+// tumWin is one open tumbling window. The quantile sketch is embedded so a
+// window is one allocation, pooled by the engine.
+type tumWin struct {
+	start int64
+	agg   agg
+	q     sketches.Quantile
+}
+
+// pane is one slide-wide slice of a sliding window's time axis.
+type pane struct {
+	start int64
+	agg   agg
+}
+
+// closedRec is a closed window kept for queries: a WindowSummary without
+// the strings (the pair has them) and with End derived from the spec.
+type closedRec struct {
+	start                      int64
+	count                      uint64
+	sum, min, max, std         float64
+	first, last, p50, p90, p99 float64
+	reason                     uint8
+}
+
+// Closed reasons, as stored in closedRec and the checkpoint.
+const (
+	reasonOpen uint8 = iota
+	reasonWatermark
+	reasonIdle
+	reasonEvicted
+)
+
+var reasonNames = [...]string{"", "watermark", "idle", "evicted"}
+
+// specState is a pair's state for one window spec.
+type specState struct {
+	wins      []*tumWin // tumbling: open windows by start
+	panes     []pane    // sliding: non-empty panes by start
+	nextStart int64     // sliding: first window start not yet emitted (noTime: none)
+	hist      []closedRec
+	histHead  int // when full, the index of the oldest record
+}
+
+// pair is the state of one (series, field).
+type pair struct {
+	s     *series
+	field string
+	specs []specState
+	res   *sketches.Reservoir
+	bytes int64 // accounted bytes (actual, before reservation)
+}
+
+// series is the state of one series key.
+type series struct {
+	key         string
+	meas        string
+	dev         *device
+	pairs       []*pair
+	readings    uint64
+	lastEventNs int64
+	lastApplied int64 // processing time of the last applied reading
+	seq         uint64
+	prev, next  *series // TTL list, oldest first
+	inList      bool
+	gattrs      []groupAttrs // per group
+	gks         []*groupKey  // per group: cached key state (nil until used)
+	bytes       int64
+	overflow    bool
+}
+
+// groupAttrs are the attribute values a series gives one group.
+type groupAttrs struct {
+	key, distinct, topk          string
+	hasKey, hasDistinct, hasTopK bool
+}
+
+// device is the watermark state of one device.
+type device struct {
+	key        string
+	maxT       int64 // largest applied event time (noTime: none)
+	idleAdv    int64 // watermark floor set when the device went idle
+	lastIngest int64
+	idle       bool
+	nextEnd    int64 // lower bound of the earliest open window end of its series
+	series     []*series
+	groups     []*groupWin // open group windows it contributed to (closed ones pruned lazily)
+	seq        uint64
+	prev, next *device // active (non-idle) list, oldest ingest first
+	inList     bool
+	gen        uint64 // incarnation, for checkpoints and references
+	bytes      int64
+}
+
+func (d *device) watermark(lateness int64) int64 {
+	w := int64(noTime)
+	if d.maxT != noTime {
+		w = d.maxT - lateness
+	}
+	return max(w, d.idleAdv)
+}
+
+// parsedKey is a series key split at unescaped commas and equals signs.
+type parsedKey struct {
+	meas string
+	tags [][2]string // unescaped key, value
+}
+
+// parseSeriesKey splits a line-protocol series key: the measurement, then
+// key=value tags separated by unescaped commas (`\,` `\=` `\ ` escape).
+func parseSeriesKey(s string) parsedKey {
+	var p parsedKey
+	parts := splitUnescaped(s, ',')
+	p.meas = unescape(parts[0])
+	for _, t := range parts[1:] {
+		kv := splitUnescaped(t, '=')
+		if len(kv) < 2 {
+			continue
+		}
+		k := unescape(kv[0])
+		v := unescape(t[len(kv[0])+1:])
+		p.tags = append(p.tags, [2]string{k, v})
+	}
+	return p
+}
+
+func (p *parsedKey) tag(k string) (string, bool) {
+	for _, t := range p.tags {
+		if t[0] == k {
+			return t[1], true
+		}
+	}
+	return "", false
+}
+
+// deviceOf is the device tag of a series, else the whole key.
+func deviceOf(key string, p *parsedKey) string {
+	if d, ok := p.tag("device"); ok {
+		return d
+	}
+	return key
+}
+
+func splitUnescaped(s string, sep byte) []string {
+	var out []string
+	start := 0
+	for i := 0; i < len(s); i++ {
+		switch s[i] {
+		case '\\':
+			i++
+		case sep:
+			out = append(out, s[start:i])
+			start = i + 1
+		}
+	}
+	return append(out, s[start:])
+}
+
+func unescape(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+1 < len(s) && (s[i+1] == ',' || s[i+1] == '=' || s[i+1] == ' ') {
+			i++
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+// attrValue resolves an attribute of a series.
+func attrValue(a attr, key string, p *parsedKey, dev string) (string, bool) {
+	switch a.kind {
+	case attrMeasurement:
+		return p.meas, true
+	case attrDevice:
+		return dev, true
+	case attrSeries:
+		return key, true
+	case attrTag:
+		return p.tag(a.tag)
+	}
+	return "", false
+}
+
+func floorDiv(a, b int64) int64 {
+	q := a / b
+	if a%b != 0 && (a < 0) != (b < 0) {
+		q--
+	}
+	return q
+}
+
+func alignDown(t, size int64) int64 { return floorDiv(t, size) * size }
