@@ -394,6 +394,13 @@ func (e *Engine) applyToPair(p *pair, v float64, t int64) {
 
 func (e *Engine) addTumbling(p *pair, sp *spec, ps *specState, d *device, v float64, t int64) {
 	ws := alignDown(t, sp.size)
+	// Most readings go to the window the previous one went to: skip the
+	// lookup (a cache miss on the window list with many pairs).
+	if c := ps.cur; c != nil && c.start == ws {
+		c.agg.add(v, t)
+		c.q.Add(v)
+		return
+	}
 	var w *tumWin
 	k := len(ps.wins)
 	for ; k > 0; k-- {
@@ -412,6 +419,7 @@ func (e *Engine) addTumbling(p *pair, sp *spec, ps *specState, d *device, v floa
 		e.chargePair(p, winBytes+int64(cap(ps.wins)-oldCap)*ptrBytes)
 		d.nextEnd = min(d.nextEnd, ws+sp.size)
 	}
+	ps.cur = w
 	w.agg.add(v, t)
 	w.q.Add(v)
 }
@@ -563,6 +571,7 @@ func (e *Engine) closeTumbling(p *pair, i int, wm int64, reason uint8) {
 		copy(ps.wins, ps.wins[n:])
 		clear(ps.wins[len(ps.wins)-n:])
 		ps.wins = ps.wins[:len(ps.wins)-n]
+		ps.cur = nil // it may have been closed and pooled
 	}
 }
 

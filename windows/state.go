@@ -121,6 +121,7 @@ var reasonNames = [...]string{"", "watermark", "idle", "evicted"}
 // specState is a pair's state for one window spec.
 type specState struct {
 	wins      []*tumWin // tumbling: open windows by start
+	cur       *tumWin   // tumbling: the window the last reading went to (a cache: nil or in wins)
 	panes     []pane    // sliding: non-empty panes by start
 	nextStart int64     // sliding: first window start not yet emitted (noTime: none)
 	hist      []closedRec
