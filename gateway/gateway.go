@@ -74,6 +74,7 @@ func New(cfg Config, logger *slog.Logger) (*Gateway, error) {
 	g.mux = mux
 	mux.HandleFunc("GET /healthz", g.handleHealthz)
 	mux.HandleFunc("GET /readyz", g.handleReadyz)
+	mux.HandleFunc("GET /metrics", g.handleMetrics)
 	g.srv = &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -278,20 +279,25 @@ type readiness struct {
 	Reason string `json:"reason,omitempty"`
 }
 
-func (g *Gateway) handleReadyz(w http.ResponseWriter, _ *http.Request) {
-	r := readiness{Ready: true}
+// readiness says whether the gateway is ready, and why not.
+func (g *Gateway) readiness() readiness {
 	switch {
 	case g.stopping.Load():
-		r = readiness{Reason: "shutting down"}
+		return readiness{Reason: "shutting down"}
 	case !g.walOpen.Load():
-		r = readiness{Reason: "wal not open"}
+		return readiness{Reason: "wal not open"}
 	case !g.httpUp.Load():
-		r = readiness{Reason: "http listener not up"}
+		return readiness{Reason: "http listener not up"}
 	case !g.mqttUp.Load():
-		r = readiness{Reason: "mqtt broker not up"}
+		return readiness{Reason: "mqtt broker not up"}
 	case g.stream != nil && !g.stream.replayed.Load():
-		r = readiness{Reason: fmt.Sprintf("replaying the wal up to index %d", g.stream.replayTarget.Load())}
+		return readiness{Reason: fmt.Sprintf("replaying the wal up to index %d", g.stream.replayTarget.Load())}
 	}
+	return readiness{Ready: true}
+}
+
+func (g *Gateway) handleReadyz(w http.ResponseWriter, _ *http.Request) {
+	r := g.readiness()
 	w.Header().Set("Content-Type", "application/json")
 	if !r.Ready {
 		w.WriteHeader(http.StatusServiceUnavailable)

@@ -1,0 +1,205 @@
+package gateway
+
+import (
+	"bufio"
+	"fmt"
+	"net/http"
+	"runtime"
+	"strconv"
+	"time"
+
+	vmmetrics "github.com/VictoriaMetrics/metrics"
+
+	"github.com/runnel-iot/runnel/ingest"
+	"github.com/runnel-iot/runnel/wal"
+)
+
+// GET /metrics, in the Prometheus text format.
+//
+// Runnel's own counters live in each stage as atomics (ingest.Stats,
+// wal.Stats, windows.Stats); they are read once per scrape and written
+// here with their types and help. Go runtime and process metrics (go_*,
+// process_*: memory, GC, goroutines, CPU seconds, RSS, open files) come
+// from github.com/VictoriaMetrics/metrics: small, maintained, no
+// dependencies beyond golang.org/x/sys, and it reads /proc as Prometheus'
+// own client does, without the weight of client_golang and protobuf.
+
+func init() {
+	// Write # HELP and # TYPE for the go_* and process_* metrics too.
+	vmmetrics.ExposeMetadata(true)
+}
+
+// promWriter writes metric families.
+type promWriter struct{ w *bufio.Writer }
+
+type sample struct {
+	labels string // `listener="mqtt"`, or ""
+	v      float64
+}
+
+func (p promWriter) family(name, typ, help string, samples ...sample) {
+	fmt.Fprintf(p.w, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, typ)
+	for _, s := range samples {
+		p.w.WriteString(name)
+		if s.labels != "" {
+			p.w.WriteString("{" + s.labels + "}")
+		}
+		p.w.WriteByte(' ')
+		p.w.WriteString(strconv.FormatFloat(s.v, 'g', -1, 64))
+		p.w.WriteByte('\n')
+	}
+}
+
+func (p promWriter) counter(name, help string, s ...sample) { p.family(name, "counter", help, s...) }
+func (p promWriter) gauge(name, help string, s ...sample)   { p.family(name, "gauge", help, s...) }
+
+func one(v float64) sample { return sample{v: v} }
+
+func (g *Gateway) handleMetrics(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+	bw := bufio.NewWriter(w)
+	g.writeMetrics(promWriter{bw})
+	vmmetrics.WriteProcessMetrics(bw)
+	bw.Flush()
+}
+
+func (g *Gateway) writeMetrics(p promWriter) {
+	p.gauge("runnel_build_info", "Version of the running gateway.",
+		sample{fmt.Sprintf("version=%q,commit=%q,goversion=%q,gateway_id=%q", Version, Commit, runtime.Version(), g.cfg.Gateway.ID), 1})
+	ready := 0.0
+	if g.readiness().Ready {
+		ready = 1
+	}
+	p.gauge("runnel_ready", "1 when /readyz answers 200.", one(ready))
+	g.writeIngestMetrics(p)
+	g.writeWALMetrics(p)
+	g.writeWindowsMetrics(p)
+}
+
+func (g *Gateway) writeIngestMetrics(p promWriter) {
+	st := &g.ingestStats
+	perListener := func(f func(l ingest.Listener) uint64) []sample {
+		out := make([]sample, 0, ingest.NumListeners)
+		for l := range ingest.NumListeners {
+			out = append(out, sample{fmt.Sprintf("listener=%q", l), float64(f(l))})
+		}
+		return out
+	}
+	p.counter("runnel_ingest_messages_total", "MQTT publishes, UDP datagrams and HTTP write requests received on telemetry paths.",
+		perListener(func(l ingest.Listener) uint64 { return st.Messages[l].Load() })...)
+	p.counter("runnel_ingest_bytes_total", "Payload bytes received.",
+		perListener(func(l ingest.Listener) uint64 { return st.Bytes[l].Load() })...)
+	p.counter("runnel_ingest_readings_total", "Readings stored durably in the WAL.",
+		perListener(func(l ingest.Listener) uint64 { return st.Readings[l].Load() })...)
+	p.counter("runnel_ingest_skipped_fields_total", "String fields skipped (they are not readings).",
+		perListener(func(l ingest.Listener) uint64 { return st.SkippedFields[l].Load() })...)
+	p.counter("runnel_ingest_precision_loss_total", "Integer values beyond 2^53 stored as rounded float64.",
+		perListener(func(l ingest.Listener) uint64 { return st.PrecisionLoss[l].Load() })...)
+	var rej, drop []sample
+	for l := range ingest.NumListeners {
+		for r := range ingest.NumReasons {
+			rej = append(rej, sample{fmt.Sprintf("listener=%q,reason=%q", l, ingest.Reason(r)), float64(st.Rejected[l][r].Load())})
+		}
+		for d := range ingest.NumDrops {
+			drop = append(drop, sample{fmt.Sprintf("listener=%q,reason=%q", l, d), float64(st.Dropped[l][d].Load())})
+		}
+	}
+	p.counter("runnel_ingest_rejected_total", "Rejected lines, objects, fields or samples, by reason.", rej...)
+	p.counter("runnel_ingest_dropped_readings_total", "Readings that decoded but were not stored, by reason.", drop...)
+	if g.udp != nil {
+		p.counter("runnel_udp_kernel_drops_total", "Datagrams the kernel dropped for a full socket buffer.", one(float64(g.udp.KernelDrops())))
+	}
+	if g.broker != nil {
+		p.gauge("runnel_mqtt_clients", "Connected MQTT clients.", one(float64(g.broker.Clients())))
+	}
+	if g.deadLetters != nil {
+		p.counter("runnel_dead_letters_total", "Rejected payloads sent to the dead-letter log.", one(float64(g.deadLetters.Count())))
+		p.counter("runnel_dead_letters_dropped_total", "Dead letters not kept (queue full).", one(float64(g.deadLetters.Dropped())))
+	}
+}
+
+func (g *Gateway) writeWALMetrics(p promWriter) {
+	type named struct {
+		name string
+		st   wal.Stats
+	}
+	var logs []named
+	if g.wal != nil {
+		logs = append(logs, named{"readings", g.wal.Stats()})
+	}
+	if g.stream != nil {
+		logs = append(logs, named{"outbox_summaries", g.stream.outbox.Stats()})
+	}
+	if g.deadLetters != nil {
+		logs = append(logs, named{"dead_letters", g.deadLetters.Stats()})
+	}
+	if g.late != nil {
+		logs = append(logs, named{"late", g.late.Stats()})
+	}
+	each := func(f func(wal.Stats) float64) []sample {
+		out := make([]sample, len(logs))
+		for i, l := range logs {
+			out[i] = sample{fmt.Sprintf("log=%q", l.name), f(l.st)}
+		}
+		return out
+	}
+	p.counter("runnel_wal_appends_total", "Acknowledged appends.", each(func(s wal.Stats) float64 { return float64(s.Appends) })...)
+	p.counter("runnel_wal_records_total", "Acknowledged records.", each(func(s wal.Stats) float64 { return float64(s.Records) })...)
+	p.counter("runnel_wal_bytes_total", "Acknowledged payload bytes.", each(func(s wal.Stats) float64 { return float64(s.Bytes) })...)
+	p.counter("runnel_wal_groups_total", "Group commits (one write each).", each(func(s wal.Stats) float64 { return float64(s.Groups) })...)
+	p.counter("runnel_wal_write_errors_total", "Failed group writes or fsyncs (nothing of them acknowledged).", each(func(s wal.Stats) float64 { return float64(s.WriteErrors) })...)
+	p.counter("runnel_wal_recoveries_total", "Close-repair-reopen cycles after a failure.", each(func(s wal.Stats) float64 { return float64(s.Recoveries) })...)
+	p.counter("runnel_wal_repairs_total", "Repairs that changed the files (torn tails cut, damaged segments rewritten).", each(func(s wal.Stats) float64 { return float64(s.Repairs) })...)
+	p.counter("runnel_wal_corrupt_records_total", "Records skipped because they failed verification.", each(func(s wal.Stats) float64 { return float64(s.CorruptRecords) })...)
+	p.counter("runnel_wal_removed_segments_total", "Segments removed by retention.", each(func(s wal.Stats) float64 { return float64(s.RemovedSegments) })...)
+	p.gauge("runnel_wal_segments", "Segment files.", each(func(s wal.Stats) float64 { return float64(s.Segments) })...)
+	p.gauge("runnel_wal_disk_bytes", "Bytes in segment files.", each(func(s wal.Stats) float64 { return float64(s.DiskBytes) })...)
+	p.gauge("runnel_wal_last_index", "Index of the last acknowledged record.", each(func(s wal.Stats) float64 { return float64(s.LastIndex) })...)
+	// The fsync latency histogram, cumulative as Prometheus wants it.
+	fmt.Fprintf(p.w, "# HELP runnel_wal_fsync_seconds Latency of group-commit fsyncs.\n# TYPE runnel_wal_fsync_seconds histogram\n")
+	for _, l := range logs {
+		var cum uint64
+		for i, n := range l.st.FsyncHist {
+			cum += n
+			le := "+Inf"
+			if i < len(wal.FsyncBuckets) {
+				le = strconv.FormatFloat(wal.FsyncBuckets[i].Seconds(), 'g', -1, 64)
+			}
+			fmt.Fprintf(p.w, "runnel_wal_fsync_seconds_bucket{log=%q,le=%q} %d\n", l.name, le, cum)
+		}
+		fmt.Fprintf(p.w, "runnel_wal_fsync_seconds_sum{log=%q} %g\nrunnel_wal_fsync_seconds_count{log=%q} %d\n",
+			l.name, l.st.FsyncTotal.Seconds(), l.name, l.st.Fsyncs)
+	}
+}
+
+func (g *Gateway) writeWindowsMetrics(p promWriter) {
+	s := g.stream
+	if s == nil {
+		return
+	}
+	st := s.engine.Stats()
+	p.gauge("runnel_windows_series", "Series with window state.", one(float64(st.Series)))
+	p.gauge("runnel_windows_pairs", "Series and field pairs with window state.", one(float64(st.Pairs)))
+	p.gauge("runnel_windows_devices", "Devices with a watermark.", one(float64(st.Devices)))
+	p.gauge("runnel_windows_memory_bytes", "Accounted window and sketch state.", one(float64(st.MemoryBytes)))
+	p.gauge("runnel_windows_budget_bytes", "The windows memory budget.", one(float64(st.BudgetBytes)))
+	p.counter("runnel_windows_overflow_readings_total", "Readings of series beyond the memory budget, aggregated in _overflow.", one(float64(st.OverflowReadings)))
+	p.gauge("runnel_windows_overflow_series", "Distinct series sent to _overflow (HyperLogLog estimate).", one(float64(st.OverflowSeries)))
+	p.counter("runnel_windows_evictions_total", "Series evicted after windows.series_ttl of silence.", one(float64(st.Evictions)))
+	p.counter("runnel_windows_late_readings_total", "Readings older than their device's watermark (kept in the late log).", one(float64(st.LateReadings)))
+	p.counter("runnel_windows_idle_closes_total", "Devices that went idle, closing their windows.", one(float64(st.IdleCloses)))
+	p.gauge("runnel_windows_applied_index", "Last WAL index the windows applied.", one(float64(st.AppliedIndex)))
+	lag := float64(0)
+	if last := g.wal.LastIndex(); last > st.AppliedIndex {
+		lag = float64(last - st.AppliedIndex)
+	}
+	p.gauge("runnel_windows_lag_records", "WAL records not yet applied to the windows (replay or backlog).", one(lag))
+	p.counter("runnel_checkpoints_total", "Checkpoints written.", one(float64(s.checkpoints.Load())))
+	age := float64(-1)
+	if at := s.ckptAt.Load(); at != 0 {
+		age = time.Since(time.Unix(0, at)).Seconds()
+	}
+	p.gauge("runnel_checkpoint_age_seconds", "Seconds since the last checkpoint written by this process (-1: none yet).", one(age))
+	p.gauge("runnel_checkpoint_duration_seconds", "Time the last checkpoint took.", one(time.Duration(s.ckptNs.Load()).Seconds()))
+	p.gauge("runnel_checkpoint_bytes", "Size of the last checkpoint.", one(float64(s.ckptBytes.Load())))
+}
