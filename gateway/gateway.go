@@ -229,7 +229,7 @@ func (g *Gateway) startHTTP(ctx context.Context, grp *group) error {
 		return err
 	}
 	g.mux.Handle("/api/v2/write", w)
-	api := &httpapi.API{Rejects: g.deadLetters, Late: g.late, Windows: g.stream.engine, Logger: g.logger.With("component", "httpapi")}
+	api := &httpapi.API{Rejects: g.deadLetters, Late: g.late, Windows: g.stream.engine, Sketches: g.stream.engine, Logger: g.logger.With("component", "httpapi")}
 	api.Register(g.mux)
 	addr := g.cfg.HTTP.Addr
 	var lc net.ListenConfig

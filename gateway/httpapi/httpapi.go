@@ -37,10 +37,11 @@ type Rejects interface {
 // API holds the handlers' dependencies. A nil dependency leaves its
 // endpoints out.
 type API struct {
-	Rejects Rejects // the dead-letter log
-	Late    Rejects // the late-readings log (late readings kept as rejects with reason "late")
-	Windows Windows // the windows engine
-	Logger  *slog.Logger
+	Rejects  Rejects  // the dead-letter log
+	Late     Rejects  // the late-readings log (late readings kept as rejects with reason "late")
+	Windows  Windows  // the windows engine
+	Sketches Sketches // the windows engine's sketches
+	Logger   *slog.Logger
 }
 
 // Register adds the API's handlers to mux.
@@ -57,6 +58,12 @@ func (a *API) Register(mux *http.ServeMux) {
 	if a.Windows != nil {
 		mux.HandleFunc("GET /api/v1/windows", a.handleWindows)
 		mux.HandleFunc("GET /api/v1/series", a.handleSeries)
+	}
+	if a.Sketches != nil && a.Windows != nil {
+		mux.HandleFunc("GET /api/v1/sketches/quantiles", a.handleQuantiles)
+		mux.HandleFunc("GET /api/v1/sketches/samples", a.handleSamples)
+		mux.HandleFunc("GET /api/v1/sketches/distinct", a.groupsHandler(true))
+		mux.HandleFunc("GET /api/v1/sketches/topk", a.groupsHandler(false))
 	}
 }
 
