@@ -37,17 +37,10 @@ func (a *API) handleQuantiles(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err)
 		return
 	}
-	series, field := q.Get("series"), q.Get("field")
-	if series == "" || field == "" {
-		writeError(w, http.StatusBadRequest, fmt.Errorf("series and field are required"))
+	series, field, size, err := seriesFieldSize(q)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err)
 		return
-	}
-	var size time.Duration
-	if s := q.Get("size"); s != "" {
-		if size, err = time.ParseDuration(s); err != nil || size <= 0 {
-			writeError(w, http.StatusBadRequest, fmt.Errorf("size: %q is not a duration like 10s, 1m, 5m", s))
-			return
-		}
 	}
 	qs := []float64{0.5, 0.9, 0.99}
 	if s := q.Get("q"); s != "" {
@@ -109,9 +102,9 @@ func (a *API) handleSamples(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err)
 		return
 	}
-	series, field := q.Get("series"), q.Get("field")
-	if series == "" || field == "" {
-		writeError(w, http.StatusBadRequest, fmt.Errorf("series and field are required"))
+	series, field, _, err := seriesFieldSize(q)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err)
 		return
 	}
 	ss, ok := a.Sketches.Samples(series, field)

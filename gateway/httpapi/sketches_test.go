@@ -1,8 +1,6 @@
 package httpapi
 
 import (
-	"encoding/json"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -15,19 +13,7 @@ func TestSketchEndpoints(t *testing.T) {
 	(&API{Windows: e, Sketches: e}).Register(mux)
 	srv := httptest.NewServer(mux)
 	defer srv.Close()
-	get := func(path string, v any) int {
-		t.Helper()
-		resp, err := http.Get(srv.URL + path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		if err := json.Unmarshal(b, v); err != nil {
-			t.Fatalf("%s: %v: %s", path, err, b)
-		}
-		return resp.StatusCode
-	}
+	get := func(path string, v any) int { t.Helper(); return getJSON(t, srv.URL+path, v) }
 	// The open 4 s window of pi-042 holds the last reading, 5.
 	var qr quantilesResponse
 	if code := get("/api/v1/sketches/quantiles?series=env,device=pi-042&field=temp&q=0.5,1", &qr); code != 200 {

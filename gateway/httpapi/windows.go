@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -72,6 +73,21 @@ type windowsResponse struct {
 	Windows []windowJSON `json:"windows"` // open windows first (oldest first), then closed ones, newest first
 }
 
+// seriesFieldSize reads the required series and field and the optional
+// size (0 when absent) of a query.
+func seriesFieldSize(q url.Values) (series, field string, size time.Duration, err error) {
+	series, field = q.Get("series"), q.Get("field")
+	if series == "" || field == "" {
+		return "", "", 0, fmt.Errorf("series and field are required, e.g. ?series=env,device=pi-042&field=temp")
+	}
+	if s := q.Get("size"); s != "" {
+		if size, err = time.ParseDuration(s); err != nil || size <= 0 {
+			return "", "", 0, fmt.Errorf("size: %q is not a duration like 10s, 1m, 5m", s)
+		}
+	}
+	return series, field, size, nil
+}
+
 // specSize returns the window size a spec names ("tumbling:1m" → 1m,
 // "sliding:5m/10s" → 5m).
 func specSize(spec string) (kind string, size time.Duration, ok bool) {
@@ -94,17 +110,10 @@ func (a *API) handleWindows(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err)
 		return
 	}
-	series, field := q.Get("series"), q.Get("field")
-	if series == "" || field == "" {
-		writeError(w, http.StatusBadRequest, fmt.Errorf("series and field are required, e.g. ?series=env,device=pi-042&field=temp&size=1m"))
+	series, field, size, err := seriesFieldSize(q)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err)
 		return
-	}
-	var size time.Duration
-	if s := q.Get("size"); s != "" {
-		if size, err = time.ParseDuration(s); err != nil || size <= 0 {
-			writeError(w, http.StatusBadRequest, fmt.Errorf("size: %q is not a duration like 10s, 1m, 5m", s))
-			return
-		}
 	}
 	kind := q.Get("kind")
 	if kind != "" && kind != "tumbling" && kind != "sliding" {

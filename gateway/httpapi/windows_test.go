@@ -43,19 +43,7 @@ func TestWindowsAndSeries(t *testing.T) {
 	(&API{Windows: seedEngine(t)}).Register(mux)
 	srv := httptest.NewServer(mux)
 	defer srv.Close()
-	get := func(path string, v any) int {
-		t.Helper()
-		resp, err := http.Get(srv.URL + path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		if err := json.Unmarshal(b, v); err != nil {
-			t.Fatalf("%s: %v: %s", path, err, b)
-		}
-		return resp.StatusCode
-	}
+	get := func(path string, v any) int { t.Helper(); return getJSON(t, srv.URL+path, v) }
 	var wr windowsResponse
 	if code := get("/api/v1/windows?series=env,device=pi-042&field=temp&size=4s", &wr); code != 200 {
 		t.Fatalf("status %d", code)
@@ -111,4 +99,19 @@ func TestWindowsAndSeries(t *testing.T) {
 			t.Errorf("%s: %d %q, want %d containing %q", tc.path, code, e.Error, tc.code, tc.want)
 		}
 	}
+}
+
+// getJSON GETs url, decodes the JSON body into v and returns the status.
+func getJSON(t *testing.T, url string, v any) int {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if err := json.Unmarshal(b, v); err != nil {
+		t.Fatalf("%s: %v: %s", url, err, b)
+	}
+	return resp.StatusCode
 }
