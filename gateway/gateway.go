@@ -229,7 +229,10 @@ func (g *Gateway) startHTTP(ctx context.Context, grp *group) error {
 		return err
 	}
 	g.mux.Handle("/api/v2/write", w)
-	api := &httpapi.API{Rejects: g.deadLetters, Late: g.late, Windows: g.stream.engine, Sketches: g.stream.engine, Logger: g.logger.With("component", "httpapi")}
+	hub := httpapi.NewHub(256)
+	g.stream.onEmit = hub.PublishEmission
+	api := &httpapi.API{Rejects: g.deadLetters, Late: g.late, Windows: g.stream.engine, Sketches: g.stream.engine,
+		Stream: hub, Logger: g.logger.With("component", "httpapi")}
 	api.Register(g.mux)
 	addr := g.cfg.HTTP.Addr
 	var lc net.ListenConfig

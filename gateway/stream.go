@@ -53,6 +53,8 @@ type stream struct {
 	ckptNs      atomic.Int64 // duration of the last checkpoint
 	ckptAt      atomic.Int64 // when it was written, unix ns
 	ckptBytes   atomic.Int64
+
+	onEmit func(windows.Emission) // live stream; must not block
 }
 
 // outboxPos identifies an emission: the WAL index whose batch produced it
@@ -233,6 +235,9 @@ func (s *stream) queue(out []windows.Emission) {
 		}
 		s.pending = append(s.pending, b)
 		s.lastOut = outboxPos{e.Index, e.Seq}
+		if s.onEmit != nil {
+			s.onEmit(*e)
+		}
 	}
 }
 

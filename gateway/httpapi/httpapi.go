@@ -41,6 +41,7 @@ type API struct {
 	Late     Rejects  // the late-readings log (late readings kept as rejects with reason "late")
 	Windows  Windows  // the windows engine
 	Sketches Sketches // the windows engine's sketches
+	Stream   *Hub     // the live stream of closed windows
 	Logger   *slog.Logger
 }
 
@@ -58,6 +59,9 @@ func (a *API) Register(mux *http.ServeMux) {
 	if a.Windows != nil {
 		mux.HandleFunc("GET /api/v1/windows", a.handleWindows)
 		mux.HandleFunc("GET /api/v1/series", a.handleSeries)
+	}
+	if a.Stream != nil {
+		mux.HandleFunc("GET /api/v1/stream", a.handleStream)
 	}
 	if a.Sketches != nil && a.Windows != nil {
 		mux.HandleFunc("GET /api/v1/sketches/quantiles", a.handleQuantiles)
