@@ -121,4 +121,3 @@ func TestStream(t *testing.T) {
 		}
 	}
 }
-
