@@ -62,6 +62,13 @@ type LogConfig struct {
 type HTTPConfig struct {
 	// Addr is the listen address, host:port; port 0 picks a free port.
 	Addr string `yaml:"addr"`
+	// Tokens, when set, are required (Authorization: Bearer <t> or Token
+	// <t>) on every endpoint but /healthz and /readyz, which stay open for
+	// probes, and /api/v2/write, which has its own (http_write.tokens).
+	Tokens []string `yaml:"tokens"`
+	// TLSCertFile and TLSKeyFile, set together, serve HTTPS.
+	TLSCertFile string `yaml:"tls_cert_file"`
+	TLSKeyFile  string `yaml:"tls_key_file"`
 }
 
 // DefaultConfig returns the configuration `runnel run` uses with no config
@@ -260,6 +267,14 @@ func (c HTTPConfig) Validate() error {
 	var errs sectionErrors
 	if _, port, err := net.SplitHostPort(c.Addr); err != nil || !validPort(port) {
 		errs.add("addr", "%q is not a host:port address: want host:port like \":8080\" or \"127.0.0.1:8080\", port 0 to 65535", c.Addr)
+	}
+	for i, t := range c.Tokens {
+		if len(t) < 8 || strings.ContainsAny(t, " \t\r\n") {
+			errs.add(fmt.Sprintf("tokens[%d]", i), "must be at least 8 characters without white space (the value is not shown)")
+		}
+	}
+	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
+		errs.add("tls_cert_file", "tls_cert_file and tls_key_file must be set together")
 	}
 	return errs.join()
 }

@@ -2,6 +2,9 @@ package gateway
 
 import (
 	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,6 +14,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -76,7 +80,7 @@ func New(cfg Config, logger *slog.Logger) (*Gateway, error) {
 	mux.HandleFunc("GET /readyz", g.handleReadyz)
 	mux.HandleFunc("GET /metrics", g.handleMetrics)
 	g.srv = &http.Server{
-		Handler:           mux,
+		Handler:           requireToken(cfg.HTTP.Tokens, mux),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
@@ -236,6 +240,14 @@ func (g *Gateway) startHTTP(ctx context.Context, grp *group) error {
 	api.Register(g.mux)
 	addr := g.cfg.HTTP.Addr
 	var lc net.ListenConfig
+	var tlsCfg *tls.Config
+	if g.cfg.HTTP.TLSCertFile != "" {
+		cert, err := tls.LoadX509KeyPair(g.cfg.HTTP.TLSCertFile, g.cfg.HTTP.TLSKeyFile)
+		if err != nil {
+			return fmt.Errorf("http tls: load %s and %s: %w", g.cfg.HTTP.TLSCertFile, g.cfg.HTTP.TLSKeyFile, err)
+		}
+		tlsCfg = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
 	ln, err := lc.Listen(ctx, "tcp", addr)
 	if err != nil {
 		var oe *net.OpError
@@ -243,6 +255,9 @@ func (g *Gateway) startHTTP(ctx context.Context, grp *group) error {
 			err = oe.Err
 		}
 		return fmt.Errorf("listen http on %s: %w", addr, err)
+	}
+	if tlsCfg != nil {
+		ln = tls.NewListener(ln, tlsCfg)
 	}
 	g.mu.Lock()
 	g.addr = ln.Addr().String()
@@ -327,4 +342,45 @@ func unwrapPath(err error) error {
 		return pe.Err
 	}
 	return err
+}
+
+// requireToken guards every endpoint but the health probes and the write
+// endpoint (which checks its own tokens) with the configured tokens, sent
+// as "Authorization: Bearer <t>" or InfluxDB's "Token <t>". Tokens are
+// compared by SHA-256 digest in constant time. No tokens: open.
+func requireToken(tokens []string, next http.Handler) http.Handler {
+	if len(tokens) == 0 {
+		return next
+	}
+	digests := make([][32]byte, len(tokens))
+	for i, t := range tokens {
+		digests[i] = sha256.Sum256([]byte(t))
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/healthz", "/readyz", "/api/v2/write":
+			next.ServeHTTP(w, r)
+			return
+		}
+		h := r.Header.Get("Authorization")
+		tok, ok := strings.CutPrefix(h, "Bearer ")
+		if !ok {
+			tok, ok = strings.CutPrefix(h, "Token ")
+		}
+		if ok {
+			d := sha256.Sum256([]byte(strings.TrimSpace(tok)))
+			match := 0
+			for _, want := range digests {
+				match |= subtle.ConstantTimeCompare(d[:], want[:])
+			}
+			if match == 1 {
+				next.ServeHTTP(w, r)
+				return
+			}
+		}
+		w.Header().Set("WWW-Authenticate", `Bearer realm="runnel"`)
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusUnauthorized)
+		_, _ = w.Write([]byte(`{"error":"unauthorized: send Authorization: Bearer <token> (http.tokens)"}` + "\n"))
+	})
 }
