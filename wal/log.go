@@ -367,6 +367,11 @@ func (l *Log) run() {
 				l.enforceRetention(l.now())
 			}
 		}
+		// A release applies before the group taken next: an append made
+		// after Release returns finds retention done.
+		if l.released != l.release.Load() {
+			l.enforceRetention(l.now())
+		}
 		if l.cfg.Sync == SyncBatch && !draining {
 			l.gather(prevGroup)
 		}
@@ -409,9 +414,6 @@ func (l *Log) run() {
 				unsynced = nil
 				dirty = false
 			}
-		}
-		if l.released != l.release.Load() {
-			l.enforceRetention(l.now())
 		}
 		if closing {
 			l.mu.Lock()
