@@ -38,7 +38,7 @@ func (f *Engine) decode(r *dec) error {
 	f.series = make(map[string]*series)
 	f.devices = make(map[string]*device)
 	f.overflow = nil
-	f.actHead, f.actTail, f.ttlHead, f.ttlTail = nil, nil, nil, nil
+	f.act, f.ttl = list[device, *device]{}, list[series, *series]{}
 
 	refs := f.decodeDevices(r)
 	f.decodeAllSeries(r)
@@ -404,13 +404,7 @@ func (f *Engine) link(r *dec, refs map[*device]*devRefs) {
 	}
 	slices.SortFunc(devs, func(a, b *device) int { return cmp.Compare(a.seq, b.seq) })
 	for _, d := range devs {
-		d.prev, d.next, d.inList = f.actTail, nil, true
-		if f.actTail != nil {
-			f.actTail.next = d
-		} else {
-			f.actHead = d
-		}
-		f.actTail = d
+		f.act.pushBack(d)
 	}
 	ss := make([]*series, 0, len(f.series))
 	for _, s := range f.series {
@@ -420,13 +414,7 @@ func (f *Engine) link(r *dec, refs map[*device]*devRefs) {
 	}
 	slices.SortFunc(ss, func(a, b *series) int { return cmp.Compare(a.seq, b.seq) })
 	for _, s := range ss {
-		s.prev, s.next, s.inList = f.ttlTail, nil, true
-		if f.ttlTail != nil {
-			f.ttlTail.next = s
-		} else {
-			f.ttlHead = s
-		}
-		f.ttlTail = s
+		f.ttl.pushBack(s)
 	}
 }
 

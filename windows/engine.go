@@ -161,8 +161,8 @@ type Engine struct {
 	devGen  uint64
 	seq     uint64
 
-	actHead, actTail *device // non-idle devices by last ingest
-	ttlHead, ttlTail *series // series by last applied reading
+	act list[device, *device] // non-idle devices by last ingest
+	ttl list[series, *series] // series by last applied reading
 
 	overflow    *series
 	overflowHLL *sketches.HLL
@@ -226,9 +226,9 @@ func New(cfg Config) (*Engine, error) {
 	e.mem += int64(e.overflowHLL.SizeBytes())
 	e.overflow = e.newSeries(OverflowSeries, parseSeriesKey(OverflowSeries), nil)
 	e.overflow.overflow = true
-	e.ttlRemove(e.overflow)    // the overflow series is never evicted
+	e.ttl.remove(e.overflow)   // the overflow series is never evicted
 	e.overflow.dev.idle = true // no reading yet: nothing to close
-	e.actRemove(e.overflow.dev)
+	e.act.remove(e.overflow.dev)
 	return e, nil
 }
 

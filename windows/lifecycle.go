@@ -80,74 +80,17 @@ func (e *Engine) touchDevice(d *device) {
 	d.lastIngest = e.procNs
 	e.seq++
 	d.seq = e.seq
-	if d.inList {
-		if e.actTail == d {
-			return
-		}
-		e.actRemove(d)
-	}
-	d.prev, d.next, d.inList = e.actTail, nil, true
-	if e.actTail != nil {
-		e.actTail.next = d
-	} else {
-		e.actHead = d
-	}
-	e.actTail = d
+	e.act.pushBack(d)
 }
 
-func (e *Engine) actRemove(d *device) {
-	if !d.inList {
-		return
-	}
-	if d.prev != nil {
-		d.prev.next = d.next
-	} else {
-		e.actHead = d.next
-	}
-	if d.next != nil {
-		d.next.prev = d.prev
-	} else {
-		e.actTail = d.prev
-	}
-	d.prev, d.next, d.inList = nil, nil, false
-}
-
+// touchSeries moves s to the back of the TTL list.
 func (e *Engine) touchSeries(s *series) {
 	if s.overflow {
 		return
 	}
 	e.seq++
 	s.seq = e.seq
-	if s.inList {
-		if e.ttlTail == s {
-			return
-		}
-		e.ttlRemove(s)
-	}
-	s.prev, s.next, s.inList = e.ttlTail, nil, true
-	if e.ttlTail != nil {
-		e.ttlTail.next = s
-	} else {
-		e.ttlHead = s
-	}
-	e.ttlTail = s
-}
-
-func (e *Engine) ttlRemove(s *series) {
-	if !s.inList {
-		return
-	}
-	if s.prev != nil {
-		s.prev.next = s.next
-	} else {
-		e.ttlHead = s.next
-	}
-	if s.next != nil {
-		s.next.prev = s.prev
-	} else {
-		e.ttlTail = s.prev
-	}
-	s.prev, s.next, s.inList = nil, nil, false
+	e.ttl.pushBack(s)
 }
 
 // wake makes an idle device active again: it counts in the group windows
@@ -167,7 +110,7 @@ func (e *Engine) wake(d *device) {
 // processing time, in device key order.
 func (e *Engine) idleSweep() {
 	e.due = e.due[:0]
-	for d := e.actHead; d != nil && satAdd(d.lastIngest, e.idleNs) < e.procNs; d = d.next {
+	for d := e.act.head; d != nil && satAdd(d.lastIngest, e.idleNs) < e.procNs; d = d.act.next {
 		e.due = append(e.due, d)
 	}
 	slices.SortFunc(e.due, func(a, b *device) int { return strings.Compare(a.key, b.key) })
@@ -188,7 +131,7 @@ func (e *Engine) goIdle(d *device) {
 	}
 	d.idleAdv = max(d.idleAdv, end)
 	d.idle = true
-	e.actRemove(d)
+	e.act.remove(d)
 	mark := len(e.out)
 	for _, s := range d.series {
 		for _, p := range s.pairs {
@@ -248,7 +191,7 @@ func (e *Engine) closeAll(p *pair, reason uint8) {
 // windows and activity for as long.
 func (e *Engine) ttlSweep() {
 	e.dueS = e.dueS[:0]
-	for s := e.ttlHead; s != nil && satAdd(s.lastApplied, e.ttlNs) < e.procNs; s = s.next {
+	for s := e.ttl.head; s != nil && satAdd(s.lastApplied, e.ttlNs) < e.procNs; s = s.ttl.next {
 		e.dueS = append(e.dueS, s)
 	}
 	slices.SortFunc(e.dueS, func(a, b *series) int { return strings.Compare(a.key, b.key) })
@@ -277,7 +220,7 @@ func (e *Engine) evict(s *series) {
 	for _, p := range s.pairs {
 		e.freePair(p)
 	}
-	e.ttlRemove(s)
+	e.ttl.remove(s)
 	delete(e.series, s.key)
 	e.mem -= s.bytes
 	d := s.dev
@@ -286,7 +229,7 @@ func (e *Engine) evict(s *series) {
 	}
 	if len(d.series) == 0 {
 		e.leaveGroups(d)
-		e.actRemove(d)
+		e.act.remove(d)
 		delete(e.devices, d.key)
 		e.mem -= d.bytes
 	}

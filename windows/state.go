@@ -147,8 +147,7 @@ type series struct {
 	lastEventNs int64
 	lastApplied int64 // processing time of the last applied reading
 	seq         uint64
-	prev, next  *series // TTL list, oldest first
-	inList      bool
+	ttl         link[series] // in the TTL list, oldest first
 	gattrs      []groupAttrs // per group
 	gks         []*groupKey  // per group: cached key state (nil until used)
 	bytes       int64
@@ -172,9 +171,8 @@ type device struct {
 	series     []*series
 	groups     []*groupWin // open group windows it contributed to (closed ones pruned lazily)
 	seq        uint64
-	prev, next *device // active (non-idle) list, oldest ingest first
-	inList     bool
-	gen        uint64 // incarnation, for checkpoints and references
+	act        link[device] // in the active (non-idle) list, oldest ingest first
+	gen        uint64       // incarnation, for checkpoints and references
 	bytes      int64
 }
 
