@@ -67,6 +67,10 @@ type WindowSummary struct {
 	Stddev         float64 // sample standard deviation (n−1), 0 for n < 2
 	First, Last    float64 // by event time (ties: arrival order)
 	P50, P90, P99  float64 // tumbling only, from sketches.Quantile (α = 2%)
+	// Quantiles is the MarshalBinary of a closed tumbling window's quantile
+	// sketch, for merging upstream. Set in emissions only; nil in query
+	// results and for sliding windows.
+	Quantiles []byte
 	Open           bool    // true in query results for still-open windows
 	Closed         string  // "watermark", "idle", "evicted", or "" when open
 }
@@ -563,6 +567,9 @@ func (e *Engine) closeTumbling(p *pair, i int, wm int64, reason uint8) {
 			reason: reason,
 		}
 		e.emitWindow(p, i, &rec)
+		if q, err := w.q.MarshalBinary(); err == nil {
+			e.out[len(e.out)-1].Window.Quantiles = q
+		}
 		e.pushHist(p, ps, rec)
 		e.putWin(p, w)
 		n++

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/runnel-iot/runnel/sketches"
 	"github.com/runnel-iot/runnel/wal"
 )
 
@@ -242,5 +243,36 @@ func TestReadAPI(t *testing.T) {
 	st := e.Stats()
 	if st.Series != 4 || st.Pairs != 3 || st.AppliedIndex != 1 || st.MemoryBytes <= 0 || st.ProcessingNs != 30*sec {
 		t.Errorf("stats %+v", st)
+	}
+}
+
+// TestEmissionQuantileSketch checks that a closed tumbling window carries
+// its quantile sketch, decodable and agreeing with the window's p99, so the
+// central side can merge windows across gateways.
+func TestEmissionQuantileSketch(t *testing.T) {
+	e := mustNew(t, testConfig())
+	var out []Emission
+	for i := range 8 {
+		out = e.Apply(uint64(i+1), &wal.Batch{IngestNs: int64(i) * sec, Readings: []wal.Reading{{Series: "s", Field: "v", Value: float64(i + 1), TimeNs: int64(i) * sec}}}, out)
+	}
+	if len(out) == 0 {
+		t.Fatal("no window closed")
+	}
+	w := out[0].Window
+	if len(w.Quantiles) == 0 {
+		t.Fatal("closed tumbling window without its quantile sketch")
+	}
+	q := sketches.NewQuantile()
+	if err := q.UnmarshalBinary(w.Quantiles); err != nil {
+		t.Fatal(err)
+	}
+	if got := q.Quantile(0.99); got != w.P99 {
+		t.Errorf("decoded sketch p99 %v, window p99 %v", got, w.P99)
+	}
+	open, closed, _ := e.Windows("s", "v", w.Spec, 10)
+	for _, r := range append(open, closed...) {
+		if r.Quantiles != nil {
+			t.Errorf("query result carries a sketch: %+v", r)
+		}
 	}
 }
