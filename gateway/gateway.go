@@ -234,9 +234,11 @@ func (g *Gateway) startHTTP(ctx context.Context, grp *group) error {
 	}
 	g.mux.Handle("/api/v2/write", w)
 	hub := httpapi.NewHub(256)
+	g.srv.RegisterOnShutdown(hub.Close)
 	g.stream.onEmit = hub.PublishEmission
 	api := &httpapi.API{Rejects: g.deadLetters, Late: g.late, Windows: g.stream.engine, Sketches: g.stream.engine,
 		Stream: hub, Logger: g.logger.With("component", "httpapi")}
+	api.Status = statusSource{g: g, start: time.Now()}
 	api.Register(g.mux)
 	addr := g.cfg.HTTP.Addr
 	var lc net.ListenConfig
@@ -357,8 +359,12 @@ func requireToken(tokens []string, next http.Handler) http.Handler {
 		digests[i] = sha256.Sum256([]byte(t))
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		switch r.URL.Path {
-		case "/healthz", "/readyz", "/api/v2/write":
+		// The probes stay open, the write endpoint checks its own tokens,
+		// and the dashboard's static files hold no data (a page load cannot
+		// send a header; the page asks for the token and sends it on its
+		// API calls).
+		switch p := r.URL.Path; {
+		case p == "/healthz", p == "/readyz", p == "/api/v2/write", p == "/", strings.HasPrefix(p, "/assets/"):
 			next.ServeHTTP(w, r)
 			return
 		}

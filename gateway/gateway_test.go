@@ -110,6 +110,14 @@ func TestLifecycle(t *testing.T) {
 		t.Errorf("log lacks the start line:\n%s", l)
 	}
 
+	// An open live stream (a dashboard tab) must not hold the shutdown
+	// until its deadline (30s here).
+	stream, err := (&http.Client{}).Get("http://" + addr + "/api/v1/stream")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stream.Body.Close()
+
 	cancel()
 	select {
 	case err := <-done:

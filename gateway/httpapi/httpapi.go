@@ -43,6 +43,10 @@ type API struct {
 	Sketches Sketches // the windows engine's sketches
 	Stream   *Hub     // the live stream of closed windows
 	Logger   *slog.Logger
+
+	// Status is the gateway's health and counters for GET /api/v1/status;
+	// it also enables the dashboard at /.
+	Status StatusSource
 }
 
 // Register adds the API's handlers to mux.
@@ -59,6 +63,10 @@ func (a *API) Register(mux *http.ServeMux) {
 	if a.Windows != nil {
 		mux.HandleFunc("GET /api/v1/windows", a.handleWindows)
 		mux.HandleFunc("GET /api/v1/series", a.handleSeries)
+	}
+	if a.Status != nil {
+		mux.HandleFunc("GET /api/v1/status", a.handleStatus)
+		a.registerDashboard(mux)
 	}
 	if a.Stream != nil {
 		mux.HandleFunc("GET /api/v1/stream", a.handleStream)

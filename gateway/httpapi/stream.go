@@ -30,6 +30,7 @@ type Hub struct {
 	buf     int
 	mu      sync.Mutex
 	subs    map[*subscriber]struct{}
+	closed  bool
 	dropped atomic.Uint64
 	sent    atomic.Uint64
 }
@@ -86,9 +87,26 @@ func (h *Hub) Dropped() uint64 { return h.dropped.Load() }
 func (h *Hub) subscribe(f streamFilter) *subscriber {
 	s := &subscriber{ch: make(chan Event, h.buf), filter: f, gone: make(chan struct{})}
 	h.mu.Lock()
-	h.subs[s] = struct{}{}
+	if h.closed {
+		close(s.gone)
+	} else {
+		h.subs[s] = struct{}{}
+	}
 	h.mu.Unlock()
 	return s
+}
+
+// Close ends every stream and refuses new ones (they end at once): the
+// server's graceful shutdown waits for open requests, and a stream would
+// otherwise hold it until its deadline.
+func (h *Hub) Close() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.closed = true
+	for s := range h.subs {
+		delete(h.subs, s)
+		close(s.gone)
+	}
 }
 
 func (h *Hub) unsubscribe(s *subscriber) {
