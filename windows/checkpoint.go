@@ -436,6 +436,7 @@ func (e *Engine) UnmarshalBinary(data []byte) error {
 // adopt moves the state of f (decoded, never shared) into e.
 func (e *Engine) adopt(f *Engine) {
 	e.series, e.devices, e.devGen, e.seq = f.series, f.devices, f.devGen, f.seq
+	e.seriesGen++
 	e.act, e.ttl = f.act, f.ttl
 	e.overflow, e.overflowHLL = f.overflow, f.overflowHLL
 	e.applied, e.procNs, e.nextCheck = f.applied, f.procNs, f.nextCheck

@@ -165,6 +165,14 @@ type Engine struct {
 	devGen  uint64
 	seq     uint64
 
+	// seriesGen counts series creations and evictions (under mu); the
+	// sorted cache serves GET /api/v1/series pages in O(page) while the set
+	// of series is unchanged, instead of sorting every series per request.
+	seriesGen uint64
+	sortedMu  sync.Mutex
+	sorted    []*series
+	sortedFor uint64 // seriesGen+1 that sorted reflects; 0: not built
+
 	act list[device, *device] // non-idle devices by last ingest
 	ttl list[series, *series] // series by last applied reading
 

@@ -276,3 +276,56 @@ func TestEmissionQuantileSketch(t *testing.T) {
 		}
 	}
 }
+
+// TestSeriesCache checks that the sorted series cache follows creations,
+// evictions and a checkpoint restore, and that a prefix selects its run.
+func TestSeriesCache(t *testing.T) {
+	c := testConfig()
+	c.IdleTimeout = 2 * time.Second
+	c.SeriesTTL = 3 * time.Second
+	e := mustNew(t, c)
+	add := func(idx uint64, now int64, keys ...string) {
+		b := &wal.Batch{IngestNs: now}
+		for _, k := range keys {
+			b.Readings = append(b.Readings, wal.Reading{Series: k, Field: "v", Value: 1, TimeNs: now})
+		}
+		e.Apply(idx, b, nil)
+	}
+	list := func(f SeriesFilter, off, lim int) (keys []string, total int) {
+		items, total := e.Series(f, off, lim)
+		for _, it := range items {
+			keys = append(keys, it.Series)
+		}
+		return keys, total
+	}
+	add(1, 1*sec, "b,device=2", "a,device=1", "c,device=3")
+	if got, total := list(SeriesFilter{}, 0, 2); !reflect.DeepEqual(got, []string{"a,device=1", "b,device=2"}) || total != 3 {
+		t.Fatalf("first page %v of %d", got, total)
+	}
+	add(2, 2*sec, "ab,device=4")
+	if got, total := list(SeriesFilter{Prefix: "a"}, 0, 0); !reflect.DeepEqual(got, []string{"a,device=1", "ab,device=4"}) || total != 2 {
+		t.Fatalf("after a new series, prefix a: %v of %d", got, total)
+	}
+	if got, total := list(SeriesFilter{}, 3, 10); !reflect.DeepEqual(got, []string{"c,device=3"}) || total != 4 {
+		t.Fatalf("last page %v of %d", got, total)
+	}
+	data, err := e.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Only ab keeps sending; the others pass their TTL and are evicted.
+	for i := range 10 {
+		add(uint64(3+i), int64(3+i)*sec, "ab,device=4")
+	}
+	if got, total := list(SeriesFilter{}, 0, 0); !reflect.DeepEqual(got, []string{"ab,device=4"}) || total != 1 {
+		t.Fatalf("after evictions %v of %d", got, total)
+	}
+	e2 := mustNew(t, c)
+	if err := e2.UnmarshalBinary(data); err != nil {
+		t.Fatal(err)
+	}
+	e = e2
+	if got, total := list(SeriesFilter{}, 0, 0); len(got) != 4 || total != 4 {
+		t.Fatalf("after restore %v of %d", got, total)
+	}
+}

@@ -31,6 +31,7 @@ func (e *Engine) newSeries(key string, pk parsedKey, d *device) *series {
 	d.series = append(d.series, s)
 	e.chargeDevice(d, int64(cap(d.series)-oldCap)*ptrBytes)
 	e.series[key] = s
+	e.seriesGen++
 	e.touchSeries(s)
 	return s
 }
@@ -222,6 +223,7 @@ func (e *Engine) evict(s *series) {
 	}
 	e.ttl.remove(s)
 	delete(e.series, s.key)
+	e.seriesGen++
 	e.mem -= s.bytes
 	d := s.dev
 	if i := slices.Index(d.series, s); i >= 0 {

@@ -14,30 +14,61 @@ import (
 func (e *Engine) Series(f SeriesFilter, offset, limit int) (items []SeriesInfo, total int) {
 	e.mu.RLock()
 	defer e.mu.RUnlock()
-	keys := make([]*series, 0, len(e.series))
-	for _, s := range e.series {
+	all := e.sortedSeries()
+	// A prefix narrows the sorted keys to one run, found by binary search.
+	if f.Prefix != "" {
+		lo, _ := slices.BinarySearchFunc(all, f.Prefix, func(s *series, p string) int { return strings.Compare(s.key, p) })
+		hi := lo
+		for hi < len(all) && strings.HasPrefix(all[hi].key, f.Prefix) {
+			hi++
+		}
+		all = all[lo:hi]
+	}
+	offset = max(offset, 0)
+	if limit <= 0 {
+		limit = len(all)
+	}
+	for _, s := range all {
 		// A series with no reading yet is the reserved overflow series.
-		if s.readings > 0 && f.matches(s) {
-			keys = append(keys, s)
+		if s.readings == 0 || !f.matches(s) {
+			continue
 		}
-	}
-	slices.SortFunc(keys, func(a, b *series) int { return strings.Compare(a.key, b.key) })
-	total = len(keys)
-	offset = min(max(offset, 0), total)
-	end := total
-	if limit > 0 {
-		end = min(total, offset+limit)
-	}
-	items = make([]SeriesInfo, 0, end-offset)
-	for _, s := range keys[offset:end] {
-		fields := make([]string, len(s.pairs))
-		for i, p := range s.pairs {
-			fields[i] = p.field
+		if total >= offset && total < offset+limit {
+			items = append(items, s.info())
 		}
-		slices.Sort(fields)
-		items = append(items, SeriesInfo{Series: s.key, Fields: fields, Readings: s.readings, LastEventNs: s.lastEventNs})
+		total++
+	}
+	if items == nil {
+		items = []SeriesInfo{}
 	}
 	return items, total
+}
+
+// sortedSeries returns every series sorted by key, from the cache when the
+// set of series is unchanged. The caller holds mu (read or write); the
+// slice is read-only.
+func (e *Engine) sortedSeries() []*series {
+	e.sortedMu.Lock()
+	defer e.sortedMu.Unlock()
+	if e.sortedFor != e.seriesGen+1 {
+		keys := e.sorted[:0]
+		for _, s := range e.series {
+			keys = append(keys, s)
+		}
+		clear(keys[len(keys):cap(keys)]) // let evicted series go
+		slices.SortFunc(keys, func(a, b *series) int { return strings.Compare(a.key, b.key) })
+		e.sorted, e.sortedFor = keys, e.seriesGen+1
+	}
+	return e.sorted
+}
+
+func (s *series) info() SeriesInfo {
+	fields := make([]string, len(s.pairs))
+	for i, p := range s.pairs {
+		fields[i] = p.field
+	}
+	slices.Sort(fields)
+	return SeriesInfo{Series: s.key, Fields: fields, Readings: s.readings, LastEventNs: s.lastEventNs}
 }
 
 func (f *SeriesFilter) matches(s *series) bool {
