@@ -71,8 +71,8 @@ type WindowSummary struct {
 	// sketch, for merging upstream. Set in emissions only; nil in query
 	// results and for sliding windows.
 	Quantiles []byte
-	Open           bool    // true in query results for still-open windows
-	Closed         string  // "watermark", "idle", "evicted", or "" when open
+	Open      bool   // true in query results for still-open windows
+	Closed    string // "watermark", "idle", "evicted", or "" when open
 }
 
 // GroupSummary is the state of one group window.
