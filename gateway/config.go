@@ -5,10 +5,12 @@ import (
 	"fmt"
 	"net"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/runnel-iot/runnel/alerts"
 	"github.com/runnel-iot/runnel/ingest"
 	"github.com/runnel-iot/runnel/wal"
 	"github.com/runnel-iot/runnel/windows"
@@ -34,6 +36,7 @@ type Config struct {
 	DeadLetters ingest.DeadLetterConfig `yaml:"dead_letters"`
 	Windows     windows.Config          `yaml:"windows"`
 	Checkpoint  CheckpointConfig        `yaml:"checkpoint"`
+	Alerts      alerts.Config           `yaml:"alerts"`
 }
 
 // GatewayConfig is the `gateway` section: the gateway's identity, where it
@@ -94,6 +97,7 @@ func DefaultConfig() Config {
 		DeadLetters: ingest.DefaultDeadLetterConfig(),
 		Windows:     windows.DefaultConfig(),
 		Checkpoint:  CheckpointConfig{Interval: 30 * time.Second},
+		Alerts:      alerts.DefaultConfig(),
 	}
 }
 
@@ -159,7 +163,36 @@ func (c Config) Validate() error {
 			errs = append(errs, prefixError(name, err))
 		}
 	}
+	errs = append(errs, c.crossCheck()...)
 	return errors.Join(errs...)
+}
+
+// crossCheck validates what spans sections: an alert rule over a window
+// aggregate needs that window in the windows config.
+func (c Config) crossCheck() []error {
+	var errs []error
+	have := c.Windows.SpecNames()
+	for _, spec := range c.Alerts.Specs() {
+		if slices.Contains(have, spec) {
+			continue
+		}
+		for i, r := range c.Alerts.Rules {
+			if r.Window != "" && alertsSpec(r.Window) == spec {
+				errs = append(errs, &ConfigError{Key: fmt.Sprintf("alerts.rules[%d].window", i),
+					Msg: fmt.Sprintf("%s is not a configured window (windows: %s)", r.Window, strings.Join(have, ", "))})
+			}
+		}
+	}
+	return errs
+}
+
+// alertsSpec is the canonical form of one rule's window spec.
+func alertsSpec(w string) string {
+	specs := alerts.Config{Rules: []alerts.Rule{{Value: "mean", Window: w}}}.Specs()
+	if len(specs) == 0 {
+		return ""
+	}
+	return specs[0]
 }
 
 // flatten splits an errors.Join tree into its leaves.

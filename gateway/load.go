@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"reflect"
 	"slices"
 	"strconv"
 	"strings"
 
+	"github.com/runnel-iot/runnel/alerts"
 	"gopkg.in/yaml.v3"
 )
 
@@ -61,6 +63,10 @@ func (l loader) loadBytes(name string, data []byte) (Config, error) {
 	d.decodeFile(data, reflect.ValueOf(&cfg).Elem())
 	envKeys, envErrs := applyEnv(reflect.ValueOf(&cfg).Elem(), l.environ, envAliases)
 	errs := append(d.errs, envErrs...)
+	rules := l.loadRulesFile(&cfg, filepath.Dir(name))
+	if rules != nil {
+		errs = append(errs, rules.errs...)
+	}
 
 	idFrom, idUnresolved := "", false
 	if cfg.Gateway.ID == "" {
@@ -83,6 +89,8 @@ func (l loader) loadBytes(name string, data []byte) (Config, error) {
 		switch {
 		case envKeys[ce.Key] != "":
 			ce.Env = envKeys[ce.Key]
+		case rules != nil && rules.lines[ruleKey(ce.Key)] > 0:
+			ce.File, ce.Line = rules.file, rules.line(ce.Key)
 		case d.line(ce.Key) > 0:
 			ce.File, ce.Line = name, d.line(ce.Key)
 		case ce.Key == "gateway.id" && idFrom != "":
@@ -179,6 +187,12 @@ func (d *decoder) line(key string) int {
 // decodeFile decodes a whole file into v, the config struct. An empty file
 // or one with only comments sets nothing.
 func (d *decoder) decodeFile(data []byte, v reflect.Value) {
+	d.decodeFileAt(data, v, "")
+}
+
+// decodeFileAt is decodeFile for a file that holds the keys under prefix
+// (a rules file holds alerts.rules).
+func (d *decoder) decodeFileAt(data []byte, v reflect.Value, prefix string) {
 	if len(bytes.TrimSpace(data)) == 0 {
 		return
 	}
@@ -204,10 +218,10 @@ func (d *decoder) decodeFile(data []byte, v reflect.Value) {
 		return
 	}
 	if root.Kind != yaml.MappingNode {
-		d.errorf(root, "", "the top level must be a mapping of sections (%s), got %s", strings.Join(keyNames(keyFields(v.Type())), ", "), kindName(root))
+		d.errorf(root, prefix, "the top level must be a mapping of sections (%s), got %s", strings.Join(keyNames(keyFields(v.Type())), ", "), kindName(root))
 		return
 	}
-	d.decode(root, v, "")
+	d.decode(root, v, prefix)
 }
 
 // syntaxError turns a YAML syntax error into a ConfigError, lifting the
@@ -354,4 +368,64 @@ func kindName(n *yaml.Node) string {
 		return fmt.Sprintf("the value %q", n.Value)
 	}
 	return "nothing"
+}
+
+// loadRulesFile appends the rules of alerts.rules_file, when set, to the
+// inline ones. It returns the file's decoder (its errors and key lines,
+// with rule indexes numbered after the inline rules), or nil.
+//
+// A relative path is relative to the directory of the config file (the
+// working directory without one).
+func (l loader) loadRulesFile(cfg *Config, configDir string) *decoder {
+	path := cfg.Alerts.RulesFile
+	if path == "" {
+		return nil
+	}
+	if !filepath.IsAbs(path) {
+		path = filepath.Join(configDir, path)
+	}
+	rd := &decoder{file: path, lines: map[string]int{}}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		rd.errs = append(rd.errs, &ConfigError{Key: "alerts.rules_file", Msg: fmt.Sprintf("read %s: %v", path, unwrapPath(err))})
+		return rd
+	}
+	var file struct {
+		Rules []alerts.Rule `yaml:"rules"`
+	}
+	rd.decodeFileAt(data, reflect.ValueOf(&file).Elem(), "alerts")
+	n := len(cfg.Alerts.Rules)
+	shift := func(key string) string {
+		rest, ok := strings.CutPrefix(key, "alerts.rules[")
+		if !ok {
+			return key
+		}
+		i := strings.IndexByte(rest, ']')
+		j, err := strconv.Atoi(rest[:max(i, 0)])
+		if i < 0 || err != nil {
+			return key
+		}
+		return "alerts.rules[" + strconv.Itoa(j+n) + rest[i:]
+	}
+	lines := make(map[string]int, len(rd.lines))
+	for k, v := range rd.lines {
+		lines[shift(k)] = v
+	}
+	rd.lines = lines
+	for _, e := range rd.errs {
+		e.Key = shift(e.Key)
+	}
+	cfg.Alerts.Rules = append(cfg.Alerts.Rules, file.Rules...)
+	return rd
+}
+
+// ruleKey is the key of the rule a key path is under ("alerts.rules[3]"),
+// or key itself.
+func ruleKey(key string) string {
+	if rest, ok := strings.CutPrefix(key, "alerts.rules["); ok {
+		if i := strings.IndexByte(rest, ']'); i >= 0 {
+			return key[:len("alerts.rules[")+i+1]
+		}
+	}
+	return key
 }

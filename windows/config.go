@@ -280,3 +280,17 @@ func shortDur(d time.Duration) string {
 	}
 	return s
 }
+
+// SpecNames returns the names of the configured window specs, as
+// WindowSummary.Spec spells them ("tumbling:1m", "sliding:5m/10s"), in
+// config order.
+func (c Config) SpecNames() []string {
+	var out []string
+	for _, d := range c.Tumbling {
+		out = append(out, tumblingName(d))
+	}
+	for _, s := range c.Sliding {
+		out = append(out, slidingName(s))
+	}
+	return out
+}
