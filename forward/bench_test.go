@@ -1,0 +1,133 @@
+package forward
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kfake"
+
+	"github.com/runnel-iot/runnel/wal"
+)
+
+// summaryRecord is a realistic closed-window summary as the gateway emits
+// it: about 250 bytes of JSON, keyed by gateway, series, field and window.
+func summaryRecord(i int) Record {
+	dev, field := i%500, [...]string{"temp", "hum", "pressure", "vibration_rms"}[i%4]
+	start := int64(1700000000000) + int64(i/2000)*60000
+	series := fmt.Sprintf("env,device=pi-%04d,site=plant%d", dev, dev%3)
+	mean := 20 + float64(i%97)/10
+	value := fmt.Appendf(nil, `{"gateway":"gw-0042","series":%q,"field":%q,"window":"1m","start":%d,"end":%d,"count":60,"sum":%.3f,"mean":%.3f,"stddev":%.4f,"min":%.2f,"max":%.2f,"p50":%.3f,"p99":%.3f}`,
+		series, field, start, start+60000, mean*60, mean, 0.1234+float64(i%13)/100, mean-0.8, mean+0.9, mean+0.02, mean+0.85)
+	return Record{
+		Key:     []byte("gw-0042|" + series + "|" + field + "|1m"),
+		Value:   value,
+		ID:      fmt.Sprintf("gw-0042/%s/%s/1m/%d", series, field, start),
+		Headers: []Header{{Key: "schema", Value: []byte("runnel.summary/v1")}},
+	}
+}
+
+func avgValue(n int) int {
+	total := 0
+	for i := range n {
+		total += len(summaryRecord(i).Value)
+	}
+	return total / n
+}
+
+func benchConfig(c *kfake.Cluster) KafkaConfig {
+	cfg := DefaultKafkaConfig()
+	cfg.Brokers = c.ListenAddrs()
+	cfg.ClientID = "runnel-bench"
+	return cfg
+}
+
+func appendSummaries(b *testing.B, o *Outbox, from, to, batch int) {
+	for i := from; i < to; i += batch {
+		recs := make([]Record, 0, batch)
+		for j := i; j < min(i+batch, to); j++ {
+			recs = append(recs, summaryRecord(j))
+		}
+		if err := o.Append(context.Background(), recs); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func waitAcked(b *testing.B, o *Outbox, n uint64, timeout time.Duration) {
+	deadline := time.Now().Add(timeout)
+	for o.Stats().AckedIndex < n {
+		if time.Now().After(deadline) {
+			b.Fatalf("not drained after %s: %+v", timeout, o.Stats())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func reportWire(b *testing.B, f *Forwarder, n int, d time.Duration) {
+	st := f.Status()
+	b.ReportMetric(float64(n)/d.Seconds(), "records/s")
+	if st.WireRecords > 0 {
+		b.ReportMetric(float64(st.WireBytes)/float64(st.WireRecords), "wire-B/record")
+		b.ReportMetric(float64(st.RawBytes)/float64(st.WireRecords), "raw-B/record")
+	}
+}
+
+// BenchmarkForwardSteady appends b.N summaries in batches of 100 while
+// they are forwarded to kfake (zstd), and measures until the last is
+// acknowledged.
+func BenchmarkForwardSteady(b *testing.B) {
+	c := newCluster(b, kfake.BlackholeProduce())
+	cfg := benchConfig(c)
+	o := openTestOutbox(b, b.TempDir(), KindSummaries, OutboxConfig{MaxBytes: 512 * wal.MiB})
+	r := startForwarder(b, cfg, o)
+	b.ReportAllocs()
+	b.ResetTimer()
+	start := time.Now()
+	appendSummaries(b, o, 0, b.N, 100)
+	waitAcked(b, o, uint64(b.N), 5*time.Minute)
+	d := time.Since(start)
+	b.StopTimer()
+	reportWire(b, r.f, b.N, d)
+}
+
+// BenchmarkBacklogDrain1M drains a backlog of 1,000,000 summaries (an
+// outage of about a day for a small site) to kfake with zstd. Run with
+// -benchtime=1x; it is never part of go test.
+func BenchmarkBacklogDrain1M(b *testing.B) {
+	const n = 1_000_000
+	for b.Loop() {
+		b.StopTimer()
+		c := newCluster(b, kfake.BlackholeProduce())
+		cfg := benchConfig(c)
+		o := openTestOutbox(b, b.TempDir(), KindSummaries, OutboxConfig{MaxBytes: 1 * wal.GiB})
+		t0 := time.Now()
+		appendSummaries(b, o, 0, n, 1000)
+		s := o.Stats()
+		b.Logf("backlog: %d records (values %d B on average), %d bytes on disk (%.0f B/entry), appended in %s",
+			s.LastIndex, avgValue(1000), s.Bytes, float64(s.Bytes)/n, time.Since(t0))
+		runtime.GC()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		base := ms.HeapInuse
+		b.StartTimer()
+		start := time.Now()
+		r := startForwarder(b, cfg, o)
+		var peak uint64
+		for deadline := time.Now().Add(10 * time.Minute); o.Stats().AckedIndex < n; time.Sleep(20 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				b.Fatalf("not drained: %+v", o.Stats())
+			}
+			runtime.ReadMemStats(&ms)
+			peak = max(peak, ms.HeapInuse)
+		}
+		d := time.Since(start)
+		b.StopTimer()
+		b.ReportMetric(float64(peak-min(peak, base))/(1<<20), "peak-heap-MiB")
+		reportWire(b, r.f, n, d)
+		r.stop(b)
+		b.StartTimer()
+	}
+}

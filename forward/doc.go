@@ -1,0 +1,101 @@
+// Package forward keeps Runnel's outbound records on disk until Kafka has
+// them: durable outboxes, and the producer that drains them at-least-once
+// through outages.
+//
+// forward knows records (topic, key, value, headers, id), not windows or
+// alerts: the gateway turns closed-window summaries, alert events and
+// sketch snapshots into Records and appends them to the outbox of their
+// kind. It is the only package that imports franz-go.
+//
+// # Outbox lifecycle
+//
+// An Outbox is one wal.Log instance (dir/<kind>/log, 64 KiB to 1 MiB
+// segments: a sixteenth of its quota) plus its acknowledged position
+// (dir/<kind>/ack, wal checkpoint files; FORMAT.md). Append encodes the
+// records (versioned, FORMAT.md), writes them with the log's group commit
+// and returns once they are fsynced; it never touches the network. A
+// Forwarder reads the outbox from the acknowledged position, and Kafka's
+// acknowledgements move that position forward. Every 200 ms (and at
+// Close) the position is written, atomically; the log is then released
+// behind it, so acknowledged segments leave the disk. The segment holding
+// the newest entry is always kept, so Last can tell the gateway after a
+// crash what it had already appended (its Origin).
+//
+// # Full outbox
+//
+// Each outbox has a disk quota (OutboxConfig.MaxBytes). When an append
+// would exceed it:
+//
+//   - drop_oldest (default): the oldest segments go, sent or not, until the
+//     append fits (never the newest segment). Unsent entries dropped are
+//     counted (OutboxStats.Dropped) and logged; the reader skips them.
+//     Append does not wait for Kafka. Alerts get the largest default quota.
+//   - block: Append waits, honouring its ctx, until Kafka acknowledged
+//     enough; the caller's pipeline stalls and nothing is lost. With
+//     forwarding off it waits until ctx ends.
+//
+// # Delivery
+//
+// Each outbox has its own delivery loop and its own kgo producer client
+// (acks=all, idempotent, compression, TLS and SASL from KafkaConfig). The
+// loop works in rounds of at most 8192 records or 4 batches of bytes, so
+// memory is bounded whatever the backlog: it reads entries, hands them to
+// the producer in manual-flushing mode (buffered, nothing sent), lingers
+// for more, flushes, and waits until every record of the round has an
+// outcome. The acknowledged position then moves to the longest prefix of
+// acknowledged (or skipped) entries.
+//
+// On a failure the next round comes after a backoff (exponential from
+// backoff.initial to backoff.max, full jitter; retried forever, while the
+// outbox keeps filling within its quota) and sends, in outbox order, every
+// entry after the prefix that was not acknowledged. Per-key order holds
+// across retries: a key maps to one partition; within a round everything
+// is buffered before anything is sent, kgo fails every record buffered
+// behind a failed one in the same partition, and nothing more is produced
+// until the round's outcomes are in. So for each key, consumers see the
+// first occurrence of every id in outbox order (resends may repeat ids).
+// A record Kafka refuses for itself (too large, invalid) is sent alone
+// once more (the batch may have been too large), then skipped and
+// counted (OutboxStats.Undeliverable); so is an entry that does not
+// decode.
+//
+// # At-least-once, and where duplicates come from
+//
+// An entry leaves the outbox only after Kafka acknowledged it with
+// acks=all. A record may reach Kafka more than once when:
+//   - an attempt fails after the broker wrote some of it (a timeout, a lost
+//     connection): its unacknowledged records are sent again;
+//   - the process stops or crashes after Kafka acknowledged records but
+//     before the position was persisted (up to 200 ms of them, or the
+//     records in flight at a shutdown): they are sent again on start;
+//   - the newest ack file is unreadable: the one before it is used.
+//
+// Idempotent production removes duplicates only within one producer
+// session. Every record carries its deterministic id in the runnel-id
+// header, first among its headers, so consumers drop the duplicates.
+//
+// # The idempotent-producer hang
+//
+// An idempotent kgo producer waits forever for the answer to a request it
+// sent, ignoring contexts and record timeouts, so a broker that accepts
+// connections and never answers would hang delivery (LIBRARY-NOTES). The
+// clients set AllowIdempotentProduceCancellation, and every round's
+// records share an attempt context cancelled at request_timeout (plus
+// linger): kgo then aborts the request and fails the records, which stay
+// in the outbox for the next round. The context ends by cancellation, not
+// by deadline, because kgo recognises a failed head-of-line record while it
+// reloads its producer id only by context.Canceled. MetadataMinAge is a
+// quarter of request_timeout (at most kgo's default, 5s), because kgo holds
+// records after a broker failure until its next metadata refresh.
+//
+// # What it owns, and what it does not do
+//
+// An Outbox owns its directory (with the log's exclusive lock) and one
+// goroutine that persists the position; Close stops it. Forwarder.Run owns
+// one goroutine and one kgo client per outbox, plus a probe goroutine that
+// keeps Status.Connected meaningful when idle; it returns after all have
+// stopped. forward does not deduplicate (consumers do, by id), does not
+// create topics, and does not order records across keys or outboxes. A
+// kgo client never adopts the new id of a recreated topic; the loop purges
+// the topic from its client when Kafka reports UNKNOWN_TOPIC_ID.
+package forward

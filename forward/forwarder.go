@@ -1,0 +1,265 @@
+package forward
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// Bounds of what one outbox keeps in flight (handed to the producer, not
+// yet acknowledged): they bound the forwarder's memory, whatever the
+// backlog on disk.
+const (
+	maxInflightRecords = 8192
+	inflightBatches    = 4 // bytes in flight: this many batch_max_bytes
+)
+
+// shutdownGrace bounds how long Run, once its ctx ended, waits for records
+// already handed to the producer ("the forwarder ends its current batch");
+// what is still unacknowledged then stays in the outbox.
+const shutdownGrace = 5 * time.Second
+
+// healthEvery is how often the uplink is probed (a metadata request) when
+// no delivery proved it recently.
+const healthEvery = 10 * time.Second
+
+// Forwarder drains outboxes to Kafka: one delivery loop per outbox over one
+// shared producer client. See the package documentation for the delivery
+// guarantees.
+type Forwarder struct {
+	cfg      KafkaConfig
+	logger   *slog.Logger
+	outboxes []*Outbox
+	topics   []string // per outbox: its kind's topic
+	enabled  bool
+	opts     []kgo.Opt
+	hook     *wireHook
+	running  atomic.Bool
+	rnd      func(int64) int64
+
+	sent, acked, retries atomic.Uint64
+	connected            atomic.Bool
+	lastSuccess          atomic.Int64 // unix ns
+
+	mu        sync.Mutex // guards the fields below
+	lastErr   string
+	lastErrAt time.Time
+	errs      map[string]uint64
+}
+
+// Status is a snapshot of the forwarder, for /metrics, /readyz and the
+// dashboard.
+type Status struct {
+	Enabled bool // brokers are configured
+	// Connected: the last delivery or probe reached Kafka. False before
+	// the first one and while attempts fail.
+	Connected   bool
+	LastSuccess time.Time // last acknowledgement from Kafka
+	LastError   string
+	LastErrorAt time.Time
+	Sent        uint64            // records handed to the producer, resends included
+	Acked       uint64            // records Kafka acknowledged
+	Retries     uint64            // delivery attempts that followed a failed one
+	Errors      map[string]uint64 // failed attempts (and dropped records) by kind: ErrKind*
+	// What reached Kafka, as the producer wrote it.
+	WireBatches, WireRecords uint64
+	WireBytes                uint64 // compressed batch bytes
+	RawBytes                 uint64 // the same records before compression
+	Outboxes                 map[string]OutboxStats
+}
+
+// New validates cfg and prepares a forwarder for the outboxes; one outbox
+// per kind (summaries, alerts, sketches). It reads the TLS files but opens
+// no connection and starts no goroutine. With no brokers configured the
+// forwarder is disabled: Run just waits.
+func New(cfg KafkaConfig, outboxes []*Outbox, logger *slog.Logger) (*Forwarder, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("kafka config: %w", err)
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.ClientID == "" {
+		cfg.ClientID = "runnel"
+	}
+	f := &Forwarder{
+		cfg: cfg, logger: logger, enabled: len(cfg.Brokers) > 0,
+		hook: &wireHook{}, rnd: randInt64N, errs: make(map[string]uint64),
+	}
+	seen := make(map[string]bool)
+	for _, o := range outboxes {
+		if o == nil {
+			return nil, errors.New("forward: nil outbox")
+		}
+		topic, ok := cfg.Topics.For(o.kind)
+		if !ok {
+			return nil, fmt.Errorf("forward: outbox kind %q has no topic (want %s, %s or %s)", o.kind, KindSummaries, KindAlerts, KindSketches)
+		}
+		if seen[o.kind] {
+			return nil, fmt.Errorf("forward: two outboxes of kind %q", o.kind)
+		}
+		seen[o.kind] = true
+		f.outboxes = append(f.outboxes, o)
+		f.topics = append(f.topics, topic)
+	}
+	if !f.enabled {
+		return f, nil
+	}
+	opts, err := clientOpts(cfg, maxInflightRecords+16, logger, f.hook)
+	if err != nil {
+		return nil, fmt.Errorf("kafka config: %w", err)
+	}
+	f.opts = opts
+	if cfg.SASL.Mechanism == SASLPlain && !cfg.TLS.Enabled {
+		logger.Warn("kafka sasl PLAIN without tls sends the password in clear text")
+	}
+	if cfg.Compression == "none" && cfg.BatchMaxBytes > 1000012 {
+		logger.Warn("uncompressed batches may exceed the broker's default max.message.bytes (1000012); records would be retried one by one",
+			"batch_max_bytes", cfg.BatchMaxBytes)
+	}
+	return f, nil
+}
+
+// ErrRunning is returned by a second concurrent Run.
+var ErrRunning = errors.New("forward: already running")
+
+// Run delivers the outboxes until ctx ends, then lets records already in
+// flight finish (up to shutdownGrace), closes the producer and returns nil.
+// A broken uplink is never an error: it is retried forever with backoff
+// while the outboxes keep filling within their quotas. It returns an error
+// only when the producer cannot be created from the config. Stop Run
+// before closing the outboxes.
+func (f *Forwarder) Run(ctx context.Context) error {
+	if !f.running.CompareAndSwap(false, true) {
+		return ErrRunning
+	}
+	defer f.running.Store(false)
+	if !f.enabled {
+		<-ctx.Done()
+		return nil
+	}
+	for i, o := range f.outboxes {
+		if !o.attach() {
+			for _, p := range f.outboxes[:i] {
+				p.detach()
+			}
+			return fmt.Errorf("forward: outbox %s is already drained by another forwarder", o.kind)
+		}
+	}
+	defer func() {
+		for _, o := range f.outboxes {
+			o.detach()
+		}
+	}()
+	// One client per outbox: a sender's rounds must not be flushed by
+	// another's (see sender).
+	clients := make([]*kgo.Client, len(f.outboxes))
+	for i := range f.outboxes {
+		cl, err := kgo.NewClient(f.opts...)
+		if err != nil {
+			for _, c := range clients[:i] {
+				c.Close()
+			}
+			return fmt.Errorf("create kafka producer: %w", err)
+		}
+		clients[i] = cl
+	}
+	f.logger.Info("forwarding to kafka", "brokers", f.cfg.Brokers, "client_id", f.cfg.ClientID, "compression", f.cfg.Compression)
+	senders := make([]*sender, len(f.outboxes))
+	var wg sync.WaitGroup
+	for i, o := range f.outboxes {
+		senders[i] = newSender(f, clients[i], o, f.topics[i])
+		wg.Add(1)
+		go func(s *sender) {
+			defer wg.Done()
+			s.run(ctx)
+		}(senders[i])
+	}
+	if len(clients) > 0 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			f.probe(ctx, clients[0])
+		}()
+	}
+	wg.Wait()
+	for i, cl := range clients {
+		cl.Close()
+		senders[i].finish()
+	}
+	return nil
+}
+
+// probe keeps Connected meaningful while nothing is sent: a metadata
+// request now and then.
+func (f *Forwarder) probe(ctx context.Context, cl *kgo.Client) {
+	t := time.NewTimer(0)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if time.Since(time.Unix(0, f.lastSuccess.Load())) >= healthEvery {
+			pctx, cancel := context.WithTimeout(ctx, f.cfg.RequestTimeout)
+			err := cl.Ping(pctx)
+			cancel()
+			if ctx.Err() != nil {
+				return
+			}
+			f.connected.Store(err == nil)
+			if err != nil {
+				f.setLastError(fmt.Errorf("probe: %w", err))
+			}
+		}
+		t.Reset(healthEvery)
+	}
+}
+
+func (f *Forwarder) noteError(kind string, err error) {
+	f.mu.Lock()
+	f.errs[kind]++
+	f.mu.Unlock()
+	f.setLastError(err)
+}
+
+func (f *Forwarder) setLastError(err error) {
+	f.mu.Lock()
+	f.lastErr, f.lastErrAt = err.Error(), time.Now()
+	f.mu.Unlock()
+}
+
+func (f *Forwarder) noteSuccess() {
+	f.lastSuccess.Store(time.Now().UnixNano())
+	f.connected.Store(true)
+}
+
+// Status returns a snapshot. Safe for concurrent use.
+func (f *Forwarder) Status() Status {
+	s := Status{
+		Enabled: f.enabled, Connected: f.connected.Load(),
+		Sent: f.sent.Load(), Acked: f.acked.Load(), Retries: f.retries.Load(),
+		WireBatches: f.hook.batches.Load(), WireRecords: f.hook.records.Load(),
+		WireBytes: f.hook.wireBytes.Load(), RawBytes: f.hook.rawBytes.Load(),
+		Outboxes: make(map[string]OutboxStats, len(f.outboxes)),
+	}
+	if ns := f.lastSuccess.Load(); ns != 0 {
+		s.LastSuccess = time.Unix(0, ns)
+	}
+	f.mu.Lock()
+	s.LastError, s.LastErrorAt = f.lastErr, f.lastErrAt
+	s.Errors = maps.Clone(f.errs)
+	f.mu.Unlock()
+	for _, o := range f.outboxes {
+		s.Outboxes[o.kind] = o.Stats()
+	}
+	return s
+}
