@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/runnel-iot/runnel/alerts"
+	"github.com/runnel-iot/runnel/forward"
 	"github.com/runnel-iot/runnel/ingest"
 	"github.com/runnel-iot/runnel/wal"
 	"github.com/runnel-iot/runnel/windows"
@@ -37,6 +38,7 @@ type Config struct {
 	Windows     windows.Config          `yaml:"windows"`
 	Checkpoint  CheckpointConfig        `yaml:"checkpoint"`
 	Alerts      alerts.Config           `yaml:"alerts"`
+	Kafka       forward.KafkaConfig     `yaml:"kafka"`
 }
 
 // GatewayConfig is the `gateway` section: the gateway's identity, where it
@@ -98,6 +100,7 @@ func DefaultConfig() Config {
 		Windows:     windows.DefaultConfig(),
 		Checkpoint:  CheckpointConfig{Interval: 30 * time.Second},
 		Alerts:      alerts.DefaultConfig(),
+		Kafka:       forward.DefaultKafkaConfig(),
 	}
 }
 

@@ -20,6 +20,7 @@ import (
 	"github.com/chromedp/chromedp"
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/runnel-iot/runnel/alerts"
 	"github.com/runnel-iot/runnel/gateway/httpapi"
 )
 
@@ -57,6 +58,9 @@ func dashGateway(t *testing.T, tokens ...string) *Gateway {
 	cfg.Windows.Tumbling = []time.Duration{time.Second, 10 * time.Second}
 	cfg.Windows.Sliding = nil
 	cfg.Windows.AllowedLateness = 0
+	threshold := 1.0
+	cfg.Alerts.Rules = []alerts.Rule{{Name: "hum_high", Match: alerts.Match{Measurement: "env", Field: "hum"},
+		Op: ">", Threshold: &threshold, Severity: "warning"}}
 	g, err := New(cfg, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -263,7 +267,7 @@ func TestDashboard(t *testing.T) {
 		pollJS(t, ctx, "the chart draws two closed windows", `Number(document.getElementById('chart').dataset.points) >= 2`, dashState, 20*time.Second)
 		pollJS(t, ctx, "health shows ready", `document.getElementById('ready').dataset.ready === 'true' && document.getElementById('health').textContent === 'ready'`, dashState, 5*time.Second)
 		pollJS(t, ctx, "rates are computed", `/^[0-9.,]+$/.test(document.getElementById('rate-readings').textContent)`, dashState, 5*time.Second)
-		pollJS(t, ctx, "alerts say not configured", `document.getElementById('alerts-summary').textContent === 'alerts: not configured'`, dashState, 5*time.Second)
+		pollJS(t, ctx, "the firing alerts are listed", `document.getElementById('alerts-summary').textContent === '2 active' && document.getElementById('alerts-list').textContent.includes('hum_high')`, dashState, 10*time.Second)
 
 		if got := evalJS[string](t, ctx, `document.getElementById('series-list').textContent`); !strings.Contains(got, dashSeries) || !strings.Contains(got, "env,device=pi-043") {
 			t.Errorf("series list = %q, want both devices' series", got)
@@ -416,7 +420,7 @@ func TestDashboardStatus(t *testing.T) {
 		{"wal", st.WAL.Appends >= 2 && st.WAL.Records >= 2 && st.WAL.DiskBytes > 0 && st.WAL.LastIndex >= 2},
 		{"windows", st.Windows.Pairs >= 3 && st.Windows.BudgetBytes == int64(64<<20) && st.Windows.MemoryBytes > 0},
 		{"no checkpoint yet", st.Checkpoint.AgeSeconds == -1 || st.Checkpoint.Count > 0},
-		{"alerts and forward not built", st.AlertsActive == 0 && st.Forward == nil},
+		{"the hum alert fires; forwarding is off", st.AlertsActive == 1 && st.Forward != nil && !st.Forward.Enabled},
 	}
 	for _, w := range want {
 		if !w.ok {

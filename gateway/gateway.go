@@ -19,6 +19,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/runnel-iot/runnel/forward"
 	"github.com/runnel-iot/runnel/gateway/httpapi"
 	"github.com/runnel-iot/runnel/ingest"
 	"github.com/runnel-iot/runnel/wal"
@@ -49,6 +50,9 @@ type Gateway struct {
 	ingestStats ingest.Stats
 	late        *ingest.DeadLetters
 	stream      *stream
+	hub         *httpapi.Hub
+	outboxes    []*forward.Outbox  // summaries, sketches, alerts
+	forwarder   *forward.Forwarder // nil when forwarding is off
 
 	mu   sync.Mutex
 	addr string // bound HTTP address, once listening
@@ -187,6 +191,8 @@ func (g *Gateway) startMQTT(_ context.Context, grp *group) error {
 		return err
 	}
 	g.broker = b
+	g.stream.onAlert = g.publishAlert
+	g.stream.onRestore = g.restoreAlert
 	g.mqttUp.Store(true)
 	grp.add(actor{name: "mqtt", stop: func(ctx context.Context) error {
 		g.mqttUp.Store(false)
@@ -235,9 +241,10 @@ func (g *Gateway) startHTTP(ctx context.Context, grp *group) error {
 	g.mux.Handle("/api/v2/write", w)
 	hub := httpapi.NewHub(256)
 	g.srv.RegisterOnShutdown(hub.Close)
+	g.hub = hub
 	g.stream.onEmit = hub.PublishEmission
 	api := &httpapi.API{Rejects: g.deadLetters, Late: g.late, Windows: g.stream.engine, Sketches: g.stream.engine,
-		Stream: hub, Logger: g.logger.With("component", "httpapi")}
+		Alerts: g.stream.alerts, Stream: hub, Logger: g.logger.With("component", "httpapi")}
 	api.Status = statusSource{g: g, start: time.Now()}
 	api.Register(g.mux)
 	addr := g.cfg.HTTP.Addr
@@ -297,6 +304,10 @@ func (g *Gateway) handleHealthz(w http.ResponseWriter, _ *http.Request) {
 type readiness struct {
 	Ready  bool   `json:"ready"`
 	Reason string `json:"reason,omitempty"`
+	// Uplink is the state of forwarding when brokers are configured:
+	// "ok", or "down: <last error>". A broken uplink does not make the
+	// gateway unready: the outboxes hold the summaries meanwhile.
+	Uplink string `json:"uplink,omitempty"`
 }
 
 // readiness says whether the gateway is ready, and why not.
@@ -313,7 +324,19 @@ func (g *Gateway) readiness() readiness {
 	case g.stream != nil && !g.stream.replayed.Load():
 		return readiness{Reason: fmt.Sprintf("replaying the wal up to index %d", g.stream.replayTarget.Load())}
 	}
-	return readiness{Ready: true}
+	r := readiness{Ready: true}
+	if g.forwarder != nil {
+		st := g.forwarder.Status()
+		switch {
+		case st.Connected:
+			r.Uplink = "ok"
+		case st.LastError != "":
+			r.Uplink = "down: " + st.LastError
+		default:
+			r.Uplink = "connecting"
+		}
+	}
+	return r
 }
 
 func (g *Gateway) handleReadyz(w http.ResponseWriter, _ *http.Request) {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"runtime"
+	"sort"
 	"strconv"
 	"time"
 
@@ -74,6 +75,75 @@ func (g *Gateway) writeMetrics(p promWriter) {
 	g.writeIngestMetrics(p)
 	g.writeWALMetrics(p)
 	g.writeWindowsMetrics(p)
+	g.writeAlertsMetrics(p)
+	g.writeForwardMetrics(p)
+}
+
+func (g *Gateway) writeAlertsMetrics(p promWriter) {
+	if g.stream == nil {
+		return
+	}
+	st := g.stream.alerts.Stats()
+	p.gauge("runnel_alerts_rules", "Alert rules in force.", one(float64(st.Rules)))
+	p.gauge("runnel_alerts_states", "Rule states kept (rule, series, field).", one(float64(st.States)))
+	p.gauge("runnel_alerts_firing", "Alerts firing.", one(float64(st.Firing)))
+	p.gauge("runnel_alerts_pending", "Alerts pending (condition met, for not yet passed).", one(float64(st.Pending)))
+	p.counter("runnel_alerts_fired_total", "Firing events.", one(float64(st.Fired)))
+	p.counter("runnel_alerts_resolved_total", "Resolved events.", one(float64(st.Resolved)))
+	p.counter("runnel_alerts_overflow_total", "Values not evaluated: no room for a new rule state (alerts.max_states).", one(float64(st.Overflow)))
+	p.counter("runnel_alerts_out_of_order_total", "Values older than their state's newest, ignored.", one(float64(st.OutOfOrder)))
+}
+
+func (g *Gateway) writeForwardMetrics(p promWriter) {
+	if len(g.outboxes) == 0 {
+		return
+	}
+	var depth, bytes, age, appended, acked, dropped []sample
+	for _, box := range g.outboxes {
+		st := box.Stats()
+		l := fmt.Sprintf("kind=%q", st.Kind)
+		depth = append(depth, sample{l, float64(st.Depth)})
+		bytes = append(bytes, sample{l, float64(st.Bytes)})
+		age = append(age, sample{l, st.OldestUnsentAge.Seconds()})
+		appended = append(appended, sample{l, float64(st.Appended)})
+		acked = append(acked, sample{l, float64(st.Acked)})
+		dropped = append(dropped, sample{l, float64(st.Dropped)})
+	}
+	p.gauge("runnel_forward_outbox_depth", "Records in the outbox not yet acknowledged by Kafka.", depth...)
+	p.gauge("runnel_forward_outbox_bytes", "Outbox disk use.", bytes...)
+	p.gauge("runnel_forward_outbox_oldest_unsent_seconds", "Age of the oldest unacknowledged record (forward lag).", age...)
+	p.counter("runnel_forward_appended_total", "Records made durable in the outbox.", appended...)
+	p.counter("runnel_forward_acked_total", "Records Kafka acknowledged.", acked...)
+	p.counter("runnel_forward_dropped_total", "Unsent records dropped by a full outbox (drop_oldest).", dropped...)
+	enabled := 0.0
+	if g.forwarder != nil {
+		enabled = 1
+	}
+	p.gauge("runnel_forward_enabled", "1 when Kafka brokers are configured.", one(enabled))
+	if g.forwarder == nil {
+		return
+	}
+	st := g.forwarder.Status()
+	up := 0.0
+	if st.Connected {
+		up = 1
+	}
+	p.gauge("runnel_forward_up", "1 when the last delivery or probe reached Kafka.", one(up))
+	p.counter("runnel_forward_sent_total", "Records handed to the producer, resends included.", one(float64(st.Sent)))
+	p.counter("runnel_forward_retries_total", "Delivery attempts after a failed one.", one(float64(st.Retries)))
+	var errs []sample
+	for k, n := range st.Errors {
+		errs = append(errs, sample{fmt.Sprintf("kind=%q", k), float64(n)})
+	}
+	sort.Slice(errs, func(i, j int) bool { return errs[i].labels < errs[j].labels })
+	p.counter("runnel_forward_errors_total", "Failed delivery attempts, by kind.", errs...)
+	last := 0.0
+	if !st.LastSuccess.IsZero() {
+		last = float64(st.LastSuccess.UnixNano()) / 1e9
+	}
+	p.gauge("runnel_forward_last_success_timestamp_seconds", "When Kafka last acknowledged a record.", one(last))
+	p.counter("runnel_forward_wire_bytes_total", "Compressed record batch bytes written to Kafka.", one(float64(st.WireBytes)))
+	p.counter("runnel_forward_wire_records_total", "Records in the batches written to Kafka.", one(float64(st.WireRecords)))
 }
 
 func (g *Gateway) writeIngestMetrics(p promWriter) {
@@ -126,9 +196,6 @@ func (g *Gateway) writeWALMetrics(p promWriter) {
 	var logs []named
 	if g.wal != nil {
 		logs = append(logs, named{"readings", g.wal.Stats()})
-	}
-	if g.stream != nil {
-		logs = append(logs, named{"outbox_summaries", g.stream.outbox.Stats()})
 	}
 	if g.deadLetters != nil {
 		logs = append(logs, named{"dead_letters", g.deadLetters.Stats()})

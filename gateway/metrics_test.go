@@ -98,6 +98,11 @@ func TestMetrics(t *testing.T) {
 		{"runnel_windows_budget_bytes", nil, 64 << 20},
 		{"runnel_ready", nil, 1},
 		{"runnel_dead_letters_total", nil, 1},
+		{"runnel_alerts_fired_total", nil, 0},
+		{"runnel_alerts_states", nil, 0},
+		{"runnel_forward_outbox_depth", map[string]string{"kind": "summaries"}, 0},
+		{"runnel_forward_outbox_oldest_unsent_seconds", map[string]string{"kind": "alerts"}, 0},
+		{"runnel_forward_enabled", nil, 0},
 		{"go_goroutines", nil, 1},
 		{"process_resident_memory_bytes", nil, 1},
 	} {

@@ -50,6 +50,21 @@ func (s statusSource) Status() httpapi.Status {
 		if at := str.ckptAt.Load(); at != 0 {
 			st.Checkpoint.AgeSeconds = now.Sub(time.Unix(0, at)).Seconds()
 		}
+		st.AlertsActive = str.alerts.Stats().Firing
+	}
+	if len(g.outboxes) > 0 {
+		fs := &httpapi.ForwardStatus{Enabled: g.forwarder != nil}
+		for _, box := range g.outboxes {
+			fs.PendingRecords += box.Stats().Depth
+		}
+		if g.forwarder != nil {
+			f := g.forwarder.Status()
+			fs.SentRecords, fs.LastError = f.Acked, f.LastError
+			for _, n := range f.Errors {
+				fs.Errors += n
+			}
+		}
+		st.Forward = fs
 	}
 	return st
 }

@@ -1,14 +1,17 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
-	"encoding/json"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
 	"sync/atomic"
 	"time"
 
+	"github.com/runnel-iot/runnel/alerts"
+	"github.com/runnel-iot/runnel/forward"
 	"github.com/runnel-iot/runnel/wal"
 	"github.com/runnel-iot/runnel/windows"
 )
@@ -34,31 +37,56 @@ import (
 //     durable in the outbox. The WAL is then released behind the older of
 //     the two kept checkpoints.
 type stream struct {
-	cfg      windows.Config
-	log      *wal.Log
-	engine   *windows.Engine
-	outbox   *wal.Log
-	ckpts    *wal.Checkpoints
-	interval time.Duration
-	logger   *slog.Logger
+	cfg       windows.Config
+	log       *wal.Log
+	engine    *windows.Engine
+	alerts    *alerts.Engine
+	alertsCfg alerts.Config
+	gatewayID string
+	ckpts     *wal.Checkpoints
+	interval  time.Duration
+	logger    *slog.Logger
+
+	// One outlet per record kind, each with its own outbox (and quota).
+	summaries, sketches, alertsOut outlet
 
 	replayTarget atomic.Uint64
 	replayed     atomic.Bool
 
-	lastOut     outboxPos // the newest emission the outbox holds
-	pending     [][]byte  // emissions not yet appended to the outbox
-	pendingLast uint64    // WAL index the pending emissions reach
-	lastCkpt    uint64    // index of the last checkpoint written
+	pendingLast uint64         // WAL index the pending outputs reach
+	published   []alerts.Event // alert events durable in the outbox, to publish
+	lastCkpt    uint64         // index of the last checkpoint written
 	checkpoints atomic.Uint64
 	ckptNs      atomic.Int64 // duration of the last checkpoint
 	ckptAt      atomic.Int64 // when it was written, unix ns
 	ckptBytes   atomic.Int64
 
-	onEmit func(windows.Emission) // live stream; must not block
+	reloads chan reloadRequest
+
+	onEmit    func(windows.Emission) // live stream; must not block
+	onAlert   func(alerts.Event)     // once durable: MQTT, live stream; must not block
+	onRestore func(alerts.Event)     // after replay: the retained state of each alert topic
 }
 
-// outboxPos identifies an emission: the WAL index whose batch produced it
-// and its position among that batch's emissions.
+// outlet is one output kind of the stream: its outbox, the records not yet
+// appended, and the newest output the outbox holds (records at or before
+// it are skipped on replay).
+type outlet struct {
+	box     *forward.Outbox
+	pending []forward.Record
+	last    outboxPos
+}
+
+// reloadRequest asks the stream goroutine, the alerts engine's only user,
+// to replace the rules.
+type reloadRequest struct {
+	cfg  alerts.Config
+	done chan error
+}
+
+// outboxPos identifies an output: the WAL index whose batch produced it
+// and its position among that batch's outputs (of the windows engine or of
+// the alerts engine).
 type outboxPos struct {
 	Index uint64
 	Seq   int
@@ -68,46 +96,61 @@ func (p outboxPos) after(q outboxPos) bool {
 	return p.Index > q.Index || p.Index == q.Index && p.Seq > q.Seq
 }
 
-// summaryRecord is one outbox record: a closed window as JSON, with its
-// origin. Forward turns these into Kafka records.
-type summaryRecord struct {
-	Index  uint64                 `json:"wal_index"`
-	Seq    int                    `json:"seq"`
-	Kind   string                 `json:"kind"`
-	Window *windows.WindowSummary `json:"window,omitempty"`
-	Group  *windows.GroupSummary  `json:"group,omitempty"`
+// lastOutboxPos reads the origin of the newest record of an outbox.
+func lastOutboxPos(box *forward.Outbox) (outboxPos, error) {
+	rec, ok, err := box.Last()
+	if err != nil || !ok {
+		return outboxPos{}, err // empty, or the last record was damaged: re-emit from the checkpoint
+	}
+	pos, ok := decodeOrigin(rec.Origin)
+	if !ok {
+		return outboxPos{}, fmt.Errorf("outbox %s: the newest record has no valid origin", box.Kind())
+	}
+	return pos, nil
 }
 
-// lastOutboxPos reads the newest record of the outbox.
-func lastOutboxPos(outbox *wal.Log) (outboxPos, error) {
-	last := outbox.LastIndex()
-	if last == 0 {
-		return outboxPos{}, nil
+// State is checkpointed as one blob: the windows state, then the alerts
+// state, each length-prefixed, after a magic and version.
+const stateMagic = "RNST\x01"
+
+func encodeState(w, a []byte) []byte {
+	b := append([]byte(stateMagic), binary.AppendUvarint(nil, uint64(len(w)))...)
+	b = append(b, w...)
+	b = binary.AppendUvarint(b, uint64(len(a)))
+	return append(b, a...)
+}
+
+func decodeState(b []byte) (w, a []byte, err error) {
+	rest, ok := bytes.CutPrefix(b, []byte(stateMagic))
+	if !ok {
+		return nil, nil, errors.New("not a gateway state checkpoint")
 	}
-	r := outbox.NewReader(last)
-	if !r.Next() {
-		if err := r.Err(); err != nil {
-			return outboxPos{}, fmt.Errorf("read the outbox tail: %w", err)
+	part := func() []byte {
+		n, k := binary.Uvarint(rest)
+		if k <= 0 || n > uint64(len(rest)-k) {
+			ok = false
+			return nil
 		}
-		return outboxPos{}, nil // the last record was damaged: re-emit from the checkpoint
+		p := rest[k : k+int(n)]
+		rest = rest[k+int(n):]
+		return p
 	}
-	var rec struct {
-		Index uint64 `json:"wal_index"`
-		Seq   int    `json:"seq"`
+	w, a = part(), part()
+	if !ok || len(rest) != 0 {
+		return nil, nil, errors.New("gateway state checkpoint: bad part lengths")
 	}
-	if err := json.Unmarshal(r.Record(), &rec); err != nil {
-		return outboxPos{}, fmt.Errorf("decode the outbox tail record %d: %w", last, err)
-	}
-	return outboxPos{rec.Index, rec.Seq}, nil
+	return w, a, nil
 }
 
-// start loads the checkpoint and positions the engine; run does the rest.
+// start loads the checkpoint and positions the engines; run does the rest.
 func (s *stream) start() error {
-	pos, err := lastOutboxPos(s.outbox)
-	if err != nil {
-		return err
+	for _, o := range s.outlets() {
+		pos, err := lastOutboxPos(o.box)
+		if err != nil {
+			return err
+		}
+		o.last = pos
 	}
-	s.lastOut = pos
 	idx, data, fellBack, err := s.ckpts.Load()
 	switch {
 	case errors.Is(err, wal.ErrNoCheckpoint):
@@ -117,15 +160,13 @@ func (s *stream) start() error {
 	case err != nil:
 		return err
 	default:
-		if err := s.engine.UnmarshalBinary(data); err != nil {
+		if err := s.restore(data); err != nil {
 			// A checkpoint of another windows config, or damaged beyond its
 			// checksum: start empty and replay what the WAL holds.
 			s.logger.Warn("checkpoint not usable; replaying everything the WAL holds", "index", idx, "err", err)
-			fresh, nerr := windows.New(s.cfg)
-			if nerr != nil {
-				return nerr
+			if err := s.fresh(); err != nil {
+				return err
 			}
-			s.engine = fresh
 		} else {
 			s.lastCkpt = idx
 			if fellBack {
@@ -134,6 +175,37 @@ func (s *stream) start() error {
 		}
 	}
 	s.replayTarget.Store(s.log.LastIndex())
+	return nil
+}
+
+func (s *stream) outlets() []*outlet { return []*outlet{&s.summaries, &s.sketches, &s.alertsOut} }
+
+// fresh gives the stream new, empty engines.
+func (s *stream) fresh() error {
+	engine, err := windows.New(s.cfg)
+	if err != nil {
+		return err
+	}
+	al, err := alerts.New(s.alertsCfg, s.gatewayID)
+	if err != nil {
+		return err
+	}
+	s.engine, s.alerts = engine, al
+	return nil
+}
+
+// restore loads a checkpoint into the (fresh) engines.
+func (s *stream) restore(data []byte) error {
+	w, a, err := decodeState(data)
+	if err != nil {
+		return err
+	}
+	if err := s.engine.UnmarshalBinary(w); err != nil {
+		return err
+	}
+	if err := s.alerts.UnmarshalBinary(a); err != nil {
+		return fmt.Errorf("alerts state: %w", err)
+	}
 	return nil
 }
 
@@ -149,6 +221,7 @@ func (s *stream) run(ctx context.Context) error {
 	var (
 		b       wal.Batch
 		out     []windows.Emission
+		events  []alerts.Event
 		started = time.Now()
 		lastLog = started
 		applied uint64
@@ -163,7 +236,8 @@ func (s *stream) run(ctx context.Context) error {
 				continue
 			}
 			out = s.engine.Apply(idx, &b, out[:0])
-			s.queue(out)
+			events = s.alerts.Apply(idx, &b, out, events[:0])
+			s.queue(out, events)
 			s.pendingLast = idx
 			applied++
 			if !s.replayed.Load() {
@@ -176,7 +250,9 @@ func (s *stream) run(ctx context.Context) error {
 						"records_per_s", int(float64(applied)/time.Since(started).Seconds()))
 				}
 			}
-			if len(s.pending) >= 1024 {
+			// Alert events go out at once (their latency is the point);
+			// summaries in batches.
+			if len(s.alertsOut.pending) > 0 || len(s.summaries.pending)+len(s.sketches.pending) >= 1024 {
 				if err := s.flush(ctx); err != nil {
 					return err
 				}
@@ -184,6 +260,8 @@ func (s *stream) run(ctx context.Context) error {
 			select {
 			case <-ticker.C:
 				s.checkpoint(ctx)
+			case req := <-s.reloads:
+				req.done <- s.reload(req.cfg)
 			default:
 			}
 			if ctx.Err() != nil {
@@ -206,6 +284,8 @@ func (s *stream) run(ctx context.Context) error {
 		case <-s.log.Notify():
 		case <-ticker.C:
 			s.checkpoint(ctx)
+		case req := <-s.reloads:
+			req.done <- s.reload(req.cfg)
 		}
 	}
 }
@@ -213,50 +293,92 @@ func (s *stream) run(ctx context.Context) error {
 func (s *stream) finishReplay(applied uint64, started time.Time) {
 	s.replayed.Store(true)
 	s.logger.Info("wal replay done", "records", applied, "took", time.Since(started).Round(time.Millisecond).String())
+	if s.onRestore != nil {
+		// The newest event of each alert topic, as its retained message.
+		seen := map[[2]string]bool{}
+		for _, ev := range s.alerts.Recent(0) { // newest first
+			k := [2]string{ev.Rule, ev.Series}
+			if !seen[k] {
+				seen[k] = true
+				s.onRestore(ev)
+			}
+		}
+	}
 }
 
-// queue encodes the emissions that the outbox does not hold yet.
-func (s *stream) queue(out []windows.Emission) {
+// reload replaces the alert rules (between two batches).
+func (s *stream) reload(cfg alerts.Config) error {
+	if err := s.alerts.Reload(cfg); err != nil {
+		return err
+	}
+	s.alertsCfg = cfg
+	return nil
+}
+
+// queue turns the outputs the outboxes do not hold yet into records.
+func (s *stream) queue(out []windows.Emission, events []alerts.Event) {
 	for i := range out {
 		e := &out[i]
-		if !(outboxPos{e.Index, e.Seq}).after(s.lastOut) {
+		pos := outboxPos{e.Index, e.Seq}
+		if e.Kind == windows.KindGroup {
+			if s.sketches.take(pos) {
+				s.sketches.pending = append(s.sketches.pending, sketchRecord(s.gatewayID, e.Group, originPos(pos)))
+			}
+		} else if s.summaries.take(pos) {
+			s.summaries.pending = append(s.summaries.pending, summaryRecord(s.gatewayID, e, originPos(pos)))
+		} else {
 			continue // emitted and made durable before a crash
 		}
-		rec := summaryRecord{Index: e.Index, Seq: e.Seq, Kind: e.Kind.String()}
-		if e.Kind == windows.KindGroup {
-			rec.Group = e.Group
-		} else {
-			w := e.Window
-			rec.Window = &w
-		}
-		b, err := json.Marshal(rec)
-		if err != nil {
-			panic("BUG: marshal emission: " + err.Error())
-		}
-		s.pending = append(s.pending, b)
-		s.lastOut = outboxPos{e.Index, e.Seq}
 		if s.onEmit != nil {
 			s.onEmit(*e)
 		}
 	}
+	for i := range events {
+		ev := &events[i]
+		pos := outboxPos{ev.Index, ev.Seq}
+		if s.alertsOut.take(pos) {
+			s.alertsOut.pending = append(s.alertsOut.pending, alertRecord(ev, originPos(pos)))
+			s.published = append(s.published, *ev)
+		}
+	}
 }
 
-// flush appends the pending emissions to the outbox and waits until they
-// are durable.
+// take reports whether the output at pos is new to the outbox, and if so
+// counts it as held.
+func (o *outlet) take(pos outboxPos) bool {
+	if !pos.after(o.last) {
+		return false
+	}
+	o.last = pos
+	return true
+}
+
+// flush appends the pending records to their outboxes and waits until they
+// are durable; then the alert events among them are published.
 func (s *stream) flush(ctx context.Context) error {
-	if len(s.pending) == 0 {
-		return nil
+	for _, o := range s.outlets() {
+		if len(o.pending) == 0 {
+			continue
+		}
+		if err := o.box.Append(context.WithoutCancel(ctx), o.pending); err != nil {
+			return fmt.Errorf("append %d records to the %s outbox: %w", len(o.pending), o.box.Kind(), err)
+		}
+		clear(o.pending)
+		o.pending = o.pending[:0]
 	}
-	if _, _, err := s.outbox.Append(context.WithoutCancel(ctx), s.pending); err != nil {
-		return fmt.Errorf("append %d window summaries to the outbox: %w", len(s.pending), err)
+	if s.onAlert != nil {
+		for _, ev := range s.published {
+			s.onAlert(ev)
+		}
 	}
-	s.pending = s.pending[:0]
+	clear(s.published)
+	s.published = s.published[:0]
 	return nil
 }
 
-// checkpoint writes the engine state if it moved, is fsynced in the WAL,
-// and its emissions are durable; then lets the WAL go behind the older
-// kept checkpoint. A failure is logged: the previous checkpoint stands.
+// checkpoint writes the engines' state if it moved, is fsynced in the WAL,
+// and its outputs are durable; then lets the WAL go behind the older kept
+// checkpoint. A failure is logged: the previous checkpoint stands.
 func (s *stream) checkpoint(ctx context.Context) {
 	applied := s.engine.AppliedIndex()
 	if applied == 0 || applied == s.lastCkpt || applied > s.log.SyncedIndex() {
@@ -267,11 +389,17 @@ func (s *stream) checkpoint(ctx context.Context) {
 		return
 	}
 	start := time.Now()
-	data, err := s.engine.MarshalBinary()
+	w, err := s.engine.MarshalBinary()
 	if err != nil {
 		s.logger.Error("checkpoint skipped: encode windows state", "err", err)
 		return
 	}
+	a, err := s.alerts.MarshalBinary()
+	if err != nil {
+		s.logger.Error("checkpoint skipped: encode alerts state", "err", err)
+		return
+	}
+	data := encodeState(w, a)
 	oldest, err := s.ckpts.Write(applied, data)
 	if err != nil {
 		s.logger.Error("checkpoint failed; the previous one stands", "index", applied, "err", err)

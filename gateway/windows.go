@@ -2,14 +2,16 @@ package gateway
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
-	"math"
 	"path/filepath"
 	"time"
 
+	"github.com/runnel-iot/runnel/alerts"
+	"github.com/runnel-iot/runnel/forward"
 	"github.com/runnel-iot/runnel/ingest"
 	"github.com/runnel-iot/runnel/wal"
-	"github.com/runnel-iot/runnel/windows"
 )
 
 // CheckpointConfig is the `checkpoint` section.
@@ -28,16 +30,6 @@ func (c CheckpointConfig) Validate() error {
 	return errs.join()
 }
 
-// outboxConfig is the summaries outbox's log: bounded on disk until forward
-// (which releases what Kafka acknowledged) takes it over.
-func outboxConfig() wal.Config {
-	c := wal.DefaultConfig()
-	c.SegmentBytes = 1 * wal.MiB
-	c.RetentionBytes = 64 * wal.MiB
-	c.RetentionAge = 0
-	return c
-}
-
 // lateSink keeps late readings in the late log, a dead-letter log of its
 // own, readable at GET /api/v1/late.
 type lateSink struct{ log *ingest.DeadLetters }
@@ -50,10 +42,10 @@ func (s lateSink) Late(r wal.Reading, watermarkNs int64) {
 	})
 }
 
-// startWindows opens the late log, the summaries outbox and the
-// checkpoints, loads the newest checkpoint into the windows engine, and
-// adds the stream (replay, then follow) and the silence ticker to the
-// group.
+// startWindows opens the late log, the outboxes (and the forwarder when
+// brokers are set) and the checkpoints, loads the newest checkpoint into
+// the windows and alerts engines, and adds the stream (replay, then
+// follow) and the silence ticker to the group.
 func (g *Gateway) startWindows(ctx context.Context, grp *group) error {
 	dataDir := g.cfg.Gateway.DataDir
 	late, err := ingest.OpenDeadLetters(filepath.Join(dataDir, "late"), g.cfg.DeadLetters, g.logger.With("component", "late"))
@@ -62,33 +54,79 @@ func (g *Gateway) startWindows(ctx context.Context, grp *group) error {
 	}
 	grp.add(actor{name: "late log", stop: func(ctx context.Context) error { return closeWithin(ctx, late.Close) }})
 	g.late = late
-	outbox, err := wal.Open(filepath.Join(dataDir, "outbox", "summaries"), outboxConfig(), g.logger.With("component", "outbox"))
-	if err != nil {
-		return fmt.Errorf("open summaries outbox: %w", err)
+	var boxes []*forward.Outbox
+	for _, kind := range []string{forward.KindSummaries, forward.KindSketches, forward.KindAlerts} {
+		cfg, _ := g.cfg.Kafka.Outbox.For(kind)
+		box, err := forward.OpenOutbox(filepath.Join(dataDir, "outbox"), kind, cfg, g.logger.With("component", "outbox", "kind", kind))
+		if err != nil {
+			return fmt.Errorf("open %s outbox: %w", kind, err)
+		}
+		grp.add(actor{name: kind + " outbox", stop: func(ctx context.Context) error { return closeWithin(ctx, box.Close) }})
+		boxes = append(boxes, box)
 	}
-	outbox.Release(math.MaxUint64) // nothing reads it yet: retention alone bounds it
-	grp.add(actor{name: "outbox", stop: func(ctx context.Context) error { return closeWithin(ctx, outbox.Close) }})
+	g.outboxes = boxes
 	ckpts, err := wal.OpenCheckpoints(filepath.Join(dataDir, "checkpoints"), g.logger.With("component", "checkpoint"))
 	if err != nil {
 		return err
 	}
-	engine, err := windows.New(g.cfg.Windows)
-	if err != nil {
-		return err
-	}
-	engine.SetLateSink(lateSink{late})
 	s := &stream{
-		cfg: g.cfg.Windows, log: g.wal, engine: engine, outbox: outbox, ckpts: ckpts,
+		cfg: g.cfg.Windows, alertsCfg: g.cfg.Alerts, gatewayID: g.cfg.Gateway.ID, log: g.wal, ckpts: ckpts,
+		summaries: outlet{box: boxes[0]}, sketches: outlet{box: boxes[1]}, alertsOut: outlet{box: boxes[2]},
 		interval: g.cfg.Checkpoint.Interval, logger: g.logger.With("component", "windows"),
+		reloads: make(chan reloadRequest),
+	}
+	if err := s.fresh(); err != nil {
+		return err
 	}
 	if err := s.start(); err != nil {
 		return fmt.Errorf("start windows: %w", err)
 	}
-	s.engine.SetLateSink(lateSink{late}) // start may have rebuilt the engine
+	s.engine.SetLateSink(lateSink{late})
 	g.stream = s
 	grp.add(goActor("windows", ctx, s.run, nil))
 	g.startTicker(ctx, grp)
+	return g.startForward(ctx, grp)
+}
+
+// startForward runs the forwarder when Kafka brokers are configured. It
+// stops before the outboxes close (the group stops in reverse order).
+func (g *Gateway) startForward(ctx context.Context, grp *group) error {
+	if len(g.cfg.Kafka.Brokers) == 0 {
+		g.logger.Info("forwarding to Kafka is off (no kafka.brokers); summaries stay in the outboxes within their quotas")
+		return nil
+	}
+	kc := g.cfg.Kafka
+	if kc.ClientID == "" {
+		kc.ClientID = g.cfg.Gateway.ID
+	}
+	f, err := forward.New(kc, g.outboxes, g.logger.With("component", "forward"))
+	if err != nil {
+		return err
+	}
+	g.forwarder = f
+	grp.add(goActor("forward", ctx, f.Run, nil))
 	return nil
+}
+
+// ReloadAlerts replaces the alert rules, keeping the state of unchanged
+// rules; on error the old rules stay in force. It waits for the stream
+// (between two batches) up to ctx.
+func (g *Gateway) ReloadAlerts(ctx context.Context, cfg alerts.Config) error {
+	if g.stream == nil {
+		return errors.New("reload alerts: the gateway is not running")
+	}
+	req := reloadRequest{cfg: cfg, done: make(chan error, 1)}
+	select {
+	case g.stream.reloads <- req:
+	case <-ctx.Done():
+		return fmt.Errorf("reload alerts: %w", ctx.Err())
+	}
+	select {
+	case err := <-req.done:
+		return err
+	case <-ctx.Done():
+		return fmt.Errorf("reload alerts: %w", ctx.Err())
+	}
 }
 
 // startTicker appends an empty batch to the WAL when ingest has been
@@ -115,4 +153,38 @@ func (g *Gateway) startTicker(ctx context.Context, grp *group) {
 			last = g.wal.LastIndex()
 		}
 	}, nil))
+}
+
+// alertTopic is the MQTT topic of an alert's events:
+// alerts/<rule>/<series escaped into one topic level>.
+func alertTopic(ev *alerts.Event) string {
+	return "alerts/" + ev.Rule + "/" + alerts.TopicLevel(ev.Series)
+}
+
+func alertPayload(ev *alerts.Event) []byte {
+	b, err := json.Marshal(newAlertValue(ev))
+	if err != nil {
+		panic("BUG: marshal alert: " + err.Error())
+	}
+	return b
+}
+
+// publishAlert sends a durable alert event to MQTT subscribers (QoS 1,
+// retained: the latest event of each alert topic is its state) and to the
+// live stream. Runs on the stream goroutine; neither blocks.
+func (g *Gateway) publishAlert(ev alerts.Event) {
+	payload := alertPayload(&ev)
+	if err := g.broker.Publish(alertTopic(&ev), payload, true, 1); err != nil {
+		g.logger.Warn("publish alert on mqtt", "rule", ev.Rule, "series", ev.Series, "err", err)
+	}
+	if g.hub != nil {
+		g.hub.PublishAlert(ev, payload)
+	}
+}
+
+// restoreAlert sets an alert topic's retained message after a restart
+// (the broker keeps retained messages in memory only), without delivering
+// it again to live subscribers.
+func (g *Gateway) restoreAlert(ev alerts.Event) {
+	g.broker.Retain(alertTopic(&ev), alertPayload(&ev), 1)
 }

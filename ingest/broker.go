@@ -14,6 +14,7 @@ import (
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/mochi-mqtt/server/v2/packets"
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/runnel-iot/runnel/wal"
@@ -371,6 +372,19 @@ func (b *Broker) tlsConfig() (*tls.Config, error) {
 // passes no ACL and is never stored as telemetry.
 func (b *Broker) Publish(topic string, payload []byte, retain bool, qos byte) error {
 	return b.srv.Publish(topic, payload, retain, qos)
+}
+
+// Retain stores topic's retained message without delivering it to the
+// clients subscribed now: the gateway restores the retained state of its
+// alert topics after a restart this way (mochi keeps retained messages in
+// memory only), without repeating old events to live subscribers.
+func (b *Broker) Retain(topic string, payload []byte, qos byte) {
+	b.srv.Topics.RetainMessage(packets.Packet{
+		FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: qos, Retain: true},
+		TopicName:   topic,
+		Payload:     payload,
+		Created:     time.Now().Unix(),
+	})
 }
 
 // Clients returns the number of connected clients.

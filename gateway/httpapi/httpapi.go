@@ -44,6 +44,9 @@ type API struct {
 	Stream   *Hub     // the live stream of closed windows
 	Logger   *slog.Logger
 
+	// Alerts is the alerts engine, for GET /api/v1/alerts.
+	Alerts Alerts
+
 	// Status is the gateway's health and counters for GET /api/v1/status;
 	// it also enables the dashboard at /.
 	Status StatusSource
@@ -63,6 +66,9 @@ func (a *API) Register(mux *http.ServeMux) {
 	if a.Windows != nil {
 		mux.HandleFunc("GET /api/v1/windows", a.handleWindows)
 		mux.HandleFunc("GET /api/v1/series", a.handleSeries)
+	}
+	if a.Alerts != nil {
+		mux.HandleFunc("GET /api/v1/alerts", a.handleAlerts)
 	}
 	if a.Status != nil {
 		mux.HandleFunc("GET /api/v1/status", a.handleStatus)

@@ -119,8 +119,8 @@ func (h *Hub) unsubscribe(s *subscriber) {
 const streamHeartbeat = 15 * time.Second
 
 // handleStream serves GET /api/v1/stream?prefix=&field=&kind=: Server-Sent
-// Events, one `event: window` per closed window (kind: tumbling, sliding,
-// group; comma-separated). The stream ends when the client goes, or when
+// Events, one `event: window` per closed window and one `event: alert` per
+// alert event (kind: tumbling, sliding, group, alert; comma-separated). The stream ends when the client goes, or when
 // it fell behind by more than its buffer.
 func (a *API) handleStream(w http.ResponseWriter, r *http.Request) {
 	q, err := query(r, "prefix", "field", "kind")
@@ -132,8 +132,8 @@ func (a *API) handleStream(w http.ResponseWriter, r *http.Request) {
 	if k := q.Get("kind"); k != "" {
 		f.kinds = map[string]bool{}
 		for _, kind := range strings.Split(k, ",") {
-			if kind != "tumbling" && kind != "sliding" && kind != "group" {
-				writeError(w, http.StatusBadRequest, fmt.Errorf("kind: %q is not one of tumbling, sliding, group", kind))
+			if kind != "tumbling" && kind != "sliding" && kind != "group" && kind != "alert" {
+				writeError(w, http.StatusBadRequest, fmt.Errorf("kind: %q is not one of tumbling, sliding, group, alert", kind))
 				return
 			}
 			f.kinds[kind] = true

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/runnel-iot/runnel/forward"
 	"github.com/runnel-iot/runnel/wal"
 )
 
@@ -54,7 +55,7 @@ func writeStream(t *testing.T, dataDir string, from, to int) {
 // outboxRecords returns the summaries outbox, one JSON record per string.
 func outboxRecords(t *testing.T, dataDir string) []string {
 	t.Helper()
-	l, err := wal.Open(filepath.Join(dataDir, "outbox", "summaries"), wal.DefaultConfig(), nil)
+	l, err := wal.Open(filepath.Join(dataDir, "outbox", "summaries", "log"), wal.DefaultConfig(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,7 +63,11 @@ func outboxRecords(t *testing.T, dataDir string) []string {
 	var out []string
 	r := l.NewReader(1)
 	for r.Next() {
-		out = append(out, string(r.Record()))
+		rec, _, err := forward.DecodeRecord(r.Record())
+		if err != nil {
+			t.Fatalf("outbox record %d: %v", r.Index(), err)
+		}
+		out = append(out, rec.ID+" "+string(rec.Value))
 	}
 	if err := r.Err(); err != nil {
 		t.Fatal(err)

@@ -9,6 +9,7 @@ import (
 	"os/signal"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/runnel-iot/runnel/gateway"
 )
@@ -40,6 +41,10 @@ func runGateway(ctx context.Context, args []string, stderr io.Writer) int {
 	done := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Go(func() { watchSignals(done, sigs, cancel, logger, os.Exit) })
+	hups := make(chan os.Signal, 1)
+	signal.Notify(hups, syscall.SIGHUP)
+	defer signal.Stop(hups)
+	wg.Go(func() { watchReload(ctx, done, hups, path, g, logger) })
 
 	err = g.Run(ctx)
 	close(done)
@@ -49,6 +54,35 @@ func runGateway(ctx context.Context, args []string, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// watchReload reloads the alert rules on SIGHUP: the config file (and its
+// rules file) is loaded again, with the environment, exactly as at start;
+// a valid rule set replaces the old one, keeping the state of unchanged
+// rules; an invalid config is rejected with its precise errors and the
+// old rules stay in force. Only the alerts section is reloaded; other
+// changes need a restart (logged).
+func watchReload(ctx context.Context, done <-chan struct{}, hups <-chan os.Signal, path string, g *gateway.Gateway, logger *slog.Logger) {
+	for {
+		select {
+		case <-hups:
+		case <-done:
+			return
+		}
+		cfg, err := gateway.Load(path)
+		if err != nil {
+			logger.Error("reload rejected: config invalid; the old alert rules stay in force", "config", path, "err", err)
+			continue
+		}
+		rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		err = g.ReloadAlerts(rctx, cfg.Alerts)
+		cancel()
+		if err != nil {
+			logger.Error("reload rejected; the old alert rules stay in force", "err", err)
+			continue
+		}
+		logger.Info("alert rules reloaded", "rules", len(cfg.Alerts.Rules), "note", "only the alerts section is reloaded; other changes need a restart")
+	}
 }
 
 // watchSignals turns the first signal into a graceful shutdown (cancel) and

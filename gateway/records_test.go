@@ -1,0 +1,85 @@
+package gateway
+
+import (
+	"encoding/json"
+	"os"
+	"slices"
+	"testing"
+
+	"github.com/runnel-iot/runnel/alerts"
+	"github.com/runnel-iot/runnel/sketches"
+	"github.com/runnel-iot/runnel/windows"
+)
+
+// TestRecordSchemas checks each record value against its JSON Schema file:
+// every property present is declared, every required one is present, and
+// the schema constant matches; and the ids are deterministic and differ
+// where they must.
+func TestRecordSchemas(t *testing.T) {
+	q := sketches.NewQuantile()
+	q.Add(1)
+	qb, _ := q.MarshalBinary()
+	sum := &windows.Emission{Kind: windows.KindTumbling, Window: windows.WindowSummary{
+		Series: "env,device=a", Field: "temp", Spec: "tumbling:1m", StartNs: 60e9, EndNs: 120e9,
+		Count: 2, Sum: 3, Min: 1, Max: 2, Mean: 1.5, First: 1, Last: 2, P50: 1, P90: 2, P99: 2, Quantiles: qb, Closed: "watermark"}}
+	grp := &windows.GroupSummary{Group: "g", Key: "env", StartNs: 60e9, EndNs: 120e9, Distinct: 2, Readings: 5,
+		TopK: []sketches.Item{{Key: "a", Count: 3}}, HLL: []byte{1}, CountMin: []byte{2}}
+	ev := &alerts.Event{ID: "abc", Type: "firing", Rule: "r", Series: "env,device=a", Field: "temp", Severity: "warning",
+		Op: ">", Value: 9, Threshold: 5, StartNs: 1, AtNs: 2, Gateway: "gw", Labels: map[string]string{"k": "v"}}
+	for _, tc := range []struct {
+		schema string
+		value  []byte
+	}{
+		{"schema/summary.schema.json", summaryRecord("gw", sum, nil).Value},
+		{"schema/sketch.schema.json", sketchRecord("gw", grp, nil).Value},
+		{"schema/alert.schema.json", alertRecord(ev, nil).Value},
+	} {
+		var schema struct {
+			Required   []string
+			Properties map[string]struct {
+				Const string
+			}
+		}
+		data, err := os.ReadFile(tc.schema)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := json.Unmarshal(data, &schema); err != nil {
+			t.Fatalf("%s: %v", tc.schema, err)
+		}
+		var v map[string]any
+		if err := json.Unmarshal(tc.value, &v); err != nil {
+			t.Fatal(err)
+		}
+		for k := range v {
+			if _, ok := schema.Properties[k]; !ok {
+				t.Errorf("%s: value has undeclared property %q", tc.schema, k)
+			}
+		}
+		for _, k := range schema.Required {
+			if _, ok := v[k]; !ok {
+				t.Errorf("%s: value lacks required %q", tc.schema, k)
+			}
+		}
+		if c := schema.Properties["schema"].Const; v["schema"] != c {
+			t.Errorf("%s: schema %v, want %q", tc.schema, v["schema"], c)
+		}
+	}
+	a, b := summaryRecord("gw", sum, nil), summaryRecord("gw", sum, nil)
+	if a.ID != b.ID || string(a.Key) != "gw|env,device=a|temp|tumbling:1m" {
+		t.Errorf("summary id %s/%s, key %s", a.ID, b.ID, a.Key)
+	}
+	other := *sum
+	other.Window.StartNs += 60e9
+	ids := []string{a.ID, summaryRecord("gw2", sum, nil).ID, summaryRecord("gw", &other, nil).ID, alertRecord(ev, nil).ID}
+	resolved := *ev
+	resolved.Type = "resolved"
+	ids = append(ids, alertRecord(&resolved, nil).ID)
+	slices.Sort(ids)
+	if len(slices.Compact(ids)) != 5 {
+		t.Errorf("ids collide: %v", ids)
+	}
+	if o, ok := decodeOrigin(originPos(outboxPos{1 << 40, 7})); !ok || o != (outboxPos{1 << 40, 7}) {
+		t.Errorf("origin round trip: %v %v", o, ok)
+	}
+}
