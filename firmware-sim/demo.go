@@ -118,7 +118,7 @@ func RunDemo(ctx context.Context, o DemoOptions, out io.Writer) error {
 
   dashboard:     http://%[2]s/
   series:        curl -s '%[3]s/api/v1/series?limit=5'
-  windows:       curl -s '%[3]s/api/v1/windows?series=env,device=sim-0000,site=site-0&field=temp&size=10s&last=3'
+  windows:       curl -s '%[3]s/api/v1/windows?series=env,device=env-0001,site=site-1&field=temp&size=10s&last=3'
   alerts:        curl -s '%[3]s/api/v1/alerts'
   live stream:   curl -sN '%[3]s/api/v1/stream?kind=alert,tumbling'
   watch alerts:  bin/firmware-sim subscribe -broker %[4]s -topic 'alerts/#'

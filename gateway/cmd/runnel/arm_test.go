@@ -26,7 +26,9 @@ func requireTool(t *testing.T, name, install string) string {
 
 // TestARMBinaries builds the static Linux ARM binaries the way `make
 // build-arm64` and `make build-armv7` do, and runs each under
-// qemu-user-static: `runnel version`, then start, serve /healthz, SIGTERM.
+// qemu-user-static: `runnel version`, then start, serve /healthz, take
+// readings from the simulator (built for the host), answer them over HTTP,
+// SIGTERM.
 func TestARMBinaries(t *testing.T) {
 	if testing.Short() {
 		t.Skip("cross-builds and emulates the binary")

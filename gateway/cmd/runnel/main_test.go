@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -19,6 +20,8 @@ import (
 
 	"go.uber.org/goleak"
 	"golang.org/x/crypto/bcrypt"
+
+	firmwaresim "github.com/runnel-iot/runnel/firmware-sim"
 )
 
 func TestMain(m *testing.M) {
@@ -223,6 +226,8 @@ func TestBinaryRunAndSIGTERM(t *testing.T) {
 // checkRunAndSIGTERM runs `runnel run` through argv (the binary, or an
 // emulator and the binary), waits for it to serve /healthz, stops it with
 // SIGTERM and expects a clean exit.
+// checkRunAndSIGTERM starts argv, checks /healthz and that simulated
+// readings are queryable over HTTP, then stops it with SIGTERM.
 func checkRunAndSIGTERM(t *testing.T, argv []string, env []string) {
 	t.Helper()
 	p, started := startGateway(t, argv, loopbackEnv(env, t.TempDir()))
@@ -239,6 +244,33 @@ func checkRunAndSIGTERM(t *testing.T, argv []string, env []string) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK || string(body) != "ok\n" {
 		t.Errorf("GET /healthz = %d %q, want 200 ok", resp.StatusCode, body)
+	}
+	{
+		// The simulator (built for the host) publishes readings at QoS 1;
+		// they must come back over HTTP.
+		opt := firmwaresim.DefaultOptions()
+		opt.Scenario, opt.Devices, opt.Rate, opt.Count = firmwaresim.ScenarioEnv, 4, 20, 10
+		opt.Broker = started["mqtt_addr"].(string)
+		rep, err := firmwaresim.Run(context.Background(), opt, io.Discard)
+		if err != nil || rep.Acknowledged != rep.Sent || rep.Sent < 40 {
+			t.Fatalf("simulator: %v, sent %d, acknowledged %d", err, rep.Sent, rep.Acknowledged)
+		}
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			var series struct{ Total int }
+			resp, err := client.Get("http://" + addr + "/api/v1/series?prefix=env")
+			if err == nil {
+				err = json.NewDecoder(resp.Body).Decode(&series)
+				resp.Body.Close()
+			}
+			if err == nil && series.Total == 4 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the 4 simulated series are not queryable within 30s: %d, %v", series.Total, err)
+			}
+			time.Sleep(50 * time.Millisecond) // poll interval
+		}
 	}
 	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
