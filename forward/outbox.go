@@ -18,9 +18,14 @@ import (
 // the outbox (drop_oldest) or could never succeed (block). Split it.
 var ErrAppendTooLarge = errors.New("outbox append larger than a quarter of the outbox quota")
 
-// ackPersistEvery bounds how often the acknowledged position is written:
-// a crash resends at most this much of what Kafka already acknowledged.
+// ackPersistEvery is the longest time between two writes of the
+// acknowledged position while it moves (it is written soon after each
+// move; see persistLoop).
 const ackPersistEvery = 200 * time.Millisecond
+
+// ackPersistMin is the least time between two writes of the acknowledged
+// position (each is a small atomic file write with two fsyncs).
+const ackPersistMin = 20 * time.Millisecond
 
 // Outbox is a durable queue of Records for one kind (summaries, alerts,
 // sketches): a wal.Log of encoded records plus the persisted position up
@@ -42,6 +47,7 @@ type Outbox struct {
 	appendSem chan struct{} // 1 slot: quota decisions and enqueues in order
 	reserved  atomic.Int64  // bytes queued in the log, not yet durable
 	space     chan struct{} // 1-slot, coalescing: room may have been freed
+	moved     chan struct{} // 1-slot, coalescing: the acknowledged position moved
 
 	mu        sync.Mutex
 	done      uint64 // every index up to it is acknowledged, dropped or undeliverable
@@ -122,6 +128,7 @@ func OpenOutbox(dir string, kind string, cfg OutboxConfig, logger *slog.Logger) 
 		now:       time.Now,
 		appendSem: make(chan struct{}, 1),
 		space:     make(chan struct{}, 1),
+		moved:     make(chan struct{}, 1),
 		stop:      make(chan struct{}),
 	}
 	if err := o.loadAck(); err != nil {
@@ -362,8 +369,12 @@ func (o *Outbox) signalSpace() {
 	}
 }
 
-// persistLoop writes the acknowledged position at most every
-// ackPersistEvery, then lets the log remove what it covers.
+// persistLoop writes the acknowledged position soon after it moves, at
+// most once per ackPersistMin (acknowledgements arriving meanwhile gather
+// into the next write), and at least every ackPersistEvery; then lets the
+// log remove what it covers. What Kafka acknowledged after the last write
+// is sent again after a crash, so prompt writes keep duplicates to the
+// last round or two before a crash.
 func (o *Outbox) persistLoop() {
 	defer o.wg.Done()
 	t := time.NewTicker(ackPersistEvery)
@@ -373,7 +384,13 @@ func (o *Outbox) persistLoop() {
 		case <-o.stop:
 			return
 		case <-t.C:
-			o.persist()
+		case <-o.moved:
+		}
+		o.persist()
+		select {
+		case <-o.stop:
+			return
+		case <-time.After(ackPersistMin):
 		}
 	}
 }
@@ -510,8 +527,15 @@ func (o *Outbox) position() uint64 {
 // were acknowledged by Kafka.
 func (o *Outbox) markDone(index uint64) {
 	o.mu.Lock()
-	if index > o.done {
+	moved := index > o.done
+	if moved {
 		o.done = index
 	}
 	o.mu.Unlock()
+	if moved {
+		select {
+		case o.moved <- struct{}{}:
+		default:
+		}
+	}
 }
