@@ -212,7 +212,7 @@ func (l *ingestLoad) rate() float64 {
 
 // benchGateway runs a gateway with the default windows config on loopback
 // ports until stop is called.
-func benchGateway(b *testing.B) (*Gateway, func()) {
+func benchGateway(b *testing.B, adjust ...func(*Config)) (*Gateway, func()) {
 	b.Helper()
 	cfg := DefaultConfig()
 	cfg.Gateway.ID = "bench-gw"
@@ -221,6 +221,9 @@ func benchGateway(b *testing.B) (*Gateway, func()) {
 	// The default windows (10s, 1m, 5m tumbling, 5m/10s sliding) cost about
 	// 24 KiB per series of two fields: 64 MiB keeps only ~2,800 of them.
 	cfg.Windows.MemoryBudget = 512 * wal.MiB
+	for _, f := range adjust {
+		f(&cfg)
+	}
 	g, err := New(cfg, nil)
 	if err != nil {
 		b.Fatal(err)

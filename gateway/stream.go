@@ -343,6 +343,15 @@ func (s *stream) queue(out []windows.Emission, events []alerts.Event) {
 	}
 }
 
+// recordSize is about the outbox bytes of r.
+func recordSize(r *forward.Record) int {
+	n := 64 + len(r.Topic) + len(r.Key) + len(r.Value) + len(r.ID) + len(r.Origin)
+	for _, h := range r.Headers {
+		n += len(h.Key) + len(h.Value) + 4
+	}
+	return n
+}
+
 // take reports whether the output at pos is new to the outbox, and if so
 // counts it as held.
 func (o *outlet) take(pos outboxPos) bool {
@@ -357,11 +366,20 @@ func (o *outlet) take(pos outboxPos) bool {
 // are durable; then the alert events among them are published.
 func (s *stream) flush(ctx context.Context) error {
 	for _, o := range s.outlets() {
-		if len(o.pending) == 0 {
-			continue
-		}
-		if err := o.box.Append(context.WithoutCancel(ctx), o.pending); err != nil {
-			return fmt.Errorf("append %d records to the %s outbox: %w", len(o.pending), o.box.Kind(), err)
+		// One append per chunk: a batch can close thousands of windows at
+		// once (a tick idles every device), and an outbox takes at most a
+		// quarter of its quota per append.
+		limit := min(4<<20, int(o.box.Stats().MaxBytes/8))
+		for rest := o.pending; len(rest) > 0; {
+			n, size := 0, 0
+			for n < len(rest) && (n == 0 || size+recordSize(&rest[n]) <= limit) {
+				size += recordSize(&rest[n])
+				n++
+			}
+			if err := o.box.Append(context.WithoutCancel(ctx), rest[:n]); err != nil {
+				return fmt.Errorf("append %d records to the %s outbox: %w", n, o.box.Kind(), err)
+			}
+			rest = rest[n:]
 		}
 		clear(o.pending)
 		o.pending = o.pending[:0]
