@@ -5,25 +5,37 @@
 //
 // # What it owns
 //
-// A running Gateway owns the readings WAL in <gateway.data_dir>/wal (opened
-// with wal.Open, closed on shutdown), the one HTTP server of the gateway
-// (http.addr, default :8080) with its ServeMux, and the goroutine serving
-// it. Today the mux holds GET /healthz (200 "ok" while the process is up)
-// and GET /readyz (200 once the WAL is open and the listener is bound, else
-// 503 with {"ready":false,"reason":"..."}); later stages register their
-// handlers on the same mux.
+// A running Gateway owns, under <gateway.data_dir>:
+//
+//   - wal/: the readings WAL (wal.Log), the one log every listener appends
+//     to; deadletters/ and late/: rejected payloads and late readings;
+//   - checkpoints/: the windows and alerts state with the WAL index it
+//     covers (stream.go: replay from the newest checkpoint, then follow);
+//   - outbox/{summaries,sketches,alerts}/: the forward outboxes, one per
+//     record kind (records.go turns closed windows, group windows and alert
+//     events into Kafka records: keys, ids, JSON schemas in schema/);
+//
+// and the processes around them: the embedded MQTT broker and the UDP
+// listener (ingest), the windows and alerts engines fed by one stream
+// goroutine, the forwarder when kafka.brokers is set, and the one HTTP
+// server (http.addr, default :8080) with its ServeMux: /healthz, /readyz,
+// /metrics, the write endpoint (ingest), the JSON API, live stream and
+// dashboard (httpapi).
+//
+// Alert events, once durable in their outbox, go to the broker (retained
+// QoS 1 on alerts/<rule>/<series>) and to the live stream. SIGHUP (handled
+// by the runnel command) reloads the alert rules through ReloadAlerts.
 //
 // # Lifecycle
 //
 // New validates and allocates, starting nothing. Run starts the stages
-// sinks first (WAL, then the HTTP listener), so nothing is accepted before
-// it can be stored, and then blocks as a run group: the first component
-// that fails, or the cancellation of ctx, stops everything. Shutdown
-// follows the data, in reverse order of starting:
-//
-//  1. stop accepting: http.Server.Shutdown closes the listener, then waits
-//     for requests in flight;
-//  2. flush and close the WAL.
+// sinks first (WAL, dead letters, outboxes and the stream, forwarder, then
+// HTTP, MQTT and UDP), so nothing is accepted before it can be stored, and
+// then blocks as a run group: the first component that fails, or the
+// cancellation of ctx, stops everything. Shutdown follows the data, in
+// reverse order of starting: the listeners stop accepting (open live
+// streams are ended), the forwarder stops, the stream writes a last
+// checkpoint, the outboxes and the WAL are flushed and closed.
 //
 // The whole shutdown runs under context.WithoutCancel within
 // gateway.shutdown_timeout; past it Run returns an error saying so. Run
@@ -31,7 +43,8 @@
 //
 // # Configuration
 //
-// Config is composed of one section per stage (gateway, log, wal, http),
+// Config is composed of one section per stage (gateway, log, wal, http,
+// mqtt, udp, http_write, dead_letters, windows, checkpoint, alerts, kafka),
 // each a struct with yaml tags, Go types that carry units (time.Duration,
 // wal.ByteSize), and its own Validate. Load is the single load path of
 // `runnel run` and `runnel check`:

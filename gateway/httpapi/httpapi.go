@@ -1,9 +1,15 @@
-// Package httpapi is the gateway's JSON query API. It owns no state: every
-// handler reads through a narrow interface of the stage that owns the data
-// (ingest's dead letters now; windows, sketches, alerts and forward status
-// as they land), so the API can be tested against fakes and real stages
+// Package httpapi is the gateway's JSON query API, its live stream (SSE)
+// and its dashboard. It owns no state: every handler reads through a narrow
+// interface of the stage that owns the data (ingest's dead letters and late
+// log, the windows engine and its sketches, the alerts engine, the
+// gateway's status), so the API can be tested against fakes and real stages
 // alike. The gateway owns the HTTP server and mux; Register adds the
 // handlers to it.
+//
+// The dashboard at / is one page and two assets under go:embed (web/): no
+// build step, no external requests, about 32 KB. It polls /api/v1/status,
+// /api/v1/series and /api/v1/alerts and reads the live stream with fetch()
+// so that it can send a bearer token.
 //
 // Conventions: GET only; JSON responses; errors are JSON {"error": "..."}
 // with the fitting status; an unknown query parameter is rejected by name
