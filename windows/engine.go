@@ -106,6 +106,8 @@ type SeriesInfo struct {
 
 // Stats are the engine's counters and gauges.
 type Stats struct {
+	// Series and Devices with state; the reserved overflow series (and its
+	// device) counts once it holds readings.
 	Series, Pairs    int
 	Devices          int
 	OverflowReadings uint64

@@ -241,7 +241,7 @@ func TestReadAPI(t *testing.T) {
 		t.Errorf("groups %+v", gopen)
 	}
 	st := e.Stats()
-	if st.Series != 4 || st.Pairs != 3 || st.AppliedIndex != 1 || st.MemoryBytes <= 0 || st.ProcessingNs != 30*sec {
+	if st.Series != 3 || st.Pairs != 3 || st.AppliedIndex != 1 || st.MemoryBytes <= 0 || st.ProcessingNs != 30*sec {
 		t.Errorf("stats %+v", st)
 	}
 }

@@ -255,6 +255,12 @@ func (e *Engine) Stats() Stats {
 		st.Pairs += len(s.pairs)
 	}
 	st.Devices = len(e.devices)
+	if e.overflow != nil && e.overflow.readings == 0 {
+		// The reserved overflow series (and its device) counts once it
+		// holds readings, as the series list shows it.
+		st.Series--
+		st.Devices--
+	}
 	st.OverflowSeries = e.overflowHLL.Estimate()
 	st.MemoryBytes = e.mem
 	st.BudgetBytes = e.budget
