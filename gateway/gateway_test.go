@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -267,4 +268,37 @@ func TestVersionString(t *testing.T) {
 	if s := VersionString(); !strings.HasPrefix(s, "runnel dev (commit unknown, go1.") {
 		t.Errorf("VersionString() = %q", s)
 	}
+}
+
+// TestReadyzBrokenUplink: with Kafka unreachable the gateway stays ready
+// and /readyz says the uplink is down.
+func TestReadyzBrokenUplink(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := l.Addr().String()
+	l.Close() // nothing listens there now
+	cfg := testConfig(t)
+	cfg.Kafka.Brokers = []string{dead}
+	cfg.Kafka.RequestTimeout = time.Second
+	g, err := New(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- g.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+	<-g.Ready()
+	client := &http.Client{Timeout: 5 * time.Second}
+	waitFor(t, 15*time.Second, func() (bool, string) {
+		code, body, err := get(client, "http://"+g.Addr()+"/readyz")
+		return code == http.StatusOK && strings.Contains(body, `"ready":true`) && strings.Contains(body, `"uplink":"down: `), fmt.Sprint(code, body, err)
+	})
 }
