@@ -75,7 +75,7 @@ func genStream(seed uint64, n int, lateness time.Duration) []wal.Batch {
 			case 4:
 				d.staleP = P + int64(70+rng.IntN(30))*sec
 			}
-			t := P + d.offset + int64(rng.IntN(int(late+4*sec))) - late - 3*sec
+			t := P + d.offset + rng.Int64N(late+4*sec) - late - 3*sec
 			if rng.IntN(100) < 2 {
 				t -= 30 * sec
 			}
