@@ -51,11 +51,11 @@ func randomSteps(seed uint64, n int) []step {
 	for i := range n {
 		switch rng.IntN(10) {
 		case 0:
-			ingest -= int64(rng.IntN(2e9)) // clock steps back
+			ingest -= rng.Int64N(2e9) // clock steps back
 		case 1, 2:
-			ingest += int64(rng.IntN(6e9)) // silence
+			ingest += rng.Int64N(6e9) // silence
 		default:
-			ingest += int64(rng.IntN(1e9))
+			ingest += rng.Int64N(1e9)
 		}
 		b := &wal.Batch{IngestNs: ingest}
 		if rng.IntN(5) > 0 {
@@ -72,7 +72,7 @@ func randomSteps(seed uint64, n int) []step {
 				if rng.IntN(40) == 0 {
 					v = math.NaN()
 				}
-				tNs := ingest - int64(rng.IntN(3e9)) // up to 3 s of jitter: out of order too
+				tNs := ingest - rng.Int64N(3e9) // up to 3 s of jitter: out of order too
 				b.Readings = append(b.Readings, wal.Reading{Series: s, Field: f, Value: v, TimeNs: tNs})
 			}
 		}
