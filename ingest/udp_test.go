@@ -1,6 +1,7 @@
 package ingest
 
 import (
+	"cmp"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -106,7 +107,7 @@ func sortReadings(rs []wal.Reading) []wal.Reading {
 		if c := strings.Compare(a.Field, b.Field); c != 0 {
 			return c
 		}
-		return int(a.TimeNs - b.TimeNs)
+		return cmp.Compare(a.TimeNs, b.TimeNs)
 	})
 	return rs
 }
