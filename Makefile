@@ -9,7 +9,7 @@ GOBUILD  := CGO_ENABLED=0 go build -trimpath -ldflags '$(LDFLAGS)'
 FUZZTIME ?= 4s
 CONFIG   ?=
 
-.PHONY: all build build-arm64 build-armv7 test fmt-check vet test-race test-386 fuzz bench run demo demo-check clean
+.PHONY: all build build-arm64 build-armv7 test fmt-check vet test-race test-386 fuzz bench bench-go run demo demo-check clean
 
 all: build
 
@@ -39,7 +39,7 @@ test-race:
 
 # A 32-bit run catches 64-bit atomics misalignment (armv7 is 32-bit).
 test-386:
-	GOARCH=386 go test -count=1 -short ./wal/... ./sketches/...
+	GOARCH=386 go test -count=1 -short ./wal/... ./sketches/... ./alerts/... ./windows/... ./forward/...
 
 # Every fuzz target, briefly (FUZZTIME each); crashers land in testdata/fuzz.
 # Go's fuzzing engine can fail with "context deadline exceeded" when its
@@ -59,7 +59,19 @@ fuzz:
 	  done; \
 	done; rm -f $$log
 
-bench:
+# The end-to-end load test of the built binaries (bench/README.md): every
+# phase starts a fresh gateway (and, for MQTT, a bare mochi broker as the
+# baseline), sustains its load for 20 s and prints a table; the JSON goes
+# to bench/results/latest.json. About 5 minutes. Data dirs go to
+# data/bench (a disk, not tmpfs: fsync must cost what it costs) and are
+# removed after a successful run; BENCH_FLAGS adds flags, e.g.
+# BENCH_FLAGS='-phases mqtt-qos1,mixed -phase-duration 30s'.
+BENCH_FLAGS ?=
+bench: build
+	./bin/firmware-sim bench -runnel bin/runnel -out bench/results/latest.json -work-dir data/bench $(BENCH_FLAGS)
+
+# The per-package Go micro-benchmarks (decoders, WAL append, sketches, ...).
+bench-go:
 	go test -run '^$$' -bench . -benchtime 2s -count 1 ./...
 
 run: build

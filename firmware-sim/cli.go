@@ -26,6 +26,7 @@ Usage:
   firmware-sim kafka [flags]        DEV-ONLY in-memory Kafka-protocol broker (kfake)
   firmware-sim bare-broker [flags]  bare mochi-mqtt broker, a benchmark baseline
   firmware-sim demo [flags]         dev kafka + the gateway + simulated devices (make demo)
+  firmware-sim bench [flags]        end-to-end load test of the built gateway (make bench)
   firmware-sim help
 
 "firmware-sim <subcommand> -h" lists the flags of a subcommand.
@@ -51,6 +52,8 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return bareBrokerCmd(ctx, args, stdout, stderr)
 	case "demo":
 		return demoCmd(ctx, args, stdout, stderr)
+	case "bench":
+		return benchCmd(ctx, args, stdout, stderr)
 	case "help":
 		fmt.Fprint(stdout, topUsage)
 		return ExitOK

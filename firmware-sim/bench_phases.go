@@ -1,0 +1,308 @@
+package firmwaresim
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+)
+
+// span is one load measured on one target over PhaseDuration, after a
+// warm-up: counter deltas, the target's CPU time over the span and its
+// peak RSS, and (gateway only) /metrics at both ends.
+type span struct {
+	dur         time.Duration
+	sent, acked int64
+	cpuS        float64
+	peakRSS     int64
+	m0, m1      promSamples
+}
+
+func (s span) perS(n float64) float64 { return n / s.dur.Seconds() }
+
+// delta sums, over the span, every sample whose key starts with prefix
+// (a metric name, or a name and its first labels).
+func (s span) delta(prefix string) float64 {
+	var d float64
+	for k, v := range s.m1 {
+		if strings.HasPrefix(k, prefix) {
+			d += v - s.m0[k]
+		}
+	}
+	return d
+}
+
+// cpuPer returns CPU seconds per n items (math.NaN with none).
+func (s span) cpuPer(items, n float64) float64 {
+	if items <= 0 {
+		return math.NaN()
+	}
+	return s.cpuS / items * n
+}
+
+func mib(b int64) float64 { return float64(b) / (1 << 20) }
+
+type snapshot struct {
+	at          time.Time
+	sent, acked int64
+	use         procUsage
+	m           promSamples
+}
+
+func (b *bench) snap(t *child, l loadCounters) (snapshot, error) {
+	s := snapshot{at: time.Now()}
+	s.sent, s.acked = l.counts()
+	var err error
+	if s.use, err = t.usage(); err != nil {
+		return s, err
+	}
+	if t.base != "" {
+		if s.m, err = b.scrape(t); err != nil {
+			return s, fmt.Errorf("scrape %s: %w", t.name, err)
+		}
+	}
+	return s, nil
+}
+
+// pause waits d, failing early when ctx ends or t exits.
+func pause(ctx context.Context, t *child, d time.Duration) error {
+	if d <= 0 {
+		return t.alive()
+	}
+	tm := time.NewTimer(d)
+	defer tm.Stop()
+	select {
+	case <-tm.C:
+		return t.alive()
+	case <-t.exited:
+		return t.alive()
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// sustain lets l warm up (a fifth of the phase, at most 2 s: connections
+// and caches settle), then measures it on t for PhaseDuration. during,
+// when set, runs in the measured span (the probes of the latency phases)
+// until the end time it is given.
+func (b *bench) sustain(ctx context.Context, t *child, l loadCounters, during func(end time.Time) error) (span, error) {
+	if err := pause(ctx, t, min(2*time.Second, b.o.PhaseDuration/5)); err != nil {
+		return span{}, err
+	}
+	s0, err := b.snap(t, l)
+	if err != nil {
+		return span{}, err
+	}
+	end := s0.at.Add(b.o.PhaseDuration)
+	if during != nil {
+		if err := during(end); err != nil {
+			return span{}, err
+		}
+	}
+	if err := pause(ctx, t, time.Until(end)); err != nil {
+		return span{}, err
+	}
+	s1, err := b.snap(t, l)
+	if err != nil {
+		return span{}, err
+	}
+	return span{
+		dur: s1.at.Sub(s0.at), sent: s1.sent - s0.sent, acked: s1.acked - s0.acked,
+		cpuS: s1.use.cpuS - s0.use.cpuS, peakRSS: s1.use.hwmBytes, m0: s0.m, m1: s1.m,
+	}, nil
+}
+
+// targetDir is the data dir (and log dir) of one target of a phase.
+func (b *bench) targetDir(phase, target string) string { return filepath.Join(b.dir, phase, target) }
+
+func (b *bench) mqttConfig(addr string, qos byte) mqttLoadConfig {
+	return mqttLoadConfig{addr: addr, clientID: "bench-pub-", publishers: b.o.Publishers,
+		inflight: b.o.MaxInFlight, devices: b.o.Devices, qos: qos, drain: 15 * time.Second}
+}
+
+// runMQTT puts the MQTT load on t for a span, then drains it. The peak RSS
+// is read after the drain.
+func (b *bench) runMQTT(ctx context.Context, t *child, qos byte, during func(time.Time) error) (span, *mqttLoad, error) {
+	l, err := startMQTTLoad(ctx, b.mqttConfig(t.mqtt, qos))
+	if err != nil {
+		return span{}, nil, err
+	}
+	sp, err := b.sustain(ctx, t, l, during)
+	l.finish()
+	if err != nil {
+		return sp, l, err
+	}
+	if u, err := t.usage(); err == nil {
+		sp.peakRSS = max(sp.peakRSS, u.hwmBytes)
+	}
+	return sp, l, t.alive()
+}
+
+// withChild runs f on a started child and stops it after, reporting the
+// first error.
+func withChild(t *child, err error, f func(t *child) error) error {
+	if err != nil {
+		return err
+	}
+	ferr := f(t)
+	serr := t.stop()
+	if ferr != nil {
+		return ferr
+	}
+	return serr
+}
+
+// mqttFigures records the figures of an MQTT span; set is r.set or
+// r.setBase.
+func mqttFigures(set func(string, float64), sp span, l *mqttLoad, qos byte, gateway bool) {
+	var done float64
+	if qos == 0 {
+		set("sent_per_s", sp.perS(float64(sp.sent)))
+		done = float64(sp.sent) // bare: what TCP flow control let through
+		if gateway {
+			done = sp.delta(`runnel_ingest_readings_total{listener="mqtt"}`)
+			set("dropped_per_s", sp.perS(sp.delta(`runnel_ingest_dropped_readings_total{listener="mqtt"`)))
+		}
+		set("received_per_s", sp.perS(done))
+	} else {
+		done = float64(sp.acked)
+		set("acked_per_s", sp.perS(done))
+		if gateway {
+			set("stored_per_s", sp.perS(sp.delta(`runnel_ingest_readings_total{listener="mqtt"}`)))
+		}
+	}
+	set("cpu_s_per_100k_msgs", sp.cpuPer(done, 1e5))
+	set("cpu_us_per_msg", sp.cpuPer(done, 1e6))
+	set("peak_rss_mib", mib(sp.peakRSS))
+	set("publish_errors", float64(l.failed.Load()+l.unacked.Load()+l.lost.Load()))
+}
+
+// mqttVersusBare runs the MQTT load on a fresh gateway (gwEnv added to
+// its environment), then the same load on a fresh bare broker.
+func (b *bench) mqttVersusBare(ctx context.Context, r *PhaseResult, qos byte, gwEnv ...string) error {
+	gw, err := b.startGateway(ctx, b.targetDir(r.Name, "runnel"), "", gwEnv...)
+	err = withChild(gw, err, func(gw *child) error {
+		sp, l, err := b.runMQTT(ctx, gw, qos, nil)
+		if err != nil {
+			return err
+		}
+		r.DurationS = sp.dur.Seconds()
+		mqttFigures(r.set, sp, l, qos, true)
+		b.logf("  runnel: %d sent, %d acked", l.sent.Load(), l.acked.Load())
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	return b.bareBaseline(ctx, r, qos)
+}
+
+func (b *bench) bareBaseline(ctx context.Context, r *PhaseResult, qos byte) error {
+	bare, err := b.startBare(ctx, b.targetDir(r.Name, "bare"))
+	return withChild(bare, err, func(bare *child) error {
+		sp, l, err := b.runMQTT(ctx, bare, qos, nil)
+		if err != nil {
+			return err
+		}
+		mqttFigures(r.setBase, sp, l, qos, false)
+		b.logf("  bare: %d sent, %d acked", l.sent.Load(), l.acked.Load())
+		return nil
+	})
+}
+
+func (b *bench) phaseQoS1(ctx context.Context, r *PhaseResult) error {
+	return b.mqttVersusBare(ctx, r, 1)
+}
+
+func (b *bench) phaseQoS0(ctx context.Context, r *PhaseResult) error {
+	r.Note = "bare: received = sent (TCP flow control paces the publishers; mochi drops nothing inbound)"
+	return b.mqttVersusBare(ctx, r, 0)
+}
+
+const udpLinesPerDatagram = 100
+
+func (b *bench) phaseUDP(ctx context.Context, r *PhaseResult) error {
+	r.Note = "no bare-broker baseline (not MQTT): absolute figures; one sender, unpaced"
+	gw, err := b.startGateway(ctx, b.targetDir(r.Name, "runnel"), "")
+	return withChild(gw, err, func(gw *child) error {
+		u, err := startUDPLoad(ctx, gw.udp, 1, udpLinesPerDatagram, b.o.Devices)
+		if err != nil {
+			return err
+		}
+		sp, err := b.sustain(ctx, gw, u, nil)
+		u.finish()
+		if err != nil {
+			return err
+		}
+		stored := sp.delta(`runnel_ingest_readings_total{listener="udp"}`)
+		r.DurationS = sp.dur.Seconds()
+		r.set("sent_per_s", sp.perS(float64(sp.sent)))
+		r.set("stored_per_s", sp.perS(stored))
+		r.set("kernel_drops", sp.delta("runnel_udp_kernel_drops_total"))
+		r.set("dropped_readings", sp.delta(`runnel_ingest_dropped_readings_total{listener="udp"`))
+		r.set("send_errors", float64(u.errs.Load()))
+		r.set("cpu_s_per_100k_points", sp.cpuPer(stored, 1e5))
+		r.set("peak_rss_mib", mib(sp.peakRSS))
+		return nil
+	})
+}
+
+const (
+	httpWriters   = 4
+	httpBatchSize = 1000
+)
+
+func (b *bench) phaseHTTP(ctx context.Context, r *PhaseResult) error {
+	r.Note = fmt.Sprintf("no baseline: absolute figures; %d writers, %d lines per request", httpWriters, httpBatchSize)
+	gw, err := b.startGateway(ctx, b.targetDir(r.Name, "runnel"), "")
+	return withChild(gw, err, func(gw *child) error {
+		body := func(w, k int, buf []byte) ([]byte, int, bool) {
+			ts := time.Now().UnixNano()
+			for i := range httpBatchSize {
+				// Writer w carries the devices d with d % writers == w.
+				d := (w + httpWriters*(k*httpBatchSize+i)) % b.o.Devices
+				buf = appendBenchLine(buf, benchDevice(d), float64(i%200)/10, ts)
+			}
+			return buf, httpBatchSize, true
+		}
+		h := b.startHTTPLoad(ctx, gw.base, httpWriters, body)
+		sp, err := b.sustain(ctx, gw, h, nil)
+		h.finish(15 * time.Second)
+		if err != nil {
+			return err
+		}
+		if f := h.failed.Load(); f > 0 {
+			b.logf("  http: %d failed requests, first: %v", f, h.firstErr.Load())
+		}
+		r.DurationS = sp.dur.Seconds()
+		r.set("acked_per_s", sp.perS(float64(sp.acked)))
+		r.set("stored_per_s", sp.perS(sp.delta(`runnel_ingest_readings_total{listener="http"}`)))
+		r.set("requests_per_s", sp.perS(float64(sp.acked)/httpBatchSize))
+		r.set("failed_requests", float64(h.failed.Load()))
+		r.set("cpu_s_per_100k_points", sp.cpuPer(float64(sp.acked), 1e5))
+		r.set("peak_rss_mib", mib(sp.peakRSS))
+		return nil
+	})
+}
+
+// percentiles sets <prefix>p50_ms, p99_ms and max_ms (nearest rank).
+func percentiles(set func(string, float64), prefix string, lat []time.Duration) {
+	if len(lat) == 0 {
+		for _, q := range []string{"p50_ms", "p99_ms", "max_ms"} {
+			set(prefix+q, math.NaN())
+		}
+		return
+	}
+	s := slices.Clone(lat)
+	slices.Sort(s)
+	at := func(q float64) float64 {
+		i := int(math.Ceil(q*float64(len(s)))) - 1
+		return float64(s[max(i, 0)]) / float64(time.Millisecond)
+	}
+	set(prefix+"p50_ms", at(0.50))
+	set(prefix+"p99_ms", at(0.99))
+	set(prefix+"max_ms", at(1))
+}

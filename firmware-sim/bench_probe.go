@@ -1,0 +1,315 @@
+package firmwaresim
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+)
+
+// The latency phases put the QoS 1 load of mqtt-qos1 on the gateway and,
+// in its measured span, send a probe series of their own on a fifth
+// connection: a low rate, so the probe measures the path through a busy
+// gateway, not its own queueing.
+
+const (
+	probeDevice      = "bench-probe"
+	probeSeries      = "probe,device=" + probeDevice // measurement from the topic
+	probeTopic       = "telemetry/" + probeDevice + "/probe"
+	probeWindow      = 10 * time.Second
+	probeInterval    = 50 * time.Millisecond  // query probes: 20/s
+	alertCycle       = 100 * time.Millisecond // alert probes: a crossing and a clearing reading per cycle
+	probeTimeout     = 5 * time.Second
+	benchAlertRule   = "bench_probe_high"
+	benchAlertsRules = `# firmware-sim bench, phase alert-latency: fires on every crossing reading.
+rules:
+  - name: ` + benchAlertRule + `
+    match: {measurement: probe, field: value}
+    op: ">"
+    threshold: 100
+    clear: 50
+    for: 0s
+    severity: warning
+`
+)
+
+// probeClock hands out strictly increasing millisecond event times, so
+// no probe reading is older than the one before (rules ignore those).
+type probeClock struct{ last int64 }
+
+func (c *probeClock) next() int64 {
+	c.last = max(time.Now().UnixMilli(), c.last+1)
+	return c.last
+}
+
+func (b *bench) connectProbe(ctx context.Context, addr, id string, lost *atomic.Int64) (paho.Client, error) {
+	c, err := newBenchClient(addr, id, lost)
+	if err != nil {
+		return nil, err
+	}
+	if err := waitToken(ctx, c.Connect(), 10*time.Second); err != nil {
+		return nil, fmt.Errorf("connect %s to %s: %w", id, addr, err)
+	}
+	return c, nil
+}
+
+// latencyFigures records what both latency phases report of their span.
+func latencyFigures(r *PhaseResult, sp span, l *mqttLoad, timeouts int) {
+	r.DurationS = sp.dur.Seconds()
+	r.set("timeouts", float64(timeouts))
+	r.set("background_acked_per_s", sp.perS(float64(sp.acked)))
+	r.set("cpu_s_per_100k_msgs", sp.cpuPer(float64(sp.acked), 1e5))
+	r.set("peak_rss_mib", mib(sp.peakRSS))
+	r.set("publish_errors", float64(l.failed.Load()+l.unacked.Load()+l.lost.Load()))
+}
+
+func (b *bench) phaseQueryLatency(ctx context.Context, r *PhaseResult) error {
+	r.Note = fmt.Sprintf("under the mqtt-qos1 load; a probe reading every %v, GET /api/v1/windows polled until its window's count moves", probeInterval)
+	gw, err := b.startGateway(ctx, b.targetDir(r.Name, "runnel"), "")
+	return withChild(gw, err, func(gw *child) error {
+		var lost atomic.Int64
+		probe, err := b.connectProbe(ctx, gw.mqtt, "bench-probe", &lost)
+		if err != nil {
+			return err
+		}
+		defer probe.Disconnect(250)
+		var lat []time.Duration
+		var timeouts int
+		sp, l, err := b.runMQTT(ctx, gw, 1, func(end time.Time) error {
+			lat, timeouts, err = b.queryProbes(ctx, gw, probe, end)
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		percentiles(r.set, "", lat)
+		r.set("probes", float64(len(lat)))
+		latencyFigures(r, sp, l, timeouts)
+		return nil
+	})
+}
+
+// queryProbes publishes a probe reading every probeInterval until end and
+// measures, for each, the time from its publish until the count of its
+// 10 s window, read over HTTP, includes it.
+func (b *bench) queryProbes(ctx context.Context, gw *child, probe paho.Client, end time.Time) ([]time.Duration, int, error) {
+	q := url.Values{"series": {probeSeries}, "field": {"v"}, "size": {"10s"}, "last": {"1"}}
+	u := gw.base + "/api/v1/windows?" + q.Encode()
+	sent := map[int64]uint64{} // readings sent per window start
+	var (
+		lat      []time.Duration
+		timeouts int
+		clock    probeClock
+	)
+	tick := time.NewTicker(probeInterval)
+	defer tick.Stop()
+	for i := 0; time.Now().Before(end); i++ {
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			return lat, timeouts, ctx.Err()
+		}
+		ms := clock.next()
+		start := alignDownNs(ms*int64(time.Millisecond), int64(probeWindow))
+		sent[start]++
+		t0 := time.Now()
+		probe.Publish(probeTopic, 1, false, fmt.Sprintf(`{"ts":%d,"v":%d}`, ms, i))
+		ok, err := b.pollWindow(ctx, u, start, sent[start], t0.Add(probeTimeout))
+		if err != nil {
+			return lat, timeouts, err
+		}
+		if ok {
+			lat = append(lat, time.Since(t0))
+		} else {
+			timeouts++
+		}
+		if err := gw.alive(); err != nil {
+			return lat, timeouts, err
+		}
+	}
+	return lat, timeouts, nil
+}
+
+func alignDownNs(t, size int64) int64 {
+	r := t % size
+	if r < 0 {
+		r += size
+	}
+	return t - r
+}
+
+// pollWindow GETs u in a tight loop (each request is the wait) until the
+// window starting at start counts at least want readings, or deadline.
+// 404 means the probe series does not exist yet.
+func (b *bench) pollWindow(ctx context.Context, u string, start int64, want uint64, deadline time.Time) (bool, error) {
+	var wr struct {
+		Windows []struct {
+			StartNs int64  `json:"start_ns"`
+			Count   uint64 `json:"count"`
+		} `json:"windows"`
+	}
+	for time.Now().Before(deadline) {
+		if err := ctx.Err(); err != nil {
+			return false, err
+		}
+		resp, err := b.hc.Get(u)
+		if err != nil {
+			return false, fmt.Errorf("GET %s: %w", u, err)
+		}
+		switch resp.StatusCode {
+		case http.StatusOK:
+			err = json.NewDecoder(resp.Body).Decode(&wr)
+		case http.StatusNotFound:
+			wr.Windows = nil
+		default:
+			err = fmt.Errorf("GET %s: %s", u, resp.Status)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			return false, err
+		}
+		for _, w := range wr.Windows {
+			if w.StartNs == start && w.Count >= want {
+				return true, nil
+			}
+		}
+	}
+	return false, nil
+}
+
+// alertSeen is an alert event as the subscriber received it.
+type alertSeen struct {
+	typ  string // firing, resolved
+	atNs int64
+	at   time.Time
+}
+
+func (b *bench) phaseAlertLatency(ctx context.Context, r *PhaseResult) error {
+	r.Note = "under the mqtt-qos1 load; rule probe value > 100 for 0s, clear 50; latency = publish of the crossing reading -> firing event received on alerts/#"
+	rules := filepath.Join(b.dir, r.Name, "bench-rules.yaml")
+	if err := os.MkdirAll(filepath.Dir(rules), 0o755); err != nil {
+		return err
+	}
+	if err := os.WriteFile(rules, []byte(benchAlertsRules), 0o644); err != nil {
+		return err
+	}
+	gw, err := b.startGateway(ctx, b.targetDir(r.Name, "runnel"), "", "RUNNEL_ALERTS_RULES_FILE="+rules)
+	return withChild(gw, err, func(gw *child) error {
+		var lost atomic.Int64
+		events := make(chan alertSeen, 256)
+		var overrun atomic.Int64
+		sub, err := b.connectProbe(ctx, gw.mqtt, "bench-alerts", &lost)
+		if err != nil {
+			return err
+		}
+		defer sub.Disconnect(250)
+		if err := waitToken(ctx, sub.Subscribe("alerts/#", 1, alertHandler(events, &overrun)), 10*time.Second); err != nil {
+			return fmt.Errorf("subscribe alerts/#: %w", err)
+		}
+		probe, err := b.connectProbe(ctx, gw.mqtt, "bench-probe", &lost)
+		if err != nil {
+			return err
+		}
+		defer probe.Disconnect(250)
+		var fire, resolve []time.Duration
+		var timeouts int
+		sp, l, err := b.runMQTT(ctx, gw, 1, func(end time.Time) error {
+			fire, resolve, timeouts, err = alertProbes(ctx, gw, probe, events, end)
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		percentiles(r.set, "fire_", fire)
+		percentiles(r.set, "resolve_", resolve)
+		r.set("alerts", float64(len(fire)))
+		latencyFigures(r, sp, l, timeouts)
+		r.set("subscriber_overruns", float64(overrun.Load()))
+		return nil
+	})
+}
+
+// alertHandler parses alert events; it runs on paho's goroutine, so it
+// never blocks: an event that finds the channel full is counted.
+func alertHandler(events chan<- alertSeen, overrun *atomic.Int64) paho.MessageHandler {
+	return func(_ paho.Client, m paho.Message) {
+		at := time.Now()
+		var ev struct {
+			Type string `json:"type"`
+			Rule string `json:"rule"`
+			AtNs int64  `json:"at_ns"`
+		}
+		if json.Unmarshal(m.Payload(), &ev) != nil || ev.Rule != benchAlertRule {
+			return
+		}
+		select {
+		case events <- alertSeen{typ: ev.Type, atNs: ev.AtNs, at: at}:
+		default:
+			overrun.Add(1)
+		}
+	}
+}
+
+// alertProbes alternates a crossing reading (150) and a clearing one
+// (10), one pair per alertCycle, until end; each latency runs from the
+// publish to the receipt of the event it causes.
+func alertProbes(ctx context.Context, gw *child, probe paho.Client, events <-chan alertSeen, end time.Time) (fire, resolve []time.Duration, timeouts int, err error) {
+	var clock probeClock
+	send := func(v int, want string) (time.Duration, bool, error) {
+		ms := clock.next()
+		t0 := time.Now()
+		probe.Publish(probeTopic, 1, false, `{"ts":`+strconv.FormatInt(ms, 10)+`,"value":`+strconv.Itoa(v)+`}`)
+		return awaitAlert(ctx, events, want, ms*int64(time.Millisecond), t0)
+	}
+	for time.Now().Before(end) {
+		cycle := time.Now()
+		for _, step := range []struct {
+			v    int
+			want string
+			out  *[]time.Duration
+		}{{150, "firing", &fire}, {10, "resolved", &resolve}} {
+			d, ok, err := send(step.v, step.want)
+			if err != nil {
+				return fire, resolve, timeouts, err
+			}
+			if ok {
+				*step.out = append(*step.out, d)
+			} else {
+				timeouts++
+			}
+		}
+		if err := pause(ctx, gw, time.Until(cycle.Add(alertCycle))); err != nil {
+			return fire, resolve, timeouts, err
+		}
+	}
+	return fire, resolve, timeouts, nil
+}
+
+// awaitAlert waits (at most probeTimeout) for an event of type want
+// caused by the reading at atNs or later; older events are skipped.
+func awaitAlert(ctx context.Context, events <-chan alertSeen, want string, atNs int64, t0 time.Time) (time.Duration, bool, error) {
+	tm := time.NewTimer(probeTimeout)
+	defer tm.Stop()
+	for {
+		select {
+		case ev := <-events:
+			if ev.typ == want && ev.atNs >= atNs {
+				return ev.at.Sub(t0), true, nil
+			}
+		case <-tm.C:
+			return 0, false, nil
+		case <-ctx.Done():
+			return 0, false, ctx.Err()
+		}
+	}
+}
