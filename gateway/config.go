@@ -74,6 +74,8 @@ type HTTPConfig struct {
 	// TLSCertFile and TLSKeyFile, set together, serve HTTPS.
 	TLSCertFile string `yaml:"tls_cert_file"`
 	TLSKeyFile  string `yaml:"tls_key_file"`
+	// Pprof serves Go's profiler at /debug/pprof/ (behind the tokens).
+	Pprof bool `yaml:"pprof"`
 }
 
 // DefaultConfig returns the configuration `runnel run` uses with no config
