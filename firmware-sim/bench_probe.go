@@ -29,6 +29,7 @@ const (
 	probeInterval    = 50 * time.Millisecond  // query probes: 20/s
 	alertCycle       = 100 * time.Millisecond // alert probes: a crossing and a clearing reading per cycle
 	probeTimeout     = 5 * time.Second
+	alertLoadRate    = 50_000 // readings/s of the alert-latency phase's line-protocol load
 	benchAlertRule   = "bench_probe_high"
 	benchAlertsRules = `# firmware-sim bench, phase alert-latency: fires on every crossing reading.
 rules:
@@ -195,7 +196,7 @@ type alertSeen struct {
 }
 
 func (b *bench) phaseAlertLatency(ctx context.Context, r *PhaseResult) error {
-	r.Note = "under the mqtt-qos1 load; rule probe value > 100 for 0s, clear 50; latency = publish of the crossing reading -> firing event received on alerts/#"
+	r.Note = fmt.Sprintf("rule probe value > 100 for 0s, clear 50; latency = publish of the crossing reading -> firing event received on alerts/#; fire_*: under %d readings/s of batched line protocol (the issue's load); qos1load_*: under the saturating mqtt-qos1 load", alertLoadRate)
 	rules := filepath.Join(b.dir, r.Name, "bench-rules.yaml")
 	if err := os.MkdirAll(filepath.Dir(rules), 0o755); err != nil {
 		return err
@@ -221,8 +222,43 @@ func (b *bench) phaseAlertLatency(ctx context.Context, r *PhaseResult) error {
 			return err
 		}
 		defer probe.Disconnect(250)
+		// The target's load first: alertLoadRate readings/s of batched
+		// line protocol (POST /api/v2/write, one request of
+		// httpBatchSize lines every 1/(rate/batch) s).
+		start := time.Now()
+		every := time.Duration(float64(time.Second) * httpBatchSize / alertLoadRate)
+		paced := func(_, k int, buf []byte) ([]byte, int, bool) {
+			if d := time.Until(start.Add(time.Duration(k) * every)); d > 0 {
+				time.Sleep(d) // pacing the generator, not synchronisation
+			}
+			ts := time.Now().UnixNano()
+			for i := range httpBatchSize {
+				buf = appendBenchLine(buf, benchDevice((k*httpBatchSize+i)%b.o.Devices), float64(i%200)/10, ts)
+			}
+			return buf, httpBatchSize, true
+		}
+		h := b.startHTTPLoad(ctx, gw.base, 1, paced)
 		var fire, resolve []time.Duration
 		var timeouts int
+		sp, err := b.sustain(ctx, gw, h, func(end time.Time) error {
+			fire, resolve, timeouts, err = alertProbes(ctx, gw, probe, events, end)
+			return err
+		})
+		h.finish(15 * time.Second)
+		if err != nil {
+			return err
+		}
+		percentiles(r.set, "fire_", fire)
+		percentiles(r.set, "resolve_", resolve)
+		r.DurationS = sp.dur.Seconds()
+		r.set("alerts", float64(len(fire)))
+		r.set("timeouts", float64(timeouts))
+		r.set("background_readings_per_s", sp.perS(sp.delta(`runnel_ingest_readings_total{listener="http"}`)))
+		r.set("peak_rss_mib", mib(sp.peakRSS))
+
+		// Then under the saturating QoS 1 load of mqtt-qos1 (both cores
+		// busy: the figure includes queueing behind it).
+		fire, resolve, timeouts = nil, nil, 0
 		sp, l, err := b.runMQTT(ctx, gw, 1, func(end time.Time) error {
 			fire, resolve, timeouts, err = alertProbes(ctx, gw, probe, events, end)
 			return err
@@ -230,10 +266,11 @@ func (b *bench) phaseAlertLatency(ctx context.Context, r *PhaseResult) error {
 		if err != nil {
 			return err
 		}
-		percentiles(r.set, "fire_", fire)
-		percentiles(r.set, "resolve_", resolve)
-		r.set("alerts", float64(len(fire)))
-		latencyFigures(r, sp, l, timeouts)
+		percentiles(r.set, "qos1load_fire_", fire)
+		r.set("qos1load_background_acked_per_s", sp.perS(float64(sp.acked)))
+		r.set("qos1load_timeouts", float64(timeouts))
+		r.set("publish_errors", float64(l.failed.Load()+l.unacked.Load()+l.lost.Load()))
+		r.set("peak_rss_mib", max(r.Figures["peak_rss_mib"], mib(sp.peakRSS)))
 		r.set("subscriber_overruns", float64(overrun.Load()))
 		return nil
 	})

@@ -58,7 +58,7 @@ var mustPositive = map[string][]string{
 	"udp":           {"f:sent_per_s", "f:stored_per_s", "f:peak_rss_mib"},
 	"http":          {"f:acked_per_s", "f:stored_per_s", "f:requests_per_s"},
 	"query-latency": {"f:p50_ms", "f:p99_ms", "f:probes", "f:background_acked_per_s"},
-	"alert-latency": {"f:fire_p50_ms", "f:fire_p99_ms", "f:resolve_p50_ms", "f:alerts", "f:background_acked_per_s"},
+	"alert-latency": {"f:fire_p50_ms", "f:fire_p99_ms", "f:resolve_p50_ms", "f:alerts", "f:background_readings_per_s", "f:qos1load_fire_p99_ms", "f:qos1load_background_acked_per_s"},
 	"forward":       {"f:summaries_acked_per_s", "f:summaries_appended_per_s", "f:kafka_summaries_per_s", "f:readings_per_s"},
 	"mixed":         {"f:acked_per_s", "f:cpu_us_per_msg", "f:peak_rss_mib", "f:acked_total", "f:window_count_total", "f:summaries_10s", "b:acked_per_s", "r:cpu_us_per_msg"},
 }
