@@ -103,7 +103,7 @@ func TestEnvVars(t *testing.T) {
 		{Name: "RUNNEL_GATEWAY_SHUTDOWN_TIMEOUT", Key: "gateway.shutdown_timeout", Default: "30s"},
 		{Name: "RUNNEL_DATA_DIR", Key: "gateway.data_dir", Default: "./data", Alias: true},
 		{Name: "RUNNEL_GATEWAY_DATA_DIR", Key: "gateway.data_dir", Default: "./data"},
-		{Name: "RUNNEL_WAL_SEGMENT_BYTES", Key: "wal.segment_bytes", Default: "4MiB"},
+		{Name: "RUNNEL_WAL_SEGMENT_BYTES", Key: "wal.segment_bytes", Default: "1MiB"},
 		{Name: "RUNNEL_WAL_RETENTION_AGE", Key: "wal.retention_age", Default: "24h"},
 		{Name: "RUNNEL_WAL_SYNC", Key: "wal.sync", Default: "batch"},
 		{Name: "RUNNEL_HTTP_ADDR", Key: "http.addr", Default: ":8080"},

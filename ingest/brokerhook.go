@@ -25,8 +25,8 @@ import (
 // The ack path, per QoS:
 //   - QoS 1: OnPublish decodes the payload, queues the readings in the WAL
 //     (AppendAsync: the read loop goes on to the next message), records the
-//     packet id in the client's ack window, and returns ErrRejectPacket so
-//     mochi neither acks nor delivers. When the group commit holding the
+//     packet id in the client's ack window, and returns the packet marked
+//     handled (see handled) so mochi neither acks nor delivers. When the group commit holding the
 //     readings is durable, the client's acker goroutine writes the PUBACKs
 //     of every message that became durable, in receive order, in one socket
 //     write, then delivers the messages to local subscribers. Every QoS 1
@@ -290,7 +290,18 @@ func (h *ingestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 		// was counted and kept): acknowledge in order.
 		ca.complete(e, nil)
 	}
-	return pk, packets.ErrRejectPacket
+	return handled(pk), nil
+}
+
+// handled marks a QoS 1 publish the ack window now owns, so mochi neither
+// acks, retains nor delivers it (processPublish treats it as an ignored
+// QoS 0 message). Returning ErrRejectPacket does the same, but mochi's
+// hook dispatcher then boxes the whole packet into a debug log call's
+// arguments, logged or not: one large allocation per message, about 6 % of
+// the gateway's CPU under QoS 1 load.
+func handled(pk packets.Packet) packets.Packet {
+	pk.FixedHeader.Qos, pk.FixedHeader.Retain, pk.Ignore = 0, false, true
+	return pk
 }
 
 func (h *ingestHook) countAppend(n uint64, err error) {

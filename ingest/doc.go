@@ -16,8 +16,10 @@
 //     (server.go processPublish, v2.7.9). The hook decodes the payload,
 //     queues the readings with Appender.Append (AppendAsync underneath: the
 //     read loop goes straight on to the client's next message), records the
-//     packet id in the client's ack window, and returns ErrRejectPacket, so
-//     mochi neither acks nor delivers. When a group commit completes, the
+//     packet id in the client's ack window, and returns the packet marked
+//     as an ignored QoS 0 message, so mochi neither acks nor delivers (not
+//     ErrRejectPacket: mochi boxes the packet into a debug log call for
+//     that, an allocation per message). When a group commit completes, the
 //     WAL calls back in index order; the client's acker goroutine takes the
 //     run of finished entries at the head of its window and writes their
 //     PUBACKs, oldest first [MQTT-4.6.0-2], in one socket write (4 bytes

@@ -62,7 +62,7 @@ func DefaultConfig() Config {
 	return Config{
 		Sync:            SyncBatch,
 		SyncInterval:    50 * time.Millisecond,
-		SegmentBytes:    4 * MiB,
+		SegmentBytes:    1 * MiB,
 		SegmentCache:    1,
 		MaxPendingBytes: 8 * MiB,
 		RetentionBytes:  256 * MiB,
