@@ -769,7 +769,7 @@ func (l *Log) Close() error {
 // about a hundred bytes, and thousands wait at once under QoS 1 load (a
 // 1 KiB floor held ~3.5 MB of them).
 const (
-	minBufClass = 7 // 128 B
+	minBufClass = 7  // 128 B
 	maxBufClass = 20 // 1 MiB
 )
 
