@@ -53,6 +53,10 @@ type GatewayConfig struct {
 	// ShutdownTimeout bounds the whole graceful shutdown: stop accepting,
 	// drain, flush and close the WAL.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+	// MemoryLimit is the Go runtime's soft memory limit. 0: automatic,
+	// memoryBase plus the windows engine's accounted state, followed as
+	// it grows and shrinks (see memlimit.go).
+	MemoryLimit wal.ByteSize `yaml:"memory_limit"`
 }
 
 // LogConfig is the `log` section.
@@ -263,6 +267,9 @@ func (c GatewayConfig) Validate() error {
 	}
 	if strings.TrimSpace(c.DataDir) == "" {
 		errs.add("data_dir", "must not be empty: it is the directory that holds the WAL")
+	}
+	if c.MemoryLimit != 0 && (c.MemoryLimit < 16*wal.MiB || c.MemoryLimit > 64*wal.GiB) {
+		errs.add("memory_limit", "%s is out of range 16MiB to 64GiB (0: automatic)", c.MemoryLimit)
 	}
 	if c.ShutdownTimeout < minShutdownTimeout || c.ShutdownTimeout > maxShutdownTimeout {
 		errs.add("shutdown_timeout", "%s is out of range 1s to 10m (too short cannot flush the WAL; too long outlasts supervisors' kill timeouts)", c.ShutdownTimeout)

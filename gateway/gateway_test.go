@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"testing"
@@ -100,6 +101,10 @@ func TestLifecycle(t *testing.T) {
 			code, body, err := get(client, "http://"+addr+tc.path)
 			return code == http.StatusOK && body == tc.body, tc.path + ": " + strings.TrimSpace(body) + " " + http.StatusText(code) + " " + errString(err)
 		})
+	}
+	// The automatic memory limit: the base plus the (small) windows state.
+	if l := debug.SetMemoryLimit(-1); os.Getenv("GOMEMLIMIT") == "" && (l < int64(memoryBase) || l > int64(memoryBase)+int64(64<<20)) {
+		t.Errorf("memory limit %d, want %d plus the windows state", l, memoryBase)
 	}
 	if code, _, _ := get(client, "http://"+addr+"/nope"); code != http.StatusNotFound {
 		t.Errorf("GET /nope = %d, want 404", code)
