@@ -129,11 +129,12 @@ func (g *Gateway) Run(ctx context.Context) error {
 	}
 	start := time.Now()
 	timeout := g.cfg.Gateway.ShutdownTimeout
+	g.setMemoryLimit()
 	var grp group
 	// Start sinks before sources, so nothing is accepted before it can be
 	// stored; the group stops them in reverse.
 	for _, start := range []func(context.Context, *group) error{
-		g.startWAL, g.startDeadLetters, g.startWindows, g.startMemoryLimit, // sinks and the stream
+		g.startWAL, g.startDeadLetters, g.startWindows, // sinks and the stream
 		g.startHTTP, g.startMQTT, g.startUDP, // sources
 	} {
 		if err := start(ctx, &grp); err != nil {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -15,6 +16,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/runnel-iot/runnel/wal"
 )
 
 // waitFor polls cond until it reports true or the deadline passes, then
@@ -101,10 +104,6 @@ func TestLifecycle(t *testing.T) {
 			code, body, err := get(client, "http://"+addr+tc.path)
 			return code == http.StatusOK && body == tc.body, tc.path + ": " + strings.TrimSpace(body) + " " + http.StatusText(code) + " " + errString(err)
 		})
-	}
-	// The automatic memory limit: the base plus the (small) windows state.
-	if l := debug.SetMemoryLimit(-1); os.Getenv("GOMEMLIMIT") == "" && (l < int64(memoryBase) || l > int64(memoryBase)+int64(64<<20)) {
-		t.Errorf("memory limit %d, want %d plus the windows state", l, memoryBase)
 	}
 	if code, _, _ := get(client, "http://"+addr+"/nope"); code != http.StatusNotFound {
 		t.Errorf("GET /nope = %d, want 404", code)
@@ -306,4 +305,29 @@ func TestReadyzBrokenUplink(t *testing.T) {
 		code, body, err := get(client, "http://"+g.Addr()+"/readyz")
 		return code == http.StatusOK && strings.Contains(body, `"ready":true`) && strings.Contains(body, `"uplink":"down: `), fmt.Sprint(code, body, err)
 	})
+}
+
+// TestMemoryLimit: gateway.memory_limit becomes the runtime's soft limit.
+func TestMemoryLimit(t *testing.T) {
+	if os.Getenv("GOMEMLIMIT") != "" {
+		t.Skip("GOMEMLIMIT set: it wins over the config")
+	}
+	defer debug.SetMemoryLimit(math.MaxInt64)
+	cfg := testConfig(t)
+	cfg.Gateway.MemoryLimit = 96 * wal.MiB
+	g, err := New(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- g.Run(ctx) }()
+	<-g.Ready()
+	if l := debug.SetMemoryLimit(-1); l != 96<<20 {
+		t.Errorf("memory limit %d, want 96 MiB", l)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
 }

@@ -268,11 +268,3 @@ func (e *Engine) Stats() Stats {
 	st.ProcessingNs = e.procNs
 	return st
 }
-
-// MemoryBytes returns the accounted window and sketch state, cheaply (no
-// walk over the series, unlike Stats).
-func (e *Engine) MemoryBytes() int64 {
-	e.mu.RLock()
-	defer e.mu.RUnlock()
-	return e.mem
-}
