@@ -48,7 +48,8 @@ type GatewayConfig struct {
 	// topics). Empty means resolved by Load: the contents of
 	// /etc/machine-id, else the hostname.
 	ID string `yaml:"id"`
-	// DataDir holds the WAL and, later, checkpoints and the forward outbox.
+	// DataDir holds the WAL, the dead-letter and late logs, the checkpoints
+	// and the forward outboxes.
 	DataDir string `yaml:"data_dir"`
 	// ShutdownTimeout bounds the whole graceful shutdown: stop accepting,
 	// drain, flush and close the WAL.
