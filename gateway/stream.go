@@ -296,8 +296,8 @@ func (s *stream) run(ctx context.Context) error {
 }
 
 func (s *stream) finishReplay(applied uint64, started time.Time) {
-	s.replayed.Store(true)
-	s.logger.Info("wal replay done", "records", applied, "took", time.Since(started).Round(time.Millisecond).String())
+	// The retained alert state first: whoever waits for the replay (the
+	// readiness probe, the log line) then finds it in place.
 	if s.onRestore != nil {
 		// The newest event of each alert topic, as its retained message.
 		seen := map[[2]string]bool{}
@@ -309,6 +309,8 @@ func (s *stream) finishReplay(applied uint64, started time.Time) {
 			}
 		}
 	}
+	s.replayed.Store(true)
+	s.logger.Info("wal replay done", "records", applied, "took", time.Since(started).Round(time.Millisecond).String())
 }
 
 // reload replaces the alert rules (between two batches).
