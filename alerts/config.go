@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/runnel-iot/runnel/windows"
 )
 
 // Config is the `alerts` section of the gateway config.
@@ -361,7 +363,7 @@ func canonicalSpec(s string) (spec, kind string, err error) {
 		if err != nil || d <= 0 {
 			return "", "", bad
 		}
-		return "tumbling:" + shortDur(d), kind, nil
+		return windows.TumblingName(d), kind, nil
 	case "sliding":
 		a, b, ok := strings.Cut(rest, "/")
 		if !ok {
@@ -375,22 +377,16 @@ func canonicalSpec(s string) (spec, kind string, err error) {
 		if size%slide != 0 {
 			return "", "", fmt.Errorf("%q: size %s is not a multiple of the slide %s", s, size, slide)
 		}
-		return "sliding:" + shortDur(size) + "/" + shortDur(slide), kind, nil
+		return windows.SlidingName(windows.SlidingSpec{Size: size, Slide: slide}), kind, nil
 	}
 	return "", "", bad
 }
 
-// shortDur writes d as the windows package does: without zero trailing
-// units (1m, 1h30m, 10s, 500ms).
-func shortDur(d time.Duration) string {
-	s := d.String()
-	if strings.HasSuffix(s, "m0s") {
-		s = s[:len(s)-2]
-	}
-	if strings.HasSuffix(s, "h0m") {
-		s = s[:len(s)-2]
-	}
-	return s
+// CanonicalWindow writes a rule's window spec as the windows package names
+// its specs ("tumbling:60s" is "tumbling:1m"), or returns why it is none.
+func CanonicalWindow(s string) (string, error) {
+	spec, _, err := canonicalSpec(s)
+	return spec, err
 }
 
 // Specs returns the window specs the rules refer to, in canonical form and

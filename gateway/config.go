@@ -181,27 +181,18 @@ func (c Config) Validate() error {
 func (c Config) crossCheck() []error {
 	var errs []error
 	have := c.Windows.SpecNames()
-	for _, spec := range c.Alerts.Specs() {
-		if slices.Contains(have, spec) {
+	for i, r := range c.Alerts.Rules {
+		if r.Window == "" || r.Value == "" || r.Value == "reading" {
 			continue
 		}
-		for i, r := range c.Alerts.Rules {
-			if r.Window != "" && alertsSpec(r.Window) == spec {
-				errs = append(errs, &ConfigError{Key: fmt.Sprintf("alerts.rules[%d].window", i),
-					Msg: fmt.Sprintf("%s is not a configured window (windows: %s)", r.Window, strings.Join(have, ", "))})
-			}
+		spec, err := alerts.CanonicalWindow(r.Window)
+		if err != nil || slices.Contains(have, spec) {
+			continue // a bad spec is the alerts section's to report
 		}
+		errs = append(errs, &ConfigError{Key: fmt.Sprintf("alerts.rules[%d].window", i),
+			Msg: fmt.Sprintf("%s is not a configured window (windows: %s)", r.Window, strings.Join(have, ", "))})
 	}
 	return errs
-}
-
-// alertsSpec is the canonical form of one rule's window spec.
-func alertsSpec(w string) string {
-	specs := alerts.Config{Rules: []alerts.Rule{{Value: "mean", Window: w}}}.Specs()
-	if len(specs) == 0 {
-		return ""
-	}
-	return specs[0]
 }
 
 // flatten splits an errors.Join tree into its leaves.

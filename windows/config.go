@@ -263,9 +263,12 @@ func parseAttr(s string, allowEmpty bool) (attr, bool) {
 
 // specName is the stable text of a window spec: "tumbling:1m",
 // "sliding:5m/10s".
-func tumblingName(d time.Duration) string { return "tumbling:" + shortDur(d) }
+// TumblingName is a tumbling window spec's name, as WindowSummary.Spec
+// spells it ("tumbling:1m").
+func TumblingName(d time.Duration) string { return "tumbling:" + shortDur(d) }
 
-func slidingName(s SlidingSpec) string {
+// SlidingName is a sliding window spec's name ("sliding:5m/10s").
+func SlidingName(s SlidingSpec) string {
 	return "sliding:" + shortDur(s.Size) + "/" + shortDur(s.Slide)
 }
 
@@ -287,10 +290,10 @@ func shortDur(d time.Duration) string {
 func (c Config) SpecNames() []string {
 	var out []string
 	for _, d := range c.Tumbling {
-		out = append(out, tumblingName(d))
+		out = append(out, TumblingName(d))
 	}
 	for _, s := range c.Sliding {
-		out = append(out, slidingName(s))
+		out = append(out, SlidingName(s))
 	}
 	return out
 }

@@ -218,12 +218,12 @@ func New(cfg Config) (*Engine, error) {
 		nextCheck: noTime,
 	}
 	for _, d := range cfg.Tumbling {
-		e.specs = append(e.specs, spec{name: tumblingName(d), kind: KindTumbling, size: int64(d)})
+		e.specs = append(e.specs, spec{name: TumblingName(d), kind: KindTumbling, size: int64(d)})
 	}
 	e.nTum = len(e.specs)
 	for _, s := range cfg.Sliding {
 		panes := int(s.Size/s.Slide) + 2
-		e.specs = append(e.specs, spec{name: slidingName(s), kind: KindSliding, size: int64(s.Size), slide: int64(s.Slide), initCap: panes})
+		e.specs = append(e.specs, spec{name: SlidingName(s), kind: KindSliding, size: int64(s.Size), slide: int64(s.Slide), initCap: panes})
 	}
 	for i, g := range cfg.Groups {
 		e.groups = append(e.groups, newGroupState(i, g))
