@@ -77,8 +77,13 @@ type stream struct {
 // it are skipped on replay).
 type outlet struct {
 	box     *forward.Outbox
+	limit   int // bytes per append: an outbox takes at most a quarter of its quota at once
 	pending []forward.Record
 	last    outboxPos
+}
+
+func newOutlet(box *forward.Outbox, quota int64) outlet {
+	return outlet{box: box, limit: int(min(4<<20, quota/8))}
 }
 
 // reloadRequest asks the stream goroutine, the alerts engine's only user,
@@ -374,12 +379,10 @@ func (o *outlet) take(pos outboxPos) bool {
 func (s *stream) flush(ctx context.Context) error {
 	for _, o := range s.outlets() {
 		// One append per chunk: a batch can close thousands of windows at
-		// once (a tick idles every device), and an outbox takes at most a
-		// quarter of its quota per append.
-		limit := min(4<<20, int(o.box.Stats().MaxBytes/8))
+		// once (a tick idles every device).
 		for rest := o.pending; len(rest) > 0; {
 			n, size := 0, 0
-			for n < len(rest) && (n == 0 || size+recordSize(&rest[n]) <= limit) {
+			for n < len(rest) && (n == 0 || size+recordSize(&rest[n]) <= o.limit) {
 				size += recordSize(&rest[n])
 				n++
 			}

@@ -69,10 +69,12 @@ func (g *Gateway) startWindows(ctx context.Context, grp *group) error {
 	if err != nil {
 		return err
 	}
+	ob := g.cfg.Kafka.Outbox
 	s := &stream{
 		cfg: g.cfg.Windows, alertsCfg: g.cfg.Alerts, gatewayID: g.cfg.Gateway.ID, log: g.wal, ckpts: ckpts,
-		summaries: outlet{box: boxes[0]}, sketches: outlet{box: boxes[1]}, alertsOut: outlet{box: boxes[2]},
-		interval: g.cfg.Checkpoint.Interval, logger: g.logger.With("component", "windows"),
+		summaries: newOutlet(boxes[0], int64(ob.Summaries.MaxBytes)), sketches: newOutlet(boxes[1], int64(ob.Sketches.MaxBytes)),
+		alertsOut: newOutlet(boxes[2], int64(ob.Alerts.MaxBytes)),
+		interval:  g.cfg.Checkpoint.Interval, logger: g.logger.With("component", "windows"),
 		reloads: make(chan reloadRequest),
 	}
 	if err := s.fresh(); err != nil {
