@@ -286,20 +286,7 @@ func TestReadyzBrokenUplink(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.Kafka.Brokers = []string{dead}
 	cfg.Kafka.RequestTimeout = time.Second
-	g, err := New(cfg, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- g.Run(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	}()
-	<-g.Ready()
+	g := runGateway(t, cfg)
 	client := &http.Client{Timeout: 5 * time.Second}
 	waitFor(t, 15*time.Second, func() (bool, string) {
 		code, body, err := get(client, "http://"+g.Addr()+"/readyz")
@@ -312,22 +299,38 @@ func TestMemoryLimit(t *testing.T) {
 	if os.Getenv("GOMEMLIMIT") != "" {
 		t.Skip("GOMEMLIMIT set: it wins over the config")
 	}
-	defer debug.SetMemoryLimit(math.MaxInt64)
+	t.Cleanup(func() { debug.SetMemoryLimit(math.MaxInt64) }) // after the gateway's cleanup
 	cfg := testConfig(t)
 	cfg.Gateway.MemoryLimit = 96 * wal.MiB
+	runGateway(t, cfg)
+	if l := debug.SetMemoryLimit(-1); l != 96<<20 {
+		t.Errorf("memory limit %d, want 96 MiB", l)
+	}
+}
+
+// runGateway runs a gateway on cfg until the test ends, when it must stop
+// cleanly; it returns once the gateway is ready.
+func runGateway(tb testing.TB, cfg Config) *Gateway {
+	tb.Helper()
 	g, err := New(cfg, nil)
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- g.Run(ctx) }()
-	<-g.Ready()
-	if l := debug.SetMemoryLimit(-1); l != 96<<20 {
-		t.Errorf("memory limit %d, want 96 MiB", l)
+	tb.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			tb.Errorf("gateway Run: %v", err)
+		}
+	})
+	select {
+	case <-g.Ready():
+	case err := <-done:
+		tb.Fatalf("gateway Run: %v", err)
+	case <-time.After(10 * time.Second):
+		tb.Fatal("gateway not ready within 10s")
 	}
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
+	return g
 }

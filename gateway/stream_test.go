@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"context"
 	"fmt"
 	"net/http"
 	"strings"
@@ -22,20 +21,7 @@ func TestManyWindowsCloseAtOnce(t *testing.T) {
 	cfg.Windows.Sliding = nil
 	cfg.Windows.AllowedLateness = 0
 	cfg.Windows.MemoryBudget = 256 * wal.MiB
-	g, err := New(cfg, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- g.Run(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	}()
-	<-g.Ready()
+	g := runGateway(t, cfg)
 	const n = 3000 // each closes one window: ~600 bytes of summary each, 1.8 MB in all
 	var body strings.Builder
 	now := time.Now().Add(-time.Minute).Truncate(10 * time.Second)
