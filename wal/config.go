@@ -56,7 +56,7 @@ type Config struct {
 }
 
 // DefaultConfig returns the defaults of the readings WAL: fsync per group,
-// 4 MiB segments with one cached, 8 MiB of pending appends, and 256 MiB or
+// 1 MiB segments with one cached, 8 MiB of pending appends, and 256 MiB or
 // 24 h of history kept behind the checkpoint.
 func DefaultConfig() Config {
 	return Config{

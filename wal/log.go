@@ -91,7 +91,10 @@ type Log struct {
 	durable atomic.Uint64 // last acknowledged index
 	synced  atomic.Uint64 // last index covered by an fsync (the written index in sync mode none)
 	release atomic.Uint64 // records below this index are no longer needed by the owner
-	stats   stats
+	// rolledTo is the base of the tail segment while the segment before it
+	// is in tidwall/wal's read cache (0: none); see dropRolled.
+	rolledTo atomic.Uint64
+	stats    stats
 
 	closeOnce sync.Once
 	closeErr  error
@@ -539,13 +542,30 @@ func (l *Log) trackSegments(reqs []*request) {
 			}
 		}
 	}
-	l.segs[len(l.segs)-1].mtime = now
-	if rolled {
-		// The rolled segment went into tidwall's read cache; drop it so an
-		// appending log holds one segment in memory, not two.
-		if err := l.st.ClearCache(); err != nil {
-			l.logger.Warn("wal clear cache", "err", err)
-		}
+	tail := &l.segs[len(l.segs)-1]
+	tail.mtime = now
+	switch {
+	case rolled:
+		l.rolledTo.Store(tail.base)
+	case tail.size > seg/2:
+		// No reader followed across the roll: an appending log holds one
+		// segment in memory, not two.
+		l.dropRolled()
+	}
+}
+
+// dropRolled empties tidwall/wal's read cache, which holds the segment
+// rolled last. A reader following the log still reads the end of that
+// segment after the roll (the group that filled it); emptying the cache at
+// the roll made tidwall load the whole segment back from disk for it, once
+// per segment. So the cache is emptied once a reader has reached the tail
+// segment, or by the writer when the tail is half full and no reader did.
+func (l *Log) dropRolled() {
+	if l.rolledTo.Swap(0) == 0 {
+		return
+	}
+	if err := l.st.ClearCache(); err != nil {
+		l.logger.Warn("wal clear cache", "err", err)
 	}
 }
 

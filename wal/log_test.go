@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -272,5 +273,102 @@ func TestRetentionSurvivesReopen(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, segmentName(1))); !os.IsNotExist(err) {
 		t.Fatalf("first segment still on disk: %v", err)
+	}
+}
+
+// clearCounter counts the store's ClearCache calls.
+type clearCounter struct {
+	store
+	n *atomic.Int64
+}
+
+func (c clearCounter) ClearCache() error {
+	c.n.Add(1)
+	return c.store.ClearCache()
+}
+
+// TestFollowingReaderReadsNoSegmentFile checks that a reader following an
+// appending log is served from memory across segment rolls: the segment
+// that was just rolled stays in the cache until the reader has read its
+// end. Emptying the cache at the roll made tidwall/wal read the whole
+// segment file back for the last group, once per segment.
+func TestFollowingReaderReadsNoSegmentFile(t *testing.T) {
+	cfg := testConfig(SyncNone)
+	var clears atomic.Int64
+	l, err := openLog(t.TempDir(), cfg, nil, openOpts{open: func(dir string, cfg Config) (store, error) {
+		st, err := openTidwall(dir, cfg)
+		return clearCounter{st, &clears}, err
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	group := make([][]byte, 100)
+	for i := range group {
+		group[i] = make([]byte, 100)
+	}
+	r := l.NewReader(1)
+	var readAlloc uint64
+	var ms runtime.MemStats
+	read := 0
+	for l.Stats().Segments < 64 {
+		if _, _, err := l.Append(context.Background(), group); err != nil {
+			t.Fatal(err)
+		}
+		runtime.ReadMemStats(&ms)
+		before := ms.TotalAlloc
+		for r.Next() {
+			read++
+		}
+		runtime.ReadMemStats(&ms)
+		readAlloc += ms.TotalAlloc - before
+	}
+	if err := r.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if want := int(l.Stats().LastIndex); read != want {
+		t.Fatalf("read %d records, want %d", read, want)
+	}
+	// Reading a segment file back allocates the file and its entry table:
+	// over 63 rolls at least 63 × 64 KiB.
+	if limit := uint64(cfg.SegmentBytes) * 63 / 8; readAlloc > limit {
+		t.Errorf("the reader allocated %d bytes over 63 segment rolls, want < %d: segments were read back from disk", readAlloc, limit)
+	}
+	// The rolled segment is still dropped from the cache, once per roll.
+	if c := clears.Load(); c < 60 {
+		t.Errorf("%d cache clears over 63 rolls: rolled segments stay in memory", c)
+	}
+}
+
+// TestRolledSegmentDroppedWithoutReader checks that a log nobody reads
+// holds one segment in memory: the writer drops the rolled segment from the
+// cache once the new tail is half full.
+func TestRolledSegmentDroppedWithoutReader(t *testing.T) {
+	cfg := testConfig(SyncNone)
+	var clears atomic.Int64
+	l, err := openLog(t.TempDir(), cfg, nil, openOpts{open: func(dir string, cfg Config) (store, error) {
+		st, err := openTidwall(dir, cfg)
+		return clearCounter{st, &clears}, err
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	rec := [][]byte{make([]byte, 1000)}
+	for l.Stats().Segments < 2 {
+		if _, _, err := l.Append(context.Background(), rec); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if c := clears.Load(); c != 0 {
+		t.Fatalf("%d cache clears right after the roll, want 0", c)
+	}
+	for range int(cfg.SegmentBytes)/2/1000 + 2 {
+		if _, _, err := l.Append(context.Background(), rec); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if c := clears.Load(); c != 1 {
+		t.Fatalf("%d cache clears with the tail half full, want 1", c)
 	}
 }
