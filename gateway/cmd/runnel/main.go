@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 
 	"github.com/runnel-iot/runnel/gateway"
 )
@@ -36,6 +37,10 @@ exit codes: 0 clean, 1 runtime error, 2 usage or config error
 `
 
 func main() {
+	// Heap profiling samples an allocation per 512 KiB and keeps a 1.4 MiB
+	// table of stacks from the first sample on; the gateway turns it back
+	// on with http.pprof.
+	runtime.MemProfileRate = 0
 	os.Exit(run(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
 }
 
