@@ -55,6 +55,10 @@ type BenchOptions struct {
 	// unacknowledged QoS 1 messages, spreading Devices device ids over
 	// their messages (defaults 4, 1000, 1000).
 	Publishers, MaxInFlight, Devices int
+	// GatewayEnv are extra RUNNEL_* settings (KEY=VALUE) given to every
+	// gateway child after the bench's own, for configuration experiments;
+	// the published figures use none.
+	GatewayEnv []string
 	// Log gets progress lines (nil: none).
 	Log io.Writer
 }
@@ -173,6 +177,11 @@ func (o BenchOptions) Validate() error {
 	if o.MaxInFlight < 1 || o.MaxInFlight > 1000 {
 		bad("max-inflight", o.MaxInFlight, "out of range 1 to 1000 (the gateway's receive maximum is 1024)")
 	}
+	for _, kv := range o.GatewayEnv {
+		if k, _, ok := strings.Cut(kv, "="); !ok || !strings.HasPrefix(k, "RUNNEL_") {
+			bad("gateway-env", kv, "want RUNNEL_<KEY>=<value>")
+		}
+	}
 	if o.Devices < o.Publishers || o.Devices > 100_000 {
 		bad("devices", o.Devices, "out of range %d (one per publisher) to 100000", o.Publishers)
 	}
@@ -236,6 +245,7 @@ func (b *bench) optionsJSON() map[string]any {
 		"phase_duration_s": b.o.PhaseDuration.Seconds(),
 		"publishers":       b.o.Publishers,
 		"max_inflight":     b.o.MaxInFlight,
+		"gateway_env":      b.o.GatewayEnv,
 		"devices":          b.o.Devices,
 		"work_dir":         b.dir,
 	}

@@ -209,7 +209,8 @@ func (b *bench) startGateway(ctx context.Context, dir, config string, env ...str
 		"RUNNEL_GATEWAY_ID=bench", "RUNNEL_DATA_DIR=" + filepath.Join(dir, "data"),
 		"RUNNEL_HTTP_ADDR=" + httpA, "RUNNEL_MQTT_ADDR=" + mqttA, "RUNNEL_UDP_ADDR=" + udpA,
 	}
-	c, err := startChild("runnel", b.o.Runnel, dir, args, append(base, env...))
+	env = append(append(base, env...), b.o.GatewayEnv...)
+	c, err := startChild("runnel", b.o.Runnel, dir, args, env)
 	if err != nil {
 		return nil, err
 	}

@@ -163,6 +163,10 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.IntVar(&o.Publishers, "publishers", 4, "MQTT publisher connections")
 	fs.IntVar(&o.MaxInFlight, "max-inflight", 1000, "unacknowledged QoS 1 messages per publisher")
 	fs.IntVar(&o.Devices, "devices", 1000, "device ids spread over the MQTT, UDP and HTTP loads")
+	fs.Func("gateway-env", "a `RUNNEL_KEY=value` setting for every gateway child, for experiments (repeatable; the published figures use none)", func(kv string) error {
+		o.GatewayEnv = append(o.GatewayEnv, kv)
+		return nil
+	})
 	if code := parse(fs, args, stderr); code >= 0 {
 		return code
 	}
