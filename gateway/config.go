@@ -54,8 +54,8 @@ type GatewayConfig struct {
 	// ShutdownTimeout bounds the whole graceful shutdown: stop accepting,
 	// drain, flush and close the WAL.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
-	// MemoryLimit is the Go runtime's soft memory limit; 0: none (see
-	// memlimit.go for the trade-off).
+	// MemoryLimit is the Go runtime's soft memory limit; 0: automatic,
+	// following the live heap (see memlimit.go for the trade-off).
 	MemoryLimit wal.ByteSize `yaml:"memory_limit"`
 }
 

@@ -133,8 +133,11 @@ func (g *Gateway) Run(ctx context.Context) error {
 	}
 	start := time.Now()
 	timeout := g.cfg.Gateway.ShutdownTimeout
-	g.setMemoryLimit()
 	var grp group
+	if g.setMemoryLimit() {
+		defer releaseMemoryLimit()
+		grp.add(goActor("memory limit", ctx, tuneMemoryLimit, nil))
+	}
 	// Start sinks before sources, so nothing is accepted before it can be
 	// stored; the group stops them in reverse.
 	for _, start := range []func(context.Context, *group) error{

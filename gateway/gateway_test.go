@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"runtime"
 	"runtime/debug"
 	"strings"
 	"sync"
@@ -305,6 +306,61 @@ func TestMemoryLimit(t *testing.T) {
 	runGateway(t, cfg)
 	if l := debug.SetMemoryLimit(-1); l != 96<<20 {
 		t.Errorf("memory limit %d, want 96 MiB", l)
+	}
+}
+
+// TestAutoMemoryLimit: with gateway.memory_limit 0 the runtime's soft
+// limit follows the live heap while the gateway runs, and the limit from
+// before comes back when it stops.
+func TestAutoMemoryLimit(t *testing.T) {
+	if os.Getenv("GOMEMLIMIT") != "" {
+		t.Skip("GOMEMLIMIT set: it wins over the config")
+	}
+	before := debug.SetMemoryLimit(-1)
+	cfg := testConfig(t)
+	cfg.Gateway.MemoryLimit = 0
+	g, err := New(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- g.Run(ctx) }()
+	<-g.Ready()
+	// A heap of 40 MB live moves the limit above the floor.
+	ballast := make([][]byte, 40)
+	for i := range ballast {
+		ballast[i] = make([]byte, 1<<20)
+	}
+	runtime.GC()
+	waitFor(t, 10*time.Second, func() (bool, string) {
+		l := debug.SetMemoryLimit(-1)
+		return l >= autoLimit(40<<20) && l < before, fmt.Sprint("limit ", l)
+	})
+	runtime.KeepAlive(ballast)
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if l := debug.SetMemoryLimit(-1); l != before {
+		t.Errorf("limit after stop %d, want %d as before", l, before)
+	}
+}
+
+func TestAutoLimit(t *testing.T) {
+	for _, tc := range []struct {
+		live uint64
+		want int64
+	}{
+		{0, 28 << 20},
+		{14 << 20, 28 << 20}, // the floor binds
+		{14<<20 + 1, (14<<20+1)*5/2 + 2<<20},
+		{100 << 20, 252 << 20},
+		{math.MaxUint64, (1<<50)*5/2 + 2<<20},
+	} {
+		if got := autoLimit(tc.live); got != tc.want {
+			t.Errorf("autoLimit(%d) = %d, want %d", tc.live, got, tc.want)
+		}
 	}
 }
 
