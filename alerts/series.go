@@ -15,17 +15,14 @@ var errSeriesKey = errors.New("bad series key")
 
 // parseSeriesKey splits a canonical series key (`measurement,k1=v1,k2=v2`,
 // see ingest/series.go) into its unescaped measurement and tags, appended
-// to tags[:0]. Escapes: `\,` and `\ ` in the measurement; `\,`, `\=` and
-// `\ ` in tag keys and values. A backslash before any other byte is a
-// literal backslash, as in line protocol. It allocates only for parts that
-// hold an escape.
+// to tags[:0]. Escapes: `\,`, `\ ` and `\\` in the measurement; `\,`, `\=`,
+// `\ ` and `\\` in tag keys and values. A backslash before any other byte
+// is a literal backslash, as in line protocol. It allocates only for parts
+// that hold an escape.
 //
 // Errors: an empty measurement, a tag without '=', an empty tag key or
 // value, or an unescaped '=' in a tag value; such a key is matched by no
-// rule. (The canonical form does not escape a backslash, so a measurement
-// or tag ending in one reads as escaping the next separator: `m\` with tag
-// d=x gives `m\,d=x`, which parses as the measurement "m,d=x". Line
-// protocol has the same ambiguity.)
+// rule.
 func parseSeriesKey(key string, tags []tag) (string, []tag, error) {
 	tags = tags[:0]
 	end := scanPart(key, 0, false)
@@ -81,7 +78,7 @@ func scanPart(s string, i int, tagPart bool) int {
 }
 
 func isEscaped(c byte, tagPart bool) bool {
-	return c == ',' || c == ' ' || (tagPart && c == '=')
+	return c == ',' || c == ' ' || c == '\\' || (tagPart && c == '=')
 }
 
 // unescape removes the escaping backslashes of a part; it returns s itself

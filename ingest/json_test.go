@@ -185,4 +185,18 @@ func TestAppendSeriesKey(t *testing.T) {
 	if got != want {
 		t.Errorf("got %s, want %s", got, want)
 	}
+	// A backslash is escaped only where it would read as an escape: at the
+	// end of a part and before a backslash or separator.
+	for _, tc := range []struct {
+		meas, k, v, want string
+	}{
+		{`m\`, "d", "x", `m\\,d=x`},
+		{"m", `C:\temp`, `a\`, `m,C:\temp=a\\`},
+		{`a\,b`, `k\=`, `\\`, `a\\\,b,k\\\==\\\\`},
+		{`m\=`, "k", `x\ y`, `m\\=,k=x\\\ y`},
+	} {
+		if got := string(AppendSeriesKey(nil, tc.meas, []Tag{{tc.k, tc.v}})); got != tc.want {
+			t.Errorf("%q %q=%q: got %s, want %s", tc.meas, tc.k, tc.v, got, tc.want)
+		}
+	}
 }

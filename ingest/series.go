@@ -13,6 +13,11 @@ import (
 //
 //   - the measurement escapes comma and space with a backslash;
 //   - tag keys and values escape comma, equals sign and space;
+//   - a backslash is escaped (`\\`) where it would otherwise read as an
+//     escape: before a backslash, comma, space or equals sign, and at the
+//     end of a part (where the separator follows), so `m\` with tag d=x is
+//     `m\\,d=x`, not the ambiguous `m\,d=x`; elsewhere (`C:\temp`) it
+//     stays as typed. Line protocol reads `\\` as one backslash too;
 //   - tags are sorted by their unescaped key, byte-wise.
 //
 // So the same series arrives under the same key whatever format, tag order
@@ -39,23 +44,33 @@ func AppendSeriesKey(dst []byte, measurement string, tags []Tag) []byte {
 	return dst
 }
 
-// appendMeasurement appends s escaping comma and space.
+// appendMeasurement appends s escaping comma and space (and a backslash
+// that would read as an escape).
 func appendMeasurement[T string | []byte](dst []byte, s T) []byte {
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c == ',' || c == ' ' {
-			dst = append(dst, '\\')
-		}
-		dst = append(dst, c)
-	}
-	return dst
+	return appendEscaped(dst, s, false)
 }
 
-// appendTagPart appends a tag key or value escaping comma, equals and space.
+// appendTagPart appends a tag key or value escaping comma, equals and space
+// (and a backslash that would read as an escape).
 func appendTagPart[T string | []byte](dst []byte, s T) []byte {
+	return appendEscaped(dst, s, true)
+}
+
+// appendEscaped escapes comma, space, '=' in a tag part, and a backslash
+// at the end or before a backslash, comma, space or '=' (in either part, so
+// that a parser which does not tell the parts apart reads it right too).
+func appendEscaped[T string | []byte](dst []byte, s T, tagPart bool) []byte {
 	for i := 0; i < len(s); i++ {
 		c := s[i]
-		if c == ',' || c == '=' || c == ' ' {
+		esc := c == ',' || c == ' ' || (tagPart && c == '=')
+		if c == '\\' {
+			esc = i+1 == len(s)
+			if !esc {
+				n := s[i+1]
+				esc = n == '\\' || n == ',' || n == ' ' || n == '='
+			}
+		}
+		if esc {
 			dst = append(dst, '\\')
 		}
 		dst = append(dst, c)

@@ -191,7 +191,8 @@ type parsedKey struct {
 }
 
 // parseSeriesKey splits a line-protocol series key: the measurement, then
-// key=value tags separated by unescaped commas (`\,` `\=` `\ ` escape).
+// key=value tags separated by unescaped commas (`\,` `\=` `\ ` `\\` escape;
+// see ingest/series.go).
 func parseSeriesKey(s string) parsedKey {
 	var p parsedKey
 	parts := splitUnescaped(s, ',')
@@ -246,7 +247,7 @@ func unescape(s string) string {
 	}
 	var b strings.Builder
 	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+1 < len(s) && (s[i+1] == ',' || s[i+1] == '=' || s[i+1] == ' ') {
+		if s[i] == '\\' && i+1 < len(s) && (s[i+1] == ',' || s[i+1] == '=' || s[i+1] == ' ' || s[i+1] == '\\') {
 			i++
 		}
 		b.WriteByte(s[i])
