@@ -36,6 +36,7 @@ vet:
 
 test-race:
 	go test -race -count=1 -timeout 15m ./...
+	cd third_party/tidwall-wal && go test -race -count=1 .   # upstream's tests on the patched copy
 
 # A 32-bit run catches 64-bit atomics misalignment (armv7 is 32-bit).
 test-386:

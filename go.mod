@@ -43,3 +43,6 @@ require (
 	golang.org/x/sys v0.49.0 // indirect
 	google.golang.org/protobuf v1.36.11 // indirect
 )
+
+// tidwall/wal v1.2.1 with one patch: see third_party/tidwall-wal/PATCHES.md.
+replace github.com/tidwall/wal => ./third_party/tidwall-wal

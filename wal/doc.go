@@ -18,7 +18,9 @@
 // tidwall/wal stores segment files of uvarint-length-prefixed entries. It
 // has no checksums, no tail repair, an inconsistent memory state after a
 // failed write, unsafe concurrent reads, and keeps its tail segment in
-// memory (see shared/LIBRARY-NOTES.md). This package adds:
+// memory (see shared/LIBRARY-NOTES.md). Runnel builds it with one patch,
+// which allocates a new tail segment's buffers whole instead of growing
+// them by append (third_party/tidwall-wal/PATCHES.md). This package adds:
 //
 //   - Frames. Every record is wrapped in a frame with a magic, a version,
 //     its index, its length and a CRC32C (frame.go, FORMAT.md), verified on
