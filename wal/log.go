@@ -108,7 +108,8 @@ type segInfo struct {
 
 // request is one Append waiting for the writer.
 type request struct {
-	data        []byte // frame header room and payload per record, owned by the request; nil once written
+	data        []byte  // frame header room and payload per record, owned by the request; nil once written
+	box         *[]byte // data's pool box (getBuf)
 	sizes       []int
 	n           int   // payload bytes
 	cost        int64 // bytes held in the pending semaphore
@@ -298,16 +299,23 @@ func checkRecords(records [][]byte) (int, error) {
 func (l *Log) enqueue(records [][]byte, total int, cost int64, done func(first, last uint64, err error), bestEffort bool) error {
 	// Each record is copied behind room for its frame header, which the
 	// writer fills in place once it knows the index: no second copy.
-	req := &request{data: getBuf(total + len(records)*frameHeader), n: total, sizes: make([]int, len(records)), cost: cost, done: done, bestEffort: bestEffort}
-	for i, r := range records {
+	req, _ := requests.Get().(*request)
+	if req == nil {
+		req = new(request)
+	}
+	req.box = getBuf(total + len(records)*frameHeader)
+	req.data, req.n, req.cost, req.done, req.bestEffort = *req.box, total, cost, done, bestEffort
+	for _, r := range records {
 		req.data = append(req.data, make([]byte, frameHeader)...)
 		req.data = append(req.data, r...)
-		req.sizes[i] = len(r)
+		req.sizes = append(req.sizes, len(r))
 	}
 	l.mu.Lock()
 	if l.closing {
 		l.mu.Unlock()
 		l.sem.release(cost)
+		putBuf(req.box, req.data)
+		recycle(req)
 		return ErrClosed
 	}
 	l.queue = append(l.queue, req)
@@ -479,8 +487,8 @@ func (l *Log) write(reqs []*request) error {
 		// producers queue more while this group syncs.
 		for _, r := range reqs {
 			l.sem.release(r.cost)
-			putBuf(r.data)
-			r.data = nil
+			putBuf(r.box, r.data)
+			r.data, r.box = nil, nil
 		}
 	}()
 	if l.st == nil {
@@ -610,6 +618,7 @@ func (l *Log) acknowledge(reqs []*request) {
 	l.stats.bytes.Add(bytes)
 	for _, r := range reqs {
 		r.done(r.first, r.last, nil)
+		recycle(r)
 	}
 	select {
 	case l.notify <- struct{}{}:
@@ -630,6 +639,7 @@ func (l *Log) fail(reqs []*request, err error) {
 	l.logger.Error("wal write failed; records not acknowledged", "err", err, "appends", len(reqs))
 	for _, r := range reqs {
 		r.done(0, 0, err)
+		recycle(r)
 	}
 	if rerr := l.recover(); rerr != nil {
 		l.logger.Error("wal recovery failed; appends fail until it succeeds", "err", rerr)
@@ -803,24 +813,44 @@ func bufClass(n int) int {
 	return c
 }
 
-// getBuf returns an empty slice with room for n bytes.
-func getBuf(n int) []byte {
+// getBuf returns a box holding an empty slice with room for n bytes. The
+// pools keep the boxes, so a round trip allocates nothing.
+func getBuf(n int) *[]byte {
 	c := bufClass(n)
 	if c > maxBufClass {
-		return make([]byte, 0, n)
+		b := make([]byte, 0, n)
+		return &b
 	}
 	if b, ok := bufPools[c].Get().(*[]byte); ok {
-		return (*b)[:0]
+		return b
 	}
-	return make([]byte, 0, 1<<c)
+	b := make([]byte, 0, 1<<c)
+	return &b
 }
 
-// putBuf returns a buffer from getBuf to its pool.
-func putBuf(b []byte) {
+// putBuf returns box from getBuf to its pool, holding b (its slice, maybe
+// appended to).
+func putBuf(box *[]byte, b []byte) {
 	c := bufClass(cap(b))
 	if c > maxBufClass || 1<<c != cap(b) {
 		return // not one of ours (or too large to keep)
 	}
-	b = b[:0]
-	bufPools[c].Put(&b)
+	*box = b[:0]
+	bufPools[c].Put(box)
+}
+
+// requests recycles requests once their done has been called.
+var requests sync.Pool
+
+// maxPooledSizes bounds the record count whose sizes slice a pooled
+// request keeps.
+const maxPooledSizes = 256
+
+func recycle(r *request) {
+	sizes := r.sizes[:0]
+	if cap(sizes) > maxPooledSizes {
+		sizes = nil
+	}
+	*r = request{sizes: sizes}
+	requests.Put(r)
 }
