@@ -18,8 +18,9 @@ type readings struct {
 }
 
 type encoder struct {
-	enc wal.BatchEncoder
-	buf []byte
+	enc  wal.BatchEncoder
+	buf  []byte
+	recs [1][]byte // the records argument, without an allocation per append
 }
 
 func newReadings(log *wal.Log) *readings { return &readings{log: log} }
@@ -30,6 +31,7 @@ func (r *readings) encode(b *wal.Batch) *encoder {
 		e = new(encoder)
 	}
 	e.buf = e.enc.Append(e.buf[:0], b)
+	e.recs[0] = e.buf
 	return e
 }
 
@@ -37,14 +39,14 @@ func (r *readings) encode(b *wal.Batch) *encoder {
 func (r *readings) Append(ctx context.Context, b *wal.Batch, done func(error)) error {
 	e := r.encode(b)
 	defer r.encs.Put(e)
-	return r.log.AppendAsync(ctx, [][]byte{e.buf}, func(_, _ uint64, err error) { done(err) })
+	return r.log.AppendAsync(ctx, e.recs[:], func(_, _ uint64, err error) { done(err) })
 }
 
 // TryAppend implements ingest.Appender.
 func (r *readings) TryAppend(b *wal.Batch, done func(error)) error {
 	e := r.encode(b)
 	defer r.encs.Put(e)
-	err := r.log.TryAppendAsync([][]byte{e.buf}, func(_, _ uint64, err error) { done(err) })
+	err := r.log.TryAppendAsync(e.recs[:], func(_, _ uint64, err error) { done(err) })
 	if errors.Is(err, wal.ErrFull) {
 		return ingest.ErrBusy
 	}

@@ -59,6 +59,7 @@ type ingestHook struct {
 	precision Precision
 
 	jsonPool, bioPool, lpPool sync.Pool
+	batches                   sync.Pool // *wal.Batch: a publish's readings, reused once appended
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -218,20 +219,32 @@ func (h *ingestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 	}
 	codec := h.codecFor(pk.TopicName)
 	var (
-		readings []wal.Reading
-		res      Result
-		nowNs    = time.Now().UnixNano()
+		res   Result
+		nowNs = time.Now().UnixNano()
 	)
+	// The Appender encodes the batch before it returns, so one batch and
+	// its readings slice serve publish after publish.
+	batch, _ := h.batches.Get().(*wal.Batch)
+	if batch == nil {
+		batch = new(wal.Batch)
+	}
+	defer func() {
+		if cap(batch.Readings) > 4096 { // a rare huge payload: do not pin it
+			batch.Readings = nil
+		}
+		h.batches.Put(batch)
+	}()
+	batch.IngestNs, batch.Readings = nowNs, batch.Readings[:0]
 	if codec != "" {
 		h.stats.Messages[ListenerMQTT].Add(1)
 		h.stats.Bytes[ListenerMQTT].Add(uint64(len(pk.Payload)))
-		readings = h.decode(codec, pk, nowNs, &res)
+		batch.Readings = h.decode(codec, pk, nowNs, batch.Readings, &res)
 		h.stats.CountResult(ListenerMQTT, &res)
 		if res.Problems() > 0 {
 			h.reject(cl, pk, nowNs, &res)
 		}
 	}
-	batch := &wal.Batch{IngestNs: nowNs, Readings: readings}
+	readings := batch.Readings
 	switch pk.FixedHeader.Qos {
 	case 0:
 		if len(readings) > 0 {
@@ -271,14 +284,9 @@ func (h *ingestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 	}
 	switch {
 	case len(readings) > 0:
-		n := uint64(len(readings))
-		err := h.app.Append(h.ctx, batch, func(err error) {
-			h.countAppend(n, err)
-			ca.complete(e, err)
-		})
-		if err != nil {
-			h.countAppend(n, err)
-			ca.complete(e, err)
+		e.n = uint64(len(readings))
+		if err := h.app.Append(h.ctx, batch, e.appended); err != nil {
+			e.appended(err)
 		}
 	case codec != "" && res.Problems() > 0 && cl.Properties.ProtocolVersion == 5:
 		// Nothing usable: tell a v5 client why [MQTT-3.4.2.1].
@@ -344,21 +352,22 @@ func (h *ingestHook) allowRetain(cl *mqtt.Client, pk packets.Packet) bool {
 	return true
 }
 
-func (h *ingestHook) decode(codec string, pk packets.Packet, nowNs int64, res *Result) []wal.Reading {
+// decode appends the readings of pk to dst.
+func (h *ingestHook) decode(codec string, pk packets.Packet, nowNs int64, dst []wal.Reading, res *Result) []wal.Reading {
 	opt := Options{NowNs: nowNs, MaxFutureSkew: h.cfg.MaxFutureSkew, Precision: h.precision}
 	switch codec {
 	case CodecJSON:
 		d := h.jsonPool.Get().(*JSON)
 		defer h.jsonPool.Put(d)
-		return d.Decode(nil, pk.TopicName, pk.Payload, opt, res)
+		return d.Decode(dst, pk.TopicName, pk.Payload, opt, res)
 	case CodecBiosignal:
 		d := h.bioPool.Get().(*Biosignal)
 		defer h.bioPool.Put(d)
-		return d.Decode(nil, pk.TopicName, pk.Payload, opt, res)
+		return d.Decode(dst, pk.TopicName, pk.Payload, opt, res)
 	default:
 		d := h.lpPool.Get().(*LineProtocol)
 		defer h.lpPool.Put(d)
-		return d.Decode(nil, pk.Payload, opt, res)
+		return d.Decode(dst, pk.Payload, opt, res)
 	}
 }
 
@@ -415,14 +424,26 @@ type clientAcks struct {
 
 	mu      sync.Mutex
 	pending []*ackEntry
+	free    []*ackEntry // acknowledged entries, for reuse
 }
 
 type ackEntry struct {
+	ca       *clientAcks
 	id       uint16
+	n        uint64 // readings appended
 	finished bool
 	err      error
 	reason   packets.Code // non-zero: a v5 PUBACK with this reason instead of success
 	deliver  *packets.Packet
+	// appended is e.onAppended, bound once: entries are recycled, so a
+	// publish allocates no callback.
+	appended func(error)
+}
+
+// onAppended is the Appender's done of the entry's readings.
+func (e *ackEntry) onAppended(err error) {
+	e.ca.h.countAppend(e.n, err)
+	e.ca.complete(e, err)
 }
 
 func newClientAcks(h *ingestHook, cl *mqtt.Client) *clientAcks {
@@ -446,11 +467,31 @@ func (ca *clientAcks) reserve(ctx context.Context, id uint16) *ackEntry {
 	case <-ctx.Done():
 		return nil
 	}
-	e := &ackEntry{id: id}
 	ca.mu.Lock()
+	var e *ackEntry
+	if n := len(ca.free); n > 0 {
+		e = ca.free[n-1]
+		ca.free = ca.free[:n-1]
+	} else {
+		e = &ackEntry{ca: ca}
+		e.appended = e.onAppended
+	}
+	e.id = id
 	ca.pending = append(ca.pending, e)
 	ca.mu.Unlock()
 	return e
+}
+
+// recycle returns acknowledged entries for reuse.
+func (ca *clientAcks) recycle(done []*ackEntry) {
+	ca.mu.Lock()
+	defer ca.mu.Unlock()
+	for _, e := range done {
+		*e = ackEntry{ca: ca, appended: e.appended}
+		if len(ca.free) < cap(ca.slots) {
+			ca.free = append(ca.free, e)
+		}
+	}
 }
 
 // complete records an entry's outcome; it runs on the WAL's goroutine and
@@ -468,7 +509,11 @@ func (ca *clientAcks) complete(e *ackEntry, err error) {
 // run writes PUBACKs as entries complete, oldest first, and stops at the
 // first entry that is not finished: acks never overtake each other.
 func (ca *clientAcks) run() {
-	var buf []byte
+	var (
+		buf   []byte
+		ready []*ackEntry
+		ok    bool
+	)
 	for {
 		select {
 		case <-ca.kick:
@@ -480,25 +525,31 @@ func (ca *clientAcks) run() {
 		for n < len(ca.pending) && ca.pending[n].finished {
 			n++
 		}
-		ready := append([]*ackEntry(nil), ca.pending[:n]...)
-		ca.pending = ca.pending[n:]
+		ready = append(ready[:0], ca.pending[:n]...)
+		// Shift rather than reslice, so the window's array is reused.
+		m := copy(ca.pending, ca.pending[n:])
+		clear(ca.pending[m:])
+		ca.pending = ca.pending[:m]
 		ca.mu.Unlock()
 		if n == 0 {
 			continue
 		}
-		if !ca.flush(ready, buf[:0]) {
+		if buf, ok = ca.flush(ready, buf[:0]); !ok {
 			ca.stop()
 			return
 		}
-		for range ready {
+		ca.recycle(ready)
+		clear(ready)
+		for range n {
 			<-ca.slots
 		}
 	}
 }
 
 // flush acknowledges finished entries: the plain PUBACKs of a run of
-// successes go out in one socket write; a failure ends the connection.
-func (ca *clientAcks) flush(ready []*ackEntry, buf []byte) bool {
+// successes go out in one socket write; a failure ends the connection. It
+// returns buf, for reuse.
+func (ca *clientAcks) flush(ready []*ackEntry, buf []byte) ([]byte, bool) {
 	var deliver []*packets.Packet
 	write := func() bool {
 		if len(buf) == 0 {
@@ -516,7 +567,7 @@ func (ca *clientAcks) flush(ready []*ackEntry, buf []byte) bool {
 		switch {
 		case e.err != nil:
 			if !write() {
-				return false
+				return buf, false
 			}
 			ca.h.logger.Warn("mqtt publish not stored; disconnecting the client so it resends",
 				"client", ca.cl.ID, "err", e.err)
@@ -524,13 +575,13 @@ func (ca *clientAcks) flush(ready []*ackEntry, buf []byte) bool {
 				_ = ca.cl.WritePacket(pubackWithReason(e.id, packets.ErrUnspecifiedError))
 			}
 			ca.cl.Stop(fmt.Errorf("wal append failed: %w", e.err))
-			return false
+			return buf, false
 		case e.reason.Code != 0:
 			if !write() {
-				return false
+				return buf, false
 			}
 			if err := ca.cl.WritePacket(pubackWithReason(e.id, e.reason)); err != nil {
-				return false
+				return buf, false
 			}
 		default:
 			// PUBACK with success and no properties: 4 bytes in 3.1.1 and
@@ -542,14 +593,14 @@ func (ca *clientAcks) flush(ready []*ackEntry, buf []byte) bool {
 		}
 	}
 	if !write() {
-		return false
+		return buf, false
 	}
 	for _, p := range deliver {
 		if err := ca.h.srv.Publish(p.TopicName, p.Payload, p.FixedHeader.Retain, p.FixedHeader.Qos); err != nil {
 			ca.h.logger.Warn("mqtt delivery to local subscribers failed", "topic", p.TopicName, "err", err)
 		}
 	}
-	return true
+	return buf, true
 }
 
 func pubackWithReason(id uint16, code packets.Code) packets.Packet {
