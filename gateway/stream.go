@@ -231,6 +231,7 @@ func (s *stream) run(ctx context.Context) error {
 	r := s.log.NewReader(from)
 	var (
 		b       wal.Batch
+		dec     wal.BatchDecoder // one string per series across records
 		out     []windows.Emission
 		events  []alerts.Event
 		started = time.Now()
@@ -242,7 +243,7 @@ func (s *stream) run(ctx context.Context) error {
 	for {
 		for r.Next() {
 			idx := r.Index()
-			if err := wal.DecodeBatch(r.Record(), &b); err != nil {
+			if err := dec.Decode(r.Record(), &b); err != nil {
 				s.logger.Warn("wal record is not a reading batch; skipped", "index", idx, "err", err)
 				continue
 			}

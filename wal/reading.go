@@ -139,16 +139,53 @@ const minReadingBytes = 11
 // the result are copied out of src (one allocation per distinct series and
 // field), so src may be reused afterwards. On error b holds no readings.
 func DecodeBatch(src []byte, b *Batch) error {
+	var bd BatchDecoder
+	return bd.Decode(src, b)
+}
+
+// BatchDecoder is DecodeBatch for a stream of batches: it hands out one
+// string per distinct series key and field name across calls (at most
+// maxInterned of them; past that it starts over), so decoding a record
+// allocates nothing once the series are known. The zero value is ready;
+// not safe for concurrent use.
+type BatchDecoder struct {
+	strs           map[string]string
+	series, fields []string
+}
+
+// maxInterned and maxInternedLen bound what a BatchDecoder keeps.
+const (
+	maxInterned    = 1 << 14
+	maxInternedLen = 512
+)
+
+// Decode decodes src into b as DecodeBatch does.
+func (bd *BatchDecoder) Decode(src []byte, b *Batch) error {
 	b.Readings = b.Readings[:0]
-	if err := decodeBatch(src, b); err != nil {
+	if err := bd.decode(src, b); err != nil {
 		b.Readings = b.Readings[:0]
 		return err
 	}
 	return nil
 }
 
-func decodeBatch(src []byte, b *Batch) error {
-	d := decoder{buf: src}
+func (bd *BatchDecoder) intern(s []byte) string {
+	if len(s) > maxInternedLen {
+		return string(s)
+	}
+	if v, ok := bd.strs[string(s)]; ok {
+		return v
+	}
+	if bd.strs == nil || len(bd.strs) >= maxInterned {
+		bd.strs = make(map[string]string)
+	}
+	v := string(s)
+	bd.strs[v] = v
+	return v
+}
+
+func (bd *BatchDecoder) decode(src []byte, b *Batch) error {
+	d := decoder{buf: src, bd: bd}
 	if v := d.byte(); v != batchVersion {
 		if d.err != nil {
 			return d.err
@@ -156,8 +193,9 @@ func decodeBatch(src []byte, b *Batch) error {
 		return fmt.Errorf("%w: version %d, want %d", ErrBadBatch, v, batchVersion)
 	}
 	b.IngestNs = d.varint()
-	series := d.strings()
-	fields := d.strings()
+	bd.series = d.strings(bd.series[:0])
+	bd.fields = d.strings(bd.fields[:0])
+	series, fields := bd.series, bd.fields
 	n := d.count(minReadingBytes)
 	if d.err != nil {
 		return d.err
@@ -194,6 +232,7 @@ func decodeBatch(src []byte, b *Batch) error {
 type decoder struct {
 	buf []byte
 	err error
+	bd  *BatchDecoder
 }
 
 func (d *decoder) fail(what string) {
@@ -254,21 +293,21 @@ func (d *decoder) count(minBytes int) uint64 {
 	return n
 }
 
-func (d *decoder) strings() []string {
+// strings appends a string list to out (interned by d.bd).
+func (d *decoder) strings(out []string) []string {
 	n := d.count(1)
 	if d.err != nil {
-		return nil
+		return out
 	}
-	out := make([]string, n)
-	for i := range out {
+	for range n {
 		l := d.uvarint()
 		if d.err == nil && l > uint64(len(d.buf)) {
 			d.fail("string length")
 		}
 		if d.err != nil {
-			return nil
+			return out
 		}
-		out[i] = string(d.buf[:l])
+		out = append(out, d.bd.intern(d.buf[:l]))
 		d.buf = d.buf[l:]
 	}
 	return out

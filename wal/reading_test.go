@@ -3,7 +3,9 @@ package wal
 import (
 	"errors"
 	"math"
+	"slices"
 	"testing"
+	"unsafe"
 )
 
 func sampleBatch() Batch {
@@ -101,6 +103,31 @@ func TestDecodeBatchReusesReadings(t *testing.T) {
 	}
 	if p != &got.Readings[0] {
 		t.Fatal("decode did not reuse the readings slice")
+	}
+}
+
+// TestBatchDecoderInterns: a BatchDecoder decodes as DecodeBatch, and once
+// it has seen a batch's series and fields, decoding it again allocates
+// nothing.
+func TestBatchDecoderInterns(t *testing.T) {
+	b := readingBatch(7, 1)
+	src := AppendBatch(nil, &b)
+	var bd BatchDecoder
+	var got, want Batch
+	if err := bd.Decode(src, &got); err != nil {
+		t.Fatal(err)
+	}
+	if err := DecodeBatch(src, &want); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(got.Readings, want.Readings) || got.IngestNs != want.IngestNs {
+		t.Fatal("BatchDecoder and DecodeBatch disagree")
+	}
+	if allocs := testing.AllocsPerRun(100, func() { _ = bd.Decode(src, &got) }); allocs != 0 {
+		t.Errorf("%v allocations decoding a known batch", allocs)
+	}
+	if unsafe.StringData(got.Readings[0].Series) != unsafe.StringData(got.Readings[4].Series) {
+		t.Error("one series decoded into two strings")
 	}
 }
 
