@@ -162,8 +162,9 @@ func testBenchAllPhases(t *testing.T, runnel, fwsim string) {
 }
 
 func TestBenchOptionsValidate(t *testing.T) {
-	err := BenchOptions{PhaseDuration: time.Millisecond, Phases: []string{"mqtt-qos1", "nope"}, Publishers: 2, Devices: 1, MaxInFlight: 5000}.Validate()
-	for _, want := range []string{"-phase-duration 1ms", "-phases nope: unknown phase", "-max-inflight 5000", "-devices 1"} {
+	err := BenchOptions{PhaseDuration: time.Millisecond, Phases: []string{"mqtt-qos1", "nope"}, Publishers: 2, Devices: 1, MaxInFlight: 5000,
+		GatewayEnv: []string{"RUNNEL_WAL_SYNC=none", "GOGC=50"}}.Validate()
+	for _, want := range []string{"-phase-duration 1ms", "-phases nope: unknown phase", "-max-inflight 5000", "-devices 1", "-gateway-env GOGC=50: want RUNNEL_<KEY>=<value>"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("Validate: %v, want it to name %q", err, want)
 		}
