@@ -354,9 +354,9 @@ func TestAutoLimit(t *testing.T) {
 	}{
 		{0, 28 << 20},
 		{14 << 20, 28 << 20}, // the floor binds
-		{14<<20 + 1, (14<<20+1)*5/2 + 2<<20},
-		{100 << 20, 252 << 20},
-		{math.MaxUint64, (1<<50)*5/2 + 2<<20},
+		{16 << 20, 33 << 20},
+		{100 << 20, 243 << 20},
+		{math.MaxUint64, 28<<20 + (1<<50-14<<20)*5/2},
 	} {
 		if got := autoLimit(tc.live); got != tc.want {
 			t.Errorf("autoLimit(%d) = %d, want %d", tc.live, got, tc.want)

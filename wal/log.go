@@ -94,6 +94,9 @@ type Log struct {
 	// rolledTo is the base of the tail segment while the segment before it
 	// is in tidwall/wal's read cache (0: none); see dropRolled.
 	rolledTo atomic.Uint64
+	// readNext is the index after the last record a reader read (0: none
+	// yet): where a follower is.
+	readNext atomic.Uint64
 	stats    stats
 
 	closeOnce sync.Once
@@ -555,9 +558,12 @@ func (l *Log) trackSegments(reqs []*request) {
 	switch {
 	case rolled:
 		l.rolledTo.Store(tail.base)
+		if rn := l.readNext.Load(); rn == 0 || rn < l.segs[len(l.segs)-2].base {
+			l.dropRolled() // no reader is about to read the rolled segment
+		}
 	case tail.size > seg/2:
-		// No reader followed across the roll: an appending log holds one
-		// segment in memory, not two.
+		// The reader that was about to read it did not get across: an
+		// appending log holds one segment in memory, not two.
 		l.dropRolled()
 	}
 }
@@ -566,8 +572,9 @@ func (l *Log) trackSegments(reqs []*request) {
 // rolled last. A reader following the log still reads the end of that
 // segment after the roll (the group that filled it); emptying the cache at
 // the roll made tidwall load the whole segment back from disk for it, once
-// per segment. So the cache is emptied once a reader has reached the tail
-// segment, or by the writer when the tail is half full and no reader did.
+// per segment. So when a reader has reached the rolled segment, the cache
+// is emptied once it reaches the tail, or by the writer when the tail is
+// half full and it did not; otherwise at the roll.
 func (l *Log) dropRolled() {
 	if l.rolledTo.Swap(0) == 0 {
 		return

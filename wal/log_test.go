@@ -340,35 +340,49 @@ func TestFollowingReaderReadsNoSegmentFile(t *testing.T) {
 	}
 }
 
-// TestRolledSegmentDroppedWithoutReader checks that a log nobody reads
-// holds one segment in memory: the writer drops the rolled segment from the
-// cache once the new tail is half full.
-func TestRolledSegmentDroppedWithoutReader(t *testing.T) {
-	cfg := testConfig(SyncNone)
-	var clears atomic.Int64
-	l, err := openLog(t.TempDir(), cfg, nil, openOpts{open: func(dir string, cfg Config) (store, error) {
-		st, err := openTidwall(dir, cfg)
-		return clearCounter{st, &clears}, err
-	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	rec := [][]byte{make([]byte, 1000)}
-	for l.Stats().Segments < 2 {
-		if _, _, err := l.Append(context.Background(), rec); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if c := clears.Load(); c != 0 {
-		t.Fatalf("%d cache clears right after the roll, want 0", c)
-	}
-	for range int(cfg.SegmentBytes)/2/1000 + 2 {
-		if _, _, err := l.Append(context.Background(), rec); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if c := clears.Load(); c != 1 {
-		t.Fatalf("%d cache clears with the tail half full, want 1", c)
+// TestRolledSegmentDropped checks that an appending log holds one segment
+// in memory, not two, unless a reader is about to read the rolled one: with
+// no reader the rolled segment leaves the cache at the roll; when a reader
+// had reached it and then stalls, once the new tail is half full.
+func TestRolledSegmentDropped(t *testing.T) {
+	for _, withReader := range []bool{false, true} {
+		t.Run(fmt.Sprint("reader=", withReader), func(t *testing.T) {
+			cfg := testConfig(SyncNone)
+			var clears atomic.Int64
+			l, err := openLog(t.TempDir(), cfg, nil, openOpts{open: func(dir string, cfg Config) (store, error) {
+				st, err := openTidwall(dir, cfg)
+				return clearCounter{st, &clears}, err
+			}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer l.Close()
+			rec := [][]byte{make([]byte, 1000)}
+			r := l.NewReader(1)
+			for l.Stats().Segments < 2 {
+				if _, _, err := l.Append(context.Background(), rec); err != nil {
+					t.Fatal(err)
+				}
+				if withReader && l.Stats().Segments < 2 {
+					for r.Next() {
+					}
+				}
+			}
+			want := int64(1)
+			if withReader {
+				want = 0
+			}
+			if c := clears.Load(); c != want {
+				t.Fatalf("%d cache clears right after the roll, want %d", c, want)
+			}
+			for range int(cfg.SegmentBytes)/2/1000 + 2 {
+				if _, _, err := l.Append(context.Background(), rec); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if c := clears.Load(); c != 1 {
+				t.Fatalf("%d cache clears with the tail half full, want 1", c)
+			}
+		})
 	}
 }

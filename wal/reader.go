@@ -130,6 +130,7 @@ func (r *Reader) read() ([]byte, error) {
 	if err != nil && !errors.Is(err, tidwal.ErrCorrupt) {
 		return nil, fmt.Errorf("wal read of record %d: %w", r.next, err)
 	}
+	l.readNext.Store(r.next + 1)
 	if rt := l.rolledTo.Load(); rt != 0 && r.next >= rt {
 		l.dropRolled()
 	}
