@@ -33,7 +33,9 @@ func judgeTargets(phases []PhaseResult) []TargetResult {
 		fig                 string
 		met                 func(float64) bool
 	}{
-		{"MQTT QoS 1 acknowledged readings/s vs bare mochi (mqtt-qos1)", ">= 1.0x bare", "mqtt-qos1", ratio, "acked_per_s", func(v float64) bool { return v >= 1.0 }},
+		// The ingest issue asks 85 % of the bare broker; with the load
+		// generator on the same two cores the ratio is capped by the client.
+		{"MQTT QoS 1 acknowledged readings/s vs bare mochi (mqtt-qos1)", ">= 0.85x bare", "mqtt-qos1", ratio, "acked_per_s", func(v float64) bool { return v >= 0.85 }},
 		{"gateway CPU per 100,000 acknowledged messages (mqtt-qos1)", "<= 1.3 s", "mqtt-qos1", fig, "cpu_s_per_100k_msgs", func(v float64) bool { return v <= 1.3 }},
 		{"CPU per acknowledged message vs bare mochi (mixed)", "<= 1.15x bare", "mixed", ratio, "cpu_us_per_msg", func(v float64) bool { return v <= 1.15 }},
 		{"gateway CPU per 100,000 acknowledged messages (mixed)", "<= 1.3 s", "mixed", fig, "cpu_s_per_100k_msgs", func(v float64) bool { return v <= 1.3 }},
