@@ -287,6 +287,22 @@ func (c clearCounter) ClearCache() error {
 	return c.store.ClearCache()
 }
 
+// openCountingClears opens a log in a temporary dir that counts its
+// store's ClearCache calls; the log closes when the test ends.
+func openCountingClears(t *testing.T, cfg Config) (*Log, *atomic.Int64) {
+	t.Helper()
+	clears := new(atomic.Int64)
+	l, err := openLog(t.TempDir(), cfg, nil, openOpts{open: func(dir string, cfg Config) (store, error) {
+		st, err := openTidwall(dir, cfg)
+		return clearCounter{st, clears}, err
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	return l, clears
+}
+
 // TestFollowingReaderReadsNoSegmentFile checks that a reader following an
 // appending log is served from memory across segment rolls: the segment
 // that was just rolled stays in the cache until the reader has read its
@@ -294,15 +310,7 @@ func (c clearCounter) ClearCache() error {
 // segment file back for the last group, once per segment.
 func TestFollowingReaderReadsNoSegmentFile(t *testing.T) {
 	cfg := testConfig(SyncNone)
-	var clears atomic.Int64
-	l, err := openLog(t.TempDir(), cfg, nil, openOpts{open: func(dir string, cfg Config) (store, error) {
-		st, err := openTidwall(dir, cfg)
-		return clearCounter{st, &clears}, err
-	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
+	l, clears := openCountingClears(t, cfg)
 	group := make([][]byte, 100)
 	for i := range group {
 		group[i] = make([]byte, 100)
@@ -348,15 +356,7 @@ func TestRolledSegmentDropped(t *testing.T) {
 	for _, withReader := range []bool{false, true} {
 		t.Run(fmt.Sprint("reader=", withReader), func(t *testing.T) {
 			cfg := testConfig(SyncNone)
-			var clears atomic.Int64
-			l, err := openLog(t.TempDir(), cfg, nil, openOpts{open: func(dir string, cfg Config) (store, error) {
-				st, err := openTidwall(dir, cfg)
-				return clearCounter{st, &clears}, err
-			}})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer l.Close()
+			l, clears := openCountingClears(t, cfg)
 			rec := [][]byte{make([]byte, 1000)}
 			r := l.NewReader(1)
 			for l.Stats().Segments < 2 {
