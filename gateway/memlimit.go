@@ -27,8 +27,9 @@ import (
 //
 // A limit the heap presses against costs CPU: the collector runs more
 // often and the allocator returns pages to the OS as it goes. A fixed
-// 31 MiB cost QoS 0 floods and a 10,000-series forward load two thirds of
-// their throughput, and even 2 × live + 2 MiB cost the forward load 10 %.
+// 31 MiB cost QoS 0 floods a third of their throughput and a 10,000-series
+// forward load two thirds, and even 2 × live + 2 MiB cost the forward load
+// 10 %.
 // From about 30 MiB live the limit is above what the collector targets
 // anyway (2 × live and its own overhead), so large heaps run as without a
 // limit, and it only catches a runaway.
