@@ -8,6 +8,8 @@ import (
 	"hash/crc32"
 	"math"
 	"slices"
+
+	"github.com/runnel-iot/runnel/internal/binc"
 )
 
 // Checkpoint format, version 1 (all integers uvarint "u" or zig-zag varint
@@ -42,13 +44,8 @@ var ErrCheckpoint = errors.New("bad alerts checkpoint")
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
-type enc struct{ b []byte }
-
-func (w *enc) u(v uint64)  { w.b = binary.AppendUvarint(w.b, v) }
-func (w *enc) i(v int64)   { w.b = binary.AppendVarint(w.b, v) }
-func (w *enc) f(v float64) { w.b = binary.LittleEndian.AppendUint64(w.b, math.Float64bits(v)) }
-func (w *enc) s(v string)  { w.u(uint64(len(v))); w.b = append(w.b, v...) }
-func (w *enc) byte(v byte) { w.b = append(w.b, v) }
+// enc and dec are the checkpoint's byte encoding (internal/binc).
+type enc struct{ binc.Enc }
 
 func boolByte(v bool) byte {
 	if v {
@@ -64,19 +61,19 @@ func boolByte(v bool) byte {
 func (e *Engine) MarshalBinary() ([]byte, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	body := &enc{b: make([]byte, 0, 256+64*len(e.states))}
-	body.byte(boolByte(e.hasProc))
-	body.i(e.procNs)
-	body.u(e.touch)
+	body := &enc{binc.Enc{B: make([]byte, 0, 256+64*len(e.states))}}
+	body.Byte(boolByte(e.hasProc))
+	body.I(e.procNs)
+	body.U(e.touch)
 	c := e.c
 	for _, v := range [numCounters]uint64{c.evaluations, c.outOfOrder, c.overflow, c.fired, c.resolved, c.nonFinite, c.badSeries, c.forgotten, c.evicted} {
-		body.u(v)
+		body.U(v)
 	}
-	body.u(uint64(len(e.rules)))
+	body.U(uint64(len(e.rules)))
 	ref := make(map[*rule]uint64, len(e.rules))
 	for i, r := range e.rules {
-		body.s(r.name)
-		body.b = binary.LittleEndian.AppendUint64(body.b, r.fp)
+		body.S(r.name)
+		body.B = binary.LittleEndian.AppendUint64(body.B, r.fp)
 		ref[r] = uint64(i)
 	}
 	states := make([]*state, 0, len(e.states))
@@ -86,50 +83,50 @@ func (e *Engine) MarshalBinary() ([]byte, error) {
 	// Touch values are unique for listed states; pending and firing ones
 	// keep the touch of their last listing, so ties are broken by key.
 	slices.SortFunc(states, compareStates)
-	body.u(uint64(len(states)))
+	body.U(uint64(len(states)))
 	for _, s := range states {
-		body.u(ref[s.key.r])
-		body.s(s.key.series)
-		body.s(s.key.field)
-		body.byte(byte(s.phase))
-		body.byte(boolByte(s.hasT))
-		body.i(s.lastT)
-		body.i(s.start)
-		body.i(s.since)
-		body.f(s.value)
-		body.f(s.edge)
-		body.u(s.touch)
+		body.U(ref[s.key.r])
+		body.S(s.key.series)
+		body.S(s.key.field)
+		body.Byte(byte(s.phase))
+		body.Byte(boolByte(s.hasT))
+		body.I(s.lastT)
+		body.I(s.start)
+		body.I(s.since)
+		body.F(s.value)
+		body.F(s.edge)
+		body.U(s.touch)
 	}
 	evs := e.recent.oldestFirst()
-	body.u(uint64(len(evs)))
+	body.U(uint64(len(evs)))
 	for _, ev := range evs {
 		t := byte(1)
 		if ev.Type == Resolved {
 			t = 2
 		}
-		body.byte(t)
+		body.Byte(t)
 		for _, s := range [...]string{ev.ID, ev.Rule, ev.Series, ev.Field, ev.Severity} {
-			body.s(s)
+			body.S(s)
 		}
-		body.u(uint64(len(ev.Labels)))
+		body.U(uint64(len(ev.Labels)))
 		for _, k := range sortedKeys(ev.Labels) {
-			body.s(k)
-			body.s(ev.Labels[k])
+			body.S(k)
+			body.S(ev.Labels[k])
 		}
-		body.f(ev.Value)
-		body.f(ev.Threshold)
-		body.s(ev.Op)
-		body.i(ev.StartNs)
-		body.i(ev.AtNs)
-		body.s(ev.Gateway)
-		body.u(ev.Index)
-		body.u(uint64(ev.Seq))
+		body.F(ev.Value)
+		body.F(ev.Threshold)
+		body.S(ev.Op)
+		body.I(ev.StartNs)
+		body.I(ev.AtNs)
+		body.S(ev.Gateway)
+		body.U(ev.Index)
+		body.U(uint64(ev.Seq))
 	}
-	out := make([]byte, 0, len(body.b)+20)
+	out := make([]byte, 0, len(body.B)+20)
 	out = append(out, ckptMagic...)
 	out = append(out, ckptVersion)
-	out = binary.AppendUvarint(out, uint64(len(body.b)))
-	out = append(out, body.b...)
+	out = binary.AppendUvarint(out, uint64(len(body.B)))
+	out = append(out, body.B...)
 	out = binary.LittleEndian.AppendUint32(out, crc32.Checksum(out, castagnoli))
 	return out, nil
 }
@@ -141,85 +138,7 @@ func compareStates(a, b *state) int {
 
 // dec reads a checkpoint body; the first error sticks and later reads
 // return zero values.
-type dec struct {
-	b   []byte
-	off int
-	err error
-}
-
-func (d *dec) fail(format string, args ...any) {
-	if d.err == nil {
-		d.err = fmt.Errorf("%w: at byte %d: %s", ErrCheckpoint, d.off, fmt.Sprintf(format, args...))
-	}
-}
-
-func (d *dec) u() uint64 {
-	if d.err != nil {
-		return 0
-	}
-	v, n := binary.Uvarint(d.b[d.off:])
-	if n <= 0 {
-		d.fail("bad uvarint")
-		return 0
-	}
-	d.off += n
-	return v
-}
-
-func (d *dec) i() int64 {
-	if d.err != nil {
-		return 0
-	}
-	v, n := binary.Varint(d.b[d.off:])
-	if n <= 0 {
-		d.fail("bad varint")
-		return 0
-	}
-	d.off += n
-	return v
-}
-
-func (d *dec) take(n uint64) []byte {
-	if d.err != nil {
-		return nil
-	}
-	if n > uint64(len(d.b)-d.off) {
-		d.fail("%d bytes wanted, %d left", n, len(d.b)-d.off)
-		return nil
-	}
-	p := d.b[d.off : d.off+int(n)]
-	d.off += int(n)
-	return p
-}
-
-func (d *dec) f() float64 {
-	p := d.take(8)
-	if p == nil {
-		return 0
-	}
-	return math.Float64frombits(binary.LittleEndian.Uint64(p))
-}
-
-func (d *dec) byte() byte {
-	p := d.take(1)
-	if p == nil {
-		return 0
-	}
-	return p[0]
-}
-
-func (d *dec) s() string { return string(d.take(d.u())) }
-
-// count reads a count of items that take at least minSize bytes each, so
-// a corrupt count cannot make the decoder allocate beyond the input.
-func (d *dec) count(what string, minSize int) int {
-	n := d.u()
-	if d.err == nil && n > uint64((len(d.b)-d.off)/minSize) {
-		d.fail("%d %s cannot fit in %d bytes", n, what, len(d.b)-d.off)
-		return 0
-	}
-	return int(n)
-}
+type dec struct{ binc.Dec }
 
 // UnmarshalBinary replaces the engine's state with a checkpoint's. States
 // of rules the engine no longer has, or has with another definition, are
@@ -248,17 +167,17 @@ func (e *Engine) UnmarshalBinary(data []byte) error {
 	if got, want := crc32.Checksum(data[:end], castagnoli), binary.LittleEndian.Uint32(data[end:]); got != want {
 		return fmt.Errorf("%w: checksum %08x, want %08x", ErrCheckpoint, got, want)
 	}
-	d := &dec{b: data[hdr:end]}
+	d := &dec{binc.Dec{B: data[hdr:end], Kind: ErrCheckpoint}}
 
-	flags := d.byte()
+	flags := d.Byte()
 	if flags > 1 {
-		d.fail("flags %#x", flags)
+		d.Fail("flags %#x", flags)
 	}
-	procNs := d.i()
-	touch := d.u()
+	procNs := d.I()
+	touch := d.U()
 	var cs [numCounters]uint64
 	for i := range cs {
-		cs[i] = d.u()
+		cs[i] = d.U()
 	}
 
 	e.mu.Lock()
@@ -267,17 +186,17 @@ func (e *Engine) UnmarshalBinary(data []byte) error {
 	for _, r := range e.rules {
 		byName[r.name] = r
 	}
-	nr := d.count("rules", 9)
+	nr := d.Count(9, "rules")
 	table := make([]*rule, nr) // nil: dropped
 	seenName := make(map[string]bool, nr)
 	for i := range nr {
-		name := d.s()
-		p := d.take(8)
-		if d.err != nil {
+		name := d.S()
+		p := d.Take(8)
+		if d.Err != nil {
 			break
 		}
 		if seenName[name] {
-			d.fail("rule %q twice", name)
+			d.Fail("rule %q twice", name)
 			break
 		}
 		seenName[name] = true
@@ -286,34 +205,34 @@ func (e *Engine) UnmarshalBinary(data []byte) error {
 		}
 	}
 
-	ns := d.count("states", 16)
+	ns := d.Count(16, "states")
 	states := make([]*state, 0, ns)
 	seen := make(map[stateKey]bool, ns)
 	var prev *state
 	procSet := flags == 1
 	for range ns {
-		ri := d.u()
+		ri := d.U()
 		s := &state{}
-		s.key.series, s.key.field = d.s(), d.s()
-		ph := d.byte()
-		ht := d.byte()
-		s.lastT, s.start, s.since = d.i(), d.i(), d.i()
-		s.value, s.edge = d.f(), d.f()
-		s.touch = d.u()
-		if d.err != nil {
+		s.key.series, s.key.field = d.S(), d.S()
+		ph := d.Byte()
+		ht := d.Byte()
+		s.lastT, s.start, s.since = d.I(), d.I(), d.I()
+		s.value, s.edge = d.F(), d.F()
+		s.touch = d.U()
+		if d.Err != nil {
 			break
 		}
 		switch {
 		case ri >= uint64(nr):
-			d.fail("state refers to rule %d of %d", ri, nr)
+			d.Fail("state refers to rule %d of %d", ri, nr)
 		case ph > byte(firing) || ht > 1:
-			d.fail("state phase %d, hasT %d", ph, ht)
+			d.Fail("state phase %d, hasT %d", ph, ht)
 		case s.touch > touch:
-			d.fail("state touch %d beyond the counter %d", s.touch, touch)
+			d.Fail("state touch %d beyond the counter %d", s.touch, touch)
 		case prev != nil && s.touch < prev.touch:
-			d.fail("states out of touch order")
+			d.Fail("states out of touch order")
 		}
-		if d.err != nil {
+		if d.Err != nil {
 			break
 		}
 		s.phase, s.hasT = phase(ph), ht == 1
@@ -325,17 +244,17 @@ func (e *Engine) UnmarshalBinary(data []byte) error {
 		s.key.r = r
 		switch {
 		case seen[s.key]:
-			d.fail("state %s %q %q twice", r.name, s.key.series, s.key.field)
+			d.Fail("state %s %q %q twice", r.name, s.key.series, s.key.field)
 		case r.kind == kindMissing && s.phase == pending:
-			d.fail("missing-data state of %s is pending", r.name)
+			d.Fail("missing-data state of %s is pending", r.name)
 		case r.kind == kindMissing && !procSet:
-			d.fail("missing-data state without a processing time")
+			d.Fail("missing-data state without a processing time")
 		case r.kind == kindMissing && s.start > procNs:
-			d.fail("missing-data state last seen after the processing time")
+			d.Fail("missing-data state last seen after the processing time")
 		case r.kind != kindMissing && s.phase != inactive && (!s.hasT || s.start > s.lastT):
-			d.fail("%s state of %s starts after its newest time", s.phase, r.name)
+			d.Fail("%s state of %s starts after its newest time", s.phase, r.name)
 		}
-		if d.err != nil {
+		if d.Err != nil {
 			break
 		}
 		seen[s.key] = true
@@ -346,49 +265,49 @@ func (e *Engine) UnmarshalBinary(data []byte) error {
 		prev = s
 	}
 
-	nev := d.count("events", 29)
+	nev := d.Count(29, "events")
 	evs := make([]Event, 0, min(nev, e.cfg.Recent))
 	for i := range nev {
 		var ev Event
-		switch d.byte() {
+		switch d.Byte() {
 		case 1:
 			ev.Type = Firing
 		case 2:
 			ev.Type = Resolved
 		default:
-			d.fail("event type")
+			d.Fail("event type")
 		}
-		ev.ID, ev.Rule, ev.Series, ev.Field, ev.Severity = d.s(), d.s(), d.s(), d.s(), d.s()
-		nl := d.count("labels", 2)
+		ev.ID, ev.Rule, ev.Series, ev.Field, ev.Severity = d.S(), d.S(), d.S(), d.S(), d.S()
+		nl := d.Count(2, "labels")
 		if nl > 0 {
 			ev.Labels = make(map[string]string, nl)
 		}
 		for range nl {
-			k, v := d.s(), d.s()
+			k, v := d.S(), d.S()
 			ev.Labels[k] = v
 		}
-		ev.Value, ev.Threshold = d.f(), d.f()
-		ev.Op = d.s()
-		ev.StartNs, ev.AtNs = d.i(), d.i()
-		ev.Gateway = d.s()
-		ev.Index = d.u()
-		seq := d.u()
+		ev.Value, ev.Threshold = d.F(), d.F()
+		ev.Op = d.S()
+		ev.StartNs, ev.AtNs = d.I(), d.I()
+		ev.Gateway = d.S()
+		ev.Index = d.U()
+		seq := d.U()
 		if seq > math.MaxInt32 {
-			d.fail("event seq %d", seq)
+			d.Fail("event seq %d", seq)
 		}
 		ev.Seq = int(seq)
-		if d.err != nil {
+		if d.Err != nil {
 			break
 		}
 		if i >= nev-e.cfg.Recent {
 			evs = append(evs, ev)
 		}
 	}
-	if d.err == nil && d.off != len(d.b) {
-		d.fail("%d trailing bytes", len(d.b)-d.off)
+	if d.Err == nil && d.Off != len(d.B) {
+		d.Fail("%d trailing bytes", len(d.B)-d.Off)
 	}
-	if d.err != nil {
-		return d.err
+	if d.Err != nil {
+		return d.Err
 	}
 
 	e.hasProc, e.procNs, e.touch = procSet, procNs, touch

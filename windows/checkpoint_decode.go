@@ -17,22 +17,22 @@ type groupRef struct {
 // the invariants Apply relies on, so a checkpoint that decodes cannot make
 // a later Apply panic.
 func (f *Engine) decode(r *dec) error {
-	f.applied, f.procNs, f.nextCheck = r.u(), r.i(), r.i()
-	f.seq, f.devGen, f.mem = r.u(), r.u(), r.i()
+	f.applied, f.procNs, f.nextCheck = r.U(), r.I(), r.I()
+	f.seq, f.devGen, f.mem = r.U(), r.U(), r.I()
 	for _, c := range f.counters() {
-		*c = r.u()
+		*c = r.U()
 	}
-	if n := r.u(); n > winPoolMax {
-		r.fail("window pool %d", n)
+	if n := r.U(); n > winPoolMax {
+		r.Fail("window pool %d", n)
 	} else {
 		f.winPool = make([]*tumWin, n)
 		for i := range f.winPool {
 			f.winPool[i] = new(tumWin)
 		}
 	}
-	if hb := r.bs(); r.err == nil {
+	if hb := r.Bytes(); r.Err == nil {
 		if err := f.overflowHLL.UnmarshalBinary(hb); err != nil {
-			r.fail("overflow hll: %v", err)
+			r.Fail("overflow hll: %v", err)
 		}
 	}
 	f.series = make(map[string]*series)
@@ -45,15 +45,15 @@ func (f *Engine) decode(r *dec) error {
 	for _, g := range f.groups {
 		f.decodeGroup(r, g)
 	}
-	if r.err != nil {
-		return r.err
+	if r.Err != nil {
+		return r.Err
 	}
 	if f.overflow == nil {
-		r.fail("no overflow series")
-		return r.err
+		r.Fail("no overflow series")
+		return r.Err
 	}
 	f.link(r, refs)
-	return r.err
+	return r.Err
 }
 
 type devRefs struct {
@@ -64,34 +64,34 @@ type devRefs struct {
 }
 
 func (f *Engine) decodeDevices(r *dec) map[*device]*devRefs {
-	n := r.count(16, "device")
+	n := r.Count(16, "device")
 	refs := make(map[*device]*devRefs, n)
 	prev := ""
-	for i := 0; i < n && r.err == nil; i++ {
-		d := &device{key: r.s(), nextEnd: maxTime}
+	for i := 0; i < n && r.Err == nil; i++ {
+		d := &device{key: r.S(), nextEnd: maxTime}
 		if i > 0 && d.key <= prev {
-			r.fail("device %q out of order", d.key)
+			r.Fail("device %q out of order", d.key)
 		}
 		prev = d.key
-		d.maxT, d.idleAdv, d.lastIngest = r.i(), r.i(), r.i()
-		d.idle = r.bool()
-		d.seq, d.gen, d.bytes = r.u(), r.u(), r.i()
+		d.maxT, d.idleAdv, d.lastIngest = r.I(), r.I(), r.I()
+		d.idle = r.Bool()
+		d.seq, d.gen, d.bytes = r.U(), r.U(), r.I()
 		dr := &devRefs{}
-		capS, capG := r.u(), r.u()
-		ns := r.count(1, "device series")
+		capS, capG := r.U(), r.U()
+		ns := r.Count(1, "device series")
 		for range ns {
-			dr.series = append(dr.series, r.s())
+			dr.series = append(dr.series, r.S())
 		}
-		ng := r.count(3, "device group")
+		ng := r.Count(3, "device group")
 		for range ng {
-			gr := groupRef{gi: int(r.u()), key: r.s(), start: r.i()}
+			gr := groupRef{gi: int(r.U()), key: r.S(), start: r.I()}
 			if gr.gi >= len(f.groups) {
-				r.fail("group %d of %d", gr.gi, len(f.groups))
+				r.Fail("group %d of %d", gr.gi, len(f.groups))
 			}
 			dr.groups = append(dr.groups, gr)
 		}
 		if capS < uint64(ns) || capS > uint64(2*ns+8) || capG < uint64(ng) || capG > uint64(2*ng+64) {
-			r.fail("device %q capacities", d.key)
+			r.Fail("device %q capacities", d.key)
 		}
 		dr.capS, dr.capG = int(capS), int(capG)
 		f.devices[d.key] = d
@@ -101,17 +101,17 @@ func (f *Engine) decodeDevices(r *dec) map[*device]*devRefs {
 }
 
 func (f *Engine) decodeAllSeries(r *dec) {
-	n := r.count(8, "series")
+	n := r.Count(8, "series")
 	prev := ""
-	for i := 0; i < n && r.err == nil; i++ {
-		key := r.s()
+	for i := 0; i < n && r.Err == nil; i++ {
+		key := r.S()
 		if i > 0 && key <= prev {
-			r.fail("series %q out of order", key)
+			r.Fail("series %q out of order", key)
 		}
 		prev = key
-		d := f.devices[r.s()]
+		d := f.devices[r.S()]
 		if d == nil {
-			r.fail("series %q of an unknown device", key)
+			r.Fail("series %q of an unknown device", key)
 			return
 		}
 		pk := parseSeriesKey(key)
@@ -126,18 +126,18 @@ func (f *Engine) decodeAllSeries(r *dec) {
 				ga.topk, ga.hasTopK = attrValue(g.topk, key, &pk, d.key)
 			}
 		}
-		s.readings, s.lastEventNs, s.lastApplied, s.seq, s.bytes = r.u(), r.i(), r.i(), r.u(), r.i()
-		capP := r.u()
-		np := r.count(4, "pair")
+		s.readings, s.lastEventNs, s.lastApplied, s.seq, s.bytes = r.U(), r.I(), r.I(), r.U(), r.I()
+		capP := r.U()
+		np := r.Count(4, "pair")
 		if capP < uint64(np) || capP > uint64(2*np+8) {
-			r.fail("series %q pair capacity %d", key, capP)
+			r.Fail("series %q pair capacity %d", key, capP)
 			return
 		}
 		s.pairs = make([]*pair, 0, capP)
 		for range np {
 			if p := f.decodePair(r, s); p != nil {
 				if s.pair(p.field) != nil {
-					r.fail("series %q field %q twice", key, p.field)
+					r.Fail("series %q field %q twice", key, p.field)
 				}
 				s.pairs = append(s.pairs, p)
 			}
@@ -151,15 +151,15 @@ func (f *Engine) decodeAllSeries(r *dec) {
 }
 
 func (f *Engine) decodePair(r *dec, s *series) *pair {
-	p := &pair{s: s, field: r.s(), specs: make([]specState, len(f.specs))}
-	p.bytes = r.i()
-	rb := r.bs()
-	if r.err != nil {
+	p := &pair{s: s, field: r.S(), specs: make([]specState, len(f.specs))}
+	p.bytes = r.I()
+	rb := r.Bytes()
+	if r.Err != nil {
 		return nil
 	}
 	p.res, _ = sketches.NewReservoir(f.cfg.ReservoirSize, pairSeed(s.key, p.field))
 	if err := p.res.UnmarshalBinary(rb); err != nil {
-		r.fail("series %q field %q reservoir: %v", s.key, p.field, err)
+		r.Fail("series %q field %q reservoir: %v", s.key, p.field, err)
 		return nil
 	}
 	for i := range f.specs {
@@ -171,11 +171,11 @@ func (f *Engine) decodePair(r *dec, s *series) *pair {
 		} else {
 			f.decodePanes(r, sp, ps)
 		}
-		hasHist := r.bool()
-		n, head := r.u(), r.u()
+		hasHist := r.Bool()
+		n, head := r.U(), r.U()
 		h := uint64(f.cfg.ClosedHistory)
 		if n > h || (!hasHist && n > 0) || (n < h && head != 0) || (n == h && n > 0 && head >= n) {
-			r.fail("series %q field %q history %d/%d", s.key, p.field, n, head)
+			r.Fail("series %q field %q history %d/%d", s.key, p.field, n, head)
 			return nil
 		}
 		if hasHist {
@@ -186,34 +186,34 @@ func (f *Engine) decodePair(r *dec, s *series) *pair {
 			ps.histHead = int(head)
 		}
 	}
-	if r.err != nil {
+	if r.Err != nil {
 		return nil
 	}
 	return p
 }
 
 func (f *Engine) decodeWins(r *dec, sp *spec, ps *specState) {
-	c := r.u()
-	n := r.count(4, "window")
+	c := r.U()
+	n := r.Count(4, "window")
 	if c < uint64(n) || c > uint64(2*n+8) {
-		r.fail("window capacity %d for %d", c, n)
+		r.Fail("window capacity %d for %d", c, n)
 		return
 	}
 	ps.wins = make([]*tumWin, 0, c)
-	for k := 0; k < n && r.err == nil; k++ {
+	for k := 0; k < n && r.Err == nil; k++ {
 		w := new(tumWin)
-		w.start = r.i()
+		w.start = r.I()
 		w.agg = r.agg()
-		qb := r.bs()
-		if r.err != nil {
+		qb := r.Bytes()
+		if r.Err != nil {
 			return
 		}
 		if !aligned(w.start, sp.size) || (k > 0 && w.start <= ps.wins[k-1].start) || w.agg.count == 0 {
-			r.fail("window start %d", w.start)
+			r.Fail("window start %d", w.start)
 			return
 		}
 		if err := w.q.UnmarshalBinary(qb); err != nil {
-			r.fail("window quantile: %v", err)
+			r.Fail("window quantile: %v", err)
 			return
 		}
 		ps.wins = append(ps.wins, w)
@@ -221,25 +221,25 @@ func (f *Engine) decodeWins(r *dec, sp *spec, ps *specState) {
 }
 
 func (f *Engine) decodePanes(r *dec, sp *spec, ps *specState) {
-	ps.nextStart = r.i()
-	c := r.u()
-	n := r.count(2, "pane")
+	ps.nextStart = r.I()
+	c := r.U()
+	n := r.Count(2, "pane")
 	if c < uint64(n) || c > uint64(2*n+sp.initCap+8) {
-		r.fail("pane capacity %d for %d", c, n)
+		r.Fail("pane capacity %d for %d", c, n)
 		return
 	}
 	if c > 0 {
 		ps.panes = make([]pane, 0, c)
 	}
 	if ps.nextStart != noTime && !aligned(ps.nextStart, sp.slide) {
-		r.fail("sliding next start %d", ps.nextStart)
+		r.Fail("sliding next start %d", ps.nextStart)
 		return
 	}
-	for k := 0; k < n && r.err == nil; k++ {
-		pn := pane{start: r.i(), agg: r.agg()}
+	for k := 0; k < n && r.Err == nil; k++ {
+		pn := pane{start: r.I(), agg: r.agg()}
 		if !aligned(pn.start, sp.slide) || pn.agg.count == 0 ||
 			(k > 0 && pn.start <= ps.panes[k-1].start) || (ps.nextStart != noTime && pn.start < ps.nextStart) {
-			r.fail("pane start %d", pn.start)
+			r.Fail("pane start %d", pn.start)
 			return
 		}
 		ps.panes = append(ps.panes, pn)
@@ -251,9 +251,9 @@ func aligned(t, size int64) bool {
 }
 
 func (f *Engine) decodeGroup(r *dec, g *groupState) {
-	nh, nt := r.u(), r.u()
+	nh, nt := r.U(), r.U()
 	if nh > groupPoolMax || nt > groupPoolMax || (nh > 0 && g.distinct.kind == attrNone) || (nt > 0 && g.topk.kind == attrNone) {
-		r.fail("group %q pools", g.spec.Name)
+		r.Fail("group %q pools", g.spec.Name)
 		return
 	}
 	for range nh {
@@ -262,20 +262,20 @@ func (f *Engine) decodeGroup(r *dec, g *groupState) {
 	for range nt {
 		g.topkPool = append(g.topkPool, g.newTopK())
 	}
-	n := r.count(6, "group key")
+	n := r.Count(6, "group key")
 	prev := ""
-	for i := 0; i < n && r.err == nil; i++ {
-		gk := &groupKey{g: g, key: r.s()}
+	for i := 0; i < n && r.Err == nil; i++ {
+		gk := &groupKey{g: g, key: r.S()}
 		if i > 0 && gk.key <= prev {
-			r.fail("group %q key %q out of order", g.spec.Name, gk.key)
+			r.Fail("group %q key %q out of order", g.spec.Name, gk.key)
 		}
 		prev = gk.key
-		gk.maxClosedStart, gk.lastActive, gk.bytes = r.i(), r.i(), r.i()
-		hasHist := r.bool()
-		hn, head := r.u(), r.u()
+		gk.maxClosedStart, gk.lastActive, gk.bytes = r.I(), r.I(), r.I()
+		hasHist := r.Bool()
+		hn, head := r.U(), r.U()
 		h := uint64(f.cfg.ClosedHistory)
 		if hn > h || (!hasHist && hn > 0) || (hn < h && head != 0) || (hn == h && hn > 0 && head >= hn) {
-			r.fail("group %q key %q history", g.spec.Name, gk.key)
+			r.Fail("group %q key %q history", g.spec.Name, gk.key)
 			return
 		}
 		if hasHist {
@@ -283,19 +283,19 @@ func (f *Engine) decodeGroup(r *dec, g *groupState) {
 			for k := range gk.hist {
 				gs := &gk.hist[k]
 				gs.Group, gs.Key = g.spec.Name, gk.key
-				gs.StartNs = r.i()
+				gs.StartNs = r.I()
 				gs.EndNs = gs.StartNs + g.size
-				gs.Readings, gs.Distinct = r.u(), r.u()
-				nk := r.count(2, "top-k item")
+				gs.Readings, gs.Distinct = r.U(), r.U()
+				nk := r.Count(2, "top-k item")
 				if nk > sketches.TopKCapacity {
-					r.fail("top-k items %d", nk)
+					r.Fail("top-k items %d", nk)
 					return
 				}
 				if g.topk.kind != attrNone {
 					gs.TopK = make([]sketches.Item, nk)
 				}
 				for j := range nk {
-					it := sketches.Item{Key: r.s(), Count: r.u()}
+					it := sketches.Item{Key: r.S(), Count: r.U()}
 					if gs.TopK != nil {
 						gs.TopK[j] = it
 					}
@@ -309,34 +309,34 @@ func (f *Engine) decodeGroup(r *dec, g *groupState) {
 }
 
 func (f *Engine) decodeGroupWins(r *dec, g *groupState, gk *groupKey) {
-	n := r.count(4, "group window")
-	for k := 0; k < n && r.err == nil; k++ {
-		gw := &groupWin{k: gk, start: r.i()}
+	n := r.Count(4, "group window")
+	for k := 0; k < n && r.Err == nil; k++ {
+		gw := &groupWin{k: gk, start: r.I()}
 		gw.end = gw.start + g.size
-		gw.readings = r.u()
-		hb, tb := r.bs(), r.bs()
-		if r.err != nil {
+		gw.readings = r.U()
+		hb, tb := r.Bytes(), r.Bytes()
+		if r.Err != nil {
 			return
 		}
 		if !aligned(gw.start, g.size) || (k > 0 && gw.start <= gk.open[k-1].start) || gw.readings == 0 {
-			r.fail("group window start %d", gw.start)
+			r.Fail("group window start %d", gw.start)
 			return
 		}
 		if (len(hb) > 0) != (g.distinct.kind != attrNone) || (len(tb) > 0) != (g.topk.kind != attrNone) {
-			r.fail("group %q window sketches", g.spec.Name)
+			r.Fail("group %q window sketches", g.spec.Name)
 			return
 		}
 		if len(hb) > 0 {
 			gw.hll = sketches.NewHLL()
 			if err := gw.hll.UnmarshalBinary(hb); err != nil {
-				r.fail("group hll: %v", err)
+				r.Fail("group hll: %v", err)
 				return
 			}
 		}
 		if len(tb) > 0 {
 			gw.topk = g.newTopK()
 			if err := gw.topk.UnmarshalBinary(tb); err != nil {
-				r.fail("group top-k: %v", err)
+				r.Fail("group top-k: %v", err)
 				return
 			}
 		}
@@ -354,14 +354,14 @@ func (f *Engine) link(r *dec, refs map[*device]*devRefs) {
 		for _, k := range dr.series {
 			s := f.series[k]
 			if s == nil || s.dev != d || slices.Contains(d.series, s) {
-				r.fail("device %q series %q", d.key, k)
+				r.Fail("device %q series %q", d.key, k)
 				return
 			}
 			d.series = append(d.series, s)
 		}
 		seen += len(d.series)
 		if len(d.series) == 0 {
-			r.fail("device %q without series", d.key)
+			r.Fail("device %q without series", d.key)
 			return
 		}
 		d.groups = make([]*groupWin, 0, dr.capG)
@@ -372,7 +372,7 @@ func (f *Engine) link(r *dec, refs map[*device]*devRefs) {
 				gw = gk.find(gr.start)
 			}
 			if gw == nil || slices.Contains(d.groups, gw) {
-				r.fail("device %q group window %d/%q/%d", d.key, gr.gi, gr.key, gr.start)
+				r.Fail("device %q group window %d/%q/%d", d.key, gr.gi, gr.key, gr.start)
 				return
 			}
 			d.groups = append(d.groups, gw)
@@ -382,14 +382,14 @@ func (f *Engine) link(r *dec, refs map[*device]*devRefs) {
 		}
 	}
 	if seen != len(f.series) {
-		r.fail("series not listed by their devices")
+		r.Fail("series not listed by their devices")
 		return
 	}
 	for _, g := range f.groups {
 		for _, gk := range g.keys {
 			for _, gw := range gk.open {
 				if gw.pending <= 0 {
-					r.fail("group %q key %q window %d has no pending device", g.spec.Name, gk.key, gw.start)
+					r.Fail("group %q key %q window %d has no pending device", g.spec.Name, gk.key, gw.start)
 					return
 				}
 			}
