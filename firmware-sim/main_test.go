@@ -13,6 +13,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/runnel-iot/runnel/ingest"
+	"github.com/runnel-iot/runnel/internal/testutil"
 	"github.com/runnel-iot/runnel/wal"
 )
 
@@ -20,40 +21,11 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-// waitFor polls cond until it returns true or the deadline passes, then
-// fails with the last state cond described.
-func waitFor(t testing.TB, within time.Duration, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		ok, state := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met within %v; last state: %s", within, state)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
+// waitFor is testutil.WaitFor.
+var waitFor = testutil.WaitFor
 
-// syncBuffer is a bytes.Buffer safe for a writer and a polling reader.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuffer is a buffer safe for a writer and a polling reader.
+type syncBuffer = testutil.SyncBuffer
 
 // captured is one publish seen by the broker.
 type captured struct {

@@ -16,6 +16,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/goleak"
 
+	"github.com/runnel-iot/runnel/internal/testutil"
 	"github.com/runnel-iot/runnel/wal"
 )
 
@@ -104,21 +105,13 @@ func (r *running) stop(t testing.TB) {
 	}
 }
 
-// waitFor polls cond until it holds or the timeout passes, then fails with
-// the last state cond reported.
+// waitFor is testutil.WaitFor, naming what it waits for.
 func waitFor(t testing.TB, timeout time.Duration, what string, cond func() (bool, string)) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
+	testutil.WaitFor(t, timeout, func() (bool, string) {
 		ok, state := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s; last state: %s", timeout, what, state)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return ok, what + ": " + state
+	})
 }
 
 // seqRecord is record number seq of a test stream: key k<seq%keys>, id
