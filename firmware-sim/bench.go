@@ -134,21 +134,11 @@ func BenchPhases() []string {
 }
 
 func (o BenchOptions) withDefaults() BenchOptions {
-	if o.Runnel == "" {
-		o.Runnel = "bin/runnel"
-	}
-	if o.PhaseDuration == 0 {
-		o.PhaseDuration = 20 * time.Second
-	}
-	if o.Publishers == 0 {
-		o.Publishers = 4
-	}
-	if o.MaxInFlight == 0 {
-		o.MaxInFlight = 1000
-	}
-	if o.Devices == 0 {
-		o.Devices = 1000
-	}
+	orDefault(&o.Runnel, "bin/runnel")
+	orDefault(&o.PhaseDuration, 20*time.Second)
+	orDefault(&o.Publishers, 4)
+	orDefault(&o.MaxInFlight, 1000)
+	orDefault(&o.Devices, 1000)
 	if o.Log == nil {
 		o.Log = io.Discard
 	}

@@ -182,58 +182,33 @@ func DefaultOptions() Options {
 // withDefaults fills zero fields (QoS and Seed excepted: zero is valid).
 func (o Options) withDefaults() Options {
 	d := DefaultOptions()
-	setStr := func(p *string, v string) {
-		if *p == "" {
-			*p = v
-		}
-	}
-	if o.Scenario == "" {
-		o.Scenario = d.Scenario
-	}
-	if o.Devices == 0 {
-		o.Devices = d.Devices
-	}
-	if o.Rate == 0 {
-		o.Rate = d.Rate
-	}
-	if o.ReadingsPerMessage == 0 {
-		o.ReadingsPerMessage = d.ReadingsPerMessage
-	}
-	if o.Transport == "" {
-		o.Transport = d.Transport
-	}
-	setStr(&o.Format, d.Format)
-	setStr(&o.Broker, d.Broker)
-	setStr(&o.UDPAddr, d.UDPAddr)
-	setStr(&o.HTTPURL, d.HTTPURL)
-	if o.Sites == 0 {
-		o.Sites = d.Sites
-	}
-	if o.ECG == "" {
-		o.ECG = d.ECG
-	}
-	if o.MaxInFlight == 0 {
-		o.MaxInFlight = d.MaxInFlight
-	}
-	if o.AckTimeout == 0 {
-		o.AckTimeout = d.AckTimeout
-	}
-	if o.DrainTimeout == 0 {
-		o.DrainTimeout = d.DrainTimeout
-	}
-	if o.ProgressInterval == 0 {
-		o.ProgressInterval = d.ProgressInterval
-	}
-	if o.Faults.LateBy == 0 {
-		o.Faults.LateBy = d.Faults.LateBy
-	}
-	if o.Faults.BurstFor == 0 {
-		o.Faults.BurstFor = d.Faults.BurstFor
-	}
-	if o.Faults.BurstFactor == 0 {
-		o.Faults.BurstFactor = d.Faults.BurstFactor
-	}
+	orDefault(&o.Scenario, d.Scenario)
+	orDefault(&o.Devices, d.Devices)
+	orDefault(&o.Rate, d.Rate)
+	orDefault(&o.ReadingsPerMessage, d.ReadingsPerMessage)
+	orDefault(&o.Transport, d.Transport)
+	orDefault(&o.Format, d.Format)
+	orDefault(&o.Broker, d.Broker)
+	orDefault(&o.UDPAddr, d.UDPAddr)
+	orDefault(&o.HTTPURL, d.HTTPURL)
+	orDefault(&o.Sites, d.Sites)
+	orDefault(&o.ECG, d.ECG)
+	orDefault(&o.MaxInFlight, d.MaxInFlight)
+	orDefault(&o.AckTimeout, d.AckTimeout)
+	orDefault(&o.DrainTimeout, d.DrainTimeout)
+	orDefault(&o.ProgressInterval, d.ProgressInterval)
+	orDefault(&o.Faults.LateBy, d.Faults.LateBy)
+	orDefault(&o.Faults.BurstFor, d.Faults.BurstFor)
+	orDefault(&o.Faults.BurstFactor, d.Faults.BurstFactor)
 	return o
+}
+
+// orDefault sets *p to def when it is the zero value.
+func orDefault[T comparable](p *T, def T) {
+	var zero T
+	if *p == zero {
+		*p = def
+	}
 }
 
 // OptionError is one invalid option.
