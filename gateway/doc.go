@@ -41,6 +41,11 @@
 // gateway.shutdown_timeout; past it Run returns an error saying so. Run
 // returns only after the goroutines it started have exited.
 //
+// While it runs, Run also sets the Go runtime's soft memory limit:
+// gateway.memory_limit, or by default one that follows the live heap
+// (memlimit.go: a 28 MiB floor for a small gateway, out of the way of a
+// large one); GOMEMLIMIT wins over both.
+//
 // # Configuration
 //
 // Config is composed of one section per stage (gateway, log, wal, http,
