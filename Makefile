@@ -8,8 +8,10 @@ LDFLAGS  := -s -w -X $(PKG)/gateway.Version=$(VERSION) -X $(PKG)/gateway.Commit=
 GOBUILD  := CGO_ENABLED=0 go build -trimpath -ldflags '$(LDFLAGS)'
 FUZZTIME ?= 4s
 CONFIG   ?=
+SHELL    := /bin/bash
+.SHELLFLAGS := -o pipefail -ec
 
-.PHONY: all build build-arm64 build-armv7 test fmt-check vet test-race test-386 fuzz bench bench-go run demo demo-check clean
+.PHONY: all build build-arm64 build-armv7 test check-tree fmt-check vet test-race test-386 fuzz bench bench-go run demo demo-check clean
 
 all: build
 
@@ -25,7 +27,11 @@ build-arm64:
 build-armv7:
 	GOOS=linux GOARCH=arm GOARM=7 $(GOBUILD) -o bin/runnel-linux-armv7 ./gateway/cmd/runnel
 
-test: fmt-check vet test-race test-386 fuzz
+test: check-tree fmt-check vet test-race test-386 fuzz
+
+# No binaries, profiles or large files outside the data folders.
+check-tree:
+	./scripts/check-tree.sh
 
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
@@ -34,8 +40,10 @@ fmt-check:
 vet:
 	go vet ./...
 
+# The race run ends with the tests that skipped and why (internal/testsum).
 test-race:
-	go test -race -count=1 -timeout 15m ./...
+	go build -o bin/testsum ./internal/testsum
+	go test -race -count=1 -timeout 15m -json ./... | bin/testsum
 	cd third_party/tidwall-wal && go test -race -count=1 .   # upstream's tests on the patched copy
 
 # A 32-bit run catches 64-bit atomics misalignment (armv7 is 32-bit).
