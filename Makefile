@@ -11,7 +11,7 @@ CONFIG   ?=
 SHELL    := /bin/bash
 .SHELLFLAGS := -o pipefail -ec
 
-.PHONY: all build build-arm64 build-armv7 test check-tree fmt-check vet test-race test-386 fuzz bench bench-go run demo demo-check clean
+.PHONY: all build build-arm64 build-armv7 test check-tree fmt-check vet test-race test-386 fuzz bench bench-go torture run demo demo-check clean
 
 all: build
 
@@ -78,6 +78,15 @@ fuzz:
 BENCH_FLAGS ?=
 bench: build
 	./bin/firmware-sim bench -runnel bin/runnel -out bench/results/latest.json -work-dir data/bench $(BENCH_FLAGS)
+
+# The fault suite against the built binary (torture/doc.go): SIGKILL
+# loops, torn and bit-flipped WAL segments, full disks (tmpfs, as root),
+# a silent Kafka, SIGHUP while alerts fire. TORTURE=short (a few rounds,
+# CI) or long (>= 30 kill rounds, by hand).
+TORTURE ?= short
+torture:
+	RUNNEL_TORTURE=$(TORTURE) go test -count=1 -timeout $(if $(filter long,$(TORTURE)),60m,15m) -v -run '^Test' ./torture/ 2>&1 | \
+	  grep -E --line-buffered '^(=== RUN|--- |\s+\S+_test.go:|ok|FAIL|PASS|panic)'
 
 # The per-package Go micro-benchmarks (decoders, WAL append, sketches, ...).
 bench-go:
