@@ -25,10 +25,10 @@ import (
 
 // walContent is what the readings WAL holds of the suite's series.
 type walContent struct {
-	copies  map[int64]int            // value -> copies in the WAL
-	series  map[string]*agg          // series -> all its readings
+	copies  map[int64]int             // value -> copies in the WAL
+	series  map[string]*agg           // series -> all its readings
 	windows map[string]map[int64]*agg // series -> 1s window start (ns) -> readings
-	maxNs   map[string]int64         // series -> newest event time
+	maxNs   map[string]int64          // series -> newest event time
 }
 
 type agg struct {
