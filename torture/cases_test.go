@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -335,11 +336,11 @@ func TestDiskFull(t *testing.T) {
 	requireSuite(t)
 	requireRoot(t)
 	for _, sub := range []string{".", "checkpoints", "outbox"} {
-		t.Run(strings.Trim(sub, "."), func(t *testing.T) {
+		t.Run(map[string]string{".": "data"}[sub]+strings.Trim(sub, "."), func(t *testing.T) {
 			dir := t.TempDir()
 			mnt := filepath.Join(dir, sub)
 			mountTmpfs(t, mnt, "48m")
-			b := newBench(t, dir, "RUNNEL_WAL_RETENTION_BYTES=0")
+			b := newBench(t, dir)
 			b.startLoad()
 			p := b.startGateway()
 			p.waitReady(60 * time.Second)
@@ -352,6 +353,11 @@ func TestDiskFull(t *testing.T) {
 			} else {
 				code, body := p.readyz()
 				t.Logf("readyz on a full %s: %d %s", sub, code, body)
+				// A full data dir stops the WAL accepting; a full outbox holds
+				// the stream: either way the gateway is not ready, and says why.
+				if sub != "checkpoints" && code != http.StatusServiceUnavailable {
+					t.Errorf("readyz on a full %s: %d %s, want 503 with a reason", sub, code, body)
+				}
 				p.kill()
 			}
 			p = start(t, baseEnv(b.dir, append(b.extra, "RUNNEL_CHECKPOINT_INTERVAL=200ms")...), b.config)
