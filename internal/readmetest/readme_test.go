@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/runnel-iot/runnel/gateway"
 	"github.com/runnel-iot/runnel/internal/testutil"
 )
 
@@ -705,5 +706,54 @@ func (p *gatewayProc) stop(t *testing.T) {
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatalf("runnel did not exit within 30s of SIGTERM:\n%s", p.logText())
+	}
+}
+
+// TestREADMEEnvDefaults checks the default column of the README's table of
+// environment variables (the table after "<!-- env-table -->") against the
+// loader's defaults: a row naming a variable with a non-empty default must
+// show it as `default` (gateway's own test checks that every variable has
+// a row). Rows may merge several variables; each default must be there.
+func TestREADMEEnvDefaults(t *testing.T) {
+	text, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, after, ok := strings.Cut(string(text), "<!-- env-table -->")
+	if !ok {
+		t.Fatal(`README.md has no "<!-- env-table -->" line`)
+	}
+	rows := map[string]string{} // variable -> its row's default cell
+	inTable := false
+	for _, line := range strings.Split(after, "\n") {
+		line = strings.TrimSpace(line)
+		if !strings.HasPrefix(line, "|") {
+			if inTable {
+				break
+			}
+			continue
+		}
+		inTable = true
+		cells := strings.Split(strings.Trim(line, "|"), "|")
+		if len(cells) < 3 {
+			continue
+		}
+		for _, name := range regexp.MustCompile("`(RUNNEL_[A-Z0-9_]+)`").FindAllStringSubmatch(cells[0], -1) {
+			rows[name[1]] = cells[len(cells)-1]
+		}
+	}
+	checked := 0
+	for _, v := range gateway.EnvVars() {
+		cell, ok := rows[v.Name]
+		if !ok || v.Default == "" {
+			continue
+		}
+		checked++
+		if !strings.Contains(cell, "`"+v.Default+"`") {
+			t.Errorf("README.md env table: %s (%s) shows default %q, the loader's is `%s`", v.Name, v.Key, strings.TrimSpace(cell), v.Default)
+		}
+	}
+	if checked < 20 {
+		t.Fatalf("checked %d defaults: the table was not found or not parsed", checked)
 	}
 }
