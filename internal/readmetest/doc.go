@@ -19,6 +19,10 @@
 //   - `<!-- readme-test: nonempty -->`: as above, and every JSON array the
 //     documented JSON output shows with elements must be non-empty in the
 //     real output too.
+//   - `<!-- readme-test: pending -->`: the block documents what a known
+//     defect still gets wrong. It runs; a mismatch is logged, not failed,
+//     and a match fails the test, asking for the marker to become
+//     `<!-- readme-test -->` now that the defect is fixed.
 //   - `<!-- readme-test: config -->` before a ```yaml block: the block goes
 //     into the test gateway's config file (blocks must be disjoint
 //     top-level sections).

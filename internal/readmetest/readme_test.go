@@ -35,6 +35,7 @@ type command struct {
 type shBlock struct {
 	line     int
 	nonempty bool
+	pending  bool // documents the behaviour after a known defect is fixed
 	cmds     []command
 	json     string // a ```json block right after it: the last command's output
 }
@@ -81,8 +82,8 @@ func parseReadme(text string) (readme, error) {
 		switch {
 		case lang == "yaml" && opt == "config":
 			r.config += strings.Join(body, "\n") + "\n"
-		case lang == "sh" && (opt == "" || opt == "nonempty"):
-			b := shBlock{line: i + 1, nonempty: opt == "nonempty"}
+		case lang == "sh" && (opt == "" || opt == "nonempty" || opt == "pending"):
+			b := shBlock{line: i + 1, nonempty: opt == "nonempty", pending: opt == "pending"}
 			cmds, err := parseCommands(body, i+3) // body starts two lines after the marker at the earliest
 			if err != nil {
 				return r, err
@@ -93,7 +94,7 @@ func parseReadme(text string) (readme, error) {
 			}
 			r.blocks = append(r.blocks, b)
 		default:
-			return r, fmt.Errorf("README.md:%d: readme-test marker %q before a %q block: want a sh block (no option or nonempty) or a yaml block (config)", i+1, opt, lang)
+			return r, fmt.Errorf("README.md:%d: readme-test marker %q before a %q block: want a sh block (no option, nonempty or pending) or a yaml block (config)", i+1, opt, lang)
 		}
 		i = next - 1
 	}
@@ -337,6 +338,12 @@ func TestParseReadme(t *testing.T) {
 	if _, err := parseReadme("<!-- readme-test: bogus -->\n```sh\nx\n```\n"); err == nil {
 		t.Error("an unknown option was accepted")
 	}
+	for opt, want := range map[string][2]bool{"nonempty": {true, false}, "pending": {false, true}} {
+		r, err := parseReadme("<!-- readme-test: " + opt + " -->\n```sh\nx\n```\n")
+		if err != nil || len(r.blocks) != 1 || r.blocks[0].nonempty != want[0] || r.blocks[0].pending != want[1] {
+			t.Errorf("option %s: %+v, %v; want nonempty, pending = %v", opt, r.blocks, err, want)
+		}
+	}
 }
 
 func TestExpect(t *testing.T) {
@@ -569,7 +576,19 @@ func TestREADME(t *testing.T) {
 			if i == len(b.cmds)-1 {
 				docJSON = b.json
 			}
-			runCommand(t, work, ports(c.code, httpPort, mqttPort, udpPort), c, docJSON, b.nonempty)
+			code := ports(c.code, httpPort, mqttPort, udpPort)
+			problems, out := runCommand(t, work, code, c, docJSON, b)
+			switch {
+			case b.pending && len(problems) == 0:
+				t.Errorf("README.md:%d: marked pending (a known defect), but its documented output matches now: "+
+					"change the marker at README.md:%d to <!-- readme-test -->", c.line, b.line)
+			case b.pending:
+				t.Logf("README.md:%d: pending (a known defect, marked so at README.md:%d): %s:\n  %s", c.line, b.line, code, strings.Join(problems, "\n  "))
+			case len(problems) > 0:
+				t.Errorf("README.md:%d: %s:\n  %s\noutput:\n%s", c.line, code, strings.Join(problems, "\n  "), out)
+			default:
+				t.Logf("README.md:%d: ok: %s", c.line, code)
+			}
 			ran++
 		}
 	}
@@ -579,9 +598,11 @@ func TestREADME(t *testing.T) {
 	gw.stop(t)
 }
 
-// runCommand runs one README command and checks its documented output.
-// A query is run again until its output matches, within a deadline.
-func runCommand(t *testing.T, work, code string, c command, docJSON string, nonempty bool) {
+// runCommand runs one README command and returns how its output differs
+// from the documented one, and the output. A query is run again until its
+// output matches, within a deadline (a short one for a pending block,
+// which is expected not to match).
+func runCommand(t *testing.T, work, code string, c command, docJSON string, b shBlock) (problems []string, out string) {
 	t.Helper()
 	var doc any
 	if docJSON != "" {
@@ -589,7 +610,11 @@ func runCommand(t *testing.T, work, code string, c command, docJSON string, none
 			t.Fatalf("README.md: the JSON after line %d does not parse: %v", c.line, err)
 		}
 	}
-	deadline := time.Now().Add(15 * time.Second)
+	wait := 15 * time.Second
+	if b.pending {
+		wait = 2 * time.Second
+	}
+	deadline := time.Now().Add(wait)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		cmd := exec.CommandContext(ctx, "bash", "-c", code)
@@ -602,8 +627,8 @@ func runCommand(t *testing.T, work, code string, c command, docJSON string, none
 		if err != nil {
 			t.Fatalf("README.md:%d: %s: %v\nstdout: %s\nstderr: %s", c.line, code, err, stdout.String(), stderr.String())
 		}
-		var problems []string
-		out := stdout.String() + stderr.String()
+		problems = nil
+		out = stdout.String() + stderr.String()
 		if len(c.expect) > 0 && !expectRE(c.expect, c.whole).MatchString(normalize(out)) {
 			problems = append(problems, fmt.Sprintf("output does not match the documented %q", c.expect))
 		}
@@ -612,16 +637,11 @@ func runCommand(t *testing.T, work, code string, c command, docJSON string, none
 			if err := json.Unmarshal(stdout.Bytes(), &actual); err != nil {
 				problems = append(problems, fmt.Sprintf("output is not JSON: %v", err))
 			} else {
-				problems = append(problems, jsonShape(doc, actual, "$", nonempty)...)
+				problems = append(problems, jsonShape(doc, actual, "$", b.nonempty)...)
 			}
 		}
-		if len(problems) == 0 {
-			t.Logf("README.md:%d: ok: %s", c.line, code)
-			return
-		}
-		if !isQuery(c.code) || time.Now().After(deadline) {
-			t.Errorf("README.md:%d: %s:\n  %s\noutput:\n%s", c.line, code, strings.Join(problems, "\n  "), out)
-			return
+		if len(problems) == 0 || !isQuery(c.code) || time.Now().After(deadline) {
+			return problems, out
 		}
 		time.Sleep(100 * time.Millisecond) // a poll interval, not synchronisation: the loop waits for the match
 	}
