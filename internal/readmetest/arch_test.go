@@ -1,8 +1,10 @@
 package readmetest
 
 import (
+	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -69,5 +71,47 @@ func TestImportDirection(t *testing.T) {
 	}
 	if checked != len(layer) {
 		t.Errorf("go list showed %d of the %d packages in the layer table", checked, len(layer))
+	}
+}
+
+// TestDocLinks checks that every relative link of README.md and docs/*.md
+// names a file or folder inside the repository, so a link cannot point
+// outside a clone (as the README's design link once did) or at a file
+// that moved.
+func TestDocLinks(t *testing.T) {
+	root, err := filepath.Abs(filepath.Join("..", ".."))
+	if err != nil {
+		t.Fatal(err)
+	}
+	docs, err := filepath.Glob(filepath.Join(root, "docs", "*.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	linkRE := regexp.MustCompile(`\]\(([^)\s]+)\)`)
+	checked := 0
+	for _, doc := range append([]string{filepath.Join(root, "README.md")}, docs...) {
+		text, err := os.ReadFile(doc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rel, _ := filepath.Rel(root, doc)
+		for _, m := range linkRE.FindAllStringSubmatch(string(text), -1) {
+			target, _, _ := strings.Cut(m[1], "#")
+			if target == "" || strings.Contains(target, "://") || strings.HasPrefix(target, "mailto:") {
+				continue
+			}
+			checked++
+			path := filepath.Join(filepath.Dir(doc), target)
+			if r, err := filepath.Rel(root, path); err != nil || strings.HasPrefix(r, "..") {
+				t.Errorf("%s: link %q points outside the repository", rel, m[1])
+				continue
+			}
+			if _, err := os.Stat(path); err != nil {
+				t.Errorf("%s: link %q: %v", rel, m[1], err)
+			}
+		}
+	}
+	if checked == 0 {
+		t.Fatal("no relative link found: the link pattern is broken")
 	}
 }
