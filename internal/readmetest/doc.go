@@ -1,7 +1,15 @@
-// Package readmetest holds no code, only a test: it runs the shell examples
-// of the repository's README.md against a real gateway (the built binary on
-// loopback ports) and checks the outputs the README documents, so the
-// README cannot drift from what the code does.
+// Package readmetest holds no code, only tests that keep the documentation
+// true:
+//
+//   - TestREADME runs the shell examples of the repository's README.md
+//     against a real gateway (the built binary on loopback ports) and
+//     checks the outputs the README documents;
+//   - TestREADMEEnvDefaults checks the defaults in the README's table of
+//     environment variables against the loader's;
+//   - TestDocLinks checks that the relative links of README.md and docs/
+//     stay inside the repository and exist;
+//   - TestImportDirection checks the import order docs/ARCHITECTURE.md
+//     describes.
 //
 // # Which examples run
 //
