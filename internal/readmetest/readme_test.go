@@ -548,7 +548,8 @@ func TestREADME(t *testing.T) {
 		}
 		args = append(args, "-config", cfg)
 	}
-	gw := startGateway(t, bin, args, append(environ(), "RUNNEL_LOG_FORMAT=json", "RUNNEL_GATEWAY_ID=readme-gw",
+	// pi-042 is the README's gateway id (alert events carry it).
+	gw := startGateway(t, bin, args, append(environ(), "RUNNEL_LOG_FORMAT=json", "RUNNEL_GATEWAY_ID=pi-042",
 		"RUNNEL_DATA_DIR="+filepath.Join(work, "data"), "RUNNEL_HTTP_ADDR=127.0.0.1:0",
 		"RUNNEL_MQTT_ADDR=127.0.0.1:0", "RUNNEL_UDP_ADDR=127.0.0.1:0"))
 	port := func(key string) string {
