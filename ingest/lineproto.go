@@ -53,6 +53,32 @@ type LineProtocol struct {
 
 type tagOffset struct{ ks, ke, vs, ve int }
 
+// CodecLineProtocol names line protocol in the topic mapping; UDP and
+// HTTP writes decode with it too.
+const CodecLineProtocol = "line_protocol"
+
+func init() {
+	registerDecoder(CodecLineProtocol, func(DecoderConfig) (Decoder, error) { return new(lineProtocolDecoder), nil })
+}
+
+// lineProtocolDecoder is a LineProtocol as a Decoder: line protocol carries
+// its series in the body, so the topic is not read.
+type lineProtocolDecoder struct{ LineProtocol }
+
+func (d *lineProtocolDecoder) Decode(dst []wal.Reading, _ string, body []byte, opt Options, res *Result) []wal.Reading {
+	return d.LineProtocol.Decode(dst, body, opt, res)
+}
+
+// newLineDecoder returns the decoder of UDP datagrams and HTTP write
+// bodies, found by name like every other.
+func newLineDecoder() Decoder {
+	d, err := NewDecoder(CodecLineProtocol, DecoderConfig{})
+	if err != nil {
+		panic("BUG: " + err.Error()) // registered in this file
+	}
+	return d
+}
+
 // NewLineProtocol returns a line protocol decoder.
 func NewLineProtocol() *LineProtocol { return &LineProtocol{} }
 
