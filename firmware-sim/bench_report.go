@@ -154,7 +154,7 @@ Phases, in run order: `
 func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	var o BenchOptions
 	var phases string
-	fs := newFlagSet("bench", benchDesc+strings.Join(BenchPhases(), ", ")+"\n", stderr)
+	fs := NewFlagSet("bench", benchDesc+strings.Join(BenchPhases(), ", ")+"\n", stderr)
 	fs.StringVar(&o.Runnel, "runnel", "bin/runnel", "the runnel binary")
 	fs.StringVar(&o.FirmwareSim, "firmware-sim", "", "binary run as `<it> bare-broker` for the baseline (default: this one)")
 	fs.StringVar(&o.Out, "out", "", "write the JSON results here (e.g. bench/results/latest.json)")
@@ -169,7 +169,7 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		o.GatewayEnv = append(o.GatewayEnv, kv)
 		return nil
 	})
-	if code := parse(fs, args, stderr); code >= 0 {
+	if code := ParseFlags(fs, args, stderr); code >= 0 {
 		return code
 	}
 	for _, p := range strings.Split(phases, ",") {
@@ -178,7 +178,7 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		}
 	}
 	if err := o.Validate(); err != nil {
-		fmt.Fprintf(stderr, "firmware-sim bench: invalid flags:\n%v\n(see firmware-sim bench -h)\n", indent(err))
+		fmt.Fprintf(stderr, "firmware-sim bench: invalid flags:\n%v\n(see firmware-sim bench -h)\n", Indent(err))
 		return ExitUsage
 	}
 	o.Log = stderr
