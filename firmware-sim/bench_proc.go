@@ -172,6 +172,16 @@ func (c *child) stop() error {
 	}
 }
 
+// freeAddr returns a loopback TCP address free a moment ago.
+func freeAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}
+
 // freeUDPAddr returns a loopback UDP address free a moment ago.
 func freeUDPAddr() (string, error) {
 	c, err := net.ListenPacket("udp", "127.0.0.1:0")
