@@ -36,7 +36,6 @@ var builtins = []Command{
 	{"subscribe", "print MQTT messages, e.g. alerts/#", subscribeCmd},
 	{"kafka", "DEV-ONLY in-memory Kafka-protocol broker (kfake)", kafkaCmd},
 	{"bare-broker", "bare mochi-mqtt broker, a benchmark baseline", bareBrokerCmd},
-	{"bench", "end-to-end load test of the built gateway (make bench)", benchCmd},
 }
 
 // topUsage lists cmds.
