@@ -255,7 +255,7 @@ func TestBackpressureBlocksAppend(t *testing.T) {
 		_, _, err := l.Append(ctx, [][]byte{big})
 		blocked <- err
 	}()
-	waitFor(t, func() bool { l.sem.mu.Lock(); defer l.sem.mu.Unlock(); return len(l.sem.waiters) == 1 }, "third append waiting for budget")
+	waitFor(t, func() bool { return l.sem.waiting.Load() == 1 }, "third append waiting for budget")
 	cancel()
 	if err := <-blocked; !errors.Is(err, context.Canceled) {
 		t.Fatalf("blocked append: %v, want context.Canceled", err)
