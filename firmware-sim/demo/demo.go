@@ -50,8 +50,24 @@ func freeAddr() (string, error) {
 // RunDemo runs the demo until ctx ends or Duration passes; it returns an
 // error when something fails to start or, with Check, a check fails.
 func RunDemo(ctx context.Context, o DemoOptions, out io.Writer) error {
-	if err := o.resolveAddrs(); err != nil {
-		return err
+	if o.KafkaAddr == "" {
+		o.KafkaAddr = "127.0.0.1:9092"
+	}
+	defaults := map[*string]string{&o.HTTPAddr: "127.0.0.1:8080", &o.MQTTAddr: "127.0.0.1:1883", &o.UDPAddr: "127.0.0.1:8089"}
+	for p, d := range defaults {
+		switch *p {
+		case "":
+			*p = d
+		case "auto":
+			a, err := freeAddr()
+			if err != nil {
+				return err
+			}
+			*p = a
+		}
+	}
+	if o.KafkaAddr == "auto" {
+		o.KafkaAddr = "127.0.0.1:0"
 	}
 	k, err := firmwaresim.StartKafka(firmwaresim.KafkaOptions{Addr: o.KafkaAddr, Topics: firmwaresim.DefaultKafkaTopics})
 	if err != nil {
@@ -61,18 +77,60 @@ func RunDemo(ctx context.Context, o DemoOptions, out io.Writer) error {
 	fmt.Fprintf(out, "demo: %s\n", firmwaresim.KafkaBanner)
 	fmt.Fprintf(out, "demo: kafka (kfake, in memory) on %s\n", k.Addr())
 
-	gw, err := startGateway(o, k.Addr())
+	if err := os.MkdirAll(o.DataDir, 0o755); err != nil {
+		return err
+	}
+	logPath := filepath.Join(o.DataDir, "runnel.log")
+	logf, err := os.Create(logPath)
 	if err != nil {
 		return err
 	}
-	defer gw.logf.Close()
-	logPath, exited, stopGateway := gw.logPath, gw.exited, gw.stop
+	defer logf.Close()
+	cmd := exec.Command(o.Runnel, "run", "-config", o.Config)
+	cmd.Env = append(os.Environ(),
+		"RUNNEL_KAFKA_BROKERS="+k.Addr(), "RUNNEL_DATA_DIR="+o.DataDir,
+		"RUNNEL_HTTP_ADDR="+o.HTTPAddr, "RUNNEL_MQTT_ADDR="+o.MQTTAddr, "RUNNEL_UDP_ADDR="+o.UDPAddr)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start %s: %w", o.Runnel, err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	stopGateway := func() error {
+		select {
+		case err := <-exited:
+			return fmt.Errorf("the gateway exited early: %v (log: %s)", err, logPath)
+		default:
+		}
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case err := <-exited:
+			return err
+		case <-time.After(40 * time.Second):
+			_ = cmd.Process.Kill()
+			return errors.New("the gateway did not stop within 40s of SIGTERM")
+		}
+	}
 	base := "http://" + o.HTTPAddr
 	if err := waitReady(ctx, base, exited); err != nil {
 		_ = stopGateway()
 		return fmt.Errorf("%w (log: %s)", err, logPath)
 	}
-	printGuide(out, o, logPath, base)
+	fmt.Fprintf(out, `demo: gateway ready (log: %[1]s)
+
+  dashboard:     http://%[2]s/
+  series:        curl -s '%[3]s/api/v1/series?limit=5'
+  windows:       curl -s '%[3]s/api/v1/windows?series=env,device=env-0001,site=site-1&field=temp&size=10s&last=3'
+  alerts:        curl -s '%[3]s/api/v1/alerts'
+  live stream:   curl -sN '%[3]s/api/v1/stream?kind=alert,tumbling'
+  watch alerts:  bin/firmware-sim subscribe -broker %[4]s -topic 'alerts/#'
+                 (or: mosquitto_sub -h %[5]s -p %[6]s -t 'alerts/#' -v)
+  metrics:       curl -s %[3]s/metrics | grep runnel_forward
+
+  Simulated patients raise heart-rate and SpO2 alerts within about two
+  minutes; machines raise vibration alerts. Ctrl-C stops everything.
+
+`, logPath, o.HTTPAddr, base, o.MQTTAddr, hostOf(o.MQTTAddr), portOf(o.MQTTAddr))
 
 	simCtx, stopSim := context.WithCancel(ctx)
 	if o.Duration > 0 {
@@ -114,101 +172,6 @@ loop:
 	}
 	fmt.Fprintf(out, "demo: stopped; kafka received %s\n", formatCounts(k.Counts()))
 	return checkErr
-}
-
-// resolveAddrs fills in the default addresses and picks free ports for
-// those set to "auto".
-func (o *DemoOptions) resolveAddrs() error {
-	if o.KafkaAddr == "" {
-		o.KafkaAddr = "127.0.0.1:9092"
-	}
-	defaults := map[*string]string{&o.HTTPAddr: "127.0.0.1:8080", &o.MQTTAddr: "127.0.0.1:1883", &o.UDPAddr: "127.0.0.1:8089"}
-	for p, d := range defaults {
-		switch *p {
-		case "":
-			*p = d
-		case "auto":
-			a, err := freeAddr()
-			if err != nil {
-				return err
-			}
-			*p = a
-		}
-	}
-	if o.KafkaAddr == "auto" {
-		o.KafkaAddr = "127.0.0.1:0"
-	}
-	return nil
-}
-
-// gatewayChild is the runnel gateway the demo runs, logging to logPath.
-type gatewayChild struct {
-	cmd     *exec.Cmd
-	logf    *os.File
-	logPath string
-	exited  chan error // the child's exit, once
-}
-
-// startGateway starts runnel with the demo config, forwarding to the
-// Kafka at kafkaAddr, its output in <DataDir>/runnel.log.
-func startGateway(o DemoOptions, kafkaAddr string) (*gatewayChild, error) {
-	if err := os.MkdirAll(o.DataDir, 0o755); err != nil {
-		return nil, err
-	}
-	gw := &gatewayChild{logPath: filepath.Join(o.DataDir, "runnel.log"), exited: make(chan error, 1)}
-	logf, err := os.Create(gw.logPath)
-	if err != nil {
-		return nil, err
-	}
-	gw.logf = logf
-	gw.cmd = exec.Command(o.Runnel, "run", "-config", o.Config)
-	gw.cmd.Env = append(os.Environ(),
-		"RUNNEL_KAFKA_BROKERS="+kafkaAddr, "RUNNEL_DATA_DIR="+o.DataDir,
-		"RUNNEL_HTTP_ADDR="+o.HTTPAddr, "RUNNEL_MQTT_ADDR="+o.MQTTAddr, "RUNNEL_UDP_ADDR="+o.UDPAddr)
-	gw.cmd.Stdout, gw.cmd.Stderr = logf, logf
-	if err := gw.cmd.Start(); err != nil {
-		logf.Close()
-		return nil, fmt.Errorf("start %s: %w", o.Runnel, err)
-	}
-	go func() { gw.exited <- gw.cmd.Wait() }()
-	return gw, nil
-}
-
-// stop sends SIGTERM and waits for the gateway, killing it after 40 s; a
-// gateway that had already exited is an error.
-func (gw *gatewayChild) stop() error {
-	select {
-	case err := <-gw.exited:
-		return fmt.Errorf("the gateway exited early: %v (log: %s)", err, gw.logPath)
-	default:
-	}
-	_ = gw.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case err := <-gw.exited:
-		return err
-	case <-time.After(40 * time.Second):
-		_ = gw.cmd.Process.Kill()
-		return errors.New("the gateway did not stop within 40s of SIGTERM")
-	}
-}
-
-// printGuide prints where to look: the dashboard and example queries.
-func printGuide(out io.Writer, o DemoOptions, logPath, base string) {
-	fmt.Fprintf(out, `demo: gateway ready (log: %[1]s)
-
-  dashboard:     http://%[2]s/
-  series:        curl -s '%[3]s/api/v1/series?limit=5'
-  windows:       curl -s '%[3]s/api/v1/windows?series=env,device=env-0001,site=site-1&field=temp&size=10s&last=3'
-  alerts:        curl -s '%[3]s/api/v1/alerts'
-  live stream:   curl -sN '%[3]s/api/v1/stream?kind=alert,tumbling'
-  watch alerts:  bin/firmware-sim subscribe -broker %[4]s -topic 'alerts/#'
-                 (or: mosquitto_sub -h %[5]s -p %[6]s -t 'alerts/#' -v)
-  metrics:       curl -s %[3]s/metrics | grep runnel_forward
-
-  Simulated patients raise heart-rate and SpO2 alerts within about two
-  minutes; machines raise vibration alerts. Ctrl-C stops everything.
-
-`, logPath, o.HTTPAddr, base, o.MQTTAddr, hostOf(o.MQTTAddr), portOf(o.MQTTAddr))
 }
 
 // waitReady polls /readyz until it answers 200.
