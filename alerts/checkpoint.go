@@ -146,35 +146,18 @@ type dec struct{ binc.Dec }
 // it; Recent keeps the newest events that fit. On error the engine is
 // unchanged.
 func (e *Engine) UnmarshalBinary(data []byte) error {
-	if len(data) < len(ckptMagic)+1+1+4 {
-		return fmt.Errorf("%w: %d bytes is too short", ErrCheckpoint, len(data))
+	body, err := checkpointBody(data)
+	if err != nil {
+		return err
 	}
-	if string(data[:4]) != ckptMagic {
-		return fmt.Errorf("%w: bad magic %q", ErrCheckpoint, data[:4])
-	}
-	if data[4] != ckptVersion {
-		return fmt.Errorf("%w: version %d, want %d", ErrCheckpoint, data[4], ckptVersion)
-	}
-	n, w := binary.Uvarint(data[5:])
-	if w <= 0 {
-		return fmt.Errorf("%w: bad body length", ErrCheckpoint)
-	}
-	hdr := 5 + w
-	if n != uint64(len(data)-hdr-4) {
-		return fmt.Errorf("%w: body of %d bytes, %d present (truncated or padded)", ErrCheckpoint, n, len(data)-hdr-4)
-	}
-	end := len(data) - 4
-	if got, want := crc32.Checksum(data[:end], castagnoli), binary.LittleEndian.Uint32(data[end:]); got != want {
-		return fmt.Errorf("%w: checksum %08x, want %08x", ErrCheckpoint, got, want)
-	}
-	d := &dec{binc.Dec{B: data[hdr:end], Kind: ErrCheckpoint}}
-
+	d := &dec{binc.Dec{B: body, Kind: ErrCheckpoint}}
 	flags := d.Byte()
 	if flags > 1 {
 		d.Fail("flags %#x", flags)
 	}
-	procNs := d.I()
-	touch := d.U()
+	h := ckptHeader{procSet: flags == 1}
+	h.procNs = d.I()
+	h.touch = d.U()
 	var cs [numCounters]uint64
 	for i := range cs {
 		cs[i] = d.U()
@@ -182,12 +165,73 @@ func (e *Engine) UnmarshalBinary(data []byte) error {
 
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	byName := make(map[string]*rule, len(e.rules))
-	for _, r := range e.rules {
+	table := d.ruleTable(e.rules)
+	states := d.states(e, table, h)
+	evs := d.events(e.cfg.Recent)
+	if d.Err == nil && d.Off != len(d.B) {
+		d.Fail("%d trailing bytes", len(d.B)-d.Off)
+	}
+	if d.Err != nil {
+		return d.Err
+	}
+
+	e.hasProc, e.procNs, e.touch = h.procSet, h.procNs, h.touch
+	e.c = counters{
+		evaluations: cs[0], outOfOrder: cs[1], overflow: cs[2], fired: cs[3], resolved: cs[4],
+		nonFinite: cs[5], badSeries: cs[6], forgotten: cs[7], evicted: cs[8],
+	}
+	e.rebuild(states)
+	e.recent.buf, e.recent.next, e.recent.n = make([]Event, e.cfg.Recent), 0, 0
+	for _, ev := range evs {
+		e.recent.push(ev)
+	}
+	return nil
+}
+
+// checkpointBody checks a checkpoint's frame (magic, version, length,
+// checksum) and returns its body.
+func checkpointBody(data []byte) ([]byte, error) {
+	if len(data) < len(ckptMagic)+1+1+4 {
+		return nil, fmt.Errorf("%w: %d bytes is too short", ErrCheckpoint, len(data))
+	}
+	if string(data[:4]) != ckptMagic {
+		return nil, fmt.Errorf("%w: bad magic %q", ErrCheckpoint, data[:4])
+	}
+	if data[4] != ckptVersion {
+		return nil, fmt.Errorf("%w: version %d, want %d", ErrCheckpoint, data[4], ckptVersion)
+	}
+	n, w := binary.Uvarint(data[5:])
+	if w <= 0 {
+		return nil, fmt.Errorf("%w: bad body length", ErrCheckpoint)
+	}
+	hdr := 5 + w
+	if n != uint64(len(data)-hdr-4) {
+		return nil, fmt.Errorf("%w: body of %d bytes, %d present (truncated or padded)", ErrCheckpoint, n, len(data)-hdr-4)
+	}
+	end := len(data) - 4
+	if got, want := crc32.Checksum(data[:end], castagnoli), binary.LittleEndian.Uint32(data[end:]); got != want {
+		return nil, fmt.Errorf("%w: checksum %08x, want %08x", ErrCheckpoint, got, want)
+	}
+	return data[hdr:end], nil
+}
+
+// ckptHeader is what the states of a checkpoint are checked against.
+type ckptHeader struct {
+	procSet bool
+	procNs  int64
+	touch   uint64
+}
+
+// ruleTable reads the checkpoint's rule table and maps each entry to the
+// engine's rule of that name and fingerprint, or nil: its states are
+// dropped.
+func (d *dec) ruleTable(rules []*rule) []*rule {
+	byName := make(map[string]*rule, len(rules))
+	for _, r := range rules {
 		byName[r.name] = r
 	}
 	nr := d.Count(9, "rules")
-	table := make([]*rule, nr) // nil: dropped
+	table := make([]*rule, nr)
 	seenName := make(map[string]bool, nr)
 	for i := range nr {
 		name := d.S()
@@ -204,31 +248,29 @@ func (e *Engine) UnmarshalBinary(data []byte) error {
 			table[i] = r
 		}
 	}
+	return table
+}
 
+// states reads the states, in touch order, and keeps those of rules in
+// table; each is checked against the header and its rule. Called with
+// e.mu held (it fills e.idBuf).
+func (d *dec) states(e *Engine, table []*rule, h ckptHeader) []*state {
 	ns := d.Count(16, "states")
 	states := make([]*state, 0, ns)
 	seen := make(map[stateKey]bool, ns)
 	var prev *state
-	procSet := flags == 1
 	for range ns {
-		ri := d.U()
-		s := &state{}
-		s.key.series, s.key.field = d.S(), d.S()
-		ph := d.Byte()
-		ht := d.Byte()
-		s.lastT, s.start, s.since = d.I(), d.I(), d.I()
-		s.value, s.edge = d.F(), d.F()
-		s.touch = d.U()
+		s, ri, ph, ht := d.state()
 		if d.Err != nil {
 			break
 		}
 		switch {
-		case ri >= uint64(nr):
-			d.Fail("state refers to rule %d of %d", ri, nr)
+		case ri >= uint64(len(table)):
+			d.Fail("state refers to rule %d of %d", ri, len(table))
 		case ph > byte(firing) || ht > 1:
 			d.Fail("state phase %d, hasT %d", ph, ht)
-		case s.touch > touch:
-			d.Fail("state touch %d beyond the counter %d", s.touch, touch)
+		case s.touch > h.touch:
+			d.Fail("state touch %d beyond the counter %d", s.touch, h.touch)
 		case prev != nil && s.touch < prev.touch:
 			d.Fail("states out of touch order")
 		}
@@ -236,9 +278,9 @@ func (e *Engine) UnmarshalBinary(data []byte) error {
 			break
 		}
 		s.phase, s.hasT = phase(ph), ht == 1
+		prev = s
 		r := table[ri]
 		if r == nil {
-			prev = s
 			continue
 		}
 		s.key.r = r
@@ -247,9 +289,9 @@ func (e *Engine) UnmarshalBinary(data []byte) error {
 			d.Fail("state %s %q %q twice", r.name, s.key.series, s.key.field)
 		case r.kind == kindMissing && s.phase == pending:
 			d.Fail("missing-data state of %s is pending", r.name)
-		case r.kind == kindMissing && !procSet:
+		case r.kind == kindMissing && !h.procSet:
 			d.Fail("missing-data state without a processing time")
-		case r.kind == kindMissing && s.start > procNs:
+		case r.kind == kindMissing && s.start > h.procNs:
 			d.Fail("missing-data state last seen after the processing time")
 		case r.kind != kindMissing && s.phase != inactive && (!s.hasT || s.start > s.lastT):
 			d.Fail("%s state of %s starts after its newest time", s.phase, r.name)
@@ -262,63 +304,70 @@ func (e *Engine) UnmarshalBinary(data []byte) error {
 			s.id, e.idBuf = alertID(e.idBuf, e.gw, r.name, s.key.series, s.key.field, s.start)
 		}
 		states = append(states, s)
-		prev = s
 	}
+	return states
+}
 
+// state reads one state, the index of its rule in the table, and its
+// phase and hasT bytes, which the caller checks.
+func (d *dec) state() (s *state, ri uint64, ph, ht byte) {
+	ri = d.U()
+	s = &state{}
+	s.key.series, s.key.field = d.S(), d.S()
+	ph = d.Byte()
+	ht = d.Byte()
+	s.lastT, s.start, s.since = d.I(), d.I(), d.I()
+	s.value, s.edge = d.F(), d.F()
+	s.touch = d.U()
+	return s, ri, ph, ht
+}
+
+// events reads the recent events and returns the newest that fit in
+// recent, oldest first.
+func (d *dec) events(recent int) []Event {
 	nev := d.Count(29, "events")
-	evs := make([]Event, 0, min(nev, e.cfg.Recent))
+	evs := make([]Event, 0, min(nev, recent))
 	for i := range nev {
-		var ev Event
-		switch d.Byte() {
-		case 1:
-			ev.Type = Firing
-		case 2:
-			ev.Type = Resolved
-		default:
-			d.Fail("event type")
-		}
-		ev.ID, ev.Rule, ev.Series, ev.Field, ev.Severity = d.S(), d.S(), d.S(), d.S(), d.S()
-		nl := d.Count(2, "labels")
-		if nl > 0 {
-			ev.Labels = make(map[string]string, nl)
-		}
-		for range nl {
-			k, v := d.S(), d.S()
-			ev.Labels[k] = v
-		}
-		ev.Value, ev.Threshold = d.F(), d.F()
-		ev.Op = d.S()
-		ev.StartNs, ev.AtNs = d.I(), d.I()
-		ev.Gateway = d.S()
-		ev.Index = d.U()
-		seq := d.U()
-		if seq > math.MaxInt32 {
-			d.Fail("event seq %d", seq)
-		}
-		ev.Seq = int(seq)
+		ev := d.event()
 		if d.Err != nil {
 			break
 		}
-		if i >= nev-e.cfg.Recent {
+		if i >= nev-recent {
 			evs = append(evs, ev)
 		}
 	}
-	if d.Err == nil && d.Off != len(d.B) {
-		d.Fail("%d trailing bytes", len(d.B)-d.Off)
-	}
-	if d.Err != nil {
-		return d.Err
-	}
+	return evs
+}
 
-	e.hasProc, e.procNs, e.touch = procSet, procNs, touch
-	e.c = counters{
-		evaluations: cs[0], outOfOrder: cs[1], overflow: cs[2], fired: cs[3], resolved: cs[4],
-		nonFinite: cs[5], badSeries: cs[6], forgotten: cs[7], evicted: cs[8],
+// event reads one event.
+func (d *dec) event() Event {
+	var ev Event
+	switch d.Byte() {
+	case 1:
+		ev.Type = Firing
+	case 2:
+		ev.Type = Resolved
+	default:
+		d.Fail("event type")
 	}
-	e.rebuild(states)
-	e.recent.buf, e.recent.next, e.recent.n = make([]Event, e.cfg.Recent), 0, 0
-	for _, ev := range evs {
-		e.recent.push(ev)
+	ev.ID, ev.Rule, ev.Series, ev.Field, ev.Severity = d.S(), d.S(), d.S(), d.S(), d.S()
+	nl := d.Count(2, "labels")
+	if nl > 0 {
+		ev.Labels = make(map[string]string, nl)
 	}
-	return nil
+	for range nl {
+		k, v := d.S(), d.S()
+		ev.Labels[k] = v
+	}
+	ev.Value, ev.Threshold = d.F(), d.F()
+	ev.Op = d.S()
+	ev.StartNs, ev.AtNs = d.I(), d.I()
+	ev.Gateway = d.S()
+	ev.Index = d.U()
+	seq := d.U()
+	if seq > math.MaxInt32 {
+		d.Fail("event seq %d", seq)
+	}
+	ev.Seq = int(seq)
+	return ev
 }

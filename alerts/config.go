@@ -179,162 +179,196 @@ func validatePattern(key, p string, bad func(key, format string, args ...any)) {
 }
 
 func validateRule(key string, r Rule, bad func(key, format string, args ...any)) {
+	c := ruleCheck{key: key, r: r, bad: bad}
 	if !validName(r.Name) {
 		bad(key+".name", "%q is not a name: want 1 to %d of A-Z, a-z, 0-9, _, . and -", r.Name, maxNameLen)
 	}
-
-	validatePattern(key+".match.measurement", r.Match.Measurement, bad)
-	validatePattern(key+".match.field", r.Match.Field, bad)
-	for _, k := range sortedKeys(r.Match.Tags) {
-		if k == "" {
-			bad(key+".match.tags", "empty tag key")
-			continue
-		}
-		validatePattern(key+".match.tags."+k, r.Match.Tags[k], bad)
-	}
-
-	op := r.Op
-	switch {
-	case isComparison(op), op == opOutside, op == opMissing:
-	case op == "":
-		bad(key+".op", "required: one of >, >=, <, <=, outside, missing")
-	default:
-		bad(key+".op", "%q is not one of >, >=, <, <=, outside, missing", op)
-	}
-
-	// Value and window.
-	value := r.Value
-	agg := value != "" && value != valueReading
-	switch {
-	case agg && !isAggregate(value):
-		bad(key+".value", "%q is not reading or one of %s", value, strings.Join(aggregates, ", "))
-	case agg && op == opMissing:
-		bad(key+".value", "%s is set but op missing watches raw readings (leave value empty or reading)", value)
-	case agg && r.Window == "":
-		bad(key+".window", "required for value %s: a window spec such as tumbling:1m or sliding:5m/10s", value)
-	case agg:
-		spec, kind, err := canonicalSpec(r.Window)
-		switch {
-		case err != nil:
-			bad(key+".window", "%v", err)
-		case kind == "sliding" && strings.HasPrefix(value, "p"):
-			bad(key+".value", "%s needs a tumbling window: sliding windows (%s) keep no quantiles", value, spec)
-		}
-	case r.Window != "":
-		bad(key+".window", "%q is set but value is reading (a window applies to aggregates only)", r.Window)
-	}
-
-	// Thresholds: each op takes exactly its own.
-	finite := func(k string, p *float64) bool {
-		if p != nil && (math.IsNaN(*p) || math.IsInf(*p, 0)) {
-			bad(key+"."+k, "%s is not a finite number", fmtF(*p))
-			return false
-		}
-		return p != nil
-	}
-	hasT, hasLow, hasHigh := finite("threshold", r.Threshold), finite("low", r.Low), finite("high", r.High)
-	hasClear, hasCL, hasCH := finite("clear", r.Clear), finite("clear_low", r.ClearLow), finite("clear_high", r.ClearHigh)
-	uses := map[string]string{opOutside: "low and high", opMissing: "none"}
-	unexpected := func(k string, set bool) {
-		if !set {
-			return
-		}
-		u, ok := uses[op]
-		switch {
-		case isComparison(op):
-			u = "threshold and clear"
-		case !ok:
-			return // the op is already reported
-		case op == opOutside:
-			u = "low, high, clear_low and clear_high"
-		}
-		if u == "none" {
-			bad(key+"."+k, "set for op %s, which takes no threshold", op)
-		} else {
-			bad(key+"."+k, "set for op %s, which uses %s", op, u)
-		}
-	}
-	switch {
-	case isComparison(op):
-		unexpected("low", r.Low != nil)
-		unexpected("high", r.High != nil)
-		unexpected("clear_low", r.ClearLow != nil)
-		unexpected("clear_high", r.ClearHigh != nil)
-		if r.Threshold == nil {
-			bad(key+".threshold", "required for op %s", op)
-		}
-		if hasT && hasClear {
-			t, c := *r.Threshold, *r.Clear
-			if (op == opGT || op == opGE) && c > t {
-				bad(key+".clear", "%s must be at most the threshold %s for op %s", fmtF(c), fmtF(t), op)
-			}
-			if (op == opLT || op == opLE) && c < t {
-				bad(key+".clear", "%s must be at least the threshold %s for op %s", fmtF(c), fmtF(t), op)
-			}
-		}
-	case op == opOutside:
-		unexpected("threshold", r.Threshold != nil)
-		unexpected("clear", r.Clear != nil)
-		if r.Low == nil {
-			bad(key+".low", "required for op outside")
-		}
-		if r.High == nil {
-			bad(key+".high", "required for op outside")
-		}
-		if hasLow && hasHigh {
-			lo, hi := *r.Low, *r.High
-			if lo >= hi {
-				bad(key+".high", "%s must be greater than low %s", fmtF(hi), fmtF(lo))
-				break
-			}
-			cl, ch := lo, hi
-			if hasCL {
-				cl = *r.ClearLow
-				if cl < lo || cl > hi {
-					bad(key+".clear_low", "%s must be within low %s and high %s", fmtF(cl), fmtF(lo), fmtF(hi))
-				}
-			}
-			if hasCH {
-				ch = *r.ClearHigh
-				if ch < lo || ch > hi {
-					bad(key+".clear_high", "%s must be within low %s and high %s", fmtF(ch), fmtF(lo), fmtF(hi))
-				}
-			}
-			if hasCL && hasCH && cl > ch {
-				bad(key+".clear_high", "%s must be at least clear_low %s", fmtF(ch), fmtF(cl))
-			}
-		}
-	case op == opMissing:
-		unexpected("threshold", r.Threshold != nil)
-		unexpected("low", r.Low != nil)
-		unexpected("high", r.High != nil)
-		unexpected("clear", r.Clear != nil)
-		unexpected("clear_low", r.ClearLow != nil)
-		unexpected("clear_high", r.ClearHigh != nil)
-	}
-
+	c.match()
+	c.op()
+	c.value()
+	c.thresholds()
 	switch {
 	case r.For < 0:
 		bad(key+".for", "%s must not be negative", r.For)
-	case op == opMissing && r.For == 0:
+	case r.Op == opMissing && r.For == 0:
 		bad(key+".for", "required for op missing: the silence that fires, e.g. 30s")
 	}
-
 	switch r.Severity {
 	case "", "info", "warning", "critical":
 	default:
 		bad(key+".severity", "%q is not info, warning or critical", r.Severity)
 	}
+	c.labels()
+}
 
-	if len(r.Labels) > maxLabels {
-		bad(key+".labels", "%d labels, at most %d allowed (they are copied into every event)", len(r.Labels), maxLabels)
+// ruleCheck validates one rule, reporting each problem to bad under the
+// rule's key; its methods take the rule's parts in the order the problems
+// are reported.
+type ruleCheck struct {
+	key string
+	r   Rule
+	bad func(key, format string, args ...any)
+}
+
+func (c ruleCheck) match() {
+	validatePattern(c.key+".match.measurement", c.r.Match.Measurement, c.bad)
+	validatePattern(c.key+".match.field", c.r.Match.Field, c.bad)
+	for _, k := range sortedKeys(c.r.Match.Tags) {
+		if k == "" {
+			c.bad(c.key+".match.tags", "empty tag key")
+			continue
+		}
+		validatePattern(c.key+".match.tags."+k, c.r.Match.Tags[k], c.bad)
 	}
-	for _, k := range sortedKeys(r.Labels) {
+}
+
+func (c ruleCheck) op() {
+	switch op := c.r.Op; {
+	case isComparison(op), op == opOutside, op == opMissing:
+	case op == "":
+		c.bad(c.key+".op", "required: one of >, >=, <, <=, outside, missing")
+	default:
+		c.bad(c.key+".op", "%q is not one of >, >=, <, <=, outside, missing", op)
+	}
+}
+
+// value checks the value (reading or an aggregate) and its window.
+func (c ruleCheck) value() {
+	key, r, value := c.key, c.r, c.r.Value
+	agg := value != "" && value != valueReading
+	switch {
+	case agg && !isAggregate(value):
+		c.bad(key+".value", "%q is not reading or one of %s", value, strings.Join(aggregates, ", "))
+	case agg && r.Op == opMissing:
+		c.bad(key+".value", "%s is set but op missing watches raw readings (leave value empty or reading)", value)
+	case agg && r.Window == "":
+		c.bad(key+".window", "required for value %s: a window spec such as tumbling:1m or sliding:5m/10s", value)
+	case agg:
+		spec, kind, err := canonicalSpec(r.Window)
 		switch {
+		case err != nil:
+			c.bad(key+".window", "%v", err)
+		case kind == "sliding" && strings.HasPrefix(value, "p"):
+			c.bad(key+".value", "%s needs a tumbling window: sliding windows (%s) keep no quantiles", value, spec)
+		}
+	case r.Window != "":
+		c.bad(key+".window", "%q is set but value is reading (a window applies to aggregates only)", r.Window)
+	}
+}
+
+// thresholds checks that each op has exactly its own thresholds, finite
+// and in order.
+func (c ruleCheck) thresholds() {
+	r, op := c.r, c.r.Op
+	hasT, hasLow, hasHigh := c.finite("threshold", r.Threshold), c.finite("low", r.Low), c.finite("high", r.High)
+	hasClear, hasCL, hasCH := c.finite("clear", r.Clear), c.finite("clear_low", r.ClearLow), c.finite("clear_high", r.ClearHigh)
+	switch {
+	case isComparison(op):
+		c.unexpected("low", r.Low != nil)
+		c.unexpected("high", r.High != nil)
+		c.unexpected("clear_low", r.ClearLow != nil)
+		c.unexpected("clear_high", r.ClearHigh != nil)
+		if r.Threshold == nil {
+			c.bad(c.key+".threshold", "required for op %s", op)
+		}
+		if hasT && hasClear {
+			t, cl := *r.Threshold, *r.Clear
+			if (op == opGT || op == opGE) && cl > t {
+				c.bad(c.key+".clear", "%s must be at most the threshold %s for op %s", fmtF(cl), fmtF(t), op)
+			}
+			if (op == opLT || op == opLE) && cl < t {
+				c.bad(c.key+".clear", "%s must be at least the threshold %s for op %s", fmtF(cl), fmtF(t), op)
+			}
+		}
+	case op == opOutside:
+		c.unexpected("threshold", r.Threshold != nil)
+		c.unexpected("clear", r.Clear != nil)
+		if r.Low == nil {
+			c.bad(c.key+".low", "required for op outside")
+		}
+		if r.High == nil {
+			c.bad(c.key+".high", "required for op outside")
+		}
+		if hasLow && hasHigh {
+			c.outsideBand(hasCL, hasCH)
+		}
+	case op == opMissing:
+		c.unexpected("threshold", r.Threshold != nil)
+		c.unexpected("low", r.Low != nil)
+		c.unexpected("high", r.High != nil)
+		c.unexpected("clear", r.Clear != nil)
+		c.unexpected("clear_low", r.ClearLow != nil)
+		c.unexpected("clear_high", r.ClearHigh != nil)
+	}
+}
+
+// outsideBand checks low < high and that clear_low and clear_high, when
+// set, lie within them in order.
+func (c ruleCheck) outsideBand(hasCL, hasCH bool) {
+	lo, hi := *c.r.Low, *c.r.High
+	if lo >= hi {
+		c.bad(c.key+".high", "%s must be greater than low %s", fmtF(hi), fmtF(lo))
+		return
+	}
+	cl, ch := lo, hi
+	if hasCL {
+		cl = *c.r.ClearLow
+		if cl < lo || cl > hi {
+			c.bad(c.key+".clear_low", "%s must be within low %s and high %s", fmtF(cl), fmtF(lo), fmtF(hi))
+		}
+	}
+	if hasCH {
+		ch = *c.r.ClearHigh
+		if ch < lo || ch > hi {
+			c.bad(c.key+".clear_high", "%s must be within low %s and high %s", fmtF(ch), fmtF(lo), fmtF(hi))
+		}
+	}
+	if hasCL && hasCH && cl > ch {
+		c.bad(c.key+".clear_high", "%s must be at least clear_low %s", fmtF(ch), fmtF(cl))
+	}
+}
+
+// finite reports whether threshold k is set, reporting it when it is NaN
+// or infinite (then false).
+func (c ruleCheck) finite(k string, p *float64) bool {
+	if p != nil && (math.IsNaN(*p) || math.IsInf(*p, 0)) {
+		c.bad(c.key+"."+k, "%s is not a finite number", fmtF(*p))
+		return false
+	}
+	return p != nil
+}
+
+// unexpected reports threshold k, set for an op that does not use it.
+func (c ruleCheck) unexpected(k string, set bool) {
+	if !set {
+		return
+	}
+	op := c.r.Op
+	var uses string
+	switch {
+	case isComparison(op):
+		uses = "threshold and clear"
+	case op == opOutside:
+		uses = "low, high, clear_low and clear_high"
+	case op == opMissing:
+		c.bad(c.key+"."+k, "set for op %s, which takes no threshold", op)
+		return
+	default:
+		return // the op is already reported
+	}
+	c.bad(c.key+"."+k, "set for op %s, which uses %s", op, uses)
+}
+
+func (c ruleCheck) labels() {
+	if len(c.r.Labels) > maxLabels {
+		c.bad(c.key+".labels", "%d labels, at most %d allowed (they are copied into every event)", len(c.r.Labels), maxLabels)
+	}
+	for _, k := range sortedKeys(c.r.Labels) {
+		switch v := c.r.Labels[k]; {
 		case k == "":
-			bad(key+".labels", "empty label key")
-		case len(k) > maxLabelSize || len(r.Labels[k]) > maxLabelSize:
-			bad(key+".labels."+k, "label of %d+%d bytes, at most %d each", len(k), len(r.Labels[k]), maxLabelSize)
+			c.bad(c.key+".labels", "empty label key")
+		case len(k) > maxLabelSize || len(v) > maxLabelSize:
+			c.bad(c.key+".labels."+k, "label of %d+%d bytes, at most %d each", len(k), len(v), maxLabelSize)
 		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"time"
 )
@@ -18,53 +19,66 @@ const (
 	ExitUsage   = 2 // bad flags or subcommand
 )
 
-const topUsage = `firmware-sim: device simulator and load generator for the Runnel gateway
+// Command is a subcommand of Main. The simulator's own (run, subscribe,
+// kafka, bare-broker) are built in; packages that build on this one (the
+// demo, the benchmark harness) hand theirs to Main, so that this package
+// never imports them.
+type Command struct {
+	Name    string
+	Summary string // one line in the top usage
+	// Run runs the subcommand with its arguments and returns the exit code.
+	Run func(ctx context.Context, args []string, stdout, stderr io.Writer) int
+}
 
-Usage:
-  firmware-sim [run] [flags]        simulate devices (default subcommand)
-  firmware-sim subscribe [flags]    print MQTT messages, e.g. alerts/#
-  firmware-sim kafka [flags]        DEV-ONLY in-memory Kafka-protocol broker (kfake)
-  firmware-sim bare-broker [flags]  bare mochi-mqtt broker, a benchmark baseline
-  firmware-sim demo [flags]         dev kafka + the gateway + simulated devices (make demo)
-  firmware-sim bench [flags]        end-to-end load test of the built gateway (make bench)
-  firmware-sim help
+// builtins are the simulator's own subcommands, in usage order.
+var builtins = []Command{
+	{"run", "simulate devices (default subcommand)", runCmd},
+	{"subscribe", "print MQTT messages, e.g. alerts/#", subscribeCmd},
+	{"kafka", "DEV-ONLY in-memory Kafka-protocol broker (kfake)", kafkaCmd},
+	{"bare-broker", "bare mochi-mqtt broker, a benchmark baseline", bareBrokerCmd},
+}
 
-"firmware-sim <subcommand> -h" lists the flags of a subcommand.
-`
+// topUsage lists cmds.
+func topUsage(cmds []Command) string {
+	var b strings.Builder
+	b.WriteString("firmware-sim: device simulator and load generator for the Runnel gateway\n\nUsage:\n")
+	for _, c := range cmds {
+		name := c.Name
+		if name == "run" {
+			name = "[run]"
+		}
+		fmt.Fprintf(&b, "  %-34s%s\n", "firmware-sim "+name+" [flags]", c.Summary)
+	}
+	b.WriteString("  firmware-sim help\n\n\"firmware-sim <subcommand> -h\" lists the flags of a subcommand.\n")
+	return b.String()
+}
 
 // Main runs the firmware-sim command line (args without the program
-// name) and returns the exit code. Reports go to stdout; progress, logs
-// and errors to stderr. When ctx ends (SIGINT, SIGTERM) a run stops
-// cleanly and still prints its report.
-func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	cmd := "run"
+// name) with the built-in subcommands and more, and returns the exit code.
+// Reports go to stdout; progress, logs and errors to stderr. When ctx ends
+// (SIGINT, SIGTERM) a run stops cleanly and still prints its report.
+func Main(ctx context.Context, args []string, stdout, stderr io.Writer, more ...Command) int {
+	name := "run"
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
-		cmd, args = args[0], args[1:]
+		name, args = args[0], args[1:]
 	}
-	switch cmd {
-	case "run":
-		return runCmd(ctx, args, stdout, stderr)
-	case "subscribe":
-		return subscribeCmd(ctx, args, stdout, stderr)
-	case "kafka":
-		return kafkaCmd(ctx, args, stdout, stderr)
-	case "bare-broker":
-		return bareBrokerCmd(ctx, args, stdout, stderr)
-	case "demo":
-		return demoCmd(ctx, args, stdout, stderr)
-	case "bench":
-		return benchCmd(ctx, args, stdout, stderr)
-	case "help":
-		fmt.Fprint(stdout, topUsage)
+	cmds := append(slices.Clip(builtins), more...)
+	for _, c := range cmds {
+		if c.Name == name {
+			return c.Run(ctx, args, stdout, stderr)
+		}
+	}
+	if name == "help" {
+		fmt.Fprint(stdout, topUsage(cmds))
 		return ExitOK
 	}
-	fmt.Fprintf(stderr, "firmware-sim: unknown subcommand %q\n\n%s", cmd, topUsage)
+	fmt.Fprintf(stderr, "firmware-sim: unknown subcommand %q\n\n%s", name, topUsage(cmds))
 	return ExitUsage
 }
 
-// newFlagSet returns a flag set whose -h prints usage (a description, then
-// every flag with its default) to stderr.
-func newFlagSet(name, desc string, stderr io.Writer) *flag.FlagSet {
+// NewFlagSet returns the flag set of subcommand name, whose -h prints
+// usage (desc, then every flag with its default) to stderr.
+func NewFlagSet(name, desc string, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet("firmware-sim "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
@@ -74,8 +88,9 @@ func newFlagSet(name, desc string, stderr io.Writer) *flag.FlagSet {
 	return fs
 }
 
-// parse parses args and maps the outcome to an exit code (-1: go on).
-func parse(fs *flag.FlagSet, args []string, stderr io.Writer) int {
+// ParseFlags parses a subcommand's args (flags only) and maps the outcome
+// to an exit code, or -1: go on.
+func ParseFlags(fs *flag.FlagSet, args []string, stderr io.Writer) int {
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return ExitOK
@@ -102,7 +117,7 @@ fire the example alert rules), mix (50 % env, 30 % vibration, 20 % biosignal).
 func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	d := DefaultOptions()
 	o := d
-	fs := newFlagSet("run", runDesc, stderr)
+	fs := NewFlagSet("run", runDesc, stderr)
 	var (
 		scenario, transport, ecg, start string
 		qos                             int
@@ -140,7 +155,7 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&o.Faults.BurstFor, "burst-for", d.Faults.BurstFor, "length of a burst")
 	fs.Float64Var(&o.Faults.BurstFactor, "burst-factor", d.Faults.BurstFactor, "rate multiplier during a burst (1-1000)")
 	fs.Float64Var(&o.Faults.HighCardinality, "high-cardinality", 0, "probability (0-1) that a message uses a fresh device id")
-	if code := parse(fs, args, stderr); code >= 0 {
+	if code := ParseFlags(fs, args, stderr); code >= 0 {
 		return code
 	}
 	o.Scenario, o.Transport, o.ECG = Scenario(scenario), Transport(transport), ECGSource(ecg)
@@ -171,7 +186,7 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		errs = append(errs, err)
 	}
 	if len(errs) > 0 {
-		fmt.Fprintf(stderr, "firmware-sim run: invalid flags:\n%v\n(see firmware-sim run -h)\n", indent(errors.Join(errs...)))
+		fmt.Fprintf(stderr, "firmware-sim run: invalid flags:\n%v\n(see firmware-sim run -h)\n", Indent(errors.Join(errs...)))
 		return ExitUsage
 	}
 	rep, err := Run(ctx, o, stderr)
@@ -188,14 +203,15 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	return ExitOK
 }
 
-func indent(err error) string {
+// Indent indents the lines of err under a heading.
+func Indent(err error) string {
 	return "  " + strings.ReplaceAll(err.Error(), "\n", "\n  ")
 }
 
 func subscribeCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	var o SubscribeOptions
 	var qos int
-	fs := newFlagSet("subscribe", "Prints each MQTT message on -topic as one line on stdout:\n  <topic> retained=<true|false> <payload>\n", stderr)
+	fs := NewFlagSet("subscribe", "Prints each MQTT message on -topic as one line on stdout:\n  <topic> retained=<true|false> <payload>\n", stderr)
 	fs.StringVar(&o.Broker, "broker", "127.0.0.1:1883", "MQTT broker, host:port or tcp://host:port")
 	fs.StringVar(&o.Topic, "topic", "alerts/#", "topic filter")
 	fs.IntVar(&qos, "qos", 1, "subscription QoS: 0, 1 or 2")
@@ -203,7 +219,7 @@ func subscribeCmd(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	fs.StringVar(&o.Password, "password", "", "MQTT password")
 	fs.StringVar(&o.ClientID, "client-id", "", "MQTT client id (default: firmware-sim-sub-<random>)")
 	fs.IntVar(&o.Count, "count", 0, "exit after this many messages (0: run until SIGINT)")
-	if code := parse(fs, args, stderr); code >= 0 {
+	if code := ParseFlags(fs, args, stderr); code >= 0 {
 		return code
 	}
 	if qos < 0 || qos > 2 || o.Count < 0 {
@@ -221,12 +237,12 @@ func subscribeCmd(ctx context.Context, args []string, stdout, stderr io.Writer) 
 func kafkaCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	var o KafkaOptions
 	var topics string
-	fs := newFlagSet("kafka", KafkaBanner+".\nA Kafka-protocol broker for `make demo` and local tests, printing the records\nreceived per topic every -interval. Never point a production gateway at it.\n", stderr)
+	fs := NewFlagSet("kafka", KafkaBanner+".\nA Kafka-protocol broker for `make demo` and local tests, printing the records\nreceived per topic every -interval. Never point a production gateway at it.\n", stderr)
 	fs.StringVar(&o.Addr, "addr", "127.0.0.1:9092", "listen address, 127.0.0.1:port (loopback only; port 0 picks one)")
 	fs.StringVar(&topics, "topics", strings.Join(DefaultKafkaTopics, ","), "comma-separated topics to create (others are created on first use)")
 	fs.IntVar(&o.Partitions, "partitions", 1, "partitions per topic")
 	fs.DurationVar(&o.Interval, "interval", 5*time.Second, "period of the records-per-topic line")
-	if code := parse(fs, args, stderr); code >= 0 {
+	if code := ParseFlags(fs, args, stderr); code >= 0 {
 		return code
 	}
 	for _, t := range strings.Split(topics, ",") {
@@ -248,43 +264,13 @@ func kafkaCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 
 func bareBrokerCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	var addr string
-	fs := newFlagSet("bare-broker", "A bare mochi-mqtt broker (allow-all auth, a no-op publish hook, nothing stored):\nthe baseline benchmarks compare the gateway with. Never expose it.\n", stderr)
+	fs := NewFlagSet("bare-broker", "A bare mochi-mqtt broker (allow-all auth, a no-op publish hook, nothing stored):\nthe baseline benchmarks compare the gateway with. Never expose it.\n", stderr)
 	fs.StringVar(&addr, "addr", "127.0.0.1:1884", "listen address, host:port")
-	if code := parse(fs, args, stderr); code >= 0 {
+	if code := ParseFlags(fs, args, stderr); code >= 0 {
 		return code
 	}
 	if err := RunBareBroker(ctx, addr, stdout); err != nil {
 		fmt.Fprintf(stderr, "firmware-sim bare-broker: %v\n", err)
-		return ExitFailure
-	}
-	return ExitOK
-}
-
-const demoDesc = `Runs the one-command demo: a DEV-ONLY in-memory Kafka-protocol broker
-(kfake), the runnel gateway (a child process, forwarding to it) and the
-mixed scenario (environment sensors, machines, patients) over MQTT. Prints
-the dashboard URL and example queries; Ctrl-C stops everything.
-`
-
-func demoCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	var o DemoOptions
-	fs := newFlagSet("demo", demoDesc, stderr)
-	fs.StringVar(&o.Runnel, "runnel", "bin/runnel", "the runnel binary")
-	fs.StringVar(&o.Config, "config", "configs/demo.yaml", "the gateway config")
-	fs.StringVar(&o.DataDir, "data-dir", "data/demo", "the gateway's data dir (its log: <data-dir>/runnel.log)")
-	fs.StringVar(&o.HTTPAddr, "http-addr", "", "gateway HTTP address (default 127.0.0.1:8080; auto: a free port)")
-	fs.StringVar(&o.MQTTAddr, "mqtt-addr", "", "gateway MQTT address (default 127.0.0.1:1883; auto: a free port)")
-	fs.StringVar(&o.UDPAddr, "udp-addr", "", "gateway UDP address (default 127.0.0.1:8089; auto: a free port)")
-	fs.StringVar(&o.KafkaAddr, "kafka-addr", "", "demo Kafka address (default 127.0.0.1:9092; auto: a free port)")
-	fs.IntVar(&o.Devices, "devices", 30, "simulated devices (env : vibration : biosignal = 5:3:2)")
-	fs.Float64Var(&o.Rate, "rate", 2, "ticks per second per device")
-	fs.DurationVar(&o.Duration, "duration", 0, "stop after this long (0: until Ctrl-C)")
-	fs.BoolVar(&o.Check, "check", false, "after -duration, check that windows, an alert and forwarded records appear; exit 1 if not")
-	if code := parse(fs, args, stderr); code >= 0 {
-		return code
-	}
-	if err := RunDemo(ctx, o, stdout); err != nil {
-		fmt.Fprintln(stderr, "firmware-sim demo:", err)
 		return ExitFailure
 	}
 	return ExitOK

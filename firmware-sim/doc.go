@@ -4,7 +4,9 @@
 // the dev-only stand-ins of `make demo`: an MQTT subscriber (Subscribe), an
 // in-memory Kafka-protocol broker on franz-go's kfake (RunKafka: never for
 // production) and a bare mochi-mqtt broker as a benchmark baseline
-// (RunBareBroker).
+// (RunBareBroker). The demo (package firmware-sim/demo) and the end-to-end
+// benchmark harness (package bench, in the top-level bench/ folder) build
+// on this package and plug their subcommands into Main; it imports neither.
 //
 // # Event time, ticks and determinism
 //

@@ -9,6 +9,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kfake"
 
+	"github.com/runnel-iot/runnel/internal/testutil"
 	"github.com/runnel-iot/runnel/wal"
 )
 
@@ -57,13 +58,11 @@ func appendSummaries(b *testing.B, o *Outbox, from, to, batch int) {
 }
 
 func waitAcked(b *testing.B, o *Outbox, n uint64, timeout time.Duration) {
-	deadline := time.Now().Add(timeout)
-	for o.Stats().AckedIndex < n {
-		if time.Now().After(deadline) {
-			b.Fatalf("not drained after %s: %+v", timeout, o.Stats())
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	b.Helper()
+	testutil.WaitFor(b, timeout, func() (bool, string) {
+		st := o.Stats()
+		return st.AckedIndex >= n, fmt.Sprintf("outbox drained to %d: %+v", n, st)
+	})
 }
 
 func reportWire(b *testing.B, f *Forwarder, n int, d time.Duration) {

@@ -3,13 +3,12 @@ package gateway
 import (
 	"bufio"
 	"fmt"
+	"math"
 	"net/http"
 	"runtime"
 	"sort"
 	"strconv"
 	"time"
-
-	vmmetrics "github.com/VictoriaMetrics/metrics"
 
 	"github.com/runnel-iot/runnel/ingest"
 	"github.com/runnel-iot/runnel/wal"
@@ -19,18 +18,16 @@ import (
 //
 // Runnel's own counters live in each stage as atomics (ingest.Stats,
 // wal.Stats, windows.Stats); they are read once per scrape and written
-// here with their types and help. Go runtime and process metrics (go_*,
-// process_*: memory, GC, goroutines, CPU seconds, RSS, open files) come
-// from github.com/VictoriaMetrics/metrics: small, maintained, no
-// dependencies beyond golang.org/x/sys, and it reads /proc as Prometheus'
-// own client does, without the weight of client_golang and protobuf.
+// here with their types and help. The Go runtime and process metrics
+// (go_*, process_*: memory, GC, goroutines, CPU seconds, RSS, open files)
+// go through the same writer (procmetrics.go). One writer, no metrics
+// library: every family is read at scrape time, so there is no registry
+// to keep in step with the stages.
 
-func init() {
-	// Write # HELP and # TYPE for the go_* and process_* metrics too.
-	vmmetrics.ExposeMetadata(true)
-}
-
-// promWriter writes metric families.
+// promWriter writes metric families: counter and gauge for plain samples,
+// histogram and summary for distributions. Each call writes a whole family
+// (HELP, TYPE, samples); a family with labels gets all its samples in one
+// call.
 type promWriter struct{ w *bufio.Writer }
 
 type sample struct {
@@ -56,11 +53,54 @@ func (p promWriter) gauge(name, help string, s ...sample)   { p.family(name, "ga
 
 func one(v float64) sample { return sample{v: v} }
 
+// histSample is one labelled histogram: counts per bucket, not cumulative,
+// for the upper bounds and a last one for +Inf (len(bounds)+1), and the
+// sum of the observations (NaN: unknown, not written).
+type histSample struct {
+	labels string
+	bounds []float64
+	counts []uint64
+	sum    float64
+}
+
+func (p promWriter) histogram(name, help string, hs ...histSample) {
+	fmt.Fprintf(p.w, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name)
+	for _, h := range hs {
+		sep := ""
+		if h.labels != "" {
+			sep = ","
+		}
+		var cum uint64
+		for i, n := range h.counts {
+			cum += n
+			le := "+Inf"
+			if i < len(h.bounds) {
+				le = strconv.FormatFloat(h.bounds[i], 'g', -1, 64)
+			}
+			fmt.Fprintf(p.w, "%s_bucket{%s%sle=%q} %d\n", name, h.labels, sep, le, cum)
+		}
+		labels := ""
+		if h.labels != "" {
+			labels = "{" + h.labels + "}"
+		}
+		if !math.IsNaN(h.sum) {
+			fmt.Fprintf(p.w, "%s_sum%s %s\n", name, labels, strconv.FormatFloat(h.sum, 'g', -1, 64))
+		}
+		fmt.Fprintf(p.w, "%s_count%s %d\n", name, labels, cum)
+	}
+}
+
+// summary writes an unlabelled summary: quantiles carry `quantile="q"`.
+func (p promWriter) summary(name, help string, quantiles []sample, sum float64, count uint64) {
+	p.family(name, "summary", help, quantiles...)
+	fmt.Fprintf(p.w, "%s_sum %s\n%s_count %d\n", name, strconv.FormatFloat(sum, 'g', -1, 64), name, count)
+}
+
 func (g *Gateway) handleMetrics(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
 	bw := bufio.NewWriter(w)
 	g.writeMetrics(promWriter{bw})
-	vmmetrics.WriteProcessMetrics(bw)
+	writeProcessMetrics(promWriter{bw})
 	bw.Flush()
 }
 
@@ -222,21 +262,15 @@ func (g *Gateway) writeWALMetrics(p promWriter) {
 	p.gauge("runnel_wal_segments", "Segment files.", each(func(s wal.Stats) float64 { return float64(s.Segments) })...)
 	p.gauge("runnel_wal_disk_bytes", "Bytes in segment files.", each(func(s wal.Stats) float64 { return float64(s.DiskBytes) })...)
 	p.gauge("runnel_wal_last_index", "Index of the last acknowledged record.", each(func(s wal.Stats) float64 { return float64(s.LastIndex) })...)
-	// The fsync latency histogram, cumulative as Prometheus wants it.
-	fmt.Fprintf(p.w, "# HELP runnel_wal_fsync_seconds Latency of group-commit fsyncs.\n# TYPE runnel_wal_fsync_seconds histogram\n")
-	for _, l := range logs {
-		var cum uint64
-		for i, n := range l.st.FsyncHist {
-			cum += n
-			le := "+Inf"
-			if i < len(wal.FsyncBuckets) {
-				le = strconv.FormatFloat(wal.FsyncBuckets[i].Seconds(), 'g', -1, 64)
-			}
-			fmt.Fprintf(p.w, "runnel_wal_fsync_seconds_bucket{log=%q,le=%q} %d\n", l.name, le, cum)
-		}
-		fmt.Fprintf(p.w, "runnel_wal_fsync_seconds_sum{log=%q} %g\nrunnel_wal_fsync_seconds_count{log=%q} %d\n",
-			l.name, l.st.FsyncTotal.Seconds(), l.name, l.st.Fsyncs)
+	bounds := make([]float64, len(wal.FsyncBuckets))
+	for i, b := range wal.FsyncBuckets {
+		bounds[i] = b.Seconds()
 	}
+	fsyncs := make([]histSample, len(logs))
+	for i, l := range logs {
+		fsyncs[i] = histSample{fmt.Sprintf("log=%q", l.name), bounds, l.st.FsyncHist[:], l.st.FsyncTotal.Seconds()}
+	}
+	p.histogram("runnel_wal_fsync_seconds", "Latency of group-commit fsyncs.", fsyncs...)
 }
 
 func (g *Gateway) writeWindowsMetrics(p promWriter) {

@@ -94,6 +94,13 @@ type badSample struct {
 // valueField is the field name of every biosignal reading.
 const valueField = "value"
 
+// CodecBiosignal names the biosignal batch format in the topic mapping.
+const CodecBiosignal = "biosignal"
+
+func init() {
+	registerDecoder(CodecBiosignal, func(cfg DecoderConfig) (Decoder, error) { return NewBiosignal(cfg.Biosignal) })
+}
+
 // NewBiosignal returns a biosignal decoder, or an error if cfg is invalid.
 func NewBiosignal(cfg BiosignalConfig) (*Biosignal, error) {
 	if err := cfg.Validate(); err != nil {

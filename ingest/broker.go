@@ -82,15 +82,8 @@ type BrokerUser struct {
 // TopicCodec maps a topic filter to a decoder.
 type TopicCodec struct {
 	Filter string `yaml:"filter"`
-	Codec  string `yaml:"codec"` // json, biosignal, line_protocol
+	Codec  string `yaml:"codec"` // a registered decoder: json, biosignal, line_protocol (Codecs)
 }
-
-// Codec names.
-const (
-	CodecJSON         = "json"
-	CodecBiosignal    = "biosignal"
-	CodecLineProtocol = "line_protocol"
-)
 
 // DefaultBrokerConfig returns the defaults: TCP on :1883, TLS and
 // WebSocket off, 256 KiB packets, 1,000 clients, 1,024 messages in flight
@@ -208,10 +201,8 @@ func (c BrokerConfig) Validate() error {
 		if !validFilter(t.Filter) {
 			bad(key+".filter", "%q is not a valid topic filter", t.Filter)
 		}
-		switch t.Codec {
-		case CodecJSON, CodecBiosignal, CodecLineProtocol:
-		default:
-			bad(key+".codec", "%q is not one of json, biosignal, line_protocol", t.Codec)
+		if _, ok := decoders[t.Codec]; !ok {
+			bad(key+".codec", "%q is not one of %s", t.Codec, strings.Join(Codecs(), ", "))
 		}
 	}
 	if _, err := ParsePrecision(c.LineProtocolPrecision); err != nil {

@@ -584,7 +584,7 @@ func TestBrokerConfigErrors(t *testing.T) {
 		mod  func(*BrokerConfig)
 		want string
 	}{
-		"bad codec":     {func(c *BrokerConfig) { c.Topics[0].Codec = "xml" }, `topics[0].codec: "xml" is not one of json, biosignal, line_protocol`},
+		"bad codec":     {func(c *BrokerConfig) { c.Topics[0].Codec = "xml" }, `topics[0].codec: "xml" is not one of biosignal, json, line_protocol`},
 		"bad filter":    {func(c *BrokerConfig) { c.Topics[0].Filter = "a/#/b" }, `topics[0].filter: "a/#/b" is not a valid topic filter`},
 		"bad hash":      {func(c *BrokerConfig) { c.Users = []BrokerUser{{Username: "u", PasswordHash: "plain"}} }, "users[0].password_hash: is not a bcrypt hash"},
 		"no listener":   {func(c *BrokerConfig) { c.Addr = "" }, "addr: no MQTT listener"},

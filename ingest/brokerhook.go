@@ -58,8 +58,8 @@ type ingestHook struct {
 	topics    []TopicCodec
 	precision Precision
 
-	jsonPool, bioPool, lpPool sync.Pool
-	batches                   sync.Pool // *wal.Batch: a publish's readings, reused once appended
+	decoders map[string]*sync.Pool // codec → *pooledDecoder, for each codec of topics
+	batches  sync.Pool             // *wal.Batch: a publish's readings, reused once appended
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -85,12 +85,9 @@ func newIngestHook(cfg BrokerConfig, srv *mqtt.Server, app Appender, rejects Rej
 	for i := range cfg.Users {
 		h.users[cfg.Users[i].Username] = &cfg.Users[i]
 	}
-	h.jsonPool.New = func() any { return NewJSON() }
-	h.lpPool.New = func() any { return NewLineProtocol() }
-	if _, err := NewBiosignal(cfg.Biosignal); err != nil {
+	if err := h.initDecoders(DecoderConfig{Biosignal: cfg.Biosignal}); err != nil {
 		return nil, err
 	}
-	h.bioPool.New = func() any { b, _ := NewBiosignal(cfg.Biosignal); return b } // cfg validated above
 	h.ctx, h.cancel = context.WithCancel(context.Background())
 	return h, nil
 }
@@ -352,23 +349,45 @@ func (h *ingestHook) allowRetain(cl *mqtt.Client, pk packets.Packet) bool {
 	return true
 }
 
+// pooledDecoder is a decoder with the Result it decodes into. The Result
+// travels with the decoder because a *Result passed through the Decoder
+// interface escapes: OnPublish's own Result would cost an allocation per
+// publish.
+type pooledDecoder struct {
+	dec Decoder
+	res Result
+}
+
+// initDecoders makes a pool of decoders for each codec of the topic
+// mapping, checking that each can be built.
+func (h *ingestHook) initDecoders(cfg DecoderConfig) error {
+	h.decoders = map[string]*sync.Pool{}
+	for _, t := range h.topics {
+		if h.decoders[t.Codec] != nil {
+			continue
+		}
+		if _, err := NewDecoder(t.Codec, cfg); err != nil {
+			return err
+		}
+		codec := t.Codec
+		h.decoders[codec] = &sync.Pool{New: func() any {
+			d, _ := NewDecoder(codec, cfg) // built once above: cannot fail
+			return &pooledDecoder{dec: d}
+		}}
+	}
+	return nil
+}
+
 // decode appends the readings of pk to dst.
 func (h *ingestHook) decode(codec string, pk packets.Packet, nowNs int64, dst []wal.Reading, res *Result) []wal.Reading {
 	opt := Options{NowNs: nowNs, MaxFutureSkew: h.cfg.MaxFutureSkew, Precision: h.precision}
-	switch codec {
-	case CodecJSON:
-		d := h.jsonPool.Get().(*JSON)
-		defer h.jsonPool.Put(d)
-		return d.Decode(dst, pk.TopicName, pk.Payload, opt, res)
-	case CodecBiosignal:
-		d := h.bioPool.Get().(*Biosignal)
-		defer h.bioPool.Put(d)
-		return d.Decode(dst, pk.TopicName, pk.Payload, opt, res)
-	default:
-		d := h.lpPool.Get().(*LineProtocol)
-		defer h.lpPool.Put(d)
-		return d.Decode(dst, pk.Payload, opt, res)
-	}
+	pool := h.decoders[codec]
+	d := pool.Get().(*pooledDecoder)
+	dst = d.dec.Decode(dst, pk.TopicName, pk.Payload, opt, &d.res)
+	res.copyFrom(&d.res)
+	d.res.Reset()
+	pool.Put(d)
+	return dst
 }
 
 func firstError(res *Result) string {

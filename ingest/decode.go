@@ -3,9 +3,12 @@ package ingest
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/runnel-iot/runnel/wal"
 )
 
 // This file holds what the payload decoders (json.go, biosignal.go,
@@ -31,6 +34,65 @@ import (
 //   - A decoder value holds an intern cache and scratch buffers that are
 //     reused between calls. It is not safe for concurrent use: keep one per
 //     connection or goroutine.
+//
+// Adding a format is a one-file change: a file with the decoder type (a
+// Decoder), its codec name and an init function that calls
+// registerDecoder. The MQTT topic mapping (mqtt.topics[].codec) and its
+// validation find it by name, as UDP and HTTP writes find line protocol.
+
+// Decoder is one payload format. Decode decodes body, received on topic
+// (the MQTT topic; empty for UDP and HTTP, whose formats carry the series in
+// the body), appends the readings to dst and returns the extended slice,
+// following the contract above. It resets res and reports there what it
+// rejected (res may be nil). A Decoder is not safe for concurrent use.
+type Decoder interface {
+	Decode(dst []wal.Reading, topic string, body []byte, opt Options, res *Result) []wal.Reading
+}
+
+// DecoderConfig is what a decoder factory may read. Every field is
+// validated before a factory sees it.
+type DecoderConfig struct {
+	Biosignal BiosignalConfig
+}
+
+// decoders is the registry of payload formats by codec name (the `codec`
+// of an MQTT topic mapping). A format registers itself from its own file
+// with registerDecoder in an init function, so adding a format touches
+// that one file: the topic mapping, its validation, and the listeners find
+// it here by name.
+var decoders = map[string]func(DecoderConfig) (Decoder, error){}
+
+// registerDecoder adds a format; a duplicate name is a BUG.
+func registerDecoder(name string, newDecoder func(DecoderConfig) (Decoder, error)) {
+	if _, dup := decoders[name]; dup {
+		panic("BUG: ingest: decoder " + strconv.Quote(name) + " registered twice")
+	}
+	decoders[name] = newDecoder
+}
+
+// Codecs returns the registered codec names, sorted.
+func Codecs() []string {
+	names := make([]string, 0, len(decoders))
+	for name := range decoders {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	return names
+}
+
+// NewDecoder returns a new decoder of the named codec, or an error naming
+// the registered ones.
+func NewDecoder(codec string, cfg DecoderConfig) (Decoder, error) {
+	newDecoder, ok := decoders[codec]
+	if !ok {
+		return nil, fmt.Errorf("new decoder: codec %q is not one of %s", codec, strings.Join(Codecs(), ", "))
+	}
+	d, err := newDecoder(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("new %s decoder: %w", codec, err)
+	}
+	return d, nil
+}
 
 // DefaultMaxFutureSkew is how far ahead of the receive time a reading's
 // event time may be before it is rejected (Options.MaxFutureSkew zero).
@@ -287,6 +349,16 @@ func (r *Result) Reset() {
 	clear(r.Errors)
 	errs, skipped := r.Errors[:0], r.Skipped[:0]
 	*r = Result{Errors: errs, Skipped: skipped}
+}
+
+// copyFrom makes r a copy of src that shares no memory with it, keeping r's
+// capacity: the caller may hand src back to a pool at once. It allocates
+// only when src kept errors or skipped fields.
+func (r *Result) copyFrom(src *Result) {
+	errs, skipped := r.Errors, r.Skipped
+	*r = *src
+	r.Errors = append(errs[:0], src.Errors...)
+	r.Skipped = append(skipped[:0], src.Skipped...)
 }
 
 // Problems returns the number of rejected units over all reasons.

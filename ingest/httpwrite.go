@@ -121,7 +121,7 @@ type HTTPWrite struct {
 
 // httpWorker is the per-request state taken from the pool.
 type httpWorker struct {
-	dec      *LineProtocol
+	dec      Decoder
 	res      Result
 	readings []wal.Reading
 	body     bytes.Buffer
@@ -188,7 +188,7 @@ func (h *HTTPWrite) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	body := wk.body.Bytes()
 	h.stats.Bytes[ListenerHTTP].Add(uint64(len(body)))
 	opt := Options{NowNs: nowNs, MaxFutureSkew: h.cfg.MaxFutureSkew, Precision: prec}
-	wk.readings = wk.dec.Decode(wk.readings[:0], body, opt, &wk.res)
+	wk.readings = wk.dec.Decode(wk.readings[:0], "", body, opt, &wk.res)
 	res := &wk.res
 	h.stats.CountResult(ListenerHTTP, res)
 	if res.Problems() > 0 && h.rejects != nil {
@@ -232,7 +232,7 @@ func (h *HTTPWrite) worker() *httpWorker {
 	case wk := <-h.workers:
 		return wk
 	default:
-		return &httpWorker{dec: NewLineProtocol()}
+		return &httpWorker{dec: newLineDecoder()}
 	}
 }
 

@@ -454,10 +454,10 @@ func BenchmarkHTTPWrite(b *testing.B) {
 		}
 	})
 	b.Run("decode-only", func(b *testing.B) {
-		var pool = sync.Pool{New: func() any { return &httpWorker{dec: NewLineProtocol()} }}
+		var pool = sync.Pool{New: func() any { return &httpWorker{dec: newLineDecoder()} }}
 		run(b, func(i int) {
 			wk := pool.Get().(*httpWorker)
-			wk.readings = wk.dec.Decode(wk.readings[:0], bodies[i%len(bodies)], Options{NowNs: time.Now().UnixNano()}, &wk.res)
+			wk.readings = wk.dec.Decode(wk.readings[:0], "", bodies[i%len(bodies)], Options{NowNs: time.Now().UnixNano()}, &wk.res)
 			if len(wk.readings) != perBody {
 				b.Errorf("decoded %d", len(wk.readings))
 			}

@@ -55,6 +55,13 @@ type JSON struct {
 	scratch Result
 }
 
+// CodecJSON names the JSON telemetry format in the topic mapping.
+const CodecJSON = "json"
+
+func init() {
+	registerDecoder(CodecJSON, func(DecoderConfig) (Decoder, error) { return NewJSON(), nil })
+}
+
 // NewJSON returns a JSON telemetry decoder.
 func NewJSON() *JSON { return &JSON{} }
 

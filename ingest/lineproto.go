@@ -53,6 +53,32 @@ type LineProtocol struct {
 
 type tagOffset struct{ ks, ke, vs, ve int }
 
+// CodecLineProtocol names line protocol in the topic mapping; UDP and
+// HTTP writes decode with it too.
+const CodecLineProtocol = "line_protocol"
+
+func init() {
+	registerDecoder(CodecLineProtocol, func(DecoderConfig) (Decoder, error) { return new(lineProtocolDecoder), nil })
+}
+
+// lineProtocolDecoder is a LineProtocol as a Decoder: line protocol carries
+// its series in the body, so the topic is not read.
+type lineProtocolDecoder struct{ LineProtocol }
+
+func (d *lineProtocolDecoder) Decode(dst []wal.Reading, _ string, body []byte, opt Options, res *Result) []wal.Reading {
+	return d.LineProtocol.Decode(dst, body, opt, res)
+}
+
+// newLineDecoder returns the decoder of UDP datagrams and HTTP write
+// bodies, found by name like every other.
+func newLineDecoder() Decoder {
+	d, err := NewDecoder(CodecLineProtocol, DecoderConfig{})
+	if err != nil {
+		panic("BUG: " + err.Error()) // registered in this file
+	}
+	return d
+}
+
 // NewLineProtocol returns a line protocol decoder.
 func NewLineProtocol() *LineProtocol { return &LineProtocol{} }
 
@@ -82,15 +108,40 @@ func (d *LineProtocol) Decode(dst []wal.Reading, body []byte, opt Options, res *
 	return dst
 }
 
-// line decodes one entry. On false the caller drops what it appended.
+// line decodes one entry: its series, then its fields, then its time.
+// On false the caller drops what it appended.
 func (d *LineProtocol) line(lp *lineprotocol.Decoder, dst []wal.Reading, opt *Options, res *Result) ([]wal.Reading, bool) {
 	start := len(dst)
+	series, lineOff, ok := d.series(lp, res)
+	if !ok {
+		return dst, false
+	}
+	if dst, ok = d.fields(lp, dst, series, res); !ok {
+		return dst, false
+	}
+	ts, ok := d.timestamp(lp, opt, lineOff, res)
+	if !ok {
+		return dst, false
+	}
+	for i := start; i < len(dst); i++ {
+		dst[i].TimeNs = ts
+	}
+	for _, f := range d.skips {
+		res.skip(f)
+	}
+	res.PrecisionLoss += d.loss
+	return dst, true
+}
+
+// series reads the measurement and tags and returns the interned series
+// key and the line's offset in the body (-1: unknown).
+func (d *LineProtocol) series(lp *lineprotocol.Decoder, res *Result) (series string, lineOff int, ok bool) {
 	m, err := lp.Measurement()
 	if err != nil {
 		d.libErr(res, err)
-		return dst, false
+		return "", -1, false
 	}
-	lineOff := offsetIn(d.body, m)
+	lineOff = offsetIn(d.body, m)
 	d.buf = append(d.buf[:0], m...)
 	mEnd := len(d.buf)
 	d.tagOffs = d.tagOffs[:0]
@@ -98,7 +149,7 @@ func (d *LineProtocol) line(lp *lineprotocol.Decoder, dst []wal.Reading, opt *Op
 		k, v, err := lp.NextTag()
 		if err != nil {
 			d.libErr(res, err)
-			return dst, false
+			return "", lineOff, false
 		}
 		if k == nil {
 			break
@@ -123,11 +174,17 @@ func (d *LineProtocol) line(lp *lineprotocol.Decoder, dst []wal.Reading, opt *Op
 		} else {
 			res.add(ReasonBadTag, nil)
 		}
-		return dst, false
+		return "", lineOff, false
 	}
 	d.key = appendKey(d.key[:0], d.buf[:mEnd], d.tags)
-	series := d.names.bytes(d.key)
+	return d.names.bytes(d.key), lineOff, true
+}
 
+// fields appends one reading of series per numeric or boolean field (a
+// repeated field: the last value wins) and notes the string fields in
+// d.skips and precision losses in d.loss.
+func (d *LineProtocol) fields(lp *lineprotocol.Decoder, dst []wal.Reading, series string, res *Result) ([]wal.Reading, bool) {
+	start := len(dst)
 	d.skips = d.skips[:0]
 	d.loss = 0
 	d.dedupN = 0
@@ -138,7 +195,7 @@ func (d *LineProtocol) line(lp *lineprotocol.Decoder, dst []wal.Reading, opt *Op
 			return dst, false
 		}
 		if k == nil {
-			break
+			return dst, true
 		}
 		if kind == lineprotocol.String {
 			d.skips = append(d.skips, d.names.bytes(k))
@@ -146,21 +203,7 @@ func (d *LineProtocol) line(lp *lineprotocol.Decoder, dst []wal.Reading, opt *Op
 		}
 		val, err := lineprotocol.NewValueFromBytes(kind, v)
 		if err != nil {
-			reason := ReasonSyntax
-			if errors.Is(err, lineprotocol.ErrValueOutOfRange) {
-				reason = ReasonOutOfRange
-			}
-			if res.wants() {
-				msg := "invalid " + kind.String() + " value " + strconv.Quote(string(v))
-				if reason == ReasonOutOfRange {
-					msg = kind.String() + " value " + string(v) + " out of range"
-				}
-				e := d.posErr(offsetIn(d.body, v), string(k), msg)
-				e.Err = err
-				res.add(reason, e)
-			} else {
-				res.add(reason, nil)
-			}
+			d.valueErr(res, k, kind, v, err)
 			return dst, false
 		}
 		f := d.value(val)
@@ -171,11 +214,34 @@ func (d *LineProtocol) line(lp *lineprotocol.Decoder, dst []wal.Reading, opt *Op
 		}
 		dst = append(dst, wal.Reading{Series: series, Field: field, Value: f})
 	}
+}
 
+// valueErr records a field value the library cannot convert.
+func (d *LineProtocol) valueErr(res *Result, k []byte, kind lineprotocol.ValueKind, v []byte, err error) {
+	reason := ReasonSyntax
+	if errors.Is(err, lineprotocol.ErrValueOutOfRange) {
+		reason = ReasonOutOfRange
+	}
+	if !res.wants() {
+		res.add(reason, nil)
+		return
+	}
+	msg := "invalid " + kind.String() + " value " + strconv.Quote(string(v))
+	if reason == ReasonOutOfRange {
+		msg = kind.String() + " value " + string(v) + " out of range"
+	}
+	e := d.posErr(offsetIn(d.body, v), string(k), msg)
+	e.Err = err
+	res.add(reason, e)
+}
+
+// timestamp reads the line's timestamp (opt.NowNs when it has none) and checks
+// it against the future skew.
+func (d *LineProtocol) timestamp(lp *lineprotocol.Decoder, opt *Options, lineOff int, res *Result) (int64, bool) {
 	tb, err := lp.TimeBytes()
 	if err != nil {
 		d.libErr(res, err)
-		return dst, false
+		return 0, false
 	}
 	ts := opt.NowNs
 	if tb != nil {
@@ -188,7 +254,7 @@ func (d *LineProtocol) line(lp *lineprotocol.Decoder, dst []wal.Reading, opt *Op
 			} else {
 				res.add(reason, nil)
 			}
-			return dst, false
+			return 0, false
 		}
 	}
 	if maxTs := opt.maxTimeNs(); ts > maxTs {
@@ -201,16 +267,9 @@ func (d *LineProtocol) line(lp *lineprotocol.Decoder, dst []wal.Reading, opt *Op
 		} else {
 			res.add(ReasonFutureTimestamp, nil)
 		}
-		return dst, false
+		return 0, false
 	}
-	for i := start; i < len(dst); i++ {
-		dst[i].TimeNs = ts
-	}
-	for _, f := range d.skips {
-		res.skip(f)
-	}
-	res.PrecisionLoss += d.loss
-	return dst, true
+	return ts, true
 }
 
 // value converts a numeric or boolean line protocol value to float64.

@@ -299,7 +299,7 @@ func (u *UDP) Close() error {
 type udpReader struct {
 	buf      []byte // one datagram; one byte over the limit to detect oversize
 	oob      []byte
-	dec      *LineProtocol
+	dec      Decoder
 	res      Result
 	readings []wal.Reading
 	batch    wal.Batch
@@ -313,7 +313,7 @@ const maxReadErrors = 100
 func (u *UDP) readLoop(ctx context.Context, conn *net.UDPConn, ovfl bool) error {
 	r := &udpReader{
 		buf: make([]byte, int(u.cfg.MaxDatagramBytes)+1),
-		dec: NewLineProtocol(),
+		dec: newLineDecoder(),
 	}
 	if ovfl {
 		r.oob = make([]byte, 64) // room for the SO_RXQ_OVFL message
@@ -363,7 +363,7 @@ func (u *UDP) datagram(r *udpReader, data []byte, from netip.AddrPort, nowNs int
 	}
 	opt := u.opt
 	opt.NowNs = nowNs
-	r.readings = r.dec.Decode(r.readings[:0], data, opt, &r.res)
+	r.readings = r.dec.Decode(r.readings[:0], "", data, opt, &r.res)
 	st.CountResult(ListenerUDP, &r.res)
 	if r.res.Problems() > 0 && u.rejects != nil {
 		u.rejects.Add(resultReject(ListenerUDP, nowNs, from.String(), "", &r.res, data))

@@ -19,6 +19,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/runnel-iot/runnel/internal/testutil"
 	"github.com/runnel-iot/runnel/wal"
 )
 
@@ -48,13 +49,12 @@ func (b *rejectBox) list() []Reject {
 // last state describe reports.
 func awaitCond(t testing.TB, describe func() string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting; last state: %s", describe())
+	testutil.WaitFor(t, 10*time.Second, func() (bool, string) {
+		if cond() {
+			return true, ""
 		}
-		time.Sleep(time.Millisecond) // poll interval of the condition wait
-	}
+		return false, describe()
+	})
 }
 
 // udpTestConfig listens on a kernel-picked loopback port.

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	tidwal "github.com/tidwall/wal"
+
+	"github.com/runnel-iot/runnel/internal/testutil"
 )
 
 // faultStore wraps the real store: it records the order of writes, syncs
@@ -255,7 +257,7 @@ func TestBackpressureBlocksAppend(t *testing.T) {
 		_, _, err := l.Append(ctx, [][]byte{big})
 		blocked <- err
 	}()
-	waitFor(t, func() bool { l.sem.mu.Lock(); defer l.sem.mu.Unlock(); return len(l.sem.waiters) == 1 }, "third append waiting for budget")
+	waitFor(t, func() bool { return l.sem.waiting.Load() == 1 }, "third append waiting for budget")
 	cancel()
 	if err := <-blocked; !errors.Is(err, context.Canceled) {
 		t.Fatalf("blocked append: %v, want context.Canceled", err)
@@ -268,17 +270,10 @@ func TestBackpressureBlocksAppend(t *testing.T) {
 	}
 }
 
-// waitFor polls cond until it holds or a deadline passes, and reports
-// what it was waiting for.
+// waitFor is testutil.WaitFor, 10 s, for a condition named by what.
 func waitFor(t *testing.T, cond func() bool, what string) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond) // poll interval of the condition wait
-	}
+	testutil.WaitFor(t, 10*time.Second, func() (bool, string) { return cond(), "waiting for " + what })
 }
 
 func TestAsyncAppends(t *testing.T) {

@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/runnel-iot/runnel/ingest"
+	"github.com/runnel-iot/runnel/internal/testutil"
 )
 
 // TestRejects runs the handler against a real dead-letter log on disk.
@@ -55,9 +57,8 @@ func TestRejects(t *testing.T) {
 		return resp.StatusCode, []byte(b.String())
 	}
 	// The log is written by its own goroutine: wait until all three are there.
-	deadline := time.Now().Add(10 * time.Second)
 	var body rejectsResponse
-	for {
+	testutil.WaitFor(t, 10*time.Second, func() (bool, string) {
 		code, b := get("/api/v1/rejects")
 		if code != 200 {
 			t.Fatalf("status %d: %s", code, b)
@@ -66,11 +67,8 @@ func TestRejects(t *testing.T) {
 		if err := json.Unmarshal(b, &body); err != nil {
 			t.Fatal(err)
 		}
-		if len(body.Rejects) == 3 || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(5 * time.Millisecond) // poll interval of the condition wait
-	}
+		return len(body.Rejects) == 3, fmt.Sprintf("%d rejects", len(body.Rejects))
+	})
 	if len(body.Rejects) != 3 || body.Total != 3 || body.Rejects[0].Source != "dev-2" || string(body.Rejects[2].Raw) != "{oops" {
 		t.Fatalf("got %+v; want 3 rejects, newest first, raw kept", body)
 	}

@@ -9,18 +9,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/runnel-iot/runnel/internal/testutil"
 	"github.com/runnel-iot/runnel/windows"
 )
 
 func waitCond(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond) // poll interval of the condition wait
-	}
+	testutil.WaitFor(t, 10*time.Second, func() (bool, string) { return cond(), "waiting for " + what })
 }
 
 // readEvent reads one SSE event (name and data), skipping comments.

@@ -1,6 +1,7 @@
 // Command firmware-sim simulates devices for the Runnel gateway and hosts
 // the dev-only helpers of `make demo`. All logic lives in package
-// firmwaresim; this main only wires signals and the exit code.
+// firmwaresim and the packages built on it (demo, bench); this main only wires
+// their subcommands, signals and the exit code.
 package main
 
 import (
@@ -9,7 +10,9 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/runnel-iot/runnel/bench"
 	firmwaresim "github.com/runnel-iot/runnel/firmware-sim"
+	"github.com/runnel-iot/runnel/firmware-sim/demo"
 )
 
 func main() {
@@ -20,7 +23,7 @@ func main() {
 		<-ctx.Done()
 		stop()
 	}()
-	code := firmwaresim.Main(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	code := firmwaresim.Main(ctx, os.Args[1:], os.Stdout, os.Stderr, demo.Command, bench.Command)
 	stop()
 	os.Exit(code)
 }

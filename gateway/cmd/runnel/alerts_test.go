@@ -17,6 +17,7 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/runnel-iot/runnel/forward"
+	"github.com/runnel-iot/runnel/internal/testutil"
 	"github.com/runnel-iot/runnel/wal"
 )
 
@@ -89,13 +90,10 @@ func publishVitals(t *testing.T, addr string, base time.Time, from, to int, valu
 // waitAlerts polls until cond holds for the messages received.
 func waitAlerts(t *testing.T, sub *alertSubscriber, what string, cond func([]alertMsg) bool) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond(sub.snapshot()) {
-		if time.Now().After(deadline) {
-			t.Fatalf("alerts: %s: not within 20s; received %+v", what, sub.snapshot())
-		}
-		time.Sleep(10 * time.Millisecond) // poll interval
-	}
+	testutil.WaitFor(t, 20*time.Second, func() (bool, string) {
+		msgs := sub.snapshot()
+		return cond(msgs), fmt.Sprintf("alerts: %s: received %+v", what, msgs)
+	})
 }
 
 // TestAlertsEndToEnd runs the built gateway with an SpO2 rule (< 90 for

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"math/rand/v2"
 	"sync"
 	"testing"
@@ -9,6 +10,8 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/runnel-iot/runnel/internal/testutil"
 )
 
 // kafkaRecord is one summary consumed back from Kafka.
@@ -118,8 +121,7 @@ func TestForwardThroughCrashes(t *testing.T) {
 	}
 	// A last run drains the outbox.
 	p, _ := startGateway(t, []string{bin}, crashEnv)
-	waitDeadline := time.Now().Add(60 * time.Second)
-	for {
+	testutil.WaitFor(t, 60*time.Second, func() (bool, string) {
 		mu.Lock()
 		have := map[string]bool{}
 		for _, r := range got {
@@ -133,14 +135,8 @@ func TestForwardThroughCrashes(t *testing.T) {
 				missing++
 			}
 		}
-		if missing == 0 {
-			break
-		}
-		if time.Now().After(waitDeadline) {
-			t.Fatalf("after %d kills, %d of %d summaries never reached Kafka (%d records consumed)", len(kills), missing, len(want), n)
-		}
-		time.Sleep(50 * time.Millisecond) // poll interval
-	}
+		return missing == 0, fmt.Sprintf("after %d kills, %d of %d summaries not in Kafka (%d records consumed)", len(kills), missing, len(want), n)
+	})
 	p.stop()
 
 	mu.Lock()

@@ -22,6 +22,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	firmwaresim "github.com/runnel-iot/runnel/firmware-sim"
+	"github.com/runnel-iot/runnel/internal/testutil"
 )
 
 func TestMain(m *testing.M) {
@@ -255,22 +256,15 @@ func checkRunAndSIGTERM(t *testing.T, argv []string, env []string) {
 		if err != nil || rep.Acknowledged != rep.Sent || rep.Sent < 40 {
 			t.Fatalf("simulator: %v, sent %d, acknowledged %d", err, rep.Sent, rep.Acknowledged)
 		}
-		deadline := time.Now().Add(30 * time.Second)
-		for {
+		testutil.WaitFor(t, 30*time.Second, func() (bool, string) {
 			var series struct{ Total int }
 			resp, err := client.Get("http://" + addr + "/api/v1/series?prefix=env")
 			if err == nil {
 				err = json.NewDecoder(resp.Body).Decode(&series)
 				resp.Body.Close()
 			}
-			if err == nil && series.Total == 4 {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("the 4 simulated series are not queryable within 30s: %d, %v", series.Total, err)
-			}
-			time.Sleep(50 * time.Millisecond) // poll interval
-		}
+			return err == nil && series.Total == 4, fmt.Sprintf("the 4 simulated series queryable: %d, %v", series.Total, err)
+		})
 	}
 	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)

@@ -1,4 +1,4 @@
-package firmwaresim
+package bench
 
 import (
 	"bytes"
@@ -63,18 +63,29 @@ func benchDevice(d int) string { return fmt.Sprintf("dev-%04d", d) }
 // newBenchClient returns a paho client that does not reconnect on its
 // own: a lost connection in a benchmark is a failure to report, and paho
 // can complete tokens before the broker acked after a reconnect (paho
-// issue #563), which would count acks that never happened.
-func newBenchClient(addr, id string, lost *atomic.Int64) (paho.Client, error) {
-	u, err := brokerURL(addr)
-	if err != nil {
-		return nil, err
-	}
-	o := paho.NewClientOptions().AddBroker(u).SetClientID(id).SetCleanSession(true).
+// issue #563), which would count acks that never happened. addr is the
+// host:port of a child the bench started.
+func newBenchClient(addr, id string, lost *atomic.Int64) paho.Client {
+	o := paho.NewClientOptions().AddBroker("tcp://" + addr).SetClientID(id).SetCleanSession(true).
 		SetProtocolVersion(4).SetKeepAlive(30 * time.Second).SetConnectTimeout(10 * time.Second).
 		SetWriteTimeout(10 * time.Second).SetAutoReconnect(false).SetConnectRetry(false).
 		SetOrderMatters(false).
 		SetConnectionLostHandler(func(paho.Client, error) { lost.Add(1) })
-	return paho.NewClient(o), nil
+	return paho.NewClient(o)
+}
+
+// waitToken waits for a paho token, at most timeout and until ctx ends.
+func waitToken(ctx context.Context, t paho.Token, timeout time.Duration) error {
+	tm := time.NewTimer(timeout)
+	defer tm.Stop()
+	select {
+	case <-t.Done():
+		return t.Error()
+	case <-tm.C:
+		return fmt.Errorf("no answer within %v", timeout)
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // startMQTTLoad connects the publishers and starts publishing; finish
@@ -82,10 +93,7 @@ func newBenchClient(addr, id string, lost *atomic.Int64) (paho.Client, error) {
 func startMQTTLoad(ctx context.Context, cfg mqttLoadConfig) (*mqttLoad, error) {
 	l := &mqttLoad{cfg: cfg}
 	for p := range cfg.publishers {
-		c, err := newBenchClient(cfg.addr, cfg.clientID+strconv.Itoa(p), &l.lost)
-		if err != nil {
-			return nil, err
-		}
+		c := newBenchClient(cfg.addr, cfg.clientID+strconv.Itoa(p), &l.lost)
 		if err := waitToken(ctx, c.Connect(), 10*time.Second); err != nil {
 			l.disconnect()
 			return nil, fmt.Errorf("connect publisher %d to %s: %w", p, cfg.addr, err)

@@ -1,4 +1,4 @@
-package firmwaresim
+package bench
 
 import (
 	"context"
@@ -12,9 +12,11 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	firmwaresim "github.com/runnel-iot/runnel/firmware-sim"
 )
 
-// The phases with forwarding on: an in-process kfake (StartKafka) stands
+// The phases with forwarding on: an in-process kfake (firmwaresim.StartKafka) stands
 // in for the upstream Kafka, and a consumer of the bench's own reads back
 // what the gateway delivered.
 
@@ -134,7 +136,7 @@ func (b *bench) writeConfig(phase, yaml string) (string, error) {
 func (b *bench) phaseForward(ctx context.Context, r *PhaseResult) error {
 	r.Note = fmt.Sprintf("%d series (%d devices x %d sensors) over HTTP, %d writers; event time 10s per round from a day ago; kfake in-process",
 		fwdDevices*fwdSensors, fwdDevices, fwdSensors, httpWriters)
-	k, err := StartKafka(KafkaOptions{Addr: "127.0.0.1:0", Topics: DefaultKafkaTopics})
+	k, err := firmwaresim.StartKafka(firmwaresim.KafkaOptions{Addr: "127.0.0.1:0", Topics: firmwaresim.DefaultKafkaTopics})
 	if err != nil {
 		return err
 	}
@@ -210,7 +212,7 @@ func forwardBodies(now time.Time) httpBody {
 func (b *bench) phaseMixed(ctx context.Context, r *PhaseResult) error {
 	r.Note = "the mqtt-qos1 load, 10s tumbling windows only (no sliding), forwarding to kfake; " +
 		"missing = acknowledged readings not counted in any forwarded tumbling:10s summary"
-	k, err := StartKafka(KafkaOptions{Addr: "127.0.0.1:0", Topics: DefaultKafkaTopics})
+	k, err := firmwaresim.StartKafka(firmwaresim.KafkaOptions{Addr: "127.0.0.1:0", Topics: firmwaresim.DefaultKafkaTopics})
 	if err != nil {
 		return err
 	}

@@ -1,4 +1,4 @@
-package firmwaresim
+package bench
 
 import (
 	"context"
@@ -9,6 +9,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	firmwaresim "github.com/runnel-iot/runnel/firmware-sim"
 )
 
 // judgeTargets checks the figures against the issues' targets; a target
@@ -141,6 +143,13 @@ func fmtFig(v float64) string {
 	return strconv.FormatFloat(v, 'g', 3, 64)
 }
 
+// Command is `firmware-sim bench` (make bench), for firmwaresim.Main.
+var Command = firmwaresim.Command{
+	Name:    "bench",
+	Summary: "end-to-end load test of the built gateway (make bench)",
+	Run:     benchCmd,
+}
+
 const benchDesc = `The end-to-end load test of the built binaries (make bench): each phase
 starts a fresh gateway (-runnel, a child process on free loopback ports with
 a fresh data dir), sustains its load for -phase-duration after a short
@@ -154,7 +163,7 @@ Phases, in run order: `
 func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	var o BenchOptions
 	var phases string
-	fs := newFlagSet("bench", benchDesc+strings.Join(BenchPhases(), ", ")+"\n", stderr)
+	fs := firmwaresim.NewFlagSet("bench", benchDesc+strings.Join(BenchPhases(), ", ")+"\n", stderr)
 	fs.StringVar(&o.Runnel, "runnel", "bin/runnel", "the runnel binary")
 	fs.StringVar(&o.FirmwareSim, "firmware-sim", "", "binary run as `<it> bare-broker` for the baseline (default: this one)")
 	fs.StringVar(&o.Out, "out", "", "write the JSON results here (e.g. bench/results/latest.json)")
@@ -169,7 +178,7 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		o.GatewayEnv = append(o.GatewayEnv, kv)
 		return nil
 	})
-	if code := parse(fs, args, stderr); code >= 0 {
+	if code := firmwaresim.ParseFlags(fs, args, stderr); code >= 0 {
 		return code
 	}
 	for _, p := range strings.Split(phases, ",") {
@@ -178,13 +187,13 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		}
 	}
 	if err := o.Validate(); err != nil {
-		fmt.Fprintf(stderr, "firmware-sim bench: invalid flags:\n%v\n(see firmware-sim bench -h)\n", indent(err))
-		return ExitUsage
+		fmt.Fprintf(stderr, "firmware-sim bench: invalid flags:\n%v\n(see firmware-sim bench -h)\n", firmwaresim.Indent(err))
+		return firmwaresim.ExitUsage
 	}
 	o.Log = stderr
 	if _, err := RunBench(ctx, o, stdout); err != nil {
 		fmt.Fprintf(stderr, "firmware-sim bench: %v\n", err)
-		return ExitFailure
+		return firmwaresim.ExitFailure
 	}
-	return ExitOK
+	return firmwaresim.ExitOK
 }

@@ -1,4 +1,4 @@
-package firmwaresim
+package bench
 
 import (
 	"bufio"
@@ -170,6 +170,16 @@ func (c *child) stop() error {
 		<-c.exited
 		return fmt.Errorf("%s did not stop within 40s of SIGTERM (killed; log: %s)", c.name, c.logPath)
 	}
+}
+
+// freeAddr returns a loopback TCP address free a moment ago.
+func freeAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
 }
 
 // freeUDPAddr returns a loopback UDP address free a moment ago.

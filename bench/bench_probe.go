@@ -1,4 +1,4 @@
-package firmwaresim
+package bench
 
 import (
 	"context"
@@ -53,10 +53,7 @@ func (c *probeClock) next() int64 {
 }
 
 func (b *bench) connectProbe(ctx context.Context, addr, id string, lost *atomic.Int64) (paho.Client, error) {
-	c, err := newBenchClient(addr, id, lost)
-	if err != nil {
-		return nil, err
-	}
+	c := newBenchClient(addr, id, lost)
 	if err := waitToken(ctx, c.Connect(), 10*time.Second); err != nil {
 		return nil, fmt.Errorf("connect %s to %s: %w", id, addr, err)
 	}

@@ -1,4 +1,4 @@
-package firmwaresim
+package bench
 
 import (
 	"context"
@@ -13,6 +13,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	firmwaresim "github.com/runnel-iot/runnel/firmware-sim"
 )
 
 // `firmware-sim bench` (make bench) measures the built binaries end to
@@ -133,6 +135,14 @@ func BenchPhases() []string {
 	return names
 }
 
+// orDefault sets *p to def when it holds the zero value.
+func orDefault[T comparable](p *T, def T) {
+	var zero T
+	if *p == zero {
+		*p = def
+	}
+}
+
 func (o BenchOptions) withDefaults() BenchOptions {
 	orDefault(&o.Runnel, "bin/runnel")
 	orDefault(&o.PhaseDuration, 20*time.Second)
@@ -146,12 +156,12 @@ func (o BenchOptions) withDefaults() BenchOptions {
 }
 
 // Validate reports every invalid option at once (errors.Join of
-// *OptionError, named after the CLI flags). Defaults are applied first.
+// *firmwaresim.OptionError, named after the CLI flags). Defaults are applied first.
 func (o BenchOptions) Validate() error {
 	o = o.withDefaults()
 	var errs []error
 	bad := func(opt string, v any, format string, args ...any) {
-		errs = append(errs, &OptionError{Option: opt, Value: v, Msg: fmt.Sprintf(format, args...)})
+		errs = append(errs, &firmwaresim.OptionError{Option: opt, Value: v, Msg: fmt.Sprintf(format, args...)})
 	}
 	if o.PhaseDuration < 500*time.Millisecond || o.PhaseDuration > 10*time.Minute {
 		bad("phase-duration", o.PhaseDuration, "out of range 500ms to 10m (make bench must end within 10 minutes)")

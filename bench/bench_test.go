@@ -1,4 +1,4 @@
-package firmwaresim
+package bench
 
 import (
 	"bytes"
@@ -15,6 +15,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	firmwaresim "github.com/runnel-iot/runnel/firmware-sim"
 )
 
 // buildBenchBinaries builds runnel and firmware-sim from the module root
@@ -176,15 +178,15 @@ func TestBenchOptionsValidate(t *testing.T) {
 
 func TestBenchCmdUsage(t *testing.T) {
 	var stdout, stderr bytes.Buffer
-	if code := Main(context.Background(), []string{"bench", "-phases", "mqtt-qos1,bogus"}, &stdout, &stderr); code != ExitUsage {
-		t.Fatalf("exit %d, want %d; stderr: %s", code, ExitUsage, stderr.String())
+	if code := firmwaresim.Main(context.Background(), []string{"bench", "-phases", "mqtt-qos1,bogus"}, &stdout, &stderr, Command); code != firmwaresim.ExitUsage {
+		t.Fatalf("exit %d, want %d; stderr: %s", code, firmwaresim.ExitUsage, stderr.String())
 	}
 	if !strings.Contains(stderr.String(), "-phases bogus: unknown phase") {
 		t.Errorf("stderr: %s", stderr.String())
 	}
 	stderr.Reset()
-	code := Main(context.Background(), []string{"bench", "-runnel", filepath.Join(t.TempDir(), "none"), "-firmware-sim", os.Args[0]}, &stdout, &stderr)
-	if code != ExitFailure || !strings.Contains(stderr.String(), "not an executable file") {
+	code := firmwaresim.Main(context.Background(), []string{"bench", "-runnel", filepath.Join(t.TempDir(), "none"), "-firmware-sim", os.Args[0]}, &stdout, &stderr, Command)
+	if code != firmwaresim.ExitFailure || !strings.Contains(stderr.String(), "not an executable file") {
 		t.Errorf("missing binary: exit %d, stderr %s", code, stderr.String())
 	}
 }

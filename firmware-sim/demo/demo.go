@@ -1,4 +1,4 @@
-package firmwaresim
+package demo
 
 import (
 	"context"
@@ -14,6 +14,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	firmwaresim "github.com/runnel-iot/runnel/firmware-sim"
 )
 
 // DemoOptions configures `firmware-sim demo`: a DEV-ONLY in-memory Kafka
@@ -67,12 +69,12 @@ func RunDemo(ctx context.Context, o DemoOptions, out io.Writer) error {
 	if o.KafkaAddr == "auto" {
 		o.KafkaAddr = "127.0.0.1:0"
 	}
-	k, err := StartKafka(KafkaOptions{Addr: o.KafkaAddr, Topics: DefaultKafkaTopics})
+	k, err := firmwaresim.StartKafka(firmwaresim.KafkaOptions{Addr: o.KafkaAddr, Topics: firmwaresim.DefaultKafkaTopics})
 	if err != nil {
 		return fmt.Errorf("start the demo kafka on %s: %w", o.KafkaAddr, err)
 	}
 	defer k.Close()
-	fmt.Fprintf(out, "demo: %s\n", KafkaBanner)
+	fmt.Fprintf(out, "demo: %s\n", firmwaresim.KafkaBanner)
 	fmt.Fprintf(out, "demo: kafka (kfake, in memory) on %s\n", k.Addr())
 
 	if err := os.MkdirAll(o.DataDir, 0o755); err != nil {
@@ -135,12 +137,12 @@ func RunDemo(ctx context.Context, o DemoOptions, out io.Writer) error {
 		simCtx, stopSim = context.WithTimeout(ctx, o.Duration)
 	}
 	defer stopSim()
-	opt := DefaultOptions()
-	opt.Scenario, opt.Devices, opt.Rate, opt.Broker = ScenarioMix, o.Devices, o.Rate, o.MQTTAddr
+	opt := firmwaresim.DefaultOptions()
+	opt.Scenario, opt.Devices, opt.Rate, opt.Broker = firmwaresim.ScenarioMix, o.Devices, o.Rate, o.MQTTAddr
 	opt.ClientIDPrefix = "sim-"
 	simDone := make(chan error, 1)
 	go func() {
-		_, err := Run(simCtx, opt, out)
+		_, err := firmwaresim.Run(simCtx, opt, out)
 		simDone <- err
 	}()
 	tick := time.NewTicker(10 * time.Second)
@@ -198,7 +200,7 @@ func waitReady(ctx context.Context, base string, exited <-chan error) error {
 
 // demoCheck waits (after the devices stopped) until windows closed, an
 // alert fired, and summaries and alerts reached Kafka.
-func demoCheck(base string, k *KafkaBroker, out io.Writer) error {
+func demoCheck(base string, k *firmwaresim.KafkaBroker, out io.Writer) error {
 	deadline := time.Now().Add(45 * time.Second)
 	var state string
 	for time.Now().Before(deadline) {
@@ -242,7 +244,7 @@ func alertLine(base string) string {
 
 func formatCounts(c map[string]int64) string {
 	var parts []string
-	for _, t := range DefaultKafkaTopics {
+	for _, t := range firmwaresim.DefaultKafkaTopics {
 		parts = append(parts, fmt.Sprintf("%s=%d", strings.TrimPrefix(t, "runnel."), c[t]))
 	}
 	return strings.Join(parts, " ")
