@@ -26,6 +26,7 @@ type target struct {
 	name    string // subtest name: "bare" or "gateway"
 	addr    string // MQTT TCP address
 	gateway bool
+	http    string // the gateway's HTTP API address; empty on the bare broker
 }
 
 // targets is set by TestMain: the bare broker first, then the gateway.
@@ -111,7 +112,7 @@ func run(m *testing.M) int {
 	}
 	targets = []target{
 		{name: "bare", addr: bare.addr},
-		{name: "gateway", addr: gw.addr, gateway: true},
+		{name: "gateway", addr: gw.addr, gateway: true, http: gw.http},
 	}
 	code := m.Run()
 	if err := gw.stop(); err != nil {
@@ -169,7 +170,8 @@ func (b *bareBroker) Close() { b.srv.Close() }
 type gatewayProc struct {
 	dir    string
 	cmd    *exec.Cmd
-	addr   string
+	addr   string // MQTT
+	http   string // HTTP API
 	waited chan struct{}
 	err    error // from Wait, once waited is closed
 
@@ -218,7 +220,7 @@ func startGateway() (*gatewayProc, error) {
 		return nil, fmt.Errorf("start %s: %w", bin, err)
 	}
 	g := &gatewayProc{dir: dir, cmd: cmd, waited: make(chan struct{})}
-	started := make(chan string, 1)
+	started := make(chan [2]string, 1)
 	go func() {
 		sc := bufio.NewScanner(stderr)
 		sc.Buffer(make([]byte, 64<<10), 1<<20)
@@ -230,9 +232,10 @@ func startGateway() (*gatewayProc, error) {
 			g.mu.Unlock()
 			var m map[string]any
 			if json.Unmarshal(sc.Bytes(), &m) == nil && m["msg"] == "gateway started" {
-				addr, _ := m["mqtt_addr"].(string)
+				mqttAddr, _ := m["mqtt_addr"].(string)
+				httpAddr, _ := m["http_addr"].(string)
 				select {
-				case started <- addr:
+				case started <- [2]string{mqttAddr, httpAddr}:
 				default:
 				}
 			}
@@ -242,7 +245,8 @@ func startGateway() (*gatewayProc, error) {
 		close(g.waited)
 	}()
 	select {
-	case g.addr = <-started:
+	case addrs := <-started:
+		g.addr, g.http = addrs[0], addrs[1]
 	case <-g.waited:
 		os.RemoveAll(dir)
 		return nil, fmt.Errorf("runnel exited before \"gateway started\": %v\n%s", g.err, g.logText())

@@ -245,6 +245,10 @@ func TestRetainAsPublished(t *testing.T) {
 				rap.mustSubscribe(0, packets.Subscription{Filter: topic, Qos: 2, RetainAsPublished: true})
 				norap, _ := dialRaw(t, tg, 5, uniq("norap"), nil)
 				norap.mustSubscribe(0, packets.Subscription{Filter: topic, Qos: 2})
+				// mochi sends retained messages after the SUBACK: wait until
+				// that is over, or the message below may come as retained.
+				rap.barrier(0)
+				norap.barrier(0)
 				pub, _ := dialRaw(t, tg, 5, uniq("pub"), nil)
 				pub.publish(topic, payload, qos, true, nil)
 				if got := rap.waitFor("message", isPublishOn(topic)); !got.FixedHeader.Retain {

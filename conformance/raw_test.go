@@ -467,11 +467,13 @@ func (c *rawClient) barrier(qos byte) {
 	})
 }
 
-// disconnect sends DISCONNECT with reason code rc and closes.
+// disconnect sends DISCONNECT with reason code rc and waits for the
+// server to close the connection (it ends the session state of an expiry
+// of 0 right after), so a reconnect comes after that.
 func (c *rawClient) disconnect(rc byte) {
 	c.t.Helper()
 	c.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Disconnect}, ReasonCode: rc})
-	c.close()
+	c.waitClosed()
 }
 
 // v5 sets MQTT 5 options on CONNECT: session expiry (seconds) and extra

@@ -96,7 +96,7 @@ func TestRetainedClear(t *testing.T) {
 					topic, payload := topicOf(kind)
 					pub := storeRetained(t, tg, topic, payload, 0, nil)
 					if ack := pub.publish(topic, nil, qos, true, nil); qos > 0 && ack.ReasonCode >= 0x80 {
-						t.Errorf("clearing publish refused with %#x (%s)", ack.ReasonCode, ack.Properties.ReasonString)
+						t.Fatalf("clearing publish refused with %#x (%s) [MQTT-3.3.1-6]", ack.ReasonCode, ack.Properties.ReasonString)
 					}
 					pub.waitFor("own clearing message", func(pk packets.Packet) bool {
 						return isPublishOn(topic)(pk) && len(pk.Payload) == 0
