@@ -25,68 +25,104 @@ var badPayloads = []struct {
 	{name: "empty-array", payload: `[]`, gap: "issue 16: `[]` gets PUBACK 0x00 and no dead letter, though it holds no reading"},
 }
 
-// TestBadPayloadReason: on the gateway a QoS 1 telemetry publish with no
-// usable reading gets PUBACK 0x99 with a reason string (the README; a v5
-// server may report failure in PUBACK [MQTT-3.4.2-1], §3.4.2.1); a good one
-// gets 0x00. Bare mochi acks every payload 0x00.
+// TestBadPayloadReason: on the gateway a QoS 1/2 telemetry publish with no
+// usable reading gets PUBACK/PUBREC 0x99 (Payload format invalid) with a
+// reason string (the README; issue 16: "v5 failures carry reason codes on
+// every QoS"; a v5 server may report failure in the ack [MQTT-3.4.2-1]
+// [MQTT-3.5.2-1], §3.4.2.1); a good one gets 0x00. Bare mochi does not
+// decode and acks every payload 0x00.
 func TestBadPayloadReason(t *testing.T) {
 	forEachTarget(t, func(t *testing.T, tg target) {
 		for _, bp := range badPayloads {
-			t.Run(bp.name, func(t *testing.T) {
-				t.Parallel()
-				c, _ := dialRaw(t, tg, 5, uniq("bad"), nil)
-				topic := "telemetry/" + uniq("dev") + "/env"
-				if ack := c.publish(topic, []byte(`{"temp":21.5}`), 1, false, nil); ack.ReasonCode != 0 {
-					t.Fatalf("good payload: PUBACK %#x, want 0x00", ack.ReasonCode)
-				}
-				if bp.gap != "" {
-					knownGatewayGap(t, tg, bp.gap)
-				}
-				ack := c.publish(topic, []byte(bp.payload), 1, false, nil)
-				switch {
-				case !tg.gateway && ack.ReasonCode != 0:
-					t.Errorf("bare broker: PUBACK %#x, want 0x00 (it does not decode)", ack.ReasonCode)
-				case tg.gateway && ack.ReasonCode != 0x99:
-					t.Errorf("PUBACK %#x, want 0x99 (Payload format invalid)", ack.ReasonCode)
-				case tg.gateway && ack.Properties.ReasonString == "":
-					t.Error("PUBACK 0x99 without a reason string")
-				}
-			})
+			for qos := byte(1); qos <= 2; qos++ {
+				t.Run(fmt.Sprintf("%s/qos%d", bp.name, qos), func(t *testing.T) {
+					t.Parallel()
+					ackName := packets.PacketNames[packets.Puback]
+					if qos == 2 {
+						ackName = packets.PacketNames[packets.Pubrec]
+					}
+					c, _ := dialRaw(t, tg, 5, uniq("bad"), nil)
+					topic := "telemetry/" + uniq("dev") + "/env"
+					if ack := c.publish(topic, []byte(`{"temp":21.5}`), qos, false, nil); ack.ReasonCode != 0 {
+						t.Fatalf("good payload: %s %#x, want 0x00", ackName, ack.ReasonCode)
+					}
+					switch {
+					case bp.gap != "":
+						knownGatewayGap(t, tg, bp.gap)
+					case qos == 2:
+						knownGatewayGap(t, tg, "issue 16: v5 failures carry reason codes on every QoS, but a QoS 2 publish with no usable reading gets PUBREC 0x00")
+					}
+					ack := c.publish(topic, []byte(bp.payload), qos, false, nil)
+					switch {
+					case !tg.gateway && ack.ReasonCode != 0:
+						t.Errorf("bare broker: %s %#x, want 0x00 (it does not decode)", ackName, ack.ReasonCode)
+					case tg.gateway && ack.ReasonCode != 0x99:
+						t.Errorf("%s %#x, want 0x99 (Payload format invalid)", ackName, ack.ReasonCode)
+					case tg.gateway && ack.Properties.ReasonString == "":
+						t.Errorf("%s 0x99 without a reason string", ackName)
+					}
+				})
+			}
 		}
 	})
 }
 
 // TestAckOrder: PUBACKs go out in the order of the PUBLISH packets
 // [MQTT-4.6.0-2], whatever their reason codes, also while the server has
-// messages queued for the same client (it subscribed to what it publishes).
-// 30 publishes in one write mix good and bad payloads.
+// messages queued for the same client. One write carries 60 QoS 1
+// telemetry publishes mixing good and bad payloads, each after four 16 KiB
+// QoS 0 messages to a topic the client subscribed itself; the client reads
+// nothing until the write is done, so deliveries to it back up while the
+// acks are written.
 func TestAckOrder(t *testing.T) {
 	forEachTarget(t, func(t *testing.T, tg target) {
 		for _, version := range []byte{4, 5} {
 			t.Run(fmt.Sprintf("v%d", version), func(t *testing.T) {
 				t.Parallel()
 				if version == 5 {
-					knownGatewayGap(t, tg, "issue 16: reason-coded PUBACKs go through cl.WritePacket (queued behind deliveries) while plain ones are written to the socket directly, so later PUBACKs can overtake a 0x99 [MQTT-4.6.0-2]")
+					knownGatewayGap(t, tg, "issue 16: reason-coded PUBACKs go through cl.WritePacket (buffered while deliveries are queued for the client) while plain ones are written to the socket directly, so later PUBACKs can overtake a 0x99 [MQTT-4.6.0-2]")
 				}
 				dev := uniq("dev")
+				flood := "conf/" + dev + "/flood"
 				c, _ := dialRaw(t, tg, version, uniq("order"), nil)
-				c.mustSubscribe(0, packets.Subscription{Filter: "telemetry/" + dev + "/+", Qos: 1})
+				c.mustSubscribe(0, packets.Subscription{Filter: "telemetry/" + dev + "/+", Qos: 1},
+					packets.Subscription{Filter: flood, Qos: 0})
 				var b bytes.Buffer
 				var ids []uint16
-				for i := range 30 {
-					payload := fmt.Sprintf(`{"temp":%d}`, i)
-					if i%3 == 1 {
-						payload = badPayloads[i%len(badPayloads)].payload
-					}
-					pk := c.publishPacket("telemetry/"+dev+"/env", []byte(payload), 1, false, nil)
+				add := func(pk packets.Packet) {
 					enc, err := encode(version, pk)
 					if err != nil {
 						t.Fatal(err)
 					}
 					b.Write(enc)
+				}
+				for i := range 60 {
+					for range 4 {
+						add(c.publishPacket(flood, bytes.Repeat([]byte("f"), 16<<10), 0, false, nil))
+					}
+					payload := fmt.Sprintf(`{"temp":%d}`, i)
+					if i%3 == 1 {
+						payload = badPayloads[i%len(badPayloads)].payload
+					}
+					pk := c.publishPacket("telemetry/"+dev+"/env", []byte(payload), 1, false, nil)
+					add(pk)
 					ids = append(ids, pk.PacketID)
 				}
-				c.writeBytes(b.Bytes())
+				// Write while not reading; resume after the write or after a
+				// second, so a broker that stops reading while its writes to
+				// this client are blocked cannot deadlock the test.
+				c.pauseReading()
+				written := make(chan error, 1)
+				go func() { written <- c.writeRaw(b.Bytes()) }()
+				select {
+				case err := <-written:
+					written <- err
+				case <-time.After(time.Second):
+				}
+				c.resumeReading()
+				if err := <-written; err != nil {
+					t.Fatalf("write: %v", err)
+				}
 				var got []uint16
 				for len(got) < len(ids) {
 					ack := c.waitFor(fmt.Sprintf("PUBACK %d of %d", len(got)+1, len(ids)), isType(packets.Puback))
@@ -203,30 +239,54 @@ func TestSharedSubscription(t *testing.T) {
 
 // TestReservedTopics: the gateway deliberately differs from a plain broker
 // here: alerts/# carries its own alert publishes, so a client without an
-// explicit publish grant is refused (MQTT 5: PUBACK 0x87 Not authorized)
-// and the message is not delivered; bare mochi routes it like any topic.
-// Subscribing to alerts/# is allowed on both.
+// explicit publish grant is refused and the message is not delivered: an
+// MQTT 5 client gets PUBACK 0x87 (Not authorized), a 3.1.1 client, which
+// cannot be told, is disconnected (mochi's answer to an unauthorised QoS 1
+// publish, allowed by [MQTT-3.3.5-2]). Bare mochi routes it like any
+// topic. Subscribing to alerts/# is allowed on both.
 func TestReservedTopics(t *testing.T) {
 	forEachTarget(t, func(t *testing.T, tg target) {
-		topic := "alerts/" + uniq("rule") + "/fired"
-		sub, _ := dialRaw(t, tg, 5, uniq("sub"), nil)
-		sub.mustSubscribe(0, packets.Subscription{Filter: topic, Qos: 1})
-		pub, _ := dialRaw(t, tg, 5, uniq("pub"), nil)
-		ack := pub.publish(topic, []byte(`{"fake":true}`), 1, false, nil)
-		if tg.gateway {
-			if ack.ReasonCode != 0x87 {
-				t.Errorf("publish to %s: PUBACK %#x, want 0x87 (Not authorized)", topic, ack.ReasonCode)
-			}
-			sub.barrier(1)
-			pub.barrier(1)
-			if got := sub.publishes(topic); len(got) > 0 {
-				t.Errorf("a client's publish to the reserved %s was delivered: %s", topic, describe(got))
-			}
-			return
+		for _, version := range []byte{4, 5} {
+			t.Run(fmt.Sprintf("v%d", version), func(t *testing.T) {
+				t.Parallel()
+				topic := "alerts/" + uniq("rule") + "/fired"
+				sub, _ := dialRaw(t, tg, 5, uniq("sub"), nil)
+				sub.mustSubscribe(0, packets.Subscription{Filter: topic, Qos: 1})
+				pub, _ := dialRaw(t, tg, version, uniq("pub"), nil)
+				if !tg.gateway {
+					if ack := pub.publish(topic, []byte(`{"fake":true}`), 1, false, nil); ack.ReasonCode != 0 {
+						t.Errorf("bare broker: PUBACK %#x, want 0x00", ack.ReasonCode)
+					}
+					sub.waitFor("message", isPublishOn(topic))
+					return
+				}
+				if version == 5 {
+					if ack := pub.publish(topic, []byte(`{"fake":true}`), 1, false, nil); ack.ReasonCode != 0x87 {
+						t.Errorf("publish to %s: PUBACK %#x, want 0x87 (Not authorized)", topic, ack.ReasonCode)
+					}
+					pub.barrier(1)
+				} else {
+					pub.send(pub.publishPacket(topic, []byte(`{"fake":true}`), 1, false, nil))
+					got := pub.waitClosed()
+					for _, pk := range got {
+						if pk.FixedHeader.Type == packets.Puback {
+							t.Errorf("3.1.1 publish to %s acknowledged: %s", topic, describe(got))
+						}
+					}
+					if hasDisconnect(got, 0) {
+						t.Run("no-disconnect-packet", func(t *testing.T) {
+							mochiDeviation(t, "server.go DisconnectClient writes a DISCONNECT packet to 3.1.1 clients too; in 3.1.1 only the client sends DISCONNECT (§3.14)")
+							t.Errorf("a 3.1.1 client was sent %s", describe(got))
+						})
+					}
+				}
+				// A delivery would have been routed before the refusal; the
+				// barrier makes sure none is still queued for sub.
+				sub.barrier(1)
+				if got := sub.publishes(topic); len(got) > 0 {
+					t.Errorf("a client's publish to the reserved %s was delivered: %s", topic, describe(got))
+				}
+			})
 		}
-		if ack.ReasonCode != 0 {
-			t.Errorf("bare broker: PUBACK %#x, want 0x00", ack.ReasonCode)
-		}
-		sub.waitFor("message", isPublishOn(topic))
 	})
 }

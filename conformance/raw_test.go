@@ -33,6 +33,9 @@ type rawClient struct {
 	done    chan struct{} // closed when the reader ends
 	backlog []packets.Packet
 
+	gateMu sync.Mutex
+	gate   chan struct{} // non-nil: the reader waits for it to close
+
 	wmu      sync.Mutex
 	autoAck  bool // the reader answers PUBLISH QoS 1/2, PUBREC and PUBREL
 	nextID   uint16
@@ -77,8 +80,27 @@ func dialRawNoAck(t *testing.T, tg target, version byte, id string, opt func(*pa
 	return c
 }
 
+// pauseReading stops reading from the socket (after the packet being read
+// now), so the server's writes to this client back up; resumeReading
+// undoes it.
+func (c *rawClient) pauseReading() {
+	c.gateMu.Lock()
+	c.gate = make(chan struct{})
+	c.gateMu.Unlock()
+}
+
+func (c *rawClient) resumeReading() {
+	c.gateMu.Lock()
+	if c.gate != nil {
+		close(c.gate)
+		c.gate = nil
+	}
+	c.gateMu.Unlock()
+}
+
 // close drops the connection without DISCONNECT and waits for the reader.
 func (c *rawClient) close() {
+	c.resumeReading()
 	c.conn.Close()
 	<-c.done
 }
@@ -111,11 +133,17 @@ func (c *rawClient) write(pk packets.Packet) error {
 // writeBytes writes pre-encoded packets in one write.
 func (c *rawClient) writeBytes(b []byte) {
 	c.t.Helper()
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	if _, err := c.conn.Write(b); err != nil {
+	if err := c.writeRaw(b); err != nil {
 		c.t.Fatalf("%s: write: %v", c.id, err)
 	}
+}
+
+// writeRaw is writeBytes for any goroutine: it returns the error.
+func (c *rawClient) writeRaw(b []byte) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	_, err := c.conn.Write(b)
+	return err
 }
 
 func encode(version byte, pk packets.Packet) ([]byte, error) {
@@ -155,6 +183,12 @@ func (c *rawClient) read() {
 	defer close(c.in)
 	r := bufio.NewReader(c.conn)
 	for {
+		c.gateMu.Lock()
+		gate := c.gate
+		c.gateMu.Unlock()
+		if gate != nil {
+			<-gate
+		}
 		pk, err := c.readPacket(r)
 		if err != nil {
 			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) && !errors.Is(err, syscall.ECONNRESET) {

@@ -156,3 +156,41 @@ func TestWillDelay(t *testing.T) {
 		}
 	})
 }
+
+// TestMessageExpiryQueued: a message queued for an offline session whose
+// expiry interval passes before the client is back is not delivered
+// [MQTT-3.3.2-5]; one without expiry is. mochi sweeps expired queued
+// messages once a second with whole seconds; the test waits a fixed 3.5 s
+// for a 1 s expiry (probing the session would deliver the message).
+func TestMessageExpiryQueued(t *testing.T) {
+	forEachTarget(t, func(t *testing.T, tg target) {
+		for qos := byte(1); qos <= 2; qos++ {
+			t.Run(fmt.Sprintf("qos%d", qos), func(t *testing.T) {
+				t.Parallel()
+				if qos == 1 {
+					knownGatewayGap(t, tg, qos1Gap+": a queued message gets the session limit as its expiry and is delivered after its own has passed")
+				}
+				topic, _ := topicOf("telemetry")
+				id := uniq("away")
+				sub, _ := dialRaw(t, tg, 5, id, sessionExpiry(60))
+				sub.mustSubscribe(0, packets.Subscription{Filter: topic, Qos: qos})
+				sub.disconnect(0)
+				pub, _ := dialRaw(t, tg, 5, uniq("pub"), nil)
+				pub.publish(topic, []byte(`{"temp":1}`), qos, false, &packets.Properties{MessageExpiryInterval: 1})
+				pub.publish(topic, []byte(`{"temp":2}`), qos, false, nil)
+				time.Sleep(3500 * time.Millisecond) // the expiry itself: see the comment above
+				sub, ack := dialRaw(t, tg, 5, id, resume(60))
+				if !ack.SessionPresent {
+					t.Fatal("session present 0 after 3.5 s of a 60 s session expiry")
+				}
+				sub.waitFor("the message without expiry", func(pk packets.Packet) bool {
+					return isPublishOn(topic)(pk) && string(pk.Payload) == `{"temp":2}`
+				})
+				sub.barrier(0)
+				if got := sub.publishes(topic); len(got) > 0 {
+					t.Errorf("a queued message delivered after its 1 s expiry: %s [MQTT-3.3.2-5]", describe(got))
+				}
+			})
+		}
+	})
+}
