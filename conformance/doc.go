@@ -111,6 +111,9 @@
 //     deleted (after the OnDisconnect hooks), so an immediate reconnect can
 //     find it [MQTT-3.1.2-23]: TestSessionExpiry/*/0s. A race: seen on the
 //     gateway (its OnDisconnect hook widens the window) in some runs.
+//   - The keep-alive deadline is keepalive + keepalive/2 in whole seconds:
+//     a client with a keep-alive of 1 s is cut after 1 s, not 1.5 s
+//     [MQTT-3.1.2-22]: TestKeepAliveTimeout/*/1s (2 s is exact and runs).
 //   - A refused 3.1.1 client is sent a DISCONNECT packet (server.go
 //     DisconnectClient writes one whatever the version); in 3.1.1 only the
 //     client sends DISCONNECT (§3.14):
