@@ -196,30 +196,32 @@ func TestReceiveMaximumOutbound(t *testing.T) {
 					t.Fatalf("%d unacknowledged messages sent to a client with Receive Maximum 2: %s [MQTT-3.3.4-9]", len(got), describe(got))
 				}
 				// Acknowledge one by one: each ack frees a slot for the next.
-				mochiDeviation(t, "a message held back by the client's Receive Maximum is sent later by server.go processPacket (NextImmediate), which deletes it from the inflight store once written and orders the held messages by Created in whole seconds (inflight.go GetAll): later acks are then ignored, the quota never recovers, the 5th message is never sent, and the held ones can come out of order")
-				var seen []string
-				for len(seen) < n {
-					if len(got) == 0 {
-						got = []packets.Packet{sub.waitFor(fmt.Sprintf("message %d", len(seen)), isPublishOn(topic))}
+				t.Run("release", func(t *testing.T) {
+					mochiDeviation(t, "a message held back by the client's Receive Maximum is sent later by server.go processPacket (NextImmediate), which deletes it from the inflight store once written and orders the held messages by Created in whole seconds (inflight.go GetAll): later acks are then ignored, the quota never recovers, the 5th message is never sent, and the held ones can come out of order")
+					var seen []string
+					for len(seen) < n {
+						if len(got) == 0 {
+							got = []packets.Packet{sub.waitFor(fmt.Sprintf("message %d", len(seen)), isPublishOn(topic))}
+						}
+						pk := got[0]
+						got = got[1:]
+						seen = append(seen, string(pk.Payload))
+						typ := packets.Puback
+						if qos == 2 {
+							typ = packets.Pubrec
+						}
+						sub.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: typ}, PacketID: pk.PacketID})
+						if qos == 2 {
+							sub.waitFor("PUBREL", isAck(packets.Pubrel, pk.PacketID))
+							sub.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pubcomp}, PacketID: pk.PacketID})
+						}
 					}
-					pk := got[0]
-					got = got[1:]
-					seen = append(seen, string(pk.Payload))
-					typ := packets.Puback
-					if qos == 2 {
-						typ = packets.Pubrec
+					for i, s := range seen {
+						if want := fmt.Sprintf(`{"temp":%d}`, i); s != want {
+							t.Errorf("message %d is %s, want %s: out of order [MQTT-4.6.0-5]", i, s, want)
+						}
 					}
-					sub.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: typ}, PacketID: pk.PacketID})
-					if qos == 2 {
-						sub.waitFor("PUBREL", isAck(packets.Pubrel, pk.PacketID))
-						sub.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pubcomp}, PacketID: pk.PacketID})
-					}
-				}
-				for i, s := range seen {
-					if want := fmt.Sprintf(`{"temp":%d}`, i); s != want {
-						t.Errorf("message %d is %s, want %s: out of order [MQTT-4.6.0-5]", i, s, want)
-					}
-				}
+				})
 			})
 		}
 	})
