@@ -18,7 +18,8 @@
 //     `runnel run` with its defaults on loopback ports (RUNNEL_*_ADDR
 //     127.0.0.1:0, a temp data dir, gateway id conf-gw, JSON logs); the
 //     MQTT and HTTP addresses come from its "gateway started" log line. It
-//     is stopped with SIGTERM and must exit 0.
+//     is stopped with SIGTERM and must exit 0. With -short the binary is
+//     not built and only the bare broker runs.
 //
 // Clients: paho.golang (MQTT 5) where its API suffices, paho.mqtt.golang
 // for 3.1.1, and a raw client (mochi's packets codec over TCP) for what

@@ -3,6 +3,7 @@ package conformance
 import (
 	"bufio"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -105,15 +106,19 @@ func run(m *testing.M) int {
 		return 1
 	}
 	defer bare.Close()
+	targets = []target{{name: "bare", addr: bare.addr}}
+	flag.Parse()
+	if testing.Short() {
+		// As the other tests of the built binary do: -short skips building it.
+		fmt.Fprintln(os.Stderr, "conformance: -short: the bare broker only, no gateway")
+		return m.Run()
+	}
 	gw, err := startGateway()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "conformance: gateway:", err)
 		return 1
 	}
-	targets = []target{
-		{name: "bare", addr: bare.addr},
-		{name: "gateway", addr: gw.addr, gateway: true, http: gw.http},
-	}
+	targets = append(targets, target{name: "gateway", addr: gw.addr, gateway: true, http: gw.http})
 	code := m.Run()
 	if err := gw.stop(); err != nil {
 		fmt.Fprintln(os.Stderr, "conformance: gateway:", err)

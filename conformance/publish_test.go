@@ -101,7 +101,7 @@ func TestPublishProperties(t *testing.T) {
 						late.subscribe(paho.SubscribeOptions{Topic: topic, QoS: 2})
 						got = late.next(topic)
 						if !got.Retain {
-							t.Error("a retained message sent on subscription has RETAIN 0, want 1 [MQTT-3.3.1-9]")
+							t.Error("a retained message sent on subscription has RETAIN 0, want 1 (§3.3.1.3)")
 						}
 						checkProps(t, got, resp)
 						pub.publish(&paho.Publish{Topic: topic, QoS: 0, Retain: true}) // clear it [MQTT-3.3.1-6]
@@ -322,7 +322,7 @@ func TestSubscriptionIdentifiers(t *testing.T) {
 				pub, _ := dialRaw(t, tg, 5, uniq("pub"), nil)
 				pub.publish(topic, []byte(`{"temp":1}`), qos, false, nil)
 				// Other tests publish on telemetry/+/env too: take ours.
-				ours := func(pk packets.Packet) bool { return isPublishOn(topic)(pk) }
+				ours := isPublishOn(topic)
 				got := sub.waitFor("message", ours)
 				ids := slices.Sorted(slices.Values(got.Properties.SubscriptionIdentifier))
 				if !slices.Equal(ids, []int{7, 300}) {

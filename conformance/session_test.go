@@ -77,7 +77,7 @@ func TestSessionResume(t *testing.T) {
 // TestSessionExpiry: with Session Expiry Interval 0 (absent) the session
 // ends with the connection; with 1 s it is gone once that has passed
 // [MQTT-3.1.2-23]; a reconnect with Clean Start 0 then finds no session
-// [MQTT-3.2.2-2]. mochi sweeps expired sessions once a second with whole
+// [MQTT-3.2.2-3]. mochi sweeps expired sessions once a second with whole
 // seconds, so the 1 s case waits a fixed 3.5 s: nothing announces an
 // expired session, and probing it would renew it.
 func TestSessionExpiry(t *testing.T) {
@@ -101,7 +101,7 @@ func TestSessionExpiry(t *testing.T) {
 				}
 				_, ack := dialRaw(t, tg, 5, id, resume(60))
 				if ack.SessionPresent {
-					t.Errorf("reconnect after a session expiry of %d s: session present 1, want 0 [MQTT-3.1.2-23] [MQTT-3.2.2-2]", expiry)
+					t.Errorf("reconnect after a session expiry of %d s: session present 1, want 0 [MQTT-3.1.2-23] [MQTT-3.2.2-3]", expiry)
 				}
 			})
 		}
