@@ -111,6 +111,10 @@
 //     deleted (after the OnDisconnect hooks), so an immediate reconnect can
 //     find it [MQTT-3.1.2-23]: TestSessionExpiry/*/0s. A race: seen on the
 //     gateway (its OnDisconnect hook widens the window) in some runs.
+//   - Retained messages sent because of a new subscription carry no
+//     subscription identifier: publishRetainedToClient passes the SUBSCRIBE's
+//     filter, whose Identifiers map is empty, and publishToClient reads only
+//     that map [MQTT-3.3.4-3]: TestSubscriptionIdentifierRetained.
 //   - No Local on a shared subscription is answered with SUBACK reason
 //     0x82, which SUBACK does not define (§3.9.3), and the connection is
 //     kept; a Protocol Error calls for DISCONNECT 0x82 [MQTT-3.8.3-4]:

@@ -335,3 +335,22 @@ func TestSubscriptionIdentifiers(t *testing.T) {
 		}
 	})
 }
+
+// TestSubscriptionIdentifierRetained: a retained message sent because of a
+// new subscription carries that subscription's identifier [MQTT-3.3.4-3]
+// (§3.8.2.1.2: the identifier is associated with the subscription and
+// returned with any message it matches).
+func TestSubscriptionIdentifierRetained(t *testing.T) {
+	forEachTarget(t, func(t *testing.T, tg target) {
+		topic, payload := topicOf("telemetry")
+		pub := storeRetained(t, tg, topic, payload, 0, nil)
+		t.Cleanup(func() { pub.publish(topic, nil, 0, true, nil) })
+		sub, _ := dialRaw(t, tg, 5, uniq("sub"), nil)
+		sub.mustSubscribe(42, packets.Subscription{Filter: topic, Qos: 1})
+		got := sub.waitFor("retained message", isPublishOn(topic))
+		if !slices.Equal(got.Properties.SubscriptionIdentifier, []int{42}) {
+			mochiDeviation(t, "server.go publishRetainedToClient passes the new subscription with its Identifier but without Identifiers, and publishToClient reads only Identifiers: retained messages come without the subscription identifier [MQTT-3.3.4-3]")
+			t.Errorf("retained message with subscription identifiers %v, want [42] [MQTT-3.3.4-3]", got.Properties.SubscriptionIdentifier)
+		}
+	})
+}
