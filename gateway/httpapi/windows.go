@@ -103,7 +103,8 @@ func specSize(spec string) (kind string, size time.Duration, ok bool) {
 // handleWindows serves GET /api/v1/windows?series=&field=&size=&kind=&last=:
 // the open and recent closed windows of one series and field; size
 // narrows to windows of that size (tumbling or sliding, or kind to choose),
-// last bounds the closed windows per kind and size (default 10).
+// last bounds the closed windows of each window spec (kind and size) that
+// remains (default 10, 0 for all the engine keeps).
 func (a *API) handleWindows(w http.ResponseWriter, r *http.Request) {
 	q, err := query(r, "series", "field", "size", "kind", "last")
 	if err != nil {
@@ -127,7 +128,11 @@ func (a *API) handleWindows(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	open, closed, ok := a.Windows.Windows(series, field, "", last)
+	// All closed windows are asked for, and last applied per spec after
+	// the filters: a last applied across specs first would keep only the
+	// newest ends, those of the largest windows, and a smaller size would
+	// find none once its device went idle (no window left open).
+	open, closed, ok := a.Windows.Windows(series, field, "", 0)
 	if !ok {
 		writeError(w, http.StatusNotFound, fmt.Errorf("no series %q with field %q (see GET /api/v1/series)", series, field))
 		return
@@ -143,8 +148,10 @@ func (a *API) handleWindows(w http.ResponseWriter, r *http.Request) {
 			resp.Windows = append(resp.Windows, toWindowJSON(ws))
 		}
 	}
+	kept := map[string]int{} // closed windows kept per spec
 	for _, ws := range closed {
-		if match(ws) {
+		if match(ws) && (last == 0 || kept[ws.Spec] < last) {
+			kept[ws.Spec]++
 			resp.Windows = append(resp.Windows, toWindowJSON(ws))
 		}
 	}
