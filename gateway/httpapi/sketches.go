@@ -120,14 +120,33 @@ func (a *API) handleSamples(w http.ResponseWriter, r *http.Request) {
 }
 
 type groupJSON struct {
-	Group    string          `json:"group"`
-	Key      string          `json:"key"`
-	Start    string          `json:"start"`
-	End      string          `json:"end"`
-	Open     bool            `json:"open"`
-	Readings uint64          `json:"readings"`
-	Distinct *uint64         `json:"distinct,omitempty"`
-	TopK     []sketches.Item `json:"topk,omitempty"`
+	Group    string         `json:"group"`
+	Key      string         `json:"key"`
+	Start    string         `json:"start"`
+	End      string         `json:"end"`
+	Open     bool           `json:"open"`
+	Readings uint64         `json:"readings"`
+	Distinct *uint64        `json:"distinct,omitempty"`
+	TopK     []topKItemJSON `json:"topk,omitempty"`
+}
+
+// topKItemJSON is one heavy hitter, named as in the Kafka sketch records
+// (schema runnel.sketch/v1, gateway/schema/sketch.schema.json).
+type topKItemJSON struct {
+	Key   string `json:"key"`
+	Count uint64 `json:"count"`
+}
+
+// topKJSON converts heavy hitters for JSON; nil stays nil (omitted).
+func topKJSON(items []sketches.Item) []topKItemJSON {
+	if items == nil {
+		return nil
+	}
+	out := make([]topKItemJSON, len(items))
+	for i, it := range items {
+		out[i] = topKItemJSON{it.Key, it.Count}
+	}
+	return out
 }
 
 // groupsHandler serves GET /api/v1/sketches/distinct and /topk
@@ -156,7 +175,7 @@ func (a *API) groupsHandler(distinct bool) http.HandlerFunc {
 				d := g.Distinct
 				j.Distinct = &d
 			} else {
-				j.TopK = g.TopK
+				j.TopK = topKJSON(g.TopK)
 			}
 			out = append(out, j)
 		}
