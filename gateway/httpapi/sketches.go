@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/runnel-iot/runnel/gateway/schema"
 	"github.com/runnel-iot/runnel/sketches"
 	"github.com/runnel-iot/runnel/windows"
 )
@@ -120,31 +121,25 @@ func (a *API) handleSamples(w http.ResponseWriter, r *http.Request) {
 }
 
 type groupJSON struct {
-	Group    string         `json:"group"`
-	Key      string         `json:"key"`
-	Start    string         `json:"start"`
-	End      string         `json:"end"`
-	Open     bool           `json:"open"`
-	Readings uint64         `json:"readings"`
-	Distinct *uint64        `json:"distinct,omitempty"`
-	TopK     []topKItemJSON `json:"topk,omitempty"`
+	Group    string            `json:"group"`
+	Key      string            `json:"key"`
+	Start    string            `json:"start"`
+	End      string            `json:"end"`
+	Open     bool              `json:"open"`
+	Readings uint64            `json:"readings"`
+	Distinct *uint64           `json:"distinct,omitempty"`
+	TopK     []schema.TopKItem `json:"topk,omitempty"`
 }
 
-// topKItemJSON is one heavy hitter, named as in the Kafka sketch records
-// (schema runnel.sketch/v1, gateway/schema/sketch.schema.json).
-type topKItemJSON struct {
-	Key   string `json:"key"`
-	Count uint64 `json:"count"`
-}
-
-// topKJSON converts heavy hitters for JSON; nil stays nil (omitted).
-func topKJSON(items []sketches.Item) []topKItemJSON {
+// topKJSON converts heavy hitters to the form of the Kafka sketch records
+// (key, count); nil stays nil (omitted).
+func topKJSON(items []sketches.Item) []schema.TopKItem {
 	if items == nil {
 		return nil
 	}
-	out := make([]topKItemJSON, len(items))
+	out := make([]schema.TopKItem, len(items))
 	for i, it := range items {
-		out[i] = topKItemJSON{it.Key, it.Count}
+		out[i] = schema.TopKItem{Key: it.Key, Count: it.Count}
 	}
 	return out
 }

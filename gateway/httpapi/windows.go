@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/runnel-iot/runnel/gateway/schema"
 	"github.com/runnel-iot/runnel/windows"
 )
 
@@ -18,41 +19,17 @@ type Windows interface {
 	Series(f windows.SeriesFilter, offset, limit int) ([]windows.SeriesInfo, int)
 }
 
-// windowJSON is one window in API responses.
+// windowJSON is one window in API responses: the API's envelope around
+// the figures the Kafka summary record carries too (schema.Window).
 type windowJSON struct {
-	Spec     string   `json:"spec"` // tumbling:1m, sliding:5m/10s
-	Start    string   `json:"start"`
-	End      string   `json:"end"`
-	StartNs  int64    `json:"start_ns"`
-	EndNs    int64    `json:"end_ns"`
-	Open     bool     `json:"open"`
-	ClosedBy string   `json:"closed_by,omitempty"` // watermark, idle, evicted
-	Count    uint64   `json:"count"`
-	Sum      float64  `json:"sum"`
-	Min      float64  `json:"min"`
-	Max      float64  `json:"max"`
-	Mean     float64  `json:"mean"`
-	Stddev   float64  `json:"stddev"`
-	First    float64  `json:"first"`
-	Last     float64  `json:"last"`
-	P50      *float64 `json:"p50,omitempty"` // tumbling windows only
-	P90      *float64 `json:"p90,omitempty"`
-	P99      *float64 `json:"p99,omitempty"`
+	Spec     string `json:"spec"` // tumbling:1m, sliding:5m/10s
+	Open     bool   `json:"open"`
+	ClosedBy string `json:"closed_by,omitempty"` // watermark, idle, evicted
+	schema.Window
 }
 
 func toWindowJSON(w windows.WindowSummary) windowJSON {
-	j := windowJSON{
-		Spec: w.Spec, StartNs: w.StartNs, EndNs: w.EndNs,
-		Start: rfc3339(w.StartNs), End: rfc3339(w.EndNs),
-		Open: w.Open, ClosedBy: w.Closed, Count: w.Count,
-		Sum: finite(w.Sum), Min: finite(w.Min), Max: finite(w.Max), Mean: finite(w.Mean),
-		Stddev: finite(w.Stddev), First: finite(w.First), Last: finite(w.Last),
-	}
-	if strings.HasPrefix(w.Spec, "tumbling:") && w.Count > 0 {
-		p50, p90, p99 := finite(w.P50), finite(w.P90), finite(w.P99)
-		j.P50, j.P90, j.P99 = &p50, &p90, &p99
-	}
-	return j
+	return windowJSON{Spec: w.Spec, Open: w.Open, ClosedBy: w.Closed, Window: schema.NewWindow(&w)}
 }
 
 // finite keeps JSON encodable: a NaN or infinity (possible in a sum of

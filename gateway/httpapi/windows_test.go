@@ -173,3 +173,26 @@ func TestWindowsLastPerSpec(t *testing.T) {
 		}
 	}
 }
+
+// TestWindowJSONFormat locks the API's window shape: its envelope (spec,
+// open, closed_by) around the figures shared with the Kafka summary record
+// (schema.Window).
+func TestWindowJSONFormat(t *testing.T) {
+	f := func(w windows.WindowSummary, want string) {
+		t.Helper()
+		b, err := json.Marshal(toWindowJSON(w))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(b) != want {
+			t.Errorf("\n got %s\nwant %s", b, want)
+		}
+	}
+	f(windows.WindowSummary{Series: "env,device=a", Field: "temp", Spec: "tumbling:1m", StartNs: 60e9, EndNs: 120e9,
+		Count: 2, Sum: 3, Min: 1, Max: 2, Mean: 1.5, Stddev: 0.5, First: 1, Last: 2, P50: 1, P90: 2, P99: 2, Quantiles: []byte{1}, Closed: "watermark"},
+		`{"spec":"tumbling:1m","open":false,"closed_by":"watermark","start":"1970-01-01T00:01:00Z","end":"1970-01-01T00:02:00Z",`+
+			`"start_ns":60000000000,"end_ns":120000000000,"count":2,"sum":3,"min":1,"max":2,"mean":1.5,"stddev":0.5,"first":1,"last":2,"p50":1,"p90":2,"p99":2}`)
+	f(windows.WindowSummary{Spec: "sliding:5m/10s", EndNs: 300e9, Open: true, Count: 1, Sum: 1, Min: 1, Max: 1, Mean: 1, First: 1, Last: 1},
+		`{"spec":"sliding:5m/10s","open":true,"start":"1970-01-01T00:00:00Z","end":"1970-01-01T00:05:00Z",`+
+			`"start_ns":0,"end_ns":300000000000,"count":1,"sum":1,"min":1,"max":1,"mean":1,"stddev":0,"first":1,"last":1}`)
+}
