@@ -15,17 +15,29 @@ import (
 	"time"
 )
 
+// moduleRoot is the repository's root (paths below are relative to it, so
+// the test does not depend on the folder it lives in).
+func moduleRoot(t *testing.T) string {
+	t.Helper()
+	gomod, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil {
+		t.Fatalf("go env GOMOD: %v", err)
+	}
+	return filepath.Dir(strings.TrimSpace(string(gomod)))
+}
+
 // buildDemoBinaries builds runnel and firmware-sim into a temp dir, as
 // `make build` does.
-func buildDemoBinaries(t *testing.T) (runnel, fwsim string) {
+func buildDemoBinaries(t *testing.T, root string) (runnel, fwsim string) {
 	t.Helper()
 	dir := t.TempDir()
 	runnel, fwsim = filepath.Join(dir, "runnel"), filepath.Join(dir, "firmware-sim")
 	var wg sync.WaitGroup
 	errs := make([]error, 2)
-	for i, b := range [][2]string{{runnel, "../gateway/cmd/runnel"}, {fwsim, "./cmd/firmware-sim"}} {
+	for i, b := range [][2]string{{runnel, "./gateway/cmd/runnel"}, {fwsim, "./firmware-sim/cmd/firmware-sim"}} {
 		wg.Go(func() {
 			cmd := exec.Command("go", "build", "-o", b[0], b[1])
+			cmd.Dir = root
 			cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 			if out, err := cmd.CombinedOutput(); err != nil {
 				errs[i] = fmt.Errorf("go build %s: %v\n%s", b[1], err, out)
@@ -49,7 +61,8 @@ func TestDemoInterrupt(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binaries and runs the demo")
 	}
-	runnel, fwsim := buildDemoBinaries(t)
+	root := moduleRoot(t)
+	runnel, fwsim := buildDemoBinaries(t, root)
 	for _, tc := range []struct {
 		name  string
 		sig   syscall.Signal
@@ -59,7 +72,7 @@ func TestDemoInterrupt(t *testing.T) {
 		{"sigterm", syscall.SIGTERM, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			cmd := exec.Command(fwsim, "demo", "-runnel", runnel, "-config", "../configs/demo.yaml",
+			cmd := exec.Command(fwsim, "demo", "-runnel", runnel, "-config", filepath.Join(root, "configs/demo.yaml"),
 				"-data-dir", t.TempDir(), "-http-addr", "auto", "-mqtt-addr", "auto", "-udp-addr", "auto",
 				"-kafka-addr", "auto", "-devices", "3", "-rate", "5")
 			// Its own process group, as a foreground job in a terminal.
