@@ -103,9 +103,12 @@ demo: build
 	./bin/firmware-sim demo -runnel bin/runnel -config configs/demo.yaml -data-dir data/demo
 
 # The demo, headless and short, on free loopback ports: checks that
-# windows close, an alert fires and records reach Kafka (CI runs it).
+# windows close, an alert fires and records reach Kafka (CI runs it). Its
+# temp dir goes on success, failure and Ctrl-C alike (the EXIT trap; INT
+# and TERM exit through it).
 demo-check: build
-	d=$$(mktemp -d) && ./bin/firmware-sim demo -runnel bin/runnel -config configs/demo.yaml -data-dir $$d \
+	d=$$(mktemp -d) && trap 'rm -rf "$$d"' EXIT && trap 'exit 130' INT TERM && \
+	./bin/firmware-sim demo -runnel bin/runnel -config configs/demo.yaml -data-dir $$d \
 	  -http-addr auto -mqtt-addr auto -udp-addr auto -kafka-addr auto -duration 20s -check > $$d/demo.out 2>&1 \
 	  || { cat $$d/demo.out; tail -50 $$d/runnel.log; exit 1; }; tail -3 $$d/demo.out
 

@@ -58,9 +58,13 @@ func dashGateway(t *testing.T, tokens ...string) *Gateway {
 	cfg.Windows.Tumbling = []time.Duration{time.Second, 10 * time.Second}
 	cfg.Windows.Sliding = nil
 	cfg.Windows.AllowedLateness = 0
-	threshold := 1.0
+	threshold, spike := 1.0, 100.0
 	cfg.Alerts.Rules = []alerts.Rule{{Name: "hum_high", Match: alerts.Match{Measurement: "env", Field: "hum"},
-		Op: ">", Threshold: &threshold, Severity: "warning"}}
+		Op: ">", Threshold: &threshold, Severity: "warning"},
+		// Fires and resolves only for dashBusy's readings (the publishers'
+		// temperatures stay near 21).
+		{Name: "temp_spike", Match: alerts.Match{Measurement: "env", Field: "temp"},
+			Op: ">", Threshold: &spike, Severity: "critical"}}
 	g, err := New(cfg, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -248,11 +252,76 @@ func saveScreenshot(t *testing.T, ctx context.Context, name string) {
 	}
 }
 
+// dashBusy is the series dashWriteBusy writes: more readings than any
+// other, so the page shows it by default.
+const dashBusy = "env,device=pi-busy"
+
+// dashWriteBusy writes 400 readings of dashBusy over HTTP, spread over the
+// last 4 s (closed 1 s windows to draw), one of them a temperature spike
+// that fires temp_spike and the next one resolving it.
+func dashWriteBusy(t *testing.T, g *Gateway) {
+	t.Helper()
+	var b strings.Builder
+	now := time.Now().UnixMilli()
+	for i := range 400 {
+		temp := 20.0 + float64(i%7)/10
+		if i == 200 {
+			temp = 150
+		}
+		fmt.Fprintf(&b, "%s temp=%g %d\n", dashBusy, temp, now-4000+int64(i)*10)
+	}
+	resp, err := http.Post("http://"+g.Addr()+"/api/v2/write?precision=ms", "text/plain", strings.NewReader(b.String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("write the busy series: %s", resp.Status)
+	}
+}
+
 func TestDashboard(t *testing.T) {
 	browser := dashBrowser(t)
 	g := dashGateway(t)
 	dashPublish(t, g, "pi-042", "pi-043")
+	dashWriteBusy(t, g)
 	base := "http://" + g.Addr() + "/"
+
+	t.Run("defaults", func(t *testing.T) {
+		ctx := tab(t, browser)
+		if err := chromedp.Do(ctx, chromedp.EmulateViewport(1280, 900), chromedp.Navigate(base)); err != nil {
+			t.Fatal(err)
+		}
+		// With no series chosen, the chart shows the busiest one.
+		pollJS(t, ctx, "the chart shows the busiest series without a click",
+			`document.getElementById('sel-series').textContent === '`+dashBusy+`' && Number(document.getElementById('chart').dataset.points) >= 2`, dashState, 20*time.Second)
+		// Recent alert events say what happened: the spike fired, then
+		// resolved; the resolved one gives when, not a "since".
+		recent := `[...document.querySelectorAll('#alerts-recent li')].map(e => e.dataset.type + ': ' + e.textContent).join(' | ')`
+		pollJS(t, ctx, "the recent events list the spike's firing and resolved events",
+			`(`+recent+`).includes('temp_spike') && (`+recent+`).includes('resolved: ')`, recent, 15*time.Second)
+		items := evalJS[[]string](t, ctx, `[...document.querySelectorAll('#alerts-recent li')].map(e => e.dataset.type + ': ' + e.textContent)`)
+		var fired, resolved bool
+		for _, it := range items {
+			if !strings.Contains(it, "temp_spike") {
+				continue
+			}
+			switch {
+			case strings.HasPrefix(it, "resolved: ") && strings.Contains(it, "resolved at ") && !strings.Contains(it, "since"):
+				resolved = true
+			case strings.HasPrefix(it, "firing: ") && strings.Contains(it, "fired at "):
+				fired = true
+			default:
+				t.Errorf("recent event %q: want its type and when it happened, no \"since\"", it)
+			}
+		}
+		if !fired || !resolved {
+			t.Errorf("recent events %q: want temp_spike fired and resolved", items)
+		}
+		if got := evalJS[string](t, ctx, `location.hash`); !strings.Contains(got, "pi-busy") {
+			t.Errorf("location hash %q: the default selection is not in the link", got)
+		}
+	})
 
 	t.Run("desktop", func(t *testing.T) {
 		ctx := tab(t, browser)
@@ -261,6 +330,8 @@ func TestDashboard(t *testing.T) {
 		}
 		btn := `button[data-series="` + dashSeries + `"]`
 		pollJS(t, ctx, "the series list shows the series", `document.querySelector('`+btn+`') !== null`, dashState, 15*time.Second)
+		// The busiest series shows first (see defaults); then the click.
+		pollJS(t, ctx, "the busiest series is selected", `document.getElementById('sel-series').textContent === '`+dashBusy+`'`, dashState, 10*time.Second)
 		if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS(btn))); err != nil {
 			t.Fatalf("click the series: %v", err)
 		}
@@ -275,8 +346,8 @@ func TestDashboard(t *testing.T) {
 		if got := evalJS[string](t, ctx, `document.getElementById('gw-id').textContent`); got != "test-gw" {
 			t.Errorf("gateway id shown = %q", got)
 		}
-		if got := evalJS[string](t, ctx, `document.getElementById('sel-series').textContent + ' ' + document.getElementById('field').value + ' ' + document.getElementById('size').value`); got != dashSeries+" hum tumbling:1s" {
-			t.Errorf("selection = %q, want the series, its first field and the smallest window", got)
+		if got := evalJS[string](t, ctx, `document.getElementById('sel-series').textContent + ' ' + document.getElementById('field').value + ' ' + document.getElementById('size').value`); got != dashSeries+" temp tumbling:1s" {
+			t.Errorf("selection = %q, want the series, the field shown before (the busy series' temp) and the smallest window", got)
 		}
 		// The chart keeps following the live stream: a window closes about
 		// once a second, so the count grows.

@@ -10,6 +10,7 @@ import (
 
 	"github.com/runnel-iot/runnel/alerts"
 	"github.com/runnel-iot/runnel/forward"
+	"github.com/runnel-iot/runnel/gateway/schema"
 	"github.com/runnel-iot/runnel/windows"
 )
 
@@ -33,28 +34,15 @@ const (
 	kindSketches  = "sketches"
 )
 
-// summaryValue is the JSON value of a closed window (schema runnel.summary/v1).
+// summaryValue is the JSON value of a closed window (schema runnel.summary/v1):
+// the record's envelope around the figures the HTTP API shows too.
 type summaryValue struct {
-	Schema  string   `json:"schema"`
-	Gateway string   `json:"gateway"`
-	Series  string   `json:"series"`
-	Field   string   `json:"field"`
-	Window  string   `json:"window"` // "tumbling:1m", "sliding:5m/10s"
-	Start   string   `json:"start"`  // RFC 3339, UTC
-	End     string   `json:"end"`
-	StartNs int64    `json:"start_ns"`
-	EndNs   int64    `json:"end_ns"`
-	Count   uint64   `json:"count"`
-	Sum     float64  `json:"sum"`
-	Min     float64  `json:"min"`
-	Max     float64  `json:"max"`
-	Mean    float64  `json:"mean"`
-	Stddev  float64  `json:"stddev"`
-	First   float64  `json:"first"`
-	Last    float64  `json:"last"`
-	P50     *float64 `json:"p50,omitempty"` // tumbling windows only
-	P90     *float64 `json:"p90,omitempty"`
-	P99     *float64 `json:"p99,omitempty"`
+	Schema  string `json:"schema"`
+	Gateway string `json:"gateway"`
+	Series  string `json:"series"`
+	Field   string `json:"field"`
+	Spec    string `json:"window"` // "tumbling:1m", "sliding:5m/10s"
+	schema.Window
 	// Quantiles is the window's quantile sketch (sketches.Quantile
 	// MarshalBinary, base64 in JSON; tumbling windows only), mergeable
 	// across gateways.
@@ -81,10 +69,8 @@ type sketchValue struct {
 	CountMin []byte          `json:"countmin,omitempty"` // sketches.TopK MarshalBinary (ends with its Count-Min sketch)
 }
 
-type topKItemValue struct {
-	Key   string `json:"key"`
-	Count uint64 `json:"count"`
-}
+// topKItemValue is a heavy hitter, {key, count}, as in the HTTP API.
+type topKItemValue = schema.TopKItem
 
 // alertValue is the JSON value of an alert event (schema runnel.alert/v1),
 // also the payload of its MQTT message.
@@ -164,13 +150,10 @@ func record(schema, id string, key []byte, v any, origin []byte) forward.Record 
 func summaryRecord(gw string, e *windows.Emission, origin []byte) forward.Record {
 	w := &e.Window
 	v := summaryValue{
-		Schema: schemaSummary, Gateway: gw, Series: w.Series, Field: w.Field, Window: w.Spec,
-		Start: rfc3339(w.StartNs), End: rfc3339(w.EndNs), StartNs: w.StartNs, EndNs: w.EndNs,
-		Count: w.Count, Sum: w.Sum, Min: w.Min, Max: w.Max, Mean: w.Mean, Stddev: w.Stddev,
-		First: w.First, Last: w.Last, Closed: w.Closed,
+		Schema: schemaSummary, Gateway: gw, Series: w.Series, Field: w.Field, Spec: w.Spec,
+		Window: schema.NewWindow(w), Closed: w.Closed,
 	}
 	if e.Kind == windows.KindTumbling {
-		v.P50, v.P90, v.P99 = &w.P50, &w.P90, &w.P99
 		v.Quantiles = w.Quantiles
 	}
 	id := messageID(gw, w.Series, w.Field, w.Spec, strconv.FormatInt(w.StartNs, 10))
@@ -186,7 +169,7 @@ func sketchRecord(gw string, g *windows.GroupSummary, origin []byte) forward.Rec
 		Readings: g.Readings, Distinct: g.Distinct, HLL: g.HLL, CountMin: g.CountMin,
 	}
 	for _, it := range g.TopK {
-		v.TopK = append(v.TopK, topKItemValue{it.Key, it.Count})
+		v.TopK = append(v.TopK, topKItemValue{Key: it.Key, Count: it.Count})
 	}
 	id := messageID(gw, g.Group, g.Key, strconv.FormatInt(g.StartNs, 10))
 	return record(schemaSketch, id, recordKey(gw, g.Group, g.Key), v, origin)

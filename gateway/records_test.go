@@ -2,11 +2,13 @@ package gateway
 
 import (
 	"encoding/json"
+	"math"
 	"os"
 	"slices"
 	"testing"
 
 	"github.com/runnel-iot/runnel/alerts"
+	"github.com/runnel-iot/runnel/forward"
 	"github.com/runnel-iot/runnel/sketches"
 	"github.com/runnel-iot/runnel/windows"
 )
@@ -81,5 +83,35 @@ func TestRecordSchemas(t *testing.T) {
 	}
 	if o, ok := decodeOrigin(originPos(outboxPos{1 << 40, 7})); !ok || o != (outboxPos{1 << 40, 7}) {
 		t.Errorf("origin round trip: %v %v", o, ok)
+	}
+}
+
+// TestSummaryRecordNonFinite: a window whose sum overflowed (two readings
+// of 1e308) has an infinite sum and mean and a NaN stddev, which JSON
+// cannot carry. The record must still encode (numbers that overflowed
+// become 0, as in the HTTP API), not panic the stream goroutine on every
+// replay.
+func TestSummaryRecordNonFinite(t *testing.T) {
+	e := &windows.Emission{Kind: windows.KindTumbling, Window: windows.WindowSummary{
+		Series: "env,device=a", Field: "temp", Spec: "tumbling:1m", StartNs: 60e9, EndNs: 120e9,
+		Count: 2, Sum: math.Inf(1), Min: 1e308, Max: 1e308, Mean: math.Inf(1), Stddev: math.NaN(),
+		First: 1e308, Last: 1e308, P50: 1e308, P90: 1e308, P99: math.Inf(1), Closed: "watermark"}}
+	var rec forward.Record
+	func() {
+		defer func() {
+			if p := recover(); p != nil {
+				t.Fatalf("summaryRecord panicked: %v", p)
+			}
+		}()
+		rec = summaryRecord("gw", e, nil)
+	}()
+	var v map[string]any
+	if err := json.Unmarshal(rec.Value, &v); err != nil {
+		t.Fatalf("record value is not JSON: %v: %s", err, rec.Value)
+	}
+	for k, want := range map[string]float64{"sum": 0, "mean": 0, "stddev": 0, "p99": 0, "max": 1e308, "p50": 1e308} {
+		if v[k] != want {
+			t.Errorf("%s = %v, want %v", k, v[k], want)
+		}
 	}
 }

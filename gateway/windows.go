@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	"github.com/runnel-iot/runnel/alerts"
@@ -138,23 +139,46 @@ func (g *Gateway) ReloadAlerts(ctx context.Context, cfg alerts.Config) error {
 func (g *Gateway) startTicker(ctx context.Context, grp *group) {
 	every := max(time.Second, g.cfg.Windows.IdleTimeout/4)
 	grp.add(goActor("ticker", ctx, func(ctx context.Context) error {
-		t := time.NewTicker(every)
-		defer t.Stop()
-		last := g.wal.LastIndex()
-		for {
-			select {
-			case <-ctx.Done():
-				return nil
-			case <-t.C:
-			}
-			if cur := g.wal.LastIndex(); cur != last {
-				last = cur
-				continue
-			}
-			_ = g.wal.TryAppendAsync([][]byte{tickBatch(time.Now().UnixNano())}, func(uint64, uint64, error) {})
-			last = g.wal.LastIndex()
-		}
+		tickWhenSilent(ctx, g.wal, every)
+		return nil
 	}, nil))
+}
+
+// tickLog is what the ticker uses of the WAL.
+type tickLog interface {
+	LastIndex() uint64
+	TryAppendAsync(records [][]byte, done func(first, last uint64, err error)) error
+}
+
+// tickWhenSilent appends a tick batch at the end of every interval of
+// `every` in which nothing else was appended, until ctx ends. A silent
+// device therefore goes idle within one interval of its timeout. The
+// tick's own append must not count as activity: it lands after
+// TryAppendAsync returns, so its index is learnt from the callback, and
+// seeing it at the next interval means silence.
+func tickWhenSilent(ctx context.Context, log tickLog, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	var ticked atomic.Uint64 // the index of the last tick written
+	last := log.LastIndex()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		cur := log.LastIndex()
+		if cur != last && cur != ticked.Load() {
+			last = cur // something else was appended: not silent
+			continue
+		}
+		last = cur
+		_ = log.TryAppendAsync([][]byte{tickBatch(time.Now().UnixNano())}, func(_, idx uint64, err error) {
+			if err == nil {
+				ticked.Store(idx)
+			}
+		})
+	}
 }
 
 // alertTopic is the MQTT topic of an alert's events:

@@ -91,29 +91,45 @@ func RunDemo(ctx context.Context, o DemoOptions, out io.Writer) error {
 		"RUNNEL_KAFKA_BROKERS="+k.Addr(), "RUNNEL_DATA_DIR="+o.DataDir,
 		"RUNNEL_HTTP_ADDR="+o.HTTPAddr, "RUNNEL_MQTT_ADDR="+o.MQTTAddr, "RUNNEL_UDP_ADDR="+o.UDPAddr)
 	cmd.Stdout, cmd.Stderr = logf, logf
+	// Its own process group: a Ctrl-C in the terminal reaches the demo
+	// alone, which stops the devices and then the gateway with one
+	// SIGTERM. In the terminal's group the gateway got the SIGINT too and
+	// stopped on its own, which the demo took for a failure (and a SIGTERM
+	// from the demo on top is a second signal: the gateway exits at once).
+	// If the demo dies, the gateway gets SIGTERM.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start %s: %w", o.Runnel, err)
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
+	// exited closes when the gateway has exited, with its status in
+	// exitErr: every waiter below sees it, not only the first.
+	exited := make(chan struct{})
+	var exitErr error
+	go func() { exitErr = cmd.Wait(); close(exited) }()
 	stopGateway := func() error {
 		select {
-		case err := <-exited:
-			return fmt.Errorf("the gateway exited early: %v (log: %s)", err, logPath)
+		case <-exited:
+			return fmt.Errorf("the gateway stopped on its own (%s); see its log: %s", exitText(exitErr), logPath)
 		default:
 		}
 		_ = cmd.Process.Signal(syscall.SIGTERM)
 		select {
-		case err := <-exited:
-			return err
+		case <-exited:
+			return exitErr
 		case <-time.After(40 * time.Second):
 			_ = cmd.Process.Kill()
+			<-exited
 			return errors.New("the gateway did not stop within 40s of SIGTERM")
 		}
 	}
 	base := "http://" + o.HTTPAddr
 	if err := waitReady(ctx, base, exited); err != nil {
-		_ = stopGateway()
+		switch stopErr := stopGateway(); {
+		case stopErr != nil:
+			return stopErr // with the gateway's exit status and log
+		case ctx.Err() != nil:
+			return nil // interrupted while starting: a clean stop
+		}
 		return fmt.Errorf("%w (log: %s)", err, logPath)
 	}
 	fmt.Fprintf(out, `demo: gateway ready (log: %[1]s)
@@ -153,8 +169,8 @@ loop:
 		select {
 		case simErr = <-simDone:
 			break loop
-		case err := <-exited:
-			return fmt.Errorf("the gateway exited: %v (log: %s)", err, logPath)
+		case <-exited:
+			return fmt.Errorf("the gateway stopped on its own (%s); see its log: %s", exitText(exitErr), logPath)
 		case <-tick.C:
 			fmt.Fprintf(out, "demo: kafka received %s; %s\n", formatCounts(k.Counts()), alertLine(base))
 		}
@@ -174,8 +190,16 @@ loop:
 	return checkErr
 }
 
+// exitText describes how a child process ended.
+func exitText(err error) string {
+	if err == nil {
+		return "exit status 0"
+	}
+	return err.Error()
+}
+
 // waitReady polls /readyz until it answers 200.
-func waitReady(ctx context.Context, base string, exited <-chan error) error {
+func waitReady(ctx context.Context, base string, exited <-chan struct{}) error {
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		resp, err := http.Get(base + "/readyz")
@@ -186,8 +210,8 @@ func waitReady(ctx context.Context, base string, exited <-chan error) error {
 			}
 		}
 		select {
-		case err := <-exited:
-			return fmt.Errorf("the gateway exited during start: %v", err)
+		case <-exited:
+			return errors.New("the gateway stopped during start")
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-time.After(100 * time.Millisecond):

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/runnel-iot/runnel/gateway/schema"
 	"github.com/runnel-iot/runnel/sketches"
 	"github.com/runnel-iot/runnel/windows"
 )
@@ -120,14 +121,27 @@ func (a *API) handleSamples(w http.ResponseWriter, r *http.Request) {
 }
 
 type groupJSON struct {
-	Group    string          `json:"group"`
-	Key      string          `json:"key"`
-	Start    string          `json:"start"`
-	End      string          `json:"end"`
-	Open     bool            `json:"open"`
-	Readings uint64          `json:"readings"`
-	Distinct *uint64         `json:"distinct,omitempty"`
-	TopK     []sketches.Item `json:"topk,omitempty"`
+	Group    string            `json:"group"`
+	Key      string            `json:"key"`
+	Start    string            `json:"start"`
+	End      string            `json:"end"`
+	Open     bool              `json:"open"`
+	Readings uint64            `json:"readings"`
+	Distinct *uint64           `json:"distinct,omitempty"`
+	TopK     []schema.TopKItem `json:"topk,omitempty"`
+}
+
+// topKJSON converts heavy hitters to the form of the Kafka sketch records
+// (key, count); nil stays nil (omitted).
+func topKJSON(items []sketches.Item) []schema.TopKItem {
+	if items == nil {
+		return nil
+	}
+	out := make([]schema.TopKItem, len(items))
+	for i, it := range items {
+		out[i] = schema.TopKItem{Key: it.Key, Count: it.Count}
+	}
+	return out
 }
 
 // groupsHandler serves GET /api/v1/sketches/distinct and /topk
@@ -156,7 +170,7 @@ func (a *API) groupsHandler(distinct bool) http.HandlerFunc {
 				d := g.Distinct
 				j.Distinct = &d
 			} else {
-				j.TopK = g.TopK
+				j.TopK = topKJSON(g.TopK)
 			}
 			out = append(out, j)
 		}

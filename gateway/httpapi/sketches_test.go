@@ -40,6 +40,20 @@ func TestSketchEndpoints(t *testing.T) {
 	if code := get("/api/v1/sketches/topk?group=top_devices&key=env", &gr); code != 200 || len(gr.Windows) == 0 || len(gr.Windows[0].TopK) != 2 {
 		t.Fatalf("topk: %d %+v", code, gr)
 	}
+	// The items use the names of the Kafka sketch records (schema
+	// runnel.sketch/v1): key and count, lower case. Decoding into a map
+	// checks the exact names (struct decoding ignores case).
+	var raw struct {
+		Windows []struct {
+			TopK []map[string]any `json:"topk"`
+		} `json:"windows"`
+	}
+	get("/api/v1/sketches/topk?group=top_devices&key=env", &raw)
+	for _, it := range raw.Windows[0].TopK {
+		if _, ok := it["key"].(string); !ok || len(it) != 2 || it["count"] == nil {
+			t.Errorf("topk item %v, want exactly key and count", it)
+		}
+	}
 	for _, tc := range []struct {
 		path string
 		code int

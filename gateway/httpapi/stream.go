@@ -200,7 +200,7 @@ func (h *Hub) PublishEmission(e windows.Emission) {
 		h.Publish(WindowEvent(g.Key, "", "group", struct {
 			groupJSON
 			Kind string `json:"kind"`
-		}{groupJSON{Group: g.Group, Key: g.Key, Start: rfc3339(g.StartNs), End: rfc3339(g.EndNs), Readings: g.Readings, Distinct: &d, TopK: g.TopK}, "group"}))
+		}{groupJSON{Group: g.Group, Key: g.Key, Start: rfc3339(g.StartNs), End: rfc3339(g.EndNs), Readings: g.Readings, Distinct: &d, TopK: topKJSON(g.TopK)}, "group"}))
 	default:
 		w := e.Window
 		h.Publish(WindowEvent(w.Series, w.Field, e.Kind.String(), struct {

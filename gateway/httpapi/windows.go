@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/runnel-iot/runnel/gateway/schema"
 	"github.com/runnel-iot/runnel/windows"
 )
 
@@ -18,41 +19,17 @@ type Windows interface {
 	Series(f windows.SeriesFilter, offset, limit int) ([]windows.SeriesInfo, int)
 }
 
-// windowJSON is one window in API responses.
+// windowJSON is one window in API responses: the API's envelope around
+// the figures the Kafka summary record carries too (schema.Window).
 type windowJSON struct {
-	Spec     string   `json:"spec"` // tumbling:1m, sliding:5m/10s
-	Start    string   `json:"start"`
-	End      string   `json:"end"`
-	StartNs  int64    `json:"start_ns"`
-	EndNs    int64    `json:"end_ns"`
-	Open     bool     `json:"open"`
-	ClosedBy string   `json:"closed_by,omitempty"` // watermark, idle, evicted
-	Count    uint64   `json:"count"`
-	Sum      float64  `json:"sum"`
-	Min      float64  `json:"min"`
-	Max      float64  `json:"max"`
-	Mean     float64  `json:"mean"`
-	Stddev   float64  `json:"stddev"`
-	First    float64  `json:"first"`
-	Last     float64  `json:"last"`
-	P50      *float64 `json:"p50,omitempty"` // tumbling windows only
-	P90      *float64 `json:"p90,omitempty"`
-	P99      *float64 `json:"p99,omitempty"`
+	Spec     string `json:"spec"` // tumbling:1m, sliding:5m/10s
+	Open     bool   `json:"open"`
+	ClosedBy string `json:"closed_by,omitempty"` // watermark, idle, evicted
+	schema.Window
 }
 
 func toWindowJSON(w windows.WindowSummary) windowJSON {
-	j := windowJSON{
-		Spec: w.Spec, StartNs: w.StartNs, EndNs: w.EndNs,
-		Start: rfc3339(w.StartNs), End: rfc3339(w.EndNs),
-		Open: w.Open, ClosedBy: w.Closed, Count: w.Count,
-		Sum: finite(w.Sum), Min: finite(w.Min), Max: finite(w.Max), Mean: finite(w.Mean),
-		Stddev: finite(w.Stddev), First: finite(w.First), Last: finite(w.Last),
-	}
-	if strings.HasPrefix(w.Spec, "tumbling:") && w.Count > 0 {
-		p50, p90, p99 := finite(w.P50), finite(w.P90), finite(w.P99)
-		j.P50, j.P90, j.P99 = &p50, &p90, &p99
-	}
-	return j
+	return windowJSON{Spec: w.Spec, Open: w.Open, ClosedBy: w.Closed, Window: schema.NewWindow(&w)}
 }
 
 // finite keeps JSON encodable: a NaN or infinity (possible in a sum of
@@ -103,7 +80,8 @@ func specSize(spec string) (kind string, size time.Duration, ok bool) {
 // handleWindows serves GET /api/v1/windows?series=&field=&size=&kind=&last=:
 // the open and recent closed windows of one series and field; size
 // narrows to windows of that size (tumbling or sliding, or kind to choose),
-// last bounds the closed windows per kind and size (default 10).
+// last bounds the closed windows of each window spec (kind and size) that
+// remains (default 10, 0 for all the engine keeps).
 func (a *API) handleWindows(w http.ResponseWriter, r *http.Request) {
 	q, err := query(r, "series", "field", "size", "kind", "last")
 	if err != nil {
@@ -127,7 +105,11 @@ func (a *API) handleWindows(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	open, closed, ok := a.Windows.Windows(series, field, "", last)
+	// All closed windows are asked for, and last applied per spec after
+	// the filters: a last applied across specs first would keep only the
+	// newest ends, those of the largest windows, and a smaller size would
+	// find none once its device went idle (no window left open).
+	open, closed, ok := a.Windows.Windows(series, field, "", 0)
 	if !ok {
 		writeError(w, http.StatusNotFound, fmt.Errorf("no series %q with field %q (see GET /api/v1/series)", series, field))
 		return
@@ -143,8 +125,10 @@ func (a *API) handleWindows(w http.ResponseWriter, r *http.Request) {
 			resp.Windows = append(resp.Windows, toWindowJSON(ws))
 		}
 	}
+	kept := map[string]int{} // closed windows kept per spec
 	for _, ws := range closed {
-		if match(ws) {
+		if match(ws) && (last == 0 || kept[ws.Spec] < last) {
+			kept[ws.Spec]++
 			resp.Windows = append(resp.Windows, toWindowJSON(ws))
 		}
 	}

@@ -201,13 +201,24 @@
     }
     const active = body.active || [], recent = body.recent || [];
     $('alerts-summary').textContent = active.length ? active.length + ' active' : 'no active alerts';
-    const item = (a) => el('li', {},
+    // An active alert has a state (pending, firing) held since a time; an
+    // event has a type (firing, resolved) and happened at one.
+    const item = (a, kind, word, when) => el('li', { ['data-' + kind]: a[kind] },
       el('span', { class: 'sev-' + a.severity }, a.severity || ''), ' ',
-      el('span', { class: 'tag' }, a.rule), ' ', el('span', { class: 'state-' + a.state }, a.state), ' ',
-      a.series + ' ' + a.field + ' = ' + fmtNum(a.value) + ' (threshold ' + fmtNum(a.threshold) + ')',
-      a.start_ns ? ' since ' + fmtTime(a.start_ns) : '');
-    $('alerts-list').replaceChildren(...active.map(item));
-    $('alerts-recent').replaceChildren(...recent.slice(0, 5).map(item));
+      el('span', { class: 'tag' }, a.rule), ' ', el('span', { class: 'state-' + a[kind] }, word), when, ' · ',
+      a.series + ' ' + a.field + ' = ' + fmtNum(a.value) + ' (threshold ' + fmtNum(a.threshold) + ')');
+    const activeItem = (a) => {
+      const since = a.since_ns || a.start_ns;
+      return item(a, 'state', a.state, since ? ' since ' + fmtTime(since) : '');
+    };
+    const eventItem = (ev) => {
+      const resolved = ev.type === 'resolved';
+      const li = item(ev, 'type', resolved ? 'resolved' : 'fired', ev.at_ns ? ' at ' + fmtTime(ev.at_ns) : '');
+      if (resolved && ev.start_ns) li.append(' · began ' + fmtTime(ev.start_ns));
+      return li;
+    };
+    $('alerts-list').replaceChildren(...active.map(activeItem));
+    $('alerts-recent').replaceChildren(...recent.slice(0, 5).map(eventItem));
     $('h-alerts-recent').hidden = recent.length === 0;
   }
 
@@ -243,6 +254,20 @@
     setText('page-info', body.total ? (list.offset + 1) + '–' + last + ' of ' + fmtInt(body.total) : '');
     $('page-prev').disabled = list.offset === 0;
     $('page-next').disabled = last >= body.total;
+    if (body.total > 0 && !sel.series && !picked) pickBusiest().catch(() => { /* tried again at the next poll */ });
+  }
+
+  // pickBusiest shows the series with the most readings (of the first
+  // 1000 by key) while none is chosen (no click, no link), so a first
+  // visit does not open on an empty chart.
+  let picked = false;
+  async function pickBusiest() {
+    const body = await getJSON('/api/v1/series?limit=1000');
+    let best = null;
+    for (const s of body.series) if (!best || s.readings > best.readings) best = s;
+    if (!best || sel.series || picked) return; // none yet, or chosen meanwhile
+    picked = true;
+    select(best.series, best.fields, '');
   }
   let searchTimer = 0;
   function onSearch() {
