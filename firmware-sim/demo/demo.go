@@ -50,24 +50,8 @@ func freeAddr() (string, error) {
 // RunDemo runs the demo until ctx ends or Duration passes; it returns an
 // error when something fails to start or, with Check, a check fails.
 func RunDemo(ctx context.Context, o DemoOptions, out io.Writer) error {
-	if o.KafkaAddr == "" {
-		o.KafkaAddr = "127.0.0.1:9092"
-	}
-	defaults := map[*string]string{&o.HTTPAddr: "127.0.0.1:8080", &o.MQTTAddr: "127.0.0.1:1883", &o.UDPAddr: "127.0.0.1:8089"}
-	for p, d := range defaults {
-		switch *p {
-		case "":
-			*p = d
-		case "auto":
-			a, err := freeAddr()
-			if err != nil {
-				return err
-			}
-			*p = a
-		}
-	}
-	if o.KafkaAddr == "auto" {
-		o.KafkaAddr = "127.0.0.1:0"
+	if err := o.resolveAddrs(); err != nil {
+		return err
 	}
 	k, err := firmwaresim.StartKafka(firmwaresim.KafkaOptions{Addr: o.KafkaAddr, Topics: firmwaresim.DefaultKafkaTopics})
 	if err != nil {
@@ -77,76 +61,22 @@ func RunDemo(ctx context.Context, o DemoOptions, out io.Writer) error {
 	fmt.Fprintf(out, "demo: %s\n", firmwaresim.KafkaBanner)
 	fmt.Fprintf(out, "demo: kafka (kfake, in memory) on %s\n", k.Addr())
 
-	if err := os.MkdirAll(o.DataDir, 0o755); err != nil {
-		return err
-	}
-	logPath := filepath.Join(o.DataDir, "runnel.log")
-	logf, err := os.Create(logPath)
+	gw, err := startGateway(o, k.Addr())
 	if err != nil {
 		return err
 	}
-	defer logf.Close()
-	cmd := exec.Command(o.Runnel, "run", "-config", o.Config)
-	cmd.Env = append(os.Environ(),
-		"RUNNEL_KAFKA_BROKERS="+k.Addr(), "RUNNEL_DATA_DIR="+o.DataDir,
-		"RUNNEL_HTTP_ADDR="+o.HTTPAddr, "RUNNEL_MQTT_ADDR="+o.MQTTAddr, "RUNNEL_UDP_ADDR="+o.UDPAddr)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	// Its own process group: a Ctrl-C in the terminal reaches the demo
-	// alone, which stops the devices and then the gateway with one
-	// SIGTERM. In the terminal's group the gateway got the SIGINT too and
-	// stopped on its own, which the demo took for a failure (and a SIGTERM
-	// from the demo on top is a second signal: the gateway exits at once).
-	// If the demo dies, the gateway gets SIGTERM.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("start %s: %w", o.Runnel, err)
-	}
-	// exited closes when the gateway has exited, with its status in
-	// exitErr: every waiter below sees it, not only the first.
-	exited := make(chan struct{})
-	var exitErr error
-	go func() { exitErr = cmd.Wait(); close(exited) }()
-	stopGateway := func() error {
-		select {
-		case <-exited:
-			return fmt.Errorf("the gateway stopped on its own (%s); see its log: %s", exitText(exitErr), logPath)
-		default:
-		}
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-			return exitErr
-		case <-time.After(40 * time.Second):
-			_ = cmd.Process.Kill()
-			<-exited
-			return errors.New("the gateway did not stop within 40s of SIGTERM")
-		}
-	}
+	defer gw.logf.Close()
 	base := "http://" + o.HTTPAddr
-	if err := waitReady(ctx, base, exited); err != nil {
-		switch stopErr := stopGateway(); {
+	if err := waitReady(ctx, base, gw.exited); err != nil {
+		switch stopErr := gw.stop(); {
 		case stopErr != nil:
 			return stopErr // with the gateway's exit status and log
 		case ctx.Err() != nil:
 			return nil // interrupted while starting: a clean stop
 		}
-		return fmt.Errorf("%w (log: %s)", err, logPath)
+		return fmt.Errorf("%w (log: %s)", err, gw.logPath)
 	}
-	fmt.Fprintf(out, `demo: gateway ready (log: %[1]s)
-
-  dashboard:     http://%[2]s/
-  series:        curl -s '%[3]s/api/v1/series?limit=5'
-  windows:       curl -s '%[3]s/api/v1/windows?series=env,device=env-0001,site=site-1&field=temp&size=10s&last=3'
-  alerts:        curl -s '%[3]s/api/v1/alerts'
-  live stream:   curl -sN '%[3]s/api/v1/stream?kind=alert,tumbling'
-  watch alerts:  bin/firmware-sim subscribe -broker %[4]s -topic 'alerts/#'
-                 (or: mosquitto_sub -h %[5]s -p %[6]s -t 'alerts/#' -v)
-  metrics:       curl -s %[3]s/metrics | grep runnel_forward
-
-  Simulated patients raise heart-rate and SpO2 alerts within about two
-  minutes; machines raise vibration alerts. Ctrl-C stops everything.
-
-`, logPath, o.HTTPAddr, base, o.MQTTAddr, hostOf(o.MQTTAddr), portOf(o.MQTTAddr))
+	printGuide(out, o, gw.logPath, base)
 
 	simCtx, stopSim := context.WithCancel(ctx)
 	if o.Duration > 0 {
@@ -169,25 +99,137 @@ loop:
 		select {
 		case simErr = <-simDone:
 			break loop
-		case <-exited:
-			return fmt.Errorf("the gateway stopped on its own (%s); see its log: %s", exitText(exitErr), logPath)
+		case <-gw.exited:
+			return gw.stoppedOnItsOwn()
 		case <-tick.C:
 			fmt.Fprintf(out, "demo: kafka received %s; %s\n", formatCounts(k.Counts()), alertLine(base))
 		}
 	}
 	if simErr != nil {
-		_ = stopGateway()
+		_ = gw.stop()
 		return fmt.Errorf("simulator: %w", simErr)
 	}
 	var checkErr error
 	if o.Check {
 		checkErr = demoCheck(base, k, out)
 	}
-	if err := stopGateway(); err != nil && checkErr == nil {
+	if err := gw.stop(); err != nil && checkErr == nil {
 		checkErr = fmt.Errorf("stop the gateway: %w", err)
 	}
 	fmt.Fprintf(out, "demo: stopped; kafka received %s\n", formatCounts(k.Counts()))
 	return checkErr
+}
+
+// resolveAddrs fills in the default addresses and picks free ports for
+// those set to "auto".
+func (o *DemoOptions) resolveAddrs() error {
+	if o.KafkaAddr == "" {
+		o.KafkaAddr = "127.0.0.1:9092"
+	}
+	defaults := map[*string]string{&o.HTTPAddr: "127.0.0.1:8080", &o.MQTTAddr: "127.0.0.1:1883", &o.UDPAddr: "127.0.0.1:8089"}
+	for p, d := range defaults {
+		switch *p {
+		case "":
+			*p = d
+		case "auto":
+			a, err := freeAddr()
+			if err != nil {
+				return err
+			}
+			*p = a
+		}
+	}
+	if o.KafkaAddr == "auto" {
+		o.KafkaAddr = "127.0.0.1:0"
+	}
+	return nil
+}
+
+// gatewayChild is the runnel gateway the demo runs.
+type gatewayChild struct {
+	cmd     *exec.Cmd
+	logf    *os.File // its stdout and stderr, at logPath
+	logPath string
+	// exited closes when the gateway has exited, with its status in
+	// exitErr: every waiter sees it, not only the first.
+	exited  chan struct{}
+	exitErr error
+}
+
+// startGateway starts runnel with the demo's config, forwarding to the
+// Kafka at kafkaAddr, its output in <DataDir>/runnel.log.
+func startGateway(o DemoOptions, kafkaAddr string) (*gatewayChild, error) {
+	if err := os.MkdirAll(o.DataDir, 0o755); err != nil {
+		return nil, err
+	}
+	gw := &gatewayChild{logPath: filepath.Join(o.DataDir, "runnel.log"), exited: make(chan struct{})}
+	logf, err := os.Create(gw.logPath)
+	if err != nil {
+		return nil, err
+	}
+	gw.logf = logf
+	gw.cmd = exec.Command(o.Runnel, "run", "-config", o.Config)
+	gw.cmd.Env = append(os.Environ(),
+		"RUNNEL_KAFKA_BROKERS="+kafkaAddr, "RUNNEL_DATA_DIR="+o.DataDir,
+		"RUNNEL_HTTP_ADDR="+o.HTTPAddr, "RUNNEL_MQTT_ADDR="+o.MQTTAddr, "RUNNEL_UDP_ADDR="+o.UDPAddr)
+	gw.cmd.Stdout, gw.cmd.Stderr = logf, logf
+	// Its own process group: a Ctrl-C in the terminal reaches the demo
+	// alone, which stops the devices and then the gateway with one
+	// SIGTERM. In the terminal's group the gateway got the SIGINT too and
+	// stopped on its own, which the demo took for a failure (and a SIGTERM
+	// from the demo on top is a second signal: the gateway exits at once).
+	// If the demo dies, the gateway gets SIGTERM.
+	gw.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
+	if err := gw.cmd.Start(); err != nil {
+		logf.Close()
+		return nil, fmt.Errorf("start %s: %w", o.Runnel, err)
+	}
+	go func() { gw.exitErr = gw.cmd.Wait(); close(gw.exited) }()
+	return gw, nil
+}
+
+// stop sends SIGTERM and waits for the gateway to exit, killing it after
+// 40 s. A gateway that had already stopped is an error.
+func (gw *gatewayChild) stop() error {
+	select {
+	case <-gw.exited:
+		return gw.stoppedOnItsOwn()
+	default:
+	}
+	_ = gw.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-gw.exited:
+		return gw.exitErr
+	case <-time.After(40 * time.Second):
+		_ = gw.cmd.Process.Kill()
+		<-gw.exited
+		return errors.New("the gateway did not stop within 40s of SIGTERM")
+	}
+}
+
+// stoppedOnItsOwn is the error of a gateway that exited before the demo
+// stopped it; call it once exited is closed.
+func (gw *gatewayChild) stoppedOnItsOwn() error {
+	return fmt.Errorf("the gateway stopped on its own (%s); see its log: %s", exitText(gw.exitErr), gw.logPath)
+}
+
+// printGuide prints where to look: the dashboard and example queries.
+func printGuide(out io.Writer, o DemoOptions, logPath, base string) {
+	fmt.Fprintf(out, `demo: gateway ready (log: %[1]s)
+
+  dashboard:     http://%[2]s/
+  series:        curl -s '%[3]s/api/v1/series?limit=5'
+  windows:       curl -s '%[3]s/api/v1/windows?series=env,device=env-0001,site=site-1&field=temp&size=10s&last=3'
+  alerts:        curl -s '%[3]s/api/v1/alerts'
+  live stream:   curl -sN '%[3]s/api/v1/stream?kind=alert,tumbling'
+  watch alerts:  bin/firmware-sim subscribe -broker %[4]s -topic 'alerts/#'
+                 (or: mosquitto_sub -h %[5]s -p %[6]s -t 'alerts/#' -v)
+  metrics:       curl -s %[3]s/metrics | grep runnel_forward
+
+  Simulated patients raise heart-rate and SpO2 alerts within about two
+  minutes; machines raise vibration alerts. Ctrl-C stops everything.
+
+`, logPath, o.HTTPAddr, base, o.MQTTAddr, hostOf(o.MQTTAddr), portOf(o.MQTTAddr))
 }
 
 // exitText describes how a child process ended.

@@ -25,6 +25,7 @@ var layer = map[string]int{
 	"forward":            1,
 	"windows":            1,
 	"alerts":             2,
+	"gateway/schema":     2,
 	"gateway/httpapi":    3,
 	"gateway":            4,
 	"gateway/cmd/runnel": 5,

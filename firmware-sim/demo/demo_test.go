@@ -1,4 +1,4 @@
-package firmwaresim
+package demo
 
 import (
 	"errors"
@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/runnel-iot/runnel/internal/testutil"
 )
 
 // moduleRoot is the repository's root (paths below are relative to it, so
@@ -77,7 +79,7 @@ func TestDemoInterrupt(t *testing.T) {
 				"-kafka-addr", "auto", "-devices", "3", "-rate", "5")
 			// Its own process group, as a foreground job in a terminal.
 			cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-			var out, errb syncBuffer
+			var out, errb testutil.SyncBuffer
 			cmd.Stdout, cmd.Stderr = &out, &errb
 			if err := cmd.Start(); err != nil {
 				t.Fatal(err)
@@ -86,7 +88,7 @@ func TestDemoInterrupt(t *testing.T) {
 			exited := make(chan error, 1)
 			go func() { exited <- cmd.Wait() }()
 			t.Cleanup(func() { _ = syscall.Kill(-pgid, syscall.SIGKILL) })
-			waitFor(t, 60*time.Second, func() (bool, string) {
+			testutil.WaitFor(t, 60*time.Second, func() (bool, string) {
 				select {
 				case err := <-exited:
 					t.Fatalf("the demo exited before it was ready: %v\nstdout: %s\nstderr: %s", err, out.String(), errb.String())
