@@ -299,17 +299,29 @@ func (g *Gateway) startHTTP(ctx context.Context, grp *group) error {
 		stop: func(ctx context.Context) error {
 			g.httpUp.Store(false)
 			// Shutdown closes the listener, then waits for requests in
-			// flight; past the deadline, Close cuts them off.
-			err := g.srv.Shutdown(ctx)
-			if err != nil {
+			// flight, but only for its own stage: one stalled client (a
+			// body that never comes) must not eat the deadline the
+			// checkpoint, the outboxes and the WAL need after it. Past the
+			// drain, Close cuts off what is left; a request cut off was
+			// never acknowledged, so nothing acknowledged is lost.
+			dctx, cancel := context.WithTimeout(ctx, httpDrain(g.cfg.Gateway.ShutdownTimeout))
+			defer cancel()
+			if err := g.srv.Shutdown(dctx); err != nil {
+				g.logger.Warn("http requests still open after the drain; closing them", "drain", httpDrain(g.cfg.Gateway.ShutdownTimeout).String())
 				_ = g.srv.Close() // its error repeats Shutdown's
 			}
 			_ = ln.Close() // in case Serve never ran; already closed otherwise
-			return err
+			return nil
 		},
 	})
 	return nil
 }
+
+// httpDrain is how long a shutdown waits for HTTP requests in flight: a
+// quarter of gateway.shutdown_timeout, at most 3s. Acknowledged writes
+// finish within it (they wait for one group commit); what is still open
+// then is a stalled or slow client, cut off.
+func httpDrain(timeout time.Duration) time.Duration { return min(3*time.Second, timeout/4) }
 
 func (g *Gateway) handleHealthz(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
