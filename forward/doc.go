@@ -15,9 +15,13 @@
 // records (versioned, FORMAT.md), writes them with the log's group commit
 // and returns once they are fsynced; it never touches the network. A
 // Forwarder reads the outbox from the acknowledged position, and Kafka's
-// acknowledgements move that position forward. Every 200 ms (and at
-// Close) the position is written, atomically; the log is then released
-// behind it, so acknowledged segments leave the disk. The segment holding
+// acknowledgements move that position forward. When it moved, at most once
+// a second per outbox (and at Close), the position is written, atomically;
+// the log is then released behind it, so acknowledged segments leave the
+// disk. The rate is bounded for flash wear: each write is two fsyncs, so
+// a gateway's three outboxes cost at most 6 fsyncs a second for their
+// positions whatever the traffic (every 50 ms while a block-policy append
+// waits for room, as only a written position frees segments). The segment holding
 // the newest entry is always kept, so Last can tell the gateway after a
 // crash what it had already appended (its Origin).
 //
@@ -66,7 +70,7 @@
 //   - an attempt fails after the broker wrote some of it (a timeout, a lost
 //     connection): its unacknowledged records are sent again;
 //   - the process stops or crashes after Kafka acknowledged records but
-//     before the position was persisted (up to 200 ms of them, or the
+//     before the position was persisted (up to a second of them, or the
 //     records in flight at a shutdown): they are sent again on start;
 //   - the newest ack file is unreadable: the one before it is used.
 //
