@@ -96,8 +96,11 @@
 //
 // An Outbox owns its directory (with the log's exclusive lock) and one
 // goroutine that persists the position; Close stops it. Forwarder.Run owns
-// one goroutine and one kgo client per outbox, plus a probe goroutine that
-// keeps Status.Connected meaningful when idle; it returns after all have
+// one goroutine and one kgo client per outbox, plus a probe goroutine with
+// a client of its own that keeps Status.Connected meaningful when idle and
+// when Kafka goes silent (a metadata request once Kafka was not heard from
+// for 3s, answered within 5s or the uplink is down: a silent broker is
+// reported within 8s, not at request_timeout); it returns after all have
 // stopped. forward does not deduplicate (consumers do, by id), does not
 // create topics, and does not order records across keys or outboxes. A
 // kgo client never adopts the new id of a recreated topic; the loop purges
