@@ -94,6 +94,9 @@ type OutboxStats struct {
 	Invalid        uint64 // records refused by Append (bad ID, topic, header, size)
 	BlockedAppends uint64 // appends that waited for room (block policy)
 	AckWrites      uint64 // writes of the acknowledged position (each two fsyncs: file and directory)
+	// Failing: the last write to the outbox's log failed (a full disk, an
+	// I/O error) and none succeeded since; appends fail meanwhile (Health).
+	Failing        bool
 	AckWriteErrors uint64 // failed writes of the acknowledged position (retried)
 	// Positions in the log.
 	FirstIndex uint64 // oldest entry on disk
@@ -476,6 +479,19 @@ func (o *Outbox) Last() (rec Record, ok bool, err error) {
 	return rec, true, nil
 }
 
+// Health reports whether the outbox accepts appends: false, with the
+// error, from a failed write of its log (a full disk) until an append is
+// written again. A failed append stores nothing and may be retried: the
+// log cuts itself back to what it acknowledged and reopens (wal.Log), so
+// the outbox works again once space returns. Safe for concurrent use.
+func (o *Outbox) Health() (ok bool, reason string) {
+	ok, reason = o.log.Health()
+	if !ok {
+		reason = "outbox " + o.kind + ": " + reason
+	}
+	return ok, reason
+}
+
 // Stats returns a snapshot. Safe for concurrent use; it may read one entry
 // from disk (for OldestUnsentAge).
 func (o *Outbox) Stats() OutboxStats {
@@ -490,6 +506,7 @@ func (o *Outbox) Stats() OutboxStats {
 		Undeliverable: o.undeliverable.Load(), Invalid: o.invalid.Load(),
 		BlockedAppends: o.blocked.Load(), AckWrites: o.ackWrites.Load(), AckWriteErrors: o.ackWriteErrors.Load(),
 		FirstIndex: ws.FirstIndex, LastIndex: ws.LastIndex, AckedIndex: done,
+		Failing: ws.Failing,
 	}
 	if ws.LastIndex > done {
 		s.Depth = ws.LastIndex - done
