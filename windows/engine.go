@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/runnel-iot/runnel/sketches"
@@ -199,8 +200,9 @@ type Engine struct {
 	ckptGen                     uint64
 	ckptSeries                  []*series
 	ckptHead, ckptTail, ckptOut []byte
-	ckptSide, ckptSlabs         [][]byte // slab list, and empty slabs kept
-	ckptEnc                     enc      // preserve's encoder
+	ckptSide, ckptSlabs         [][]byte     // slab list, and empty slabs kept
+	ckptEnc                     enc          // preserve's encoder
+	lastSize                    atomic.Int64 // of the last MarshalBinary: the next one's buffer
 
 	// Apply scratch.
 	out      []Emission
