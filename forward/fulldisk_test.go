@@ -3,10 +3,12 @@ package forward
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/runnel-iot/runnel/internal/testutil"
 	"github.com/runnel-iot/runnel/wal"
@@ -86,4 +88,29 @@ func TestOutboxFullDisk(t *testing.T) {
 	if n != 30 {
 		t.Errorf("read %d entries, want 30", n)
 	}
+}
+
+// TestAckPositionFullDisk: a write of the acknowledged position that fails
+// on a full disk is retried (at the persist rate) until space returns,
+// with no new acknowledgement needed to trigger it.
+func TestAckPositionFullDisk(t *testing.T) {
+	dir := testutil.Tmpfs(t, 1<<20)
+	c := newCluster(t)
+	cfg := testConfig(c.ListenAddrs())
+	o := openTestOutbox(t, dir, KindSummaries, OutboxConfig{MaxBytes: 4 * wal.MiB})
+	appendSeq(t, o, "s", 0, 10, 3, 10)
+	filler := testutil.Fill(t, dir)
+	startForwarder(t, cfg, o)
+	waitFor(t, 10*time.Second, "position write failed", func() (bool, string) {
+		st := o.Stats()
+		return st.AckedIndex == 10 && st.AckWriteErrors > 0, fmt.Sprintf("%+v", st)
+	})
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "position persisted once space returned", func() (bool, string) {
+		o.mu.Lock()
+		defer o.mu.Unlock()
+		return o.persisted == 10, fmt.Sprintf("persisted %d", o.persisted)
+	})
 }

@@ -411,8 +411,17 @@ func (o *Outbox) persistLoop() {
 			case <-time.After(ackPersistUrgent):
 			}
 		}
-		o.persist()
+		if !o.persist() {
+			o.signalMoved() // retried after the gap: a full disk may clear
+		}
 		gap.Reset(ackPersistEvery)
+	}
+}
+
+func (o *Outbox) signalMoved() {
+	select {
+	case o.moved <- struct{}{}:
+	default:
 	}
 }
 
@@ -423,21 +432,22 @@ func (o *Outbox) signalUrgent() {
 	}
 }
 
-// persist writes the acknowledged position if it moved. Called by the
-// persist goroutine, and by Close after it stopped.
-func (o *Outbox) persist() {
+// persist writes the acknowledged position if it moved; false when the
+// write failed (counted, logged at a bounded rate). Called by the persist
+// goroutine, and by Close after it stopped.
+func (o *Outbox) persist() bool {
 	o.mu.Lock()
 	d := o.done
 	if d == o.persisted {
 		o.mu.Unlock()
-		return
+		return true
 	}
 	o.mu.Unlock()
 	if _, err := o.ckpts.Write(d, []byte{ackFileVersion}); err != nil {
 		if o.ackWriteErrors.Add(1) == 1 || o.ackWriteErrors.Load()%100 == 0 {
 			o.logger.Error("persist acknowledged position", "index", d, "err", err)
 		}
-		return
+		return false
 	}
 	o.ackWrites.Add(1)
 	o.mu.Lock()
@@ -447,6 +457,7 @@ func (o *Outbox) persist() {
 	o.releaseLocked()
 	o.mu.Unlock()
 	o.signalSpace()
+	return true
 }
 
 // ackFileVersion is the payload of the ack file (FORMAT.md): the position
@@ -576,9 +587,6 @@ func (o *Outbox) markDone(index uint64) {
 	}
 	o.mu.Unlock()
 	if moved {
-		select {
-		case o.moved <- struct{}{}:
-		default:
-		}
+		o.signalMoved()
 	}
 }
