@@ -38,6 +38,16 @@
 //     enough; the caller's pipeline stalls and nothing is lost. With
 //     forwarding off it waits until ctx ends.
 //
+// # Full disk
+//
+// An append that fails (a full disk, an I/O error) returns the error and
+// stores nothing; the log cuts itself back to what it acknowledged and
+// reopens (wal.Log), so the same append can be retried and succeeds once
+// space returns. Meanwhile Health reports the outbox cannot accept
+// (Stats.Failing). A failed write of the acknowledged position is counted
+// (AckWriteErrors) and retried at the persist rate; until it succeeds the
+// outbox only resends more after a crash.
+//
 // # Delivery
 //
 // Each outbox has its own delivery loop and its own kgo producer client
