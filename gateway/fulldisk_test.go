@@ -4,12 +4,15 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/runnel-iot/runnel/forward"
 	"github.com/runnel-iot/runnel/internal/testutil"
+	"github.com/runnel-iot/runnel/wal"
 )
 
 func postLine(client *http.Client, addr, line string) (int, string, error) {
@@ -176,5 +179,48 @@ func TestStartOnFullDisk(t *testing.T) {
 	cancel()
 	if err := <-done; err != nil {
 		t.Errorf("Run = %v, want nil", err)
+	}
+}
+
+// TestReadyzOutboxFullDisk: an outbox that cannot write (full disk) makes
+// /readyz 503 with the outbox and the error, and is metered.
+func TestReadyzOutboxFullDisk(t *testing.T) {
+	dir := testutil.Tmpfs(t, 1<<20)
+	g, err := New(testConfig(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	box, err := forward.OpenOutbox(dir, forward.KindSummaries, forward.OutboxConfig{MaxBytes: 4 * wal.MiB}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer box.Close()
+	g.outboxes = []*forward.Outbox{box}
+	g.walOpen.Store(true)
+	g.httpUp.Store(true)
+	g.mqttUp.Store(true)
+	if r := g.readiness(); !r.Ready {
+		t.Fatalf("readiness before the disk filled: %+v", r)
+	}
+	filler := testutil.Fill(t, dir)
+	rec := forward.Record{Value: []byte(strings.Repeat("v", 8000)), ID: "x-1"}
+	if err := box.Append(context.Background(), []forward.Record{rec}); err == nil {
+		t.Fatal("append on a full disk succeeded")
+	}
+	r := g.readiness()
+	if r.Ready || !strings.HasPrefix(r.Reason, "cannot store outputs: outbox summaries: write failed: ") || !strings.Contains(r.Reason, "no space left on device") {
+		t.Errorf("readiness with a full outbox disk: %+v", r)
+	}
+	mrec := httptest.NewRecorder()
+	g.handleMetrics(mrec, httptest.NewRequest("GET", "/metrics", nil))
+	if !strings.Contains(mrec.Body.String(), `runnel_forward_outbox_failing{kind="summaries"} 1`+"\n") {
+		t.Error("metrics lack runnel_forward_outbox_failing 1 for the summaries outbox")
+	}
+	os.Remove(filler)
+	if err := box.Append(context.Background(), []forward.Record{rec}); err != nil {
+		t.Fatal(err)
+	}
+	if r := g.readiness(); !r.Ready {
+		t.Errorf("readiness once space returned: %+v", r)
 	}
 }
