@@ -334,7 +334,7 @@ func (e *Engine) UnmarshalBinary(data []byte) error {
 	if sum := binary.LittleEndian.Uint64(data[len(data)-8:]); sum != xxhash.Sum64(body) {
 		return fmt.Errorf("%w: checksum mismatch", ErrCheckpoint)
 	}
-	if e.applied != 0 || len(e.series) != 1 {
+	if e.applied != 0 || len(e.series) != 1 || e.ckpt != nil {
 		return fmt.Errorf("%w: engine is not fresh", ErrCheckpoint)
 	}
 	fresh, err := New(e.cfg)

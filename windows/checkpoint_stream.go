@@ -116,9 +116,8 @@ func (c *Checkpoint) Size() int64 { return c.size }
 // Next returns the next chunk of the checkpoint: about maxBytes (at least
 // one series; the first chunk is the head whole), or io.EOF once every
 // byte was returned, the last chunk ending with the checksum. The chunk is
-// owned by the Checkpoint and valid until the next call. Write each chunk
-// before calling Apply again only if the caller needs it to: the bytes do
-// not change. Takes the write lock.
+// owned by the Checkpoint and valid until the next call of Next or
+// BeginCheckpoint; Apply does not change it. Takes the write lock.
 func (c *Checkpoint) Next(maxBytes int) ([]byte, error) {
 	e := c.e
 	e.mu.Lock()
