@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"slices"
-	"strings"
 
 	"github.com/cespare/xxhash/v2"
 	"github.com/runnel-iot/runnel/internal/binc"
@@ -85,11 +83,8 @@ func (e *Engine) BeginCheckpoint() (*Checkpoint, error) {
 	}
 	e.ckptGen++
 	c := &Checkpoint{e: e, gen: e.ckptGen, index: e.applied}
-	c.series = e.ckptSeries[:0]
-	for _, s := range e.series {
-		c.series = append(c.series, s)
-	}
-	slices.SortFunc(c.series, func(a, b *series) int { return strings.Compare(a.key, b.key) })
+	// The API's sorted cache: no sort while the set of series is unchanged.
+	c.series = append(e.ckptSeries[:0], e.sortedSeries()...)
 	w := &enc{Enc: binc.Enc{B: e.ckptHead[:0]}}
 	if err := e.marshalHead(w, len(c.series)); err != nil {
 		return nil, err
