@@ -90,6 +90,8 @@ func BenchmarkForwardSteady(b *testing.B) {
 	d := time.Since(start)
 	b.StopTimer()
 	reportWire(b, r.f, b.N, d)
+	// Each position write is two fsyncs (file, directory): flash wear.
+	b.ReportMetric(2*float64(o.Stats().AckWrites)/d.Seconds(), "ack-fsyncs/s")
 }
 
 // BenchmarkBacklogDrain1M drains a backlog of 1,000,000 summaries (an

@@ -35,7 +35,8 @@ const (
 // outbox and what happens when it is full.
 type OutboxConfig struct {
 	// MaxBytes bounds the outbox's segment files on disk. Acknowledged
-	// entries leave the disk (whole segments) within about 200 ms.
+	// entries leave the disk (whole segments) within about a second (once
+	// their position is persisted; sooner while a block append waits).
 	MaxBytes wal.ByteSize `yaml:"max_bytes"`
 	// Policy is drop_oldest (the default, also when empty) or block.
 	Policy string `yaml:"policy"`

@@ -15,9 +15,13 @@
 // records (versioned, FORMAT.md), writes them with the log's group commit
 // and returns once they are fsynced; it never touches the network. A
 // Forwarder reads the outbox from the acknowledged position, and Kafka's
-// acknowledgements move that position forward. Every 200 ms (and at
-// Close) the position is written, atomically; the log is then released
-// behind it, so acknowledged segments leave the disk. The segment holding
+// acknowledgements move that position forward. When it moved, at most once
+// a second per outbox (and at Close), the position is written, atomically;
+// the log is then released behind it, so acknowledged segments leave the
+// disk. The rate is bounded for flash wear: each write is two fsyncs, so
+// a gateway's three outboxes cost at most 6 fsyncs a second for their
+// positions whatever the traffic (every 50 ms while a block-policy append
+// waits for room, as only a written position frees segments). The segment holding
 // the newest entry is always kept, so Last can tell the gateway after a
 // crash what it had already appended (its Origin).
 //
@@ -33,6 +37,16 @@
 //   - block: Append waits, honouring its ctx, until Kafka acknowledged
 //     enough; the caller's pipeline stalls and nothing is lost. With
 //     forwarding off it waits until ctx ends.
+//
+// # Full disk
+//
+// An append that fails (a full disk, an I/O error) returns the error and
+// stores nothing; the log cuts itself back to what it acknowledged and
+// reopens (wal.Log), so the same append can be retried and succeeds once
+// space returns. Meanwhile Health reports the outbox cannot accept
+// (Stats.Failing). A failed write of the acknowledged position is counted
+// (AckWriteErrors) and retried at the persist rate; until it succeeds the
+// outbox only resends more after a crash.
 //
 // # Delivery
 //
@@ -66,7 +80,7 @@
 //   - an attempt fails after the broker wrote some of it (a timeout, a lost
 //     connection): its unacknowledged records are sent again;
 //   - the process stops or crashes after Kafka acknowledged records but
-//     before the position was persisted (up to 200 ms of them, or the
+//     before the position was persisted (up to a second of them, or the
 //     records in flight at a shutdown): they are sent again on start;
 //   - the newest ack file is unreadable: the one before it is used.
 //
@@ -92,8 +106,11 @@
 //
 // An Outbox owns its directory (with the log's exclusive lock) and one
 // goroutine that persists the position; Close stops it. Forwarder.Run owns
-// one goroutine and one kgo client per outbox, plus a probe goroutine that
-// keeps Status.Connected meaningful when idle; it returns after all have
+// one goroutine and one kgo client per outbox, plus a probe goroutine with
+// a client of its own that keeps Status.Connected meaningful when idle and
+// when Kafka goes silent (a metadata request once Kafka was not heard from
+// for 3s, answered within 5s or the uplink is down: a silent broker is
+// reported within 8s, not at request_timeout); it returns after all have
 // stopped. forward does not deduplicate (consumers do, by id), does not
 // create topics, and does not order records across keys or outboxes. A
 // kgo client never adopts the new id of a recreated topic; the loop purges

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -26,9 +27,18 @@ const (
 // what is still unacknowledged then stays in the outbox.
 const shutdownGrace = 5 * time.Second
 
-// healthEvery is how often the uplink is probed (a metadata request) when
-// no delivery proved it recently.
-const healthEvery = 10 * time.Second
+// The uplink probe: a metadata request whenever Kafka has not been heard
+// from (an acknowledgement or an answered probe) for probeEvery, given
+// probeTimeout (at most request_timeout) to answer. A Kafka that goes
+// silent (connections open, no answers: a paused broker, a black-holed
+// link) is thus reported down within probeEvery+probeTimeout (8s), long
+// before a delivery attempt times out (request_timeout, 30s by default),
+// and up again on the first probe it answers. Idle, a gateway sends one
+// small metadata request every probeEvery.
+const (
+	probeEvery   = 3 * time.Second
+	probeTimeout = 5 * time.Second
+)
 
 // Forwarder drains outboxes to Kafka: one delivery loop per outbox over one
 // shared producer client. See the package documentation for the delivery
@@ -47,6 +57,8 @@ type Forwarder struct {
 	sent, acked, retries atomic.Uint64
 	connected            atomic.Bool
 	lastSuccess          atomic.Int64 // unix ns
+	lastContact          atomic.Int64 // unix ns: last acknowledgement or answered probe
+	probes, probeFails   atomic.Uint64
 
 	mu        sync.Mutex // guards the fields below
 	lastErr   string
@@ -64,10 +76,13 @@ type Status struct {
 	LastSuccess time.Time // last acknowledgement from Kafka
 	LastError   string
 	LastErrorAt time.Time
-	Sent        uint64            // records handed to the producer, resends included
-	Acked       uint64            // records Kafka acknowledged
-	Retries     uint64            // delivery attempts that followed a failed one
-	Errors      map[string]uint64 // failed attempts (and dropped records) by kind: ErrKind*
+	Sent        uint64 // records handed to the producer, resends included
+	Acked       uint64 // records Kafka acknowledged
+	Retries     uint64 // delivery attempts that followed a failed one
+	// Probes of the uplink (metadata requests while Kafka was not heard
+	// from for a while), and those that failed or got no answer in time.
+	Probes, ProbeFailures uint64
+	Errors                map[string]uint64 // failed attempts (and dropped records) by kind: ErrKind*
 	// What reached Kafka, as the producer wrote it.
 	WireBatches, WireRecords uint64
 	WireBytes                uint64 // compressed batch bytes
@@ -182,11 +197,25 @@ func (f *Forwarder) Run(ctx context.Context) error {
 			s.run(ctx)
 		}(senders[i])
 	}
-	if len(clients) > 0 {
+	// The probe has a client of its own, whose connection setup is bounded
+	// by the probe's timeout: kgo does not let a request's context cut
+	// short dialing and the version handshake of a new connection (bounded
+	// by the dial timeout and the request timeout overhead, 10s each by
+	// default), and a silent broker stalls exactly there.
+	timeout := min(probeTimeout, f.cfg.RequestTimeout)
+	probeCl, err := kgo.NewClient(append(slices.Clone(f.opts), kgo.DialTimeout(timeout), kgo.RequestTimeoutOverhead(timeout))...)
+	if err != nil {
+		f.logger.Warn("create kafka probe client; the uplink state follows deliveries only", "err", err)
+	} else {
+		// Closed as soon as ctx ends, so a probe in a connection setup does
+		// not hold the shutdown.
+		closeProbe := sync.OnceFunc(probeCl.Close)
+		defer context.AfterFunc(ctx, closeProbe)()
+		defer closeProbe()
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			f.probe(ctx, clients[0])
+			f.probe(ctx, probeCl, timeout)
 		}()
 	}
 	wg.Wait()
@@ -197,9 +226,11 @@ func (f *Forwarder) Run(ctx context.Context) error {
 	return nil
 }
 
-// probe keeps Connected meaningful while nothing is sent: a metadata
-// request now and then.
-func (f *Forwarder) probe(ctx context.Context, cl *kgo.Client) {
+// probe keeps Connected meaningful while nothing is acknowledged: a
+// metadata request (Ping) once Kafka has not been heard from for
+// probeEvery, bounded by probeTimeout. A delivery attempt against a silent
+// broker only fails at request_timeout; the probe reports it down sooner.
+func (f *Forwarder) probe(ctx context.Context, cl *kgo.Client, timeout time.Duration) {
 	t := time.NewTimer(0)
 	defer t.Stop()
 	for {
@@ -208,19 +239,30 @@ func (f *Forwarder) probe(ctx context.Context, cl *kgo.Client) {
 			return
 		case <-t.C:
 		}
-		if time.Since(time.Unix(0, f.lastSuccess.Load())) >= healthEvery {
-			pctx, cancel := context.WithTimeout(ctx, f.cfg.RequestTimeout)
-			err := cl.Ping(pctx)
-			cancel()
-			if ctx.Err() != nil {
-				return
-			}
-			f.connected.Store(err == nil)
-			if err != nil {
-				f.setLastError(fmt.Errorf("probe: %w", err))
-			}
+		if since := time.Since(time.Unix(0, f.lastContact.Load())); since < probeEvery {
+			t.Reset(probeEvery - since) // heard from lately: probe when that gets old
+			continue
 		}
-		t.Reset(healthEvery)
+		f.probes.Add(1)
+		pctx, cancel := context.WithTimeout(ctx, timeout)
+		err := cl.Ping(pctx)
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			f.probeFails.Add(1)
+			f.connected.Store(false)
+			if errors.Is(err, context.DeadlineExceeded) {
+				err = fmt.Errorf("kafka did not answer a metadata request within %s (silent broker or link)", timeout)
+			}
+			f.setLastError(fmt.Errorf("probe: %w", err))
+			t.Reset(probeEvery)
+			continue
+		}
+		f.lastContact.Store(time.Now().UnixNano())
+		f.connected.Store(true)
+		t.Reset(probeEvery)
 	}
 }
 
@@ -238,7 +280,9 @@ func (f *Forwarder) setLastError(err error) {
 }
 
 func (f *Forwarder) noteSuccess() {
-	f.lastSuccess.Store(time.Now().UnixNano())
+	now := time.Now().UnixNano()
+	f.lastSuccess.Store(now)
+	f.lastContact.Store(now)
 	f.connected.Store(true)
 }
 
@@ -247,6 +291,7 @@ func (f *Forwarder) Status() Status {
 	s := Status{
 		Enabled: f.enabled, Connected: f.connected.Load(),
 		Sent: f.sent.Load(), Acked: f.acked.Load(), Retries: f.retries.Load(),
+		Probes: f.probes.Load(), ProbeFailures: f.probeFails.Load(),
 		WireBatches: f.hook.batches.Load(), WireRecords: f.hook.records.Load(),
 		WireBytes: f.hook.wireBytes.Load(), RawBytes: f.hook.rawBytes.Load(),
 		Outboxes: make(map[string]OutboxStats, len(f.outboxes)),

@@ -18,14 +18,20 @@ import (
 // the outbox (drop_oldest) or could never succeed (block). Split it.
 var ErrAppendTooLarge = errors.New("outbox append larger than a quarter of the outbox quota")
 
-// ackPersistEvery is the longest time between two writes of the
-// acknowledged position while it moves (it is written soon after each
-// move; see persistLoop).
-const ackPersistEvery = 200 * time.Millisecond
+// ackPersistEvery is the least time between two writes of the
+// acknowledged position of one outbox while it moves. Each write is an
+// atomic file write with two fsyncs (file and directory); at this rate the
+// three outboxes of a gateway write at most 3 positions (6 fsyncs) a
+// second, whatever the traffic, instead of one per delivery round: an SD
+// card wears by writes. What it costs: after a crash, up to this much of
+// what Kafka acknowledged is sent again (at-least-once; the position never
+// leads what Kafka acknowledged).
+const ackPersistEvery = time.Second
 
-// ackPersistMin is the least time between two writes of the acknowledged
-// position (each is a small atomic file write with two fsyncs).
-const ackPersistMin = 20 * time.Millisecond
+// ackPersistUrgent is the least time between two writes while an append
+// waits for room (block policy, full outbox): only a persisted position
+// frees segments, so then the position is written sooner.
+const ackPersistUrgent = 50 * time.Millisecond
 
 // Outbox is a durable queue of Records for one kind (summaries, alerts,
 // sketches): a wal.Log of encoded records plus the persisted position up
@@ -48,6 +54,7 @@ type Outbox struct {
 	reserved  atomic.Int64  // bytes queued in the log, not yet durable
 	space     chan struct{} // 1-slot, coalescing: room may have been freed
 	moved     chan struct{} // 1-slot, coalescing: the acknowledged position moved
+	urgent    chan struct{} // 1-slot, coalescing: an append waits for room
 
 	mu        sync.Mutex
 	done      uint64 // every index up to it is acknowledged, dropped or undeliverable
@@ -59,7 +66,7 @@ type Outbox struct {
 	attached atomic.Bool // a Forwarder drains it
 
 	appended, acked, dropped, undeliverable, invalid atomic.Uint64
-	blocked, ackWriteErrors                          atomic.Uint64
+	blocked, ackWrites, ackWriteErrors               atomic.Uint64
 
 	stop      chan struct{}
 	wg        sync.WaitGroup
@@ -86,6 +93,10 @@ type OutboxStats struct {
 	Undeliverable  uint64 // records Kafka refused for good, or that did not decode: skipped
 	Invalid        uint64 // records refused by Append (bad ID, topic, header, size)
 	BlockedAppends uint64 // appends that waited for room (block policy)
+	AckWrites      uint64 // writes of the acknowledged position (each two fsyncs: file and directory)
+	// Failing: the last write to the outbox's log failed (a full disk, an
+	// I/O error) and none succeeded since; appends fail meanwhile (Health).
+	Failing        bool
 	AckWriteErrors uint64 // failed writes of the acknowledged position (retried)
 	// Positions in the log.
 	FirstIndex uint64 // oldest entry on disk
@@ -96,8 +107,8 @@ type OutboxStats struct {
 // OpenOutbox opens (creating if needed) the outbox of kind under dir: its
 // log in dir/<kind>/log and its acknowledged position in dir/<kind>/ack.
 // Sending resumes after the persisted position. It starts one goroutine,
-// which persists the position every 200 ms and releases acknowledged
-// segments; Close stops it.
+// which persists the position (at most once a second) and releases
+// acknowledged segments; Close stops it.
 func OpenOutbox(dir string, kind string, cfg OutboxConfig, logger *slog.Logger) (*Outbox, error) {
 	if err := checkKind(kind); err != nil {
 		return nil, fmt.Errorf("open outbox %q: %w", kind, err)
@@ -129,6 +140,7 @@ func OpenOutbox(dir string, kind string, cfg OutboxConfig, logger *slog.Logger) 
 		appendSem: make(chan struct{}, 1),
 		space:     make(chan struct{}, 1),
 		moved:     make(chan struct{}, 1),
+		urgent:    make(chan struct{}, 1),
 		stop:      make(chan struct{}),
 	}
 	if err := o.loadAck(); err != nil {
@@ -291,13 +303,14 @@ func (o *Outbox) makeRoom(ctx context.Context, need int64) error {
 		}
 		o.mu.Unlock()
 		// Block: the forwarder's acknowledgements free whole segments once
-		// the position is persisted (every ackPersistEvery). The ticker is a
+		// the position is persisted (soon: signalUrgent). The ticker is a
 		// backstop for removals the log makes on its own goroutine.
 		if tick == nil {
 			o.blocked.Add(1)
 			o.logger.Debug("outbox full; append waits for kafka", "used_bytes", used, "need_bytes", need)
 			tick = time.NewTicker(25 * time.Millisecond)
 		}
+		o.signalUrgent()
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
@@ -369,48 +382,74 @@ func (o *Outbox) signalSpace() {
 	}
 }
 
-// persistLoop writes the acknowledged position soon after it moves, at
-// most once per ackPersistMin (acknowledgements arriving meanwhile gather
-// into the next write), and at least every ackPersistEvery; then lets the
-// log remove what it covers. What Kafka acknowledged after the last write
-// is sent again after a crash, so prompt writes keep duplicates to the
-// last round or two before a crash.
+// persistLoop writes the acknowledged position when it moved, at most
+// once per ackPersistEvery (acknowledgements arriving meanwhile gather into
+// the next write), or once per ackPersistUrgent while an append waits for
+// room; then lets the log remove what it covers.
 func (o *Outbox) persistLoop() {
 	defer o.wg.Done()
-	t := time.NewTicker(ackPersistEvery)
-	defer t.Stop()
+	gap := time.NewTimer(0)
+	defer gap.Stop()
 	for {
 		select {
 		case <-o.stop:
 			return
-		case <-t.C:
 		case <-o.moved:
+		case <-o.urgent:
 		}
-		o.persist()
+		// Wait out the gap since the last write; an append waiting for
+		// room shortens it.
 		select {
 		case <-o.stop:
 			return
-		case <-time.After(ackPersistMin):
+		case <-gap.C:
+		case <-o.urgent:
+			select {
+			case <-o.stop:
+				return
+			case <-gap.C:
+			case <-time.After(ackPersistUrgent):
+			}
 		}
+		if !o.persist() {
+			o.signalMoved() // retried after the gap: a full disk may clear
+		}
+		gap.Reset(ackPersistEvery)
 	}
 }
 
-// persist writes the acknowledged position if it moved. Called by the
-// persist goroutine, and by Close after it stopped.
-func (o *Outbox) persist() {
+func (o *Outbox) signalMoved() {
+	select {
+	case o.moved <- struct{}{}:
+	default:
+	}
+}
+
+func (o *Outbox) signalUrgent() {
+	select {
+	case o.urgent <- struct{}{}:
+	default:
+	}
+}
+
+// persist writes the acknowledged position if it moved; false when the
+// write failed (counted, logged at a bounded rate). Called by the persist
+// goroutine, and by Close after it stopped.
+func (o *Outbox) persist() bool {
 	o.mu.Lock()
 	d := o.done
 	if d == o.persisted {
 		o.mu.Unlock()
-		return
+		return true
 	}
 	o.mu.Unlock()
 	if _, err := o.ckpts.Write(d, []byte{ackFileVersion}); err != nil {
 		if o.ackWriteErrors.Add(1) == 1 || o.ackWriteErrors.Load()%100 == 0 {
 			o.logger.Error("persist acknowledged position", "index", d, "err", err)
 		}
-		return
+		return false
 	}
+	o.ackWrites.Add(1)
 	o.mu.Lock()
 	if d > o.persisted {
 		o.persisted = d
@@ -418,6 +457,7 @@ func (o *Outbox) persist() {
 	o.releaseLocked()
 	o.mu.Unlock()
 	o.signalSpace()
+	return true
 }
 
 // ackFileVersion is the payload of the ack file (FORMAT.md): the position
@@ -450,6 +490,19 @@ func (o *Outbox) Last() (rec Record, ok bool, err error) {
 	return rec, true, nil
 }
 
+// Health reports whether the outbox accepts appends: false, with the
+// error, from a failed write of its log (a full disk) until an append is
+// written again. A failed append stores nothing and may be retried: the
+// log cuts itself back to what it acknowledged and reopens (wal.Log), so
+// the outbox works again once space returns. Safe for concurrent use.
+func (o *Outbox) Health() (ok bool, reason string) {
+	ok, reason = o.log.Health()
+	if !ok {
+		reason = "outbox " + o.kind + ": " + reason
+	}
+	return ok, reason
+}
+
 // Stats returns a snapshot. Safe for concurrent use; it may read one entry
 // from disk (for OldestUnsentAge).
 func (o *Outbox) Stats() OutboxStats {
@@ -462,8 +515,9 @@ func (o *Outbox) Stats() OutboxStats {
 		Bytes: ws.DiskBytes, MaxBytes: o.maxBytes,
 		Appended: o.appended.Load(), Acked: o.acked.Load(), Dropped: o.dropped.Load(),
 		Undeliverable: o.undeliverable.Load(), Invalid: o.invalid.Load(),
-		BlockedAppends: o.blocked.Load(), AckWriteErrors: o.ackWriteErrors.Load(),
+		BlockedAppends: o.blocked.Load(), AckWrites: o.ackWrites.Load(), AckWriteErrors: o.ackWriteErrors.Load(),
 		FirstIndex: ws.FirstIndex, LastIndex: ws.LastIndex, AckedIndex: done,
+		Failing: ws.Failing,
 	}
 	if ws.LastIndex > done {
 		s.Depth = ws.LastIndex - done
@@ -533,9 +587,6 @@ func (o *Outbox) markDone(index uint64) {
 	}
 	o.mu.Unlock()
 	if moved {
-		select {
-		case o.moved <- struct{}{}:
-		default:
-		}
+		o.signalMoved()
 	}
 }

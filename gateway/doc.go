@@ -38,8 +38,12 @@
 // checkpoint, the outboxes and the WAL are flushed and closed.
 //
 // The whole shutdown runs under context.WithoutCancel within
-// gateway.shutdown_timeout; past it Run returns an error saying so. Run
-// returns only after the goroutines it started have exited.
+// gateway.shutdown_timeout; past it Run returns an error saying so. The
+// HTTP stage is bounded on its own: requests in flight get a quarter of the
+// timeout (at most 3s) to finish, then the connections left are closed, so
+// one stalled client (headers sent, body never) cannot starve the final
+// checkpoint and the closing of the outboxes and the WAL. Run returns only
+// after the goroutines it started have exited.
 //
 // While it runs, Run also sets the Go runtime's soft memory limit:
 // gateway.memory_limit, or by default one that follows the live heap

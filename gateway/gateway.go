@@ -19,6 +19,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/runnel-iot/runnel/forward"
@@ -145,6 +146,10 @@ func (g *Gateway) Run(ctx context.Context) error {
 		g.startHTTP, g.startMQTT, g.startUDP, // sources
 	} {
 		if err := start(ctx, &grp); err != nil {
+			if errors.Is(err, errStartCancelled) {
+				g.logger.Info("gateway stopped while waiting for storage")
+				return grp.abort(ctx, timeout, nil)
+			}
 			return grp.abort(ctx, timeout, err)
 		}
 	}
@@ -165,16 +170,25 @@ func (g *Gateway) Run(ctx context.Context) error {
 	return err
 }
 
-// startWAL opens the readings WAL under the data dir.
-func (g *Gateway) startWAL(_ context.Context, grp *group) error {
+// startWAL opens the readings WAL under the data dir, waiting while the
+// disk is full (holdOnStorage).
+func (g *Gateway) startWAL(ctx context.Context, grp *group) error {
 	dataDir := g.cfg.Gateway.DataDir
-	if err := os.MkdirAll(dataDir, 0o750); err != nil {
-		return fmt.Errorf("create data dir %s: %w", dataDir, unwrapPath(err))
-	}
 	dir := filepath.Join(dataDir, "wal")
-	log, err := wal.Open(dir, g.cfg.WAL, g.logger.With("component", "wal"))
+	var log *wal.Log
+	err := g.holdOnStorage(ctx, "wal", func() error {
+		if err := os.MkdirAll(dataDir, 0o750); err != nil {
+			return fmt.Errorf("create data dir %s: %w", dataDir, unwrapPath(err))
+		}
+		l, err := wal.Open(dir, g.cfg.WAL, g.logger.With("component", "wal"))
+		if err != nil {
+			return fmt.Errorf("open wal %s: %w", dir, err)
+		}
+		log = l
+		return nil
+	})
 	if err != nil {
-		return fmt.Errorf("open wal %s: %w", dir, err)
+		return err
 	}
 	g.wal = log
 	g.walOpen.Store(true)
@@ -186,11 +200,19 @@ func (g *Gateway) startWAL(_ context.Context, grp *group) error {
 }
 
 // startDeadLetters opens the dead-letter log of rejected payloads.
-func (g *Gateway) startDeadLetters(_ context.Context, grp *group) error {
+func (g *Gateway) startDeadLetters(ctx context.Context, grp *group) error {
 	dir := filepath.Join(g.cfg.Gateway.DataDir, "deadletters")
-	dl, err := ingest.OpenDeadLetters(dir, g.cfg.DeadLetters, g.logger.With("component", "deadletters"))
+	var dl *ingest.DeadLetters
+	err := g.holdOnStorage(ctx, "dead-letter log", func() error {
+		d, err := ingest.OpenDeadLetters(dir, g.cfg.DeadLetters, g.logger.With("component", "deadletters"))
+		if err != nil {
+			return fmt.Errorf("open dead-letter log %s: %w", dir, err)
+		}
+		dl = d
+		return nil
+	})
 	if err != nil {
-		return fmt.Errorf("open dead-letter log %s: %w", dir, err)
+		return err
 	}
 	g.deadLetters = dl
 	grp.add(actor{name: "dead letters", stop: func(ctx context.Context) error { return closeWithin(ctx, dl.Close) }})
@@ -299,17 +321,29 @@ func (g *Gateway) startHTTP(ctx context.Context, grp *group) error {
 		stop: func(ctx context.Context) error {
 			g.httpUp.Store(false)
 			// Shutdown closes the listener, then waits for requests in
-			// flight; past the deadline, Close cuts them off.
-			err := g.srv.Shutdown(ctx)
-			if err != nil {
+			// flight, but only for its own stage: one stalled client (a
+			// body that never comes) must not eat the deadline the
+			// checkpoint, the outboxes and the WAL need after it. Past the
+			// drain, Close cuts off what is left; a request cut off was
+			// never acknowledged, so nothing acknowledged is lost.
+			dctx, cancel := context.WithTimeout(ctx, httpDrain(g.cfg.Gateway.ShutdownTimeout))
+			defer cancel()
+			if err := g.srv.Shutdown(dctx); err != nil {
+				g.logger.Warn("http requests still open after the drain; closing them", "drain", httpDrain(g.cfg.Gateway.ShutdownTimeout).String())
 				_ = g.srv.Close() // its error repeats Shutdown's
 			}
 			_ = ln.Close() // in case Serve never ran; already closed otherwise
-			return err
+			return nil
 		},
 	})
 	return nil
 }
+
+// httpDrain is how long a shutdown waits for HTTP requests in flight: a
+// quarter of gateway.shutdown_timeout, at most 3s. Acknowledged writes
+// finish within it (they wait for one group commit); what is still open
+// then is a stalled or slow client, cut off.
+func httpDrain(timeout time.Duration) time.Duration { return min(3*time.Second, timeout/4) }
 
 func (g *Gateway) handleHealthz(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -340,6 +374,9 @@ func (g *Gateway) readiness() readiness {
 	case g.stream != nil && !g.stream.replayed.Load():
 		return readiness{Reason: fmt.Sprintf("replaying the wal up to index %d", g.stream.replayTarget.Load())}
 	}
+	if reason := g.storageHeld(); reason != "" {
+		return readiness{Reason: reason}
+	}
 	r := readiness{Ready: true}
 	if g.forwarder != nil {
 		st := g.forwarder.Status()
@@ -355,6 +392,36 @@ func (g *Gateway) readiness() readiness {
 	return r
 }
 
+// healthReporter is a stage a storage error can hold: the WAL and the
+// outboxes (a failed write, until one succeeds again), and the stream
+// (an outbox append, checkpoint write or WAL read failing and retried).
+type healthReporter interface {
+	Health() (ok bool, reason string)
+}
+
+// storageHeld returns why a stage cannot accept or move on because of a
+// storage error, or "". The stream is asked when it reports its health
+// (the pipeline's stream does); acknowledged writes wait meanwhile, so a
+// load balancer should send them elsewhere.
+func (g *Gateway) storageHeld() string {
+	if g.wal != nil {
+		if ok, reason := g.wal.Health(); !ok {
+			return "wal cannot accept appends: " + reason
+		}
+	}
+	for _, box := range g.outboxes {
+		if ok, reason := box.Health(); !ok {
+			return "cannot store outputs: " + reason
+		}
+	}
+	if h, ok := any(g.stream).(healthReporter); ok && g.stream != nil {
+		if ok, reason := h.Health(); !ok {
+			return "stream held: " + reason
+		}
+	}
+	return ""
+}
+
 func (g *Gateway) handleReadyz(w http.ResponseWriter, _ *http.Request) {
 	r := g.readiness()
 	w.Header().Set("Content-Type", "application/json")
@@ -362,6 +429,45 @@ func (g *Gateway) handleReadyz(w http.ResponseWriter, _ *http.Request) {
 		w.WriteHeader(http.StatusServiceUnavailable)
 	}
 	_ = json.NewEncoder(w).Encode(r)
+}
+
+// errStartCancelled is returned by a start that was waiting for storage
+// when Run's ctx ended: a clean stop, not a failure.
+var errStartCancelled = errors.New("start cancelled while waiting for storage")
+
+// holdOnStorage runs open until it succeeds or fails for a reason other
+// than a full disk (ENOSPC, EDQUOT): a full disk is retried with backoff
+// (100ms doubling to 5s), logged at most every 30s, until ctx ends
+// (errStartCancelled). A gateway restarted on a full disk (or out of
+// inodes) thus starts and waits for space instead of exiting, which under
+// a supervisor is a crash loop; other errors (permissions, a path that is
+// a file) are configuration errors and fail the start at once.
+func (g *Gateway) holdOnStorage(ctx context.Context, what string, open func() error) error {
+	delay := 100 * time.Millisecond
+	var logged time.Time
+	for {
+		err := open()
+		if err == nil || !isDiskFull(err) {
+			return err
+		}
+		if time.Since(logged) >= 30*time.Second {
+			logged = time.Now()
+			g.logger.Error("cannot start on a full disk; waiting for space", "stage", what, "err", err, "retry_in", delay.String())
+		}
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return errStartCancelled
+		case <-t.C:
+		}
+		delay = min(2*delay, 5*time.Second)
+	}
+}
+
+// isDiskFull reports a storage error that space freed later cures.
+func isDiskFull(err error) bool {
+	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)
 }
 
 // closeWithin calls close and waits for it until ctx ends. A close still

@@ -112,6 +112,11 @@ func (g *Gateway) writeMetrics(p promWriter) {
 		ready = 1
 	}
 	p.gauge("runnel_ready", "1 when /readyz answers 200.", one(ready))
+	held := 0.0
+	if g.storageHeld() != "" {
+		held = 1
+	}
+	p.gauge("runnel_storage_held", "1 while a storage error holds the gateway (the WAL or an outbox cannot write, or the stream retries a storage error); /readyz says which.", one(held))
 	g.writeIngestMetrics(p)
 	g.writeWALMetrics(p)
 	g.writeWindowsMetrics(p)
@@ -138,7 +143,7 @@ func (g *Gateway) writeForwardMetrics(p promWriter) {
 	if len(g.outboxes) == 0 {
 		return
 	}
-	var depth, bytes, age, appended, acked, dropped []sample
+	var depth, bytes, age, appended, acked, dropped, failing []sample
 	for _, box := range g.outboxes {
 		st := box.Stats()
 		l := fmt.Sprintf("kind=%q", st.Kind)
@@ -148,6 +153,7 @@ func (g *Gateway) writeForwardMetrics(p promWriter) {
 		appended = append(appended, sample{l, float64(st.Appended)})
 		acked = append(acked, sample{l, float64(st.Acked)})
 		dropped = append(dropped, sample{l, float64(st.Dropped)})
+		failing = append(failing, sample{l, b2f(st.Failing)})
 	}
 	p.gauge("runnel_forward_outbox_depth", "Records in the outbox not yet acknowledged by Kafka.", depth...)
 	p.gauge("runnel_forward_outbox_bytes", "Outbox disk use.", bytes...)
@@ -155,6 +161,7 @@ func (g *Gateway) writeForwardMetrics(p promWriter) {
 	p.counter("runnel_forward_appended_total", "Records made durable in the outbox.", appended...)
 	p.counter("runnel_forward_acked_total", "Records Kafka acknowledged.", acked...)
 	p.counter("runnel_forward_dropped_total", "Unsent records dropped by a full outbox (drop_oldest).", dropped...)
+	p.gauge("runnel_forward_outbox_failing", "1 while the outbox cannot accept appends: its last write failed (full disk) and none succeeded since.", failing...)
 	enabled := 0.0
 	if g.forwarder != nil {
 		enabled = 1
@@ -171,6 +178,8 @@ func (g *Gateway) writeForwardMetrics(p promWriter) {
 	p.gauge("runnel_forward_up", "1 when the last delivery or probe reached Kafka.", one(up))
 	p.counter("runnel_forward_sent_total", "Records handed to the producer, resends included.", one(float64(st.Sent)))
 	p.counter("runnel_forward_retries_total", "Delivery attempts after a failed one.", one(float64(st.Retries)))
+	p.counter("runnel_forward_probes_total", "Uplink probes (a metadata request once Kafka was not heard from for 3s).", one(float64(st.Probes)))
+	p.counter("runnel_forward_probe_failures_total", "Uplink probes that failed or got no answer within 5s (uplink reported down).", one(float64(st.ProbeFailures)))
 	var errs []sample
 	for k, n := range st.Errors {
 		errs = append(errs, sample{fmt.Sprintf("kind=%q", k), float64(n)})
@@ -254,6 +263,7 @@ func (g *Gateway) writeWALMetrics(p promWriter) {
 	p.counter("runnel_wal_records_total", "Acknowledged records.", each(func(s wal.Stats) float64 { return float64(s.Records) })...)
 	p.counter("runnel_wal_bytes_total", "Acknowledged payload bytes.", each(func(s wal.Stats) float64 { return float64(s.Bytes) })...)
 	p.counter("runnel_wal_groups_total", "Group commits (one write each).", each(func(s wal.Stats) float64 { return float64(s.Groups) })...)
+	p.gauge("runnel_wal_failing", "1 while the log cannot accept appends: its last write or fsync failed (full disk, I/O error) and none succeeded since.", each(func(s wal.Stats) float64 { return b2f(s.Failing) })...)
 	p.counter("runnel_wal_write_errors_total", "Failed group writes or fsyncs (nothing of them acknowledged).", each(func(s wal.Stats) float64 { return float64(s.WriteErrors) })...)
 	p.counter("runnel_wal_recoveries_total", "Close-repair-reopen cycles after a failure.", each(func(s wal.Stats) float64 { return float64(s.Recoveries) })...)
 	p.counter("runnel_wal_repairs_total", "Repairs that changed the files (torn tails cut, damaged segments rewritten).", each(func(s wal.Stats) float64 { return float64(s.Repairs) })...)
@@ -303,4 +313,11 @@ func (g *Gateway) writeWindowsMetrics(p promWriter) {
 	p.gauge("runnel_checkpoint_age_seconds", "Seconds since the last checkpoint written by this process (-1: none yet).", one(age))
 	p.gauge("runnel_checkpoint_duration_seconds", "Time the last checkpoint took.", one(time.Duration(s.ckptNs.Load()).Seconds()))
 	p.gauge("runnel_checkpoint_bytes", "Size of the last checkpoint.", one(float64(s.ckptBytes.Load())))
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
 }

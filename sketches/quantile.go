@@ -365,8 +365,14 @@ func (q *Quantile) SizeBytes() int { return int(unsafe.Sizeof(*q)) }
 // number of non-zero bins, and per non-zero bin the uvarint gap from the
 // previous one and its uvarint count. Float fields are little-endian.
 func (q *Quantile) MarshalBinary() ([]byte, error) {
+	return q.AppendBinary(make([]byte, 0, 64))
+}
+
+// AppendBinary appends the MarshalBinary encoding to b
+// (encoding.BinaryAppender): a caller encoding many sketches reuses one
+// buffer instead of allocating one per sketch.
+func (q *Quantile) AppendBinary(b []byte) ([]byte, error) {
 	q.init()
-	b := make([]byte, 0, 64)
 	b = append(b, formatVersion, kindQuantile)
 	b = binary.AppendUvarint(b, QuantileBins)
 	b = appendF64(b, q.alpha)

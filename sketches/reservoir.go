@@ -253,7 +253,12 @@ func (r *Reservoir) SizeBytes() int {
 // time; once full, W as 8 float64 bits and uvarint next index; last the 20
 // bytes of PCG state.
 func (r *Reservoir) MarshalBinary() ([]byte, error) {
-	b := make([]byte, 0, 32+16*len(r.samples)+pcgStateLen)
+	return r.AppendBinary(make([]byte, 0, 32+16*len(r.samples)+pcgStateLen))
+}
+
+// AppendBinary appends the MarshalBinary encoding to b
+// (encoding.BinaryAppender), without allocating when b has room.
+func (r *Reservoir) AppendBinary(b []byte) ([]byte, error) {
 	b = append(b, formatVersion, kindReservoir)
 	b = binary.AppendUvarint(b, uint64(r.k))
 	b = binary.AppendUvarint(b, r.n)
@@ -266,11 +271,11 @@ func (r *Reservoir) MarshalBinary() ([]byte, error) {
 		b = appendF64(b, r.w)
 		b = binary.AppendUvarint(b, r.next)
 	}
-	st, err := r.src.MarshalBinary()
+	b, err := r.src.AppendBinary(b)
 	if err != nil {
 		return nil, fmt.Errorf("marshal reservoir: %w", err)
 	}
-	return append(b, st...), nil
+	return b, nil
 }
 
 // UnmarshalBinary decodes an encoding from MarshalBinary. Into a reservoir

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 	"sort"
@@ -88,32 +89,122 @@ func (c *Checkpoints) list() ([]uint64, error) {
 // file, fsync, rename, fsync of the directory), then removes all but the
 // newest two. It returns the index of the older kept checkpoint (the log
 // may be truncated before it), or index itself when it is the only one.
+//
+// A failed write (a full disk) returns the error and leaves the kept
+// checkpoints as they were, with no temp file behind: the caller retries
+// later. data is written as is, not copied.
 func (c *Checkpoints) Write(index uint64, data []byte) (oldestKept uint64, err error) {
-	buf := make([]byte, checkpointHeader, checkpointHeader+len(data))
-	copy(buf, checkpointMagic)
-	buf[4] = checkpointVersion
-	binary.LittleEndian.PutUint64(buf[5:13], index)
-	binary.LittleEndian.PutUint32(buf[13:17], uint32(len(data)))
-	crc := crc32.Update(0, castagnoli, buf[4:17])
+	hdr := checkpointHead(index, uint32(len(data)))
+	crc := crc32.Update(0, castagnoli, hdr[4:17])
 	crc = crc32.Update(crc, castagnoli, data)
-	binary.LittleEndian.PutUint32(buf[17:21], crc)
-	buf = append(buf, data...)
+	binary.LittleEndian.PutUint32(hdr[17:21], crc)
+	w, err := c.Create(index)
+	if err != nil {
+		return 0, err
+	}
+	if _, err := w.Write(data); err != nil {
+		w.Abort()
+		return 0, err
+	}
+	if _, err := w.f.WriteAt(hdr[:], 0); err != nil {
+		w.Abort()
+		return 0, fmt.Errorf("write checkpoint %d: %w", index, err)
+	}
+	w.crcDone = true
+	return w.Commit()
+}
+
+func checkpointHead(index uint64, n uint32) [checkpointHeader]byte {
+	var hdr [checkpointHeader]byte
+	copy(hdr[:], checkpointMagic)
+	hdr[4] = checkpointVersion
+	binary.LittleEndian.PutUint64(hdr[5:13], index)
+	binary.LittleEndian.PutUint32(hdr[13:17], n)
+	return hdr
+}
+
+// CheckpointWriter writes one checkpoint whose data is produced in pieces
+// (a windows checkpoint streamed while the stream goes on): Create, Write
+// the data, then Commit (or Abort). The file is the same as Write makes
+// (FORMAT.md): its header, which holds the data's length and checksum, is
+// filled in at Commit.
+type CheckpointWriter struct {
+	c       *Checkpoints
+	index   uint64
+	path    string
+	f       *os.File
+	n       int64
+	err     error
+	crcDone bool // Write filled in the header itself
+}
+
+// Create starts the checkpoint covering index in a temp file. The
+// checkpoint replaces nothing until Commit.
+func (c *Checkpoints) Create(index uint64) (*CheckpointWriter, error) {
 	path := filepath.Join(c.dir, checkpointName(index))
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, buf, 0o640); err != nil {
-		os.Remove(tmp)
-		return 0, fmt.Errorf("write checkpoint %d: %w", index, err)
+	f, err := os.OpenFile(path+".tmp", os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o640)
+	if err != nil {
+		return nil, fmt.Errorf("write checkpoint %d: %w", index, err)
 	}
-	if err := syncFile(tmp); err != nil {
-		os.Remove(tmp)
-		return 0, fmt.Errorf("write checkpoint %d: %w", index, err)
+	w := &CheckpointWriter{c: c, index: index, path: path, f: f}
+	var hdr [checkpointHeader]byte // filled in at Commit
+	if _, err := f.Write(hdr[:]); err != nil {
+		w.Abort()
+		return nil, fmt.Errorf("write checkpoint %d: %w", index, err)
 	}
-	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
-		return 0, fmt.Errorf("write checkpoint %d: %w", index, err)
+	return w, nil
+}
+
+// Write appends p to the checkpoint's data. After an error every later
+// Write and Commit fail with it (the checkpoint is abandoned, the kept
+// ones stand). It does not sync: Commit does.
+func (w *CheckpointWriter) Write(p []byte) (int, error) {
+	if w.err != nil {
+		return 0, w.err
 	}
+	n, err := w.f.Write(p)
+	w.n += int64(n)
+	if err == nil && w.n > math.MaxUint32 {
+		err = errors.New("checkpoint larger than 4 GiB")
+	}
+	if err != nil {
+		w.err = fmt.Errorf("write checkpoint %d: %w", w.index, err)
+		return n, w.err
+	}
+	return n, nil
+}
+
+// Commit fills in the header (reading the data back for its checksum),
+// fsyncs the file, renames it into place, fsyncs the directory and removes
+// all but the newest two checkpoints; see Checkpoints.Write for the result.
+// It blocks for two fsyncs of the whole file: call it off any hot path. On
+// error nothing of the checkpoint is left and the kept ones stand.
+func (w *CheckpointWriter) Commit() (oldestKept uint64, err error) {
+	if w.err != nil {
+		w.Abort()
+		return 0, w.err
+	}
+	if !w.crcDone {
+		if err := w.fillHead(); err != nil {
+			w.Abort()
+			return 0, fmt.Errorf("write checkpoint %d: %w", w.index, err)
+		}
+	}
+	err = w.f.Sync()
+	if cerr := w.f.Close(); err == nil {
+		err = cerr
+	}
+	w.f = nil
+	if err == nil {
+		err = os.Rename(w.path+".tmp", w.path)
+	}
+	if err != nil {
+		w.Abort()
+		return 0, fmt.Errorf("write checkpoint %d: %w", w.index, err)
+	}
+	c := w.c
 	if err := syncDir(c.dir); err != nil {
-		return 0, fmt.Errorf("write checkpoint %d: %w", index, err)
+		return 0, fmt.Errorf("write checkpoint %d: %w", w.index, err)
 	}
 	idx, err := c.list()
 	if err != nil {
@@ -125,19 +216,38 @@ func (c *Checkpoints) Write(index uint64, data []byte) (oldestKept uint64, err e
 	if len(idx) >= checkpointsKept {
 		return idx[checkpointsKept-1], nil
 	}
-	return index, nil
+	return w.index, nil
 }
 
-func syncFile(path string) error {
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
-	if err != nil {
-		return err
+// fillHead computes the checksum over the header and the data as written
+// and writes the header.
+func (w *CheckpointWriter) fillHead() error {
+	hdr := checkpointHead(w.index, uint32(w.n))
+	crc := crc32.Update(0, castagnoli, hdr[4:17])
+	buf := make([]byte, 256<<10)
+	for off := int64(0); off < w.n; {
+		k, err := w.f.ReadAt(buf[:min(int64(len(buf)), w.n-off)], checkpointHeader+off)
+		crc = crc32.Update(crc, castagnoli, buf[:k])
+		off += int64(k)
+		if err != nil && off < w.n {
+			return err
+		}
 	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
+	binary.LittleEndian.PutUint32(hdr[17:21], crc)
+	_, err := w.f.WriteAt(hdr[:], 0)
+	return err
+}
+
+// Abort abandons the checkpoint and removes its temp file. Idempotent.
+func (w *CheckpointWriter) Abort() {
+	if w.f != nil {
+		w.f.Close()
+		w.f = nil
 	}
-	return f.Close()
+	os.Remove(w.path + ".tmp")
+	if w.err == nil {
+		w.err = fmt.Errorf("write checkpoint %d: aborted", w.index)
+	}
 }
 
 // Load returns the newest checkpoint that verifies: its index and data. A

@@ -3,6 +3,7 @@ package wal
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -360,4 +361,32 @@ func TestBestEffortAppendsDoNotForceFsync(t *testing.T) {
 		}
 	}
 	waitFor(t, func() bool { return l.SyncedIndex() == last+10 }, "backstop fsync of best-effort records")
+}
+
+// TestHealthAfterFailure: Health says the log cannot accept, with the
+// error, from a failed write until a later append is written again.
+func TestHealthAfterFailure(t *testing.T) {
+	var fail atomic.Bool
+	l, _, _ := openFault(t, t.TempDir(), testConfig(SyncBatch), faultOpts{failWrite: func(int64) bool { return fail.Load() }})
+	defer l.Close()
+	if ok, reason := l.Health(); !ok {
+		t.Fatalf("fresh log: Health = false %q", reason)
+	}
+	fail.Store(true)
+	if _, _, err := l.Append(context.Background(), [][]byte{payload(1, 1)}); !errors.Is(err, errInjected) {
+		t.Fatalf("append = %v, want the injected error", err)
+	}
+	if ok, reason := l.Health(); ok || !strings.HasPrefix(reason, "write failed: ") || !strings.HasSuffix(reason, errInjected.Error()) {
+		t.Errorf("after a failed write: Health = %v %q", ok, reason)
+	}
+	if !l.Stats().Failing {
+		t.Error("Stats.Failing false after a failed write")
+	}
+	fail.Store(false)
+	if _, _, err := l.Append(context.Background(), [][]byte{payload(1, 2)}); err != nil {
+		t.Fatal(err)
+	}
+	if ok, reason := l.Health(); !ok || l.Stats().Failing {
+		t.Errorf("after a successful append: Health = false %q", reason)
+	}
 }

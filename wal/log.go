@@ -98,6 +98,9 @@ type Log struct {
 	// yet): where a follower is.
 	readNext atomic.Uint64
 	stats    stats
+	// failure is the error of the last failed group write, sync or
+	// recovery; nil once a later group was written (Health).
+	failure atomic.Pointer[string]
 
 	closeOnce sync.Once
 	closeErr  error
@@ -620,6 +623,7 @@ func (l *Log) acknowledge(reqs []*request) {
 		bytes += uint64(r.n)
 	}
 	l.durable.Store(reqs[len(reqs)-1].last)
+	l.failure.Store(nil)
 	l.stats.appends.Add(uint64(len(reqs)))
 	l.stats.records.Add(recs)
 	l.stats.bytes.Add(bytes)
@@ -633,6 +637,18 @@ func (l *Log) acknowledge(reqs []*request) {
 	}
 }
 
+// Health reports whether the log accepts appends: false, with the error,
+// from a failed group write or sync (a full disk, an I/O error) until a
+// later group is written again. The log retries on every append (see
+// Append), so Health turns true once space returns and someone appends.
+// Safe for concurrent use.
+func (l *Log) Health() (ok bool, reason string) {
+	if p := l.failure.Load(); p != nil {
+		return false, *p
+	}
+	return true, ""
+}
+
 // Notify returns a channel that receives a value (coalesced: one for any
 // number of appends) after records were acknowledged, so one reader can
 // follow the log: drain a Reader, then wait on Notify. For one consumer.
@@ -643,12 +659,16 @@ func (l *Log) Notify() <-chan struct{} { return l.notify }
 // tidwall/wal's memory no longer matches its files.
 func (l *Log) fail(reqs []*request, err error) {
 	l.stats.writeErrors.Add(1)
+	msg := "write failed: " + err.Error()
+	l.failure.Store(&msg)
 	l.logger.Error("wal write failed; records not acknowledged", "err", err, "appends", len(reqs))
 	for _, r := range reqs {
 		r.done(0, 0, err)
 		recycle(r)
 	}
 	if rerr := l.recover(); rerr != nil {
+		msg := msg + "; " + rerr.Error()
+		l.failure.Store(&msg)
 		l.logger.Error("wal recovery failed; appends fail until it succeeds", "err", rerr)
 	}
 }

@@ -64,6 +64,7 @@ type Stats struct {
 	Holes           uint64   // records replaced by holes when a damaged segment was rewritten
 	CorruptRecords  uint64   // records readers skipped because they failed verification
 	RemovedSegments uint64   // segments removed by retention
+	Failing         bool     // the last group write or sync failed, none succeeded since (Health)
 	Segments        int      // segment files now
 	DiskBytes       int64    // bytes in segment files now
 	FirstIndex      uint64
@@ -80,7 +81,7 @@ func (l *Log) Stats() Stats {
 		WriteErrors: s.writeErrors.Load(), Recoveries: s.recoveries.Load(),
 		Repairs: s.repairs.Load(), CutBytes: s.cutBytes.Load(), Holes: s.holes.Load(),
 		CorruptRecords: s.corrupt.Load(), RemovedSegments: s.removedSegments.Load(),
-		LastIndex: l.durable.Load(),
+		LastIndex: l.durable.Load(), Failing: l.failure.Load() != nil,
 	}
 	out.FsyncHist = make([]uint64, len(s.fsyncHist))
 	for i := range s.fsyncHist {

@@ -2,6 +2,9 @@ package windows
 
 import (
 	"fmt"
+	"io"
+	"runtime"
+	"slices"
 	"testing"
 	"time"
 
@@ -133,4 +136,116 @@ func BenchmarkCheckpoint(b *testing.B) {
 	if err := fresh.UnmarshalBinary(data); err != nil {
 		b.Fatal(err)
 	}
+}
+
+// BenchmarkCheckpointStreamed checkpoints 10,000 pairs the way the stream
+// does: BeginCheckpoint, then one Next of 256 KiB after each applied batch
+// (every pair touched in turn, so most series are saved before a change) until the end. It reports the longest time the stream
+// goroutine spent in one call (Begin, Next, or an Apply that saved series
+// first: the stall windows and alerts see), the bytes those checkpoint
+// calls allocated and the checkpoint's size.
+func BenchmarkCheckpointStreamed(b *testing.B) {
+	// A batch is one WAL record: an HTTP write or an MQTT message of a
+	// gateway or bridge (50 readings), or a large one (500 readings over
+	// 250 series): the save-before-change work of one Apply grows with
+	// the series it touches.
+	for _, n := range []int{50, 500} {
+		b.Run(fmt.Sprintf("batch=%d", n), func(b *testing.B) { benchCheckpointStreamed(b, n) })
+	}
+}
+
+func benchCheckpointStreamed(b *testing.B, batchN int) {
+	series, fields := benchKeys()
+	e := mustNew(b, benchConfig())
+	batch := wal.Batch{}
+	idx := uint64(0)
+	for round := range int64(30) {
+		batch.Readings = batch.Readings[:0]
+		for k := range benchPairs {
+			batch.Readings = append(batch.Readings, wal.Reading{Series: series[k/2], Field: fields[k%2], Value: float64(k % 97), TimeNs: round * sec})
+		}
+		batch.IngestNs = round * sec
+		idx++
+		e.Apply(idx, &batch, nil)
+	}
+	small := wal.Batch{Readings: make([]wal.Reading, batchN)}
+	pos := 0
+	round := int64(30)
+	nextBatch := func() {
+		for j := range small.Readings {
+			k := pos % benchPairs
+			if k == 0 && pos > 0 {
+				round++
+			}
+			small.Readings[j] = wal.Reading{Series: series[k/2], Field: fields[k%2], Value: float64(k % 89), TimeNs: round * sec}
+			pos++
+		}
+		small.IngestNs = round * sec
+		idx++
+	}
+	var out []Emission
+	var maxBegin, maxApply, maxNext, maxBase time.Duration
+	var ckptAlloc, baseAlloc uint64
+	var calls []time.Duration // every call on the stream goroutine during a checkpoint
+	var size int64
+	var ms runtime.MemStats
+	timed := func(f func()) (time.Duration, uint64) {
+		runtime.ReadMemStats(&ms)
+		a := ms.TotalAlloc
+		t := time.Now()
+		f()
+		d := time.Since(t)
+		runtime.ReadMemStats(&ms)
+		return d, ms.TotalAlloc - a
+	}
+	apply := func() { out = e.Apply(idx, &small, out[:0]) }
+	b.ResetTimer()
+	for range b.N {
+		var ck *Checkpoint
+		d, a := timed(func() {
+			var err error
+			if ck, err = e.BeginCheckpoint(); err != nil {
+				b.Fatal(err)
+			}
+		})
+		maxBegin, ckptAlloc = max(maxBegin, d), ckptAlloc+a
+		batches := 0
+		for {
+			nextBatch()
+			d, a := timed(apply) // saves the series it changes first
+			maxApply, ckptAlloc = max(maxApply, d), ckptAlloc+a
+			calls = append(calls, d)
+			batches++
+			var err error
+			d, a = timed(func() { _, err = ck.Next(256 << 10) })
+			maxNext, ckptAlloc = max(maxNext, d), ckptAlloc+a
+			calls = append(calls, d)
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				b.Fatal(err)
+			}
+		}
+		size = ck.Size()
+		// The same number of batches with no checkpoint running: what
+		// Apply allocates and takes by itself (closed windows' summaries).
+		for range batches {
+			nextBatch()
+			d, a := timed(apply)
+			maxBase, baseAlloc = max(maxBase, d), baseAlloc+a
+		}
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(max(maxBegin, maxApply, maxNext))/1e6, "max-stall-ms")
+	b.ReportMetric(float64(maxBegin)/1e6, "max-begin-ms")
+	// On a shared machine the maximum catches preemption; the 99th
+	// percentile shows the work itself.
+	slices.Sort(calls)
+	b.ReportMetric(float64(calls[len(calls)*99/100])/1e6, "p99-call-ms")
+	b.ReportMetric(float64(maxApply)/1e6, "max-apply-ms")
+	b.ReportMetric(float64(maxBase)/1e6, "max-apply-no-ckpt-ms")
+	b.ReportMetric(float64(maxNext)/1e6, "max-next-ms")
+	b.ReportMetric(float64(int64(ckptAlloc)-int64(baseAlloc))/float64(b.N), "ckpt-alloc-B/op")
+	b.ReportMetric(float64(size), "bytes")
 }

@@ -27,7 +27,22 @@ func configFingerprint(c Config) uint64 {
 
 // enc and dec are the checkpoint's byte encoding (internal/binc), with
 // the engine's own records.
-type enc struct{ binc.Enc }
+type enc struct {
+	binc.Enc
+	scratch []byte // a sketch's encoding before its length is known; reused
+}
+
+// blob writes a sketch's encoding (length, bytes), appended through
+// scratch so that no sketch allocates a buffer of its own.
+func (w *enc) blob(appendTo func([]byte) ([]byte, error)) error {
+	b, err := appendTo(w.scratch[:0])
+	if err != nil {
+		return err
+	}
+	w.scratch = b
+	w.Bytes(b)
+	return nil
+}
 
 func (w *enc) agg(a *agg) {
 	w.U(a.count)
@@ -59,7 +74,31 @@ func (w *enc) rec(r *closedRec) {
 func (e *Engine) MarshalBinary() ([]byte, error) {
 	e.mu.RLock()
 	defer e.mu.RUnlock()
-	w := &enc{binc.Enc{B: make([]byte, 0, 1<<16)}}
+	// Sized from the last encoding: growing a slice of megabytes by
+	// append (1.25x a step) allocates about five times its final size.
+	hint := max(e.lastSize.Load()+e.lastSize.Load()/8, 1<<16)
+	w := &enc{Enc: binc.Enc{B: make([]byte, 0, hint)}}
+	ss := sortedValues(e.series, func(s *series) string { return s.key })
+	if err := e.marshalHead(w, len(ss)); err != nil {
+		return nil, err
+	}
+	for _, s := range ss {
+		if err := e.marshalSeries(w, s); err != nil {
+			return nil, err
+		}
+	}
+	if err := e.marshalGroups(w); err != nil {
+		return nil, err
+	}
+	w.B = binary.LittleEndian.AppendUint64(w.B, xxhash.Sum64(w.B))
+	e.lastSize.Store(int64(len(w.B)))
+	return w.B, nil
+}
+
+// marshalHead writes everything before the series: magic, version,
+// fingerprint, the engine's scalars and counters, the overflow HLL, the
+// devices, then the number of series that follow (n).
+func (e *Engine) marshalHead(w *enc, n int) error {
 	w.B = append(w.B, ckptMagic...)
 	w.B = append(w.B, ckptVersion)
 	w.B = binary.LittleEndian.AppendUint64(w.B, e.fingerprint)
@@ -75,7 +114,7 @@ func (e *Engine) MarshalBinary() ([]byte, error) {
 	w.U(uint64(len(e.winPool)))
 	hll, err := e.overflowHLL.MarshalBinary()
 	if err != nil {
-		return nil, fmt.Errorf("marshal windows: %w", err)
+		return fmt.Errorf("marshal windows: %w", err)
 	}
 	w.Bytes(hll)
 
@@ -112,14 +151,12 @@ func (e *Engine) MarshalBinary() ([]byte, error) {
 		}
 	}
 
-	ss := sortedValues(e.series, func(s *series) string { return s.key })
-	w.U(uint64(len(ss)))
-	for _, s := range ss {
-		if err := e.marshalSeries(w, s); err != nil {
-			return nil, err
-		}
-	}
+	w.U(uint64(n))
+	return nil
+}
 
+// marshalGroups writes the group windows, after the series.
+func (e *Engine) marshalGroups(w *enc) error {
 	for _, g := range e.groups {
 		w.U(uint64(len(g.hllPool)))
 		w.U(uint64(len(g.topkPool)))
@@ -127,12 +164,11 @@ func (e *Engine) MarshalBinary() ([]byte, error) {
 		w.U(uint64(len(keys)))
 		for _, gk := range keys {
 			if err := marshalGroupKey(w, gk); err != nil {
-				return nil, err
+				return err
 			}
 		}
 	}
-	w.B = binary.LittleEndian.AppendUint64(w.B, xxhash.Sum64(w.B))
-	return w.B, nil
+	return nil
 }
 
 func (e *Engine) counters() []*uint64 {
@@ -164,11 +200,9 @@ func (e *Engine) marshalSeries(w *enc, s *series) error {
 	for _, p := range s.pairs {
 		w.S(p.field)
 		w.I(p.bytes)
-		rb, err := p.res.MarshalBinary()
-		if err != nil {
+		if err := w.blob(p.res.AppendBinary); err != nil {
 			return fmt.Errorf("marshal series %q field %q: %w", s.key, p.field, err)
 		}
-		w.Bytes(rb)
 		for i := range e.specs {
 			ps := &p.specs[i]
 			if e.specs[i].kind == KindTumbling {
@@ -177,11 +211,9 @@ func (e *Engine) marshalSeries(w *enc, s *series) error {
 				for _, tw := range ps.wins {
 					w.I(tw.start)
 					w.agg(&tw.agg)
-					qb, err := tw.q.MarshalBinary()
-					if err != nil {
+					if err := w.blob(tw.q.AppendBinary); err != nil {
 						return fmt.Errorf("marshal series %q field %q: %w", s.key, p.field, err)
 					}
-					w.Bytes(qb)
 				}
 			} else {
 				w.I(ps.nextStart)
@@ -302,7 +334,7 @@ func (e *Engine) UnmarshalBinary(data []byte) error {
 	if sum := binary.LittleEndian.Uint64(data[len(data)-8:]); sum != xxhash.Sum64(body) {
 		return fmt.Errorf("%w: checksum mismatch", ErrCheckpoint)
 	}
-	if e.applied != 0 || len(e.series) != 1 {
+	if e.applied != 0 || len(e.series) != 1 || e.ckpt != nil {
 		return fmt.Errorf("%w: engine is not fresh", ErrCheckpoint)
 	}
 	fresh, err := New(e.cfg)

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/runnel-iot/runnel/sketches"
@@ -193,6 +194,16 @@ type Engine struct {
 
 	st Stats // counters only; gauges are filled by Stats()
 
+	// The checkpoint in progress (checkpoint_stream.go), the generation of
+	// the newest one begun, and buffers kept for the next one.
+	ckpt                        *Checkpoint
+	ckptGen                     uint64
+	ckptSeries                  []*series
+	ckptHead, ckptTail, ckptOut []byte
+	ckptSide, ckptSlabs         [][]byte     // slab list, and empty slabs kept
+	ckptEnc                     enc          // preserve's encoder
+	lastSize                    atomic.Int64 // of the last MarshalBinary: the next one's buffer
+
 	// Apply scratch.
 	out      []Emission
 	closingG []*groupWin
@@ -360,6 +371,8 @@ func (e *Engine) applyReading(r *wal.Reading) {
 	if s == nil {
 		s = e.newSeries(strings.Clone(r.Series), pk, d)
 		d = s.dev
+	} else {
+		e.preserve(s) // a checkpoint in progress encodes it first, as it was
 	}
 	if p == nil {
 		p = e.newPair(s, r.Field)
@@ -502,6 +515,7 @@ func (e *Engine) unpend(gw *groupWin) {
 // closeDue closes every window of d's series whose end the watermark wm
 // reached, emits them in order and recomputes d.nextEnd.
 func (e *Engine) closeDue(d *device, wm int64) {
+	e.preserveDevice(d)
 	mark := len(e.out)
 	next := int64(maxTime)
 	for _, s := range d.series {

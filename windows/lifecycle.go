@@ -14,7 +14,7 @@ func (e *Engine) newSeries(key string, pk parsedKey, d *device) *series {
 	if d == nil {
 		d = e.newDevice(strings.Clone(deviceOf(key, &pk)))
 	}
-	s := &series{key: key, meas: pk.meas, dev: d, lastEventNs: noTime}
+	s := &series{key: key, meas: pk.meas, dev: d, lastEventNs: noTime, ckptGen: e.ckptGen}
 	if len(e.groups) > 0 {
 		s.gattrs = make([]groupAttrs, len(e.groups))
 		s.gks = make([]*groupKey, len(e.groups))
@@ -122,6 +122,7 @@ func (e *Engine) idleSweep() {
 }
 
 func (e *Engine) goIdle(d *device) {
+	e.preserveDevice(d)
 	e.st.IdleCloses++
 	e.leaveGroups(d)
 	end := int64(noTime)
@@ -212,6 +213,7 @@ func (e *Engine) ttlSweep() {
 }
 
 func (e *Engine) evict(s *series) {
+	e.preserve(s)
 	e.st.Evictions++
 	mark := len(e.out)
 	for _, p := range s.pairs {

@@ -152,6 +152,11 @@ type series struct {
 	gks         []*groupKey  // per group: cached key state (nil until used)
 	bytes       int64
 	overflow    bool
+	// ckptGen is the generation of the checkpoint that has this series
+	// (encoded, or saved at side[ckptOff:ckptEnd] before a change) or that
+	// began before it existed; see Checkpoint.
+	ckptGen                    uint64
+	ckptSlab, ckptOff, ckptEnd int
 }
 
 // groupAttrs are the attribute values a series gives one group.
