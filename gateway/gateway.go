@@ -36,6 +36,9 @@ type Gateway struct {
 	srv    *http.Server
 	ready  chan struct{}
 	ran    atomic.Bool
+	// bindsMoved are the listeners secureBinds moved to loopback, logged
+	// by Run.
+	bindsMoved []bindChange
 
 	// Readiness, read by /readyz.
 	walOpen  atomic.Bool
@@ -79,7 +82,13 @@ func New(cfg Config, logger *slog.Logger) (*Gateway, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	g := &Gateway{cfg: cfg, logger: logger, ready: make(chan struct{})}
+	// Secure by default: unprotected listeners bind loopback (security.go).
+	cfg, moved := cfg.secureBinds()
+	if len(cfg.HTTPWrite.Tokens) == 0 {
+		// The write endpoint is never left open by http.tokens alone.
+		cfg.HTTPWrite.Tokens = cfg.HTTP.Tokens
+	}
+	g := &Gateway{cfg: cfg, logger: logger, ready: make(chan struct{}), bindsMoved: moved}
 	mux := http.NewServeMux()
 	g.mux = mux
 	mux.HandleFunc("GET /healthz", g.handleHealthz)
@@ -98,6 +107,7 @@ func New(cfg Config, logger *slog.Logger) (*Gateway, error) {
 	g.srv = &http.Server{
 		Handler:           requireToken(cfg.HTTP.Tokens, mux),
 		ReadHeaderTimeout: 10 * time.Second,
+		MaxHeaderBytes:    64 << 10, // net/http's 1 MiB is for browsers with many cookies
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
@@ -133,6 +143,12 @@ func (g *Gateway) Run(ctx context.Context) error {
 	}
 	start := time.Now()
 	timeout := g.cfg.Gateway.ShutdownTimeout
+	if msg := secureBindsLog(g.bindsMoved); msg != "" {
+		g.logger.Warn(msg)
+	}
+	if msg := g.cfg.udpExposureWarning(); msg != "" {
+		g.logger.Warn(msg, "udp_addr", g.cfg.UDP.Addr)
+	}
 	var grp group
 	if g.setMemoryLimit() {
 		defer releaseMemoryLimit()
@@ -255,7 +271,8 @@ func (g *Gateway) startHTTP(ctx context.Context, grp *group) error {
 		return err
 	}
 	g.mux.Handle("/api/v2/write", w)
-	hub := httpapi.NewHub(256)
+	hub := httpapi.NewHub(streamClientBuffer)
+	hub.MaxClients = g.cfg.HTTP.MaxStreamClients
 	g.srv.RegisterOnShutdown(hub.Close)
 	g.hub = hub
 	g.stream.onEmit = hub.PublishEmission

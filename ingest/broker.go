@@ -240,8 +240,10 @@ func unjoin(err error) []error {
 	return []error{err}
 }
 
-// anonymous reports whether clients may connect without a username.
-func (c BrokerConfig) anonymous() bool {
+// Anonymous reports whether clients may connect without a username: the
+// allow_anonymous setting, or, unset, true exactly when no users are
+// configured.
+func (c BrokerConfig) Anonymous() bool {
 	if c.AllowAnonymous != nil {
 		return *c.AllowAnonymous
 	}
@@ -299,10 +301,10 @@ func NewBroker(cfg BrokerConfig, app Appender, rejects RejectSink, stats *Stats,
 // could not bind) and starts serving. It returns once the listeners are
 // bound; Close stops them.
 func (b *Broker) Start() error {
-	if !b.cfg.anonymous() && len(b.cfg.Users) == 0 {
+	if !b.cfg.Anonymous() && len(b.cfg.Users) == 0 {
 		b.logger.Warn("mqtt: anonymous access is off and no users are configured: no client can connect")
 	}
-	if b.cfg.anonymous() {
+	if b.cfg.Anonymous() {
 		b.logger.Warn("MQTT ANONYMOUS ACCESS IS ON: any client that reaches the broker can publish; configure mqtt.users (and leave mqtt.allow_anonymous unset) to require passwords",
 			"users", len(b.cfg.Users))
 	}

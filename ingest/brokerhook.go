@@ -77,7 +77,7 @@ func newIngestHook(cfg BrokerConfig, srv *mqtt.Server, app Appender, rejects Rej
 	}
 	h := &ingestHook{
 		cfg: cfg, srv: srv, app: app, rejects: rejects, stats: stats, logger: logger,
-		users: map[string]*BrokerUser{}, anonymous: cfg.anonymous(),
+		users: map[string]*BrokerUser{}, anonymous: cfg.Anonymous(),
 		topics: cfg.Topics, precision: prec,
 		clients: map[*mqtt.Client]*clientAcks{},
 		retain:  map[string]map[string]struct{}{},

@@ -73,6 +73,18 @@
 // and subscribe; alerts/# and $SYS/# are reserved for the gateway's own
 // publishes unless a filter grants them.
 //
+// The HTTP write endpoint allocates nothing by a declared Content-Length,
+// bounds the time to receive a body (http_write.read_timeout), charges
+// every body and its decoded readings to one budget for all writes in
+// flight (http_write.max_inflight_bytes; 503 with Retry-After past it),
+// and decodes and appends a body in chunks, so its readings never cost
+// more than one chunk's.
+//
+// UDP carries no credentials: udp.allow_sources restricts the peers whose
+// datagrams are taken (others are dropped and counted as source_denied,
+// before any decoding), and the gateway binds an unfiltered UDP listener
+// to loopback unless told otherwise.
+//
 // # Goroutines
 //
 // The broker owns mochi's listener and client goroutines and one acker per

@@ -75,6 +75,13 @@ const (
 	DropAppendFailed
 	// DropTooLarge: a payload over the listener's size limit.
 	DropTooLarge
+	// DropSourceDenied: a UDP datagram from a peer outside
+	// udp.allow_sources (counted per datagram).
+	DropSourceDenied
+	// DropOverBudget: an HTTP write refused because the bodies and readings
+	// of the writes in flight filled http_write.max_inflight_bytes (counted
+	// per request; the client got 503 and retries).
+	DropOverBudget
 	NumDrops
 )
 
@@ -86,6 +93,10 @@ func (d Drop) String() string {
 		return "append_failed"
 	case DropTooLarge:
 		return "too_large"
+	case DropSourceDenied:
+		return "source_denied"
+	case DropOverBudget:
+		return "over_budget"
 	}
 	return "unknown"
 }
