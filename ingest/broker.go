@@ -69,8 +69,10 @@ type BrokerTLSConfig struct {
 }
 
 // BrokerUser is one MQTT account. Publish and Subscribe are topic filters
-// the user may publish or subscribe to; empty allows every topic except
-// the reserved ones (alerts/#, $SYS/#), which only an explicit filter opens.
+// the user may publish or subscribe to, with %u and %c standing for the
+// username and client id. An empty Publish allows every topic except the
+// reserved ones (alerts/..., $SYS/...); an empty Subscribe allows nothing.
+// Reserved topics open only to filters that literally start with them.
 type BrokerUser struct {
 	Username string `yaml:"username"`
 	// PasswordHash is a bcrypt hash (`echo -n PASS | runnel passwd`).
@@ -272,6 +274,9 @@ func NewBroker(cfg BrokerConfig, app Appender, rejects RejectSink, stats *Stats,
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
+	// mochi logs whole packets (payloads as decimal bytes) and one line per
+	// denied client: drop the packets, rate-limit the lines.
+	logger = slog.New(newQuietHandler(logger.Handler()))
 	caps := mqtt.NewDefaultServerCapabilities()
 	caps.MaximumClients = int64(cfg.MaxClients)
 	caps.MaximumPacketSize = uint32(cfg.MaxPacketBytes)

@@ -68,10 +68,32 @@
 // Packet size, clients, messages in flight per client, keep-alive (a
 // client asking for none gets mqtt.max_keep_alive), a deadline for sockets
 // that never send CONNECT (mochi sets none), session expiry, queued
-// messages per client, and retained messages per client. Users
-// authenticate with bcrypt hashes; ACL filters limit what each may publish
-// and subscribe; alerts/# and $SYS/# are reserved for the gateway's own
-// publishes unless a filter grants them.
+// messages per client, and retained messages per client.
+//
+// # Who may do what
+//
+// Users authenticate with bcrypt hashes. An unknown username costs the same
+// bcrypt work as a known one (a dummy hash), so timing does not reveal
+// which usernames exist; at most GOMAXPROCS checks run at once; a source
+// host with more than 5 failed logins is refused unchecked for a back-off
+// that doubles from 200ms to 30s (Stats.AuthFailures, AuthThrottled).
+//
+// ACL filters limit what each user may publish and subscribe to; %u and %c
+// in a filter stand for the username and the client id (telemetry/%u/+
+// lets a device publish only as itself). An empty publish list allows
+// every topic but the reserved ones; an empty subscribe list allows
+// nothing. alerts/... and $SYS/... are reserved for the gateway: only a
+// filter that literally starts with alerts/ or $SYS reaches them, never a
+// wildcard. Checked at CONNECT (mochi checks neither), with 0x87 (3.1.1:
+// 0x05): a will its user may not publish, or retain past the limits; a
+// client id whose live or persisted session belongs to another username
+// (checks and claims are serialised, so two CONNECTs cannot both pass). A
+// QoS 1/2 publish mochi would drop silently ($SYS, wildcards) is answered:
+// PUBACK 0x87 for MQTT 5, a disconnect for 3.1.1.
+//
+// mochi's log lines go through a handler that drops the attributes holding
+// whole packets (payloads) and rate-limits warnings per message; denials
+// are logged once per cause per 10 s with a count of those suppressed.
 //
 // The HTTP write endpoint allocates nothing by a declared Content-Length,
 // bounds the time to receive a body (http_write.read_timeout), charges

@@ -111,6 +111,9 @@ type Stats struct {
 	Dropped       [NumListeners][NumDrops]atomic.Uint64 // readings
 	SkippedFields [NumListeners]atomic.Uint64           // string fields skipped (not readings)
 	PrecisionLoss [NumListeners]atomic.Uint64           // integers beyond 2^53 stored as float64
+
+	AuthFailures  atomic.Uint64 // MQTT logins refused: unknown user or wrong password
+	AuthThrottled atomic.Uint64 // MQTT logins refused unchecked: the source was backing off
 }
 
 // CountResult adds a decode result's rejections, skips and precision losses.
