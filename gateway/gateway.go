@@ -354,6 +354,8 @@ func (g *Gateway) readiness() readiness {
 		return readiness{Reason: "http listener not up"}
 	case !g.mqttUp.Load():
 		return readiness{Reason: "mqtt broker not up"}
+	case g.broker != nil && g.broker.ListenerProblem() != "":
+		return readiness{Reason: g.broker.ListenerProblem()}
 	case g.stream != nil && !g.stream.replayed.Load():
 		return readiness{Reason: fmt.Sprintf("replaying the wal up to index %d", g.stream.replayTarget.Load())}
 	}

@@ -10,6 +10,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
@@ -46,6 +47,14 @@ type BrokerConfig struct {
 	SessionExpiry  time.Duration `yaml:"session_expiry"`   // longest a disconnected session is kept
 	MaxQueued      int           `yaml:"max_queued"`       // outbound messages queued per client (offline queue)
 	MaxRetained    int           `yaml:"max_retained"`     // retained messages one client may set
+
+	// Quotas against one hostile client or host (refusals carry MQTT 5
+	// reason codes: 0x97 quota exceeded, 0x9F connection rate exceeded).
+	MaxSubscriptions        int          `yaml:"max_subscriptions"`          // subscriptions per client; past it SUBACK refuses the filter
+	MaxRetainedBytes        wal.ByteSize `yaml:"max_retained_bytes"`         // payload bytes of all retained messages and retained wills
+	MaxRetainedMessageBytes wal.ByteSize `yaml:"max_retained_message_bytes"` // largest payload kept as retained; larger ones are delivered, not retained
+	MaxPendingConnects      int          `yaml:"max_pending_connects"`       // sockets that have not sent CONNECT yet (TCP and TLS); more are closed at accept
+	MaxConnectionsPerSource int          `yaml:"max_connections_per_source"` // open sockets per remote host; a CONNECT past it gets 0x9F
 
 	// Topics maps topic filters to decoders; the first match wins. A publish
 	// on a topic no filter matches is routed to subscribers but not stored.
@@ -109,6 +118,12 @@ func DefaultBrokerConfig() BrokerConfig {
 		SessionExpiry:  time.Hour,
 		MaxQueued:      1024,
 		MaxRetained:    100,
+
+		MaxSubscriptions:        100,
+		MaxRetainedBytes:        4 * wal.MiB,
+		MaxRetainedMessageBytes: 64 * wal.KiB,
+		MaxPendingConnects:      64,
+		MaxConnectionsPerSource: 100,
 		Topics: []TopicCodec{
 			{Filter: "telemetry/+/+", Codec: CodecJSON},
 			{Filter: "biosignal/+/+", Codec: CodecBiosignal},
@@ -205,6 +220,21 @@ func (c BrokerConfig) Validate() error {
 	if c.MaxRetained < 0 || c.MaxRetained > 1<<20 {
 		bad("max_retained", "%d is out of range 0 to 1048576", c.MaxRetained)
 	}
+	if c.MaxSubscriptions < 1 || c.MaxSubscriptions > 1<<20 {
+		bad("max_subscriptions", "%d is out of range 1 to 1048576", c.MaxSubscriptions)
+	}
+	if c.MaxRetainedBytes < 0 || c.MaxRetainedBytes > 4*wal.GiB {
+		bad("max_retained_bytes", "%s is out of range 0 to 4GiB (retained messages live in memory)", c.MaxRetainedBytes)
+	}
+	if c.MaxRetainedMessageBytes < 0 || c.MaxRetainedMessageBytes > c.MaxPacketBytes {
+		bad("max_retained_message_bytes", "%s is out of range 0 to max_packet_bytes (%s)", c.MaxRetainedMessageBytes, c.MaxPacketBytes)
+	}
+	if c.MaxPendingConnects < 1 || c.MaxPendingConnects > 1<<20 {
+		bad("max_pending_connects", "%d is out of range 1 to 1048576", c.MaxPendingConnects)
+	}
+	if c.MaxConnectionsPerSource < 1 || c.MaxConnectionsPerSource > 1<<20 {
+		bad("max_connections_per_source", "%d is out of range 1 to 1048576", c.MaxConnectionsPerSource)
+	}
 	for i, t := range c.Topics {
 		key := fmt.Sprintf("topics[%d]", i)
 		if !validFilter(t.Filter) {
@@ -262,6 +292,7 @@ type Broker struct {
 	hook   *ingestHook
 	mu     sync.Mutex
 	addrs  map[string]net.Addr // bound addresses by listener id
+	tcp    []*tcpListener      // the TCP and TLS listeners, set by Start
 	closed bool
 }
 
@@ -315,14 +346,14 @@ func (b *Broker) Start() error {
 	}
 	var lns []listeners.Listener
 	if b.cfg.Addr != "" {
-		lns = append(lns, &tcpListener{id: "tcp", addr: b.cfg.Addr, connectTimeout: b.cfg.ConnectTimeout, onBound: b.bound})
+		lns = append(lns, b.newTCPListener("tcp", b.cfg.Addr, nil))
 	}
 	if b.cfg.TLS.CertFile != "" {
 		tc, err := b.tlsConfig()
 		if err != nil {
 			return err
 		}
-		lns = append(lns, &tcpListener{id: "tls", addr: b.cfg.TLS.Addr, tls: tc, connectTimeout: b.cfg.ConnectTimeout, onBound: b.bound})
+		lns = append(lns, b.newTCPListener("tls", b.cfg.TLS.Addr, tc))
 	}
 	if b.cfg.WebSocketAddr != "" {
 		lns = append(lns, listeners.NewWebsocket(listeners.Config{ID: "ws", Address: b.cfg.WebSocketAddr}))
@@ -338,6 +369,25 @@ func (b *Broker) Start() error {
 		return fmt.Errorf("start mqtt broker: %w", err)
 	}
 	return nil
+}
+
+func (b *Broker) newTCPListener(id, addr string, tc *tls.Config) *tcpListener {
+	l := &tcpListener{id: id, addr: addr, tls: tc, connectTimeout: b.cfg.ConnectTimeout, onBound: b.bound,
+		conns: b.hook.conns, logger: b.logger}
+	b.tcp = append(b.tcp, l)
+	return l
+}
+
+// ListenerProblem says why a listener is not accepting ("" when all are):
+// accept has been failing (file descriptors exhausted, say) and is being
+// retried with back-off.
+func (b *Broker) ListenerProblem() string {
+	for _, l := range b.tcp {
+		if p := l.failing.Load(); p != nil {
+			return "mqtt listener " + l.id + " cannot accept: " + *p
+		}
+	}
+	return ""
 }
 
 func (b *Broker) bound(id string, a net.Addr) {
@@ -425,6 +475,9 @@ type tcpListener struct {
 	tls            *tls.Config
 	connectTimeout time.Duration
 	onBound        func(id string, a net.Addr)
+	conns          *connTracker
+	logger         *slog.Logger
+	failing        atomic.Pointer[string] // the last accept error while accepting fails
 	ln             net.Listener
 	mu             sync.Mutex
 	closed         bool
@@ -440,19 +493,28 @@ func (l *tcpListener) Init(*slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	if l.tls != nil {
-		ln = tls.NewListener(ln, l.tls)
-	}
-	l.ln = ln
+	l.ln = ln // TLS is layered per socket, over the counted connection
 	l.onBound(l.id, ln.Addr())
 	return nil
 }
 
 func (l *tcpListener) Serve(establish listeners.EstablishFn) {
-	for {
-		conn, err := l.ln.Accept()
-		if err != nil {
+	closed := func() bool {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		return l.closed
+	}
+	acceptLoop(l.ln, closed, l.acceptFailed, func(raw net.Conn) {
+		// Counted before anything is read: a socket past the pending
+		// bound is closed at once.
+		tc := l.conns.accept(raw)
+		if tc == nil {
+			raw.Close()
 			return
+		}
+		var conn net.Conn = tc
+		if l.tls != nil {
+			conn = tls.Server(tc, l.tls)
 		}
 		_ = conn.SetDeadline(time.Now().Add(l.connectTimeout))
 		l.mu.Lock()
@@ -467,6 +529,20 @@ func (l *tcpListener) Serve(establish listeners.EstablishFn) {
 			defer l.wg.Done()
 			_ = establish(l.id, conn) // mochi logs and counts its own failures
 		}()
+	})
+}
+
+// acceptFailed records an accept failure (nil: accepting again), for the
+// gateway's readiness and the log.
+func (l *tcpListener) acceptFailed(err error) {
+	if err == nil {
+		l.failing.Store(nil)
+		l.logger.Info("mqtt listener accepting again", "listener", l.id)
+		return
+	}
+	msg := err.Error()
+	if l.failing.Swap(&msg) == nil {
+		l.logger.Warn("mqtt listener cannot accept; retrying with back-off", "listener", l.id, "err", err)
 	}
 }
 

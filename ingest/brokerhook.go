@@ -74,6 +74,10 @@ type ingestHook struct {
 	claims map[string]*mqtt.Client
 
 	denials *rateLimiter // denial log lines, per cause
+	conns   *connTracker // sockets pending CONNECT and per source (brokerconn.go)
+
+	retainedBytes int64            // payload bytes retained by clients, under mu
+	retainedSize  map[string]int64 // topic → retained payload bytes, under mu
 }
 
 func newIngestHook(cfg BrokerConfig, srv *mqtt.Server, app Appender, rejects RejectSink, stats *Stats, logger *slog.Logger) (*ingestHook, error) {
@@ -88,7 +92,10 @@ func newIngestHook(cfg BrokerConfig, srv *mqtt.Server, app Appender, rejects Rej
 		clients: map[*mqtt.Client]*clientAcks{},
 		retain:  map[string]map[string]struct{}{},
 		claims:  map[string]*mqtt.Client{},
-		denials: newRateLimiter(denialLogEvery),
+		conns:   newConnTracker(cfg.MaxPendingConnects, cfg.MaxConnectionsPerSource),
+
+		retainedSize: map[string]int64{},
+		denials:      newRateLimiter(denialLogEvery),
 	}
 	for i := range cfg.Users {
 		h.users[cfg.Users[i].Username] = &cfg.Users[i]
@@ -139,6 +146,10 @@ func (h *ingestHook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 	if cl.State.Keepalive == 0 || cl.State.Keepalive > limit {
 		cl.State.Keepalive = limit
 		cl.State.ServerKeepalive = true
+	}
+	if tc := trackedOf(cl); tc != nil && !tc.markConnected() {
+		h.deny("connect refused: too many connections from one source", "remote", tc.src, "client", cl.ID)
+		return h.refuseConnect(cl, packets.ErrConnectionRateExceeded)
 	}
 	user := string(pk.Connect.Username)
 	if code, ok := h.checkWill(cl, user); !ok {
@@ -303,7 +314,13 @@ func (h *ingestHook) allowRetainTopic(clientID, topic string, size int) bool {
 	set := h.retain[clientID]
 	if size == 0 { // clears the retained message
 		delete(set, topic)
+		h.retainedBytes -= h.retainedSize[topic]
+		delete(h.retainedSize, topic)
 		return true
+	}
+	if int64(size) > int64(h.cfg.MaxRetainedMessageBytes) || !h.chargeRetained(topic, int64(size)) {
+		h.deny("retained message over the retained limits: delivered, not retained", "client", clientID, "topic", topic, "bytes", size)
+		return false
 	}
 	if _, ok := set[topic]; ok {
 		return true
@@ -319,6 +336,32 @@ func (h *ingestHook) allowRetainTopic(clientID, topic string, size int) bool {
 		h.retain[clientID] = set
 	}
 	set[topic] = struct{}{}
+	return true
+}
+
+// chargeRetained charges a retained payload of size bytes on topic to
+// max_retained_bytes (replacing what the topic held), or reports that it
+// does not fit. mochi drops expired retained messages on its own, so when
+// the count says full it is recounted from mochi's store first. Called
+// under h.mu.
+func (h *ingestHook) chargeRetained(topic string, size int64) bool {
+	limit := int64(h.cfg.MaxRetainedBytes)
+	if h.retainedBytes-h.retainedSize[topic]+size > limit {
+		h.retainedBytes = 0
+		for t := range h.retainedSize {
+			if pk, ok := h.srv.Topics.Retained.Get(t); ok {
+				h.retainedSize[t] = int64(len(pk.Payload))
+				h.retainedBytes += int64(len(pk.Payload))
+			} else {
+				delete(h.retainedSize, t)
+			}
+		}
+		if h.retainedBytes-h.retainedSize[topic]+size > limit {
+			return false
+		}
+	}
+	h.retainedBytes += size - h.retainedSize[topic]
+	h.retainedSize[topic] = size
 	return true
 }
 

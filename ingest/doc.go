@@ -68,7 +68,19 @@
 // Packet size, clients, messages in flight per client, keep-alive (a
 // client asking for none gets mqtt.max_keep_alive), a deadline for sockets
 // that never send CONNECT (mochi sets none), session expiry, queued
-// messages per client, and retained messages per client.
+// messages per client, and retained messages per client. Quotas against
+// one hostile client or host: subscriptions per client
+// (mqtt.max_subscriptions), the payload bytes of all retained messages and
+// retained wills and the largest one retained (max_retained_bytes,
+// max_retained_message_bytes; 0x97 for a will), TCP and TLS sockets that
+// have not sent CONNECT (max_pending_connects: closed at accept) and open
+// sockets per remote host (max_connections_per_source: 0x9F). The TCP and
+// TLS accept loop retries failures (EMFILE) with back-off from 5ms to 1s,
+// as net/http does, instead of ending for good; Broker.ListenerProblem
+// says so meanwhile, and the gateway reports it in /readyz. Not bounded
+// yet: queued bytes per session (max_queued counts messages), persisted
+// sessions in total, and the WebSocket listener's CONNECT deadline and
+// socket counts (mochi's own listener).
 //
 // # Who may do what
 //

@@ -5,9 +5,11 @@ import (
 	"bytes"
 	"compress/gzip"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
@@ -154,5 +156,58 @@ func TestHostileHTTPWriteMemory(t *testing.T) {
 	t.Logf("VmHWM idle %d MiB, after the attacks %d MiB", idle>>20, peak>>20)
 	if peak > 128<<20 {
 		t.Errorf("peak RSS %d MiB, want at most 128 MiB", peak>>20)
+	}
+}
+
+// TestAcceptErrorsSurvived runs the binary with few file descriptors
+// (prlimit) and opens sockets to the MQTT listener until accept fails
+// (EMFILE): the listener logs it, retries with back-off, and accepts again
+// once the sockets are gone (mochi's own loop would have ended for good).
+func TestAcceptErrorsSurvived(t *testing.T) {
+	bin, env := binary(t)
+	prlimit, err := exec.LookPath("prlimit")
+	if err != nil {
+		if os.Getenv("REQUIRE_TEST_TOOLS") != "" {
+			t.Fatal("prlimit not found and REQUIRE_TEST_TOOLS is set")
+		}
+		t.Skip("prlimit not found")
+	}
+	p, started := startGateway(t, []string{prlimit, "--nofile=64:64", bin}, loopbackEnv(env, t.TempDir()))
+	defer p.stop()
+	mqttAddr := started["mqtt_addr"].(string)
+	var socks []net.Conn
+	defer func() {
+		for _, c := range socks {
+			c.Close()
+		}
+	}()
+	for range 80 {
+		c, err := net.Dial("tcp", mqttAddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		socks = append(socks, c)
+	}
+	p.waitLog("mqtt listener cannot accept; retrying with back-off")
+	for _, c := range socks {
+		c.Close()
+	}
+	socks = nil
+	p.waitLog("mqtt listener accepting again")
+	// A real client gets in.
+	c, err := net.DialTimeout("tcp", mqttAddr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	// MQTT 3.1.1 CONNECT, client id "ok", clean session, keep-alive 30.
+	connect := []byte{0x10, 14, 0, 4, 'M', 'Q', 'T', 'T', 4, 2, 0, 30, 0, 2, 'o', 'k'}
+	if _, err := c.Write(connect); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	ack := make([]byte, 4)
+	if _, err := io.ReadFull(c, ack); err != nil || ack[0] != 0x20 || ack[3] != 0 {
+		t.Fatalf("CONNACK %x, %v; want a successful CONNACK", ack, err)
 	}
 }
