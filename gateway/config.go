@@ -76,6 +76,9 @@ type HTTPConfig struct {
 	// <t>) on every endpoint but /healthz and /readyz, which stay open for
 	// probes, and /api/v2/write, which has its own (http_write.tokens).
 	Tokens []string `yaml:"tokens"`
+	// TokensFile names a file of more tokens, one per line (for systemd
+	// credentials; see secrets.go).
+	TokensFile string `yaml:"tokens_file"`
 	// TLSCertFile and TLSKeyFile, set together, serve HTTPS.
 	TLSCertFile string `yaml:"tls_cert_file"`
 	TLSKeyFile  string `yaml:"tls_key_file"`

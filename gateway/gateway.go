@@ -15,6 +15,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"strings"
 	"sync"
@@ -366,13 +367,22 @@ func (g *Gateway) readiness() readiness {
 		case st.Connected:
 			r.Uplink = "ok"
 		case st.LastError != "":
-			r.Uplink = "down: " + st.LastError
+			// /readyz is open to probes: the reason without the brokers'
+			// addresses (the full error is in /api/v1/status, behind the
+			// tokens).
+			r.Uplink = "down: " + redactAddrs(st.LastError)
 		default:
 			r.Uplink = "connecting"
 		}
 	}
 	return r
 }
+
+// hostPort matches host:port and [v6]:port addresses in an error text.
+var hostPort = regexp.MustCompile(`(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][A-Za-z0-9.\-]*):[0-9]{1,5}\b`)
+
+// redactAddrs replaces the network addresses in s with "<address>".
+func redactAddrs(s string) string { return hostPort.ReplaceAllString(s, "<address>") }
 
 func (g *Gateway) handleReadyz(w http.ResponseWriter, _ *http.Request) {
 	r := g.readiness()

@@ -48,6 +48,9 @@ type HTTPWriteConfig struct {
 	// `Bearer <t>`); empty: no authentication. The gateway passes
 	// http.tokens here when this is empty.
 	Tokens []string `yaml:"tokens"`
+	// TokensFile names a file of more tokens, one per line; the gateway's
+	// loader reads it into Tokens.
+	TokensFile string `yaml:"tokens_file"`
 	// MaxFutureSkew rejects readings more than this far ahead of the
 	// receive time; 0 means the decoder default (1m), a negative value
 	// turns the check off.
