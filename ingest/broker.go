@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/url"
 	"os"
 	"strings"
 	"sync"
@@ -32,6 +33,13 @@ type BrokerConfig struct {
 	// WebSocketAddr is an optional MQTT-over-WebSocket listener (":8083");
 	// empty disables it.
 	WebSocketAddr string `yaml:"websocket_addr"`
+	// WebSocketTLS serves the WebSocket listener as wss, with the tls
+	// section's certificate and client-certificate settings.
+	WebSocketTLS bool `yaml:"websocket_tls"`
+	// WebSocketOrigins are the browser origins ("https://dash.example")
+	// allowed besides the listener's own; other cross-origin upgrades are
+	// refused (403). Requests without an Origin header (devices) pass.
+	WebSocketOrigins []string `yaml:"websocket_origins"`
 	// AllowAnonymous lets clients connect without a username. Unset, it is
 	// true exactly when no users are configured (and the log says so loudly).
 	AllowAnonymous *bool `yaml:"allow_anonymous"`
@@ -163,6 +171,14 @@ func (c BrokerConfig) Validate() error {
 	if c.TLS.CertFile != "" {
 		if _, _, err := net.SplitHostPort(c.TLS.Addr); err != nil {
 			bad("tls.addr", "%q is not host:port", c.TLS.Addr)
+		}
+	}
+	if c.WebSocketTLS && (c.TLS.CertFile == "" || c.WebSocketAddr == "") {
+		bad("websocket_tls", "needs websocket_addr and tls.cert_file and tls.key_file")
+	}
+	for i, o := range c.WebSocketOrigins {
+		if u, err := url.Parse(o); err != nil || u.Scheme == "" || u.Host == "" {
+			bad(fmt.Sprintf("websocket_origins[%d]", i), "%q is not an origin like https://dash.example", o)
 		}
 	}
 	if c.TLS.ClientCAFile != "" && c.TLS.CertFile == "" {
@@ -356,7 +372,16 @@ func (b *Broker) Start() error {
 		lns = append(lns, b.newTCPListener("tls", b.cfg.TLS.Addr, tc))
 	}
 	if b.cfg.WebSocketAddr != "" {
-		lns = append(lns, listeners.NewWebsocket(listeners.Config{ID: "ws", Address: b.cfg.WebSocketAddr}))
+		ws := &wsListener{id: "ws", addr: b.cfg.WebSocketAddr, connectTimeout: b.cfg.ConnectTimeout,
+			origins: b.cfg.WebSocketOrigins, conns: b.hook.conns, onBound: b.bound, logger: b.logger}
+		if b.cfg.WebSocketTLS {
+			tc, err := b.tlsConfig()
+			if err != nil {
+				return err
+			}
+			ws.tls = tc
+		}
+		lns = append(lns, ws)
 	}
 	for _, l := range lns {
 		if err := b.srv.AddListener(l); err != nil {

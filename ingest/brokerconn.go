@@ -92,6 +92,9 @@ func (c *trackedConn) Close() error {
 // under TLS); nil for connections not accepted by a tracked listener.
 func trackedOf(cl *mqtt.Client) *trackedConn {
 	conn := cl.Net.Conn
+	if ws, ok := conn.(*wsConn); ok {
+		conn = ws.Conn
+	}
 	if tc, ok := conn.(*tls.Conn); ok {
 		conn = tc.NetConn()
 	}

@@ -77,10 +77,11 @@
 // sockets per remote host (max_connections_per_source: 0x9F). The TCP and
 // TLS accept loop retries failures (EMFILE) with back-off from 5ms to 1s,
 // as net/http does, instead of ending for good; Broker.ListenerProblem
-// says so meanwhile, and the gateway reports it in /readyz. Not bounded
-// yet: queued bytes per session (max_queued counts messages), persisted
-// sessions in total, and the WebSocket listener's CONNECT deadline and
-// socket counts (mochi's own listener).
+// says so meanwhile, and the gateway reports it in /readyz. The WebSocket
+// listener is Runnel's own (brokerws.go): the same deadline and counts, an
+// Origin allow-list (cross-origin browser upgrades refused) and optional
+// wss. Not bounded yet: queued bytes per session (max_queued counts
+// messages) and persisted sessions in total.
 //
 // # Who may do what
 //
