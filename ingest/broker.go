@@ -83,6 +83,16 @@ type BrokerTLSConfig struct {
 	KeyFile  string `yaml:"key_file"`  // PEM private key
 	// ClientCAFile, when set, requires client certificates signed by it.
 	ClientCAFile string `yaml:"client_ca_file"`
+	// UsernameFromCN makes a client certificate's Common Name the client's
+	// username (with client_ca_file): the certificate authenticates it, no
+	// password is checked, and the ACL is that of the mqtt.users entry of
+	// that name (whose password_hash may then be empty). A CN with no
+	// entry is refused.
+	UsernameFromCN bool `yaml:"username_from_cn"`
+	// Only turns the plain listeners off (addr, and websocket_addr unless
+	// websocket_tls): every client then presents a certificate signed by
+	// client_ca_file, which it requires.
+	Only bool `yaml:"only"`
 }
 
 // BrokerUser is one MQTT account. Publish and Subscribe are topic filters
@@ -181,10 +191,13 @@ func (c BrokerConfig) Validate() error {
 			bad(fmt.Sprintf("websocket_origins[%d]", i), "%q is not an origin like https://dash.example", o)
 		}
 	}
+	if (c.TLS.UsernameFromCN || c.TLS.Only) && c.TLS.ClientCAFile == "" {
+		bad("tls.client_ca_file", "username_from_cn and only need client certificates: set client_ca_file")
+	}
 	if c.TLS.ClientCAFile != "" && c.TLS.CertFile == "" {
 		bad("tls.client_ca_file", "needs cert_file and key_file")
 	}
-	if c.Addr == "" && c.TLS.CertFile == "" && c.WebSocketAddr == "" {
+	if c.Addr == "" && c.TLS.CertFile == "" && c.WebSocketAddr == "" && !c.TLS.Only {
 		bad("addr", "no MQTT listener: set addr, tls or websocket_addr")
 	}
 	seen := map[string]bool{}
@@ -197,7 +210,9 @@ func (c BrokerConfig) Validate() error {
 			bad(key+".username", "%q is configured twice", u.Username)
 		}
 		seen[u.Username] = true
-		if _, err := bcrypt.Cost([]byte(u.PasswordHash)); err != nil {
+		if u.PasswordHash == "" && c.TLS.UsernameFromCN {
+			// a certificate-only account
+		} else if _, err := bcrypt.Cost([]byte(u.PasswordHash)); err != nil {
 			bad(key+".password_hash", "is not a bcrypt hash ($2a$/$2b$/$2y$…): %v", err)
 		}
 		for j, f := range u.Publish {
@@ -361,7 +376,10 @@ func (b *Broker) Start() error {
 			"users", len(b.cfg.Users))
 	}
 	var lns []listeners.Listener
-	if b.cfg.Addr != "" {
+	if b.cfg.TLS.Only {
+		b.logger.Info("mqtt: plain listeners off (mqtt.tls.only): clients need a certificate", "addr", b.cfg.Addr)
+	}
+	if b.cfg.Addr != "" && !b.cfg.TLS.Only {
 		lns = append(lns, b.newTCPListener("tcp", b.cfg.Addr, nil))
 	}
 	if b.cfg.TLS.CertFile != "" {
@@ -371,7 +389,7 @@ func (b *Broker) Start() error {
 		}
 		lns = append(lns, b.newTCPListener("tls", b.cfg.TLS.Addr, tc))
 	}
-	if b.cfg.WebSocketAddr != "" {
+	if b.cfg.WebSocketAddr != "" && (b.cfg.WebSocketTLS || !b.cfg.TLS.Only) {
 		ws := &wsListener{id: "ws", addr: b.cfg.WebSocketAddr, connectTimeout: b.cfg.ConnectTimeout,
 			origins: b.cfg.WebSocketOrigins, conns: b.hook.conns, onBound: b.bound, logger: b.logger}
 		if b.cfg.WebSocketTLS {

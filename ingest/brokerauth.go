@@ -3,6 +3,7 @@ package ingest
 import (
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/tls"
 	"net"
 	"runtime"
 	"sync"
@@ -123,6 +124,27 @@ func (g *authGuard) check(hash, password []byte) bool {
 	return bcrypt.CompareHashAndPassword(hash, password) == nil
 }
 
+// certUser returns the Common Name of the client's verified certificate
+// when mqtt.tls.username_from_cn is on, else "".
+func (h *ingestHook) certUser(cl *mqtt.Client) string {
+	if !h.cfg.TLS.UsernameFromCN {
+		return ""
+	}
+	conn := cl.Net.Conn
+	if ws, ok := conn.(*wsConn); ok {
+		conn = ws.Conn
+	}
+	tc, ok := conn.(*tls.Conn)
+	if !ok {
+		return ""
+	}
+	st := tc.ConnectionState()
+	if len(st.VerifiedChains) == 0 || len(st.PeerCertificates) == 0 {
+		return ""
+	}
+	return st.PeerCertificates[0].Subject.CommonName
+}
+
 // sourceOf is the host of a client's remote address: back-off is per host,
 // not per connection.
 func sourceOf(cl *mqtt.Client) string {
@@ -138,6 +160,14 @@ func sourceOf(cl *mqtt.Client) string {
 // GOMAXPROCS at once; a source that keeps failing is refused without a
 // check for a growing back-off (counted in Stats.AuthThrottled).
 func (h *ingestHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
+	if cn := h.certUser(cl); cn != "" {
+		if h.users[cn] == nil {
+			h.deny("connect refused: certificate CN names no user", "cn", cn, "client", cl.ID)
+			h.releaseClaim(cl)
+			return false
+		}
+		return true // the verified certificate is the credential
+	}
 	user := string(pk.Connect.Username)
 	if user == "" {
 		if !h.anonymous {

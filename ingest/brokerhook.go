@@ -152,6 +152,12 @@ func (h *ingestHook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 		return h.refuseConnect(cl, packets.ErrConnectionRateExceeded)
 	}
 	user := string(pk.Connect.Username)
+	if cn := h.certUser(cl); cn != "" {
+		// The certificate names the user, whatever CONNECT claims; the
+		// ACL reads cl.Properties.Username.
+		user = cn
+		cl.Properties.Username = []byte(cn)
+	}
 	if code, ok := h.checkWill(cl, user); !ok {
 		return h.refuseConnect(cl, code)
 	}

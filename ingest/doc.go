@@ -91,6 +91,10 @@
 // host with more than 5 failed logins is refused unchecked for a back-off
 // that doubles from 200ms to 30s (Stats.AuthFailures, AuthThrottled).
 //
+// With mqtt.tls.username_from_cn a verified client certificate's Common
+// Name is the username (no password), and mqtt.tls.only turns the plain
+// listeners off.
+//
 // ACL filters limit what each user may publish and subscribe to; %u and %c
 // in a filter stand for the username and the client id (telemetry/%u/+
 // lets a device publish only as itself). An empty publish list allows
