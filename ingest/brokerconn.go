@@ -28,12 +28,13 @@ type connTracker struct {
 	pending                  atomic.Int64
 	refused                  atomic.Uint64 // sockets closed at accept: too many pending
 
-	mu      sync.Mutex
-	sources map[string]int
+	mu        sync.Mutex
+	sources   map[string]int // open sockets per host
+	pendingBy map[string]int // sockets without CONNECT per host
 }
 
 func newConnTracker(maxPending, maxPerSource int) *connTracker {
-	return &connTracker{maxPending: maxPending, maxPerSource: maxPerSource, sources: map[string]int{}}
+	return &connTracker{maxPending: maxPending, maxPerSource: maxPerSource, sources: map[string]int{}, pendingBy: map[string]int{}}
 }
 
 // trackedConn is an accepted socket, counted until it closes.
@@ -47,44 +48,56 @@ type trackedConn struct {
 
 // accept counts a new socket, or returns nil when too many are pending
 // (the caller closes it).
+//
+// One host may hold at most half the pending slots, so silent sockets
+// from one host cannot lock the others out.
 func (t *connTracker) accept(c net.Conn) *trackedConn {
-	if t.pending.Add(1) > int64(t.maxPending) {
-		t.pending.Add(-1)
-		t.refused.Add(1)
-		return nil
-	}
 	src := c.RemoteAddr().String()
 	if host, _, err := net.SplitHostPort(src); err == nil {
 		src = host
 	}
 	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.pending.Load() >= int64(t.maxPending) || t.pendingBy[src] >= max(1, t.maxPending/2) {
+		t.refused.Add(1)
+		return nil
+	}
+	t.pending.Add(1)
+	t.pendingBy[src]++
 	t.sources[src]++
-	t.mu.Unlock()
 	return &trackedConn{Conn: c, t: t, src: src}
+}
+
+// donePending ends a socket's pending state; called under t.mu.
+func (t *connTracker) donePending(src string) {
+	t.pending.Add(-1)
+	if t.pendingBy[src]--; t.pendingBy[src] <= 0 {
+		delete(t.pendingBy, src)
+	}
 }
 
 // markConnected ends the socket's pending state (its CONNECT arrived) and
 // reports whether its source is within the per-source limit.
 func (c *trackedConn) markConnected() bool {
-	if c.connected.CompareAndSwap(false, true) {
-		c.t.pending.Add(-1)
-	}
 	c.t.mu.Lock()
 	defer c.t.mu.Unlock()
+	if c.connected.CompareAndSwap(false, true) && !c.closed.Load() {
+		c.t.donePending(c.src)
+	}
 	return c.t.sources[c.src] <= c.t.maxPerSource
 }
 
 func (c *trackedConn) Close() error {
+	c.t.mu.Lock()
 	if c.closed.CompareAndSwap(false, true) {
 		if !c.connected.Load() {
-			c.t.pending.Add(-1)
+			c.t.donePending(c.src)
 		}
-		c.t.mu.Lock()
 		if c.t.sources[c.src]--; c.t.sources[c.src] <= 0 {
 			delete(c.t.sources, c.src)
 		}
-		c.t.mu.Unlock()
 	}
+	c.t.mu.Unlock()
 	return c.Conn.Close()
 }
 

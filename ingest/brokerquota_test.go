@@ -90,12 +90,12 @@ func TestRetainedQuota(t *testing.T) {
 	}
 }
 
-// TestPendingConnects checks mqtt.max_pending_connects: sockets that send
-// nothing take at most that many slots; the next is closed at once, and
-// a real client still gets in once they are gone.
+// TestPendingConnects checks mqtt.max_pending_connects: sockets from one
+// host that send nothing take at most half the slots; the next is closed
+// at once, and a real client still gets in once they are gone.
 func TestPendingConnects(t *testing.T) {
 	cfg := testBrokerConfig()
-	cfg.MaxPendingConnects = 3
+	cfg.MaxPendingConnects = 6 // 3 per host
 	b := startBroker(t, cfg, openTestWAL(t))
 	var idle []net.Conn
 	for range 3 {
