@@ -172,7 +172,10 @@ func TestAcceptErrorsSurvived(t *testing.T) {
 		}
 		t.Skip("prlimit not found")
 	}
-	p, started := startGateway(t, []string{prlimit, "--nofile=64:64", bin}, loopbackEnv(env, t.TempDir()))
+	// Pending sockets are bounded (max_pending_connects, half per host)
+	// before descriptors run out: raise the bound so they run out here.
+	p, started := startGateway(t, []string{prlimit, "--nofile=64:64", bin},
+		append(loopbackEnv(env, t.TempDir()), "RUNNEL_MQTT_MAX_PENDING_CONNECTS=1000"))
 	defer p.stop()
 	mqttAddr := started["mqtt_addr"].(string)
 	var socks []net.Conn
