@@ -90,7 +90,10 @@ func TestTokenAuthAndTLS(t *testing.T) {
 		{"GET", "/api/v1/series", "Basic czNjcmV0LXRva2Vu", 401},
 		{"GET", "/metrics", "", 401},
 		{"GET", "/metrics", "Bearer s3cret-token", 200},
-		{"POST", "/api/v2/write", "", 204}, // its own rules: http_write.tokens is empty
+		// http_write.tokens is empty: the http tokens guard the write
+		// endpoint too, never left open by setting http.tokens alone.
+		{"POST", "/api/v2/write", "", 401},
+		{"POST", "/api/v2/write", "Token s3cret-token", 204},
 	} {
 		body := ""
 		if tc.method == "POST" {

@@ -29,6 +29,7 @@ import (
 type Config struct {
 	Gateway     GatewayConfig           `yaml:"gateway"`
 	Log         LogConfig               `yaml:"log"`
+	Security    SecurityConfig          `yaml:"security"`
 	WAL         wal.Config              `yaml:"wal"`
 	HTTP        HTTPConfig              `yaml:"http"`
 	MQTT        ingest.BrokerConfig     `yaml:"mqtt"`
@@ -75,12 +76,23 @@ type HTTPConfig struct {
 	// <t>) on every endpoint but /healthz and /readyz, which stay open for
 	// probes, and /api/v2/write, which has its own (http_write.tokens).
 	Tokens []string `yaml:"tokens"`
+	// TokensFile names a file of more tokens, one per line (for systemd
+	// credentials; see secrets.go).
+	TokensFile string `yaml:"tokens_file"`
 	// TLSCertFile and TLSKeyFile, set together, serve HTTPS.
 	TLSCertFile string `yaml:"tls_cert_file"`
 	TLSKeyFile  string `yaml:"tls_key_file"`
 	// Pprof serves Go's profiler at /debug/pprof/ (behind the tokens).
 	Pprof bool `yaml:"pprof"`
+	// MaxStreamClients bounds the live-stream (SSE) clients at once; each
+	// holds a buffer of streamClientBuffer events. Past it: 503.
+	MaxStreamClients int `yaml:"max_stream_clients"`
 }
+
+// streamClientBuffer is the events one live-stream client may fall behind
+// by before it is dropped (it reconnects): small, so that many clients
+// cost little (about 128 × 300 bytes each at most).
+const streamClientBuffer = 128
 
 // DefaultConfig returns the configuration `runnel run` uses with no config
 // file and no environment. Gateway.ID is left empty: Load resolves it from
@@ -97,7 +109,8 @@ func DefaultConfig() Config {
 		},
 		WAL: wal.DefaultConfig(),
 		HTTP: HTTPConfig{
-			Addr: ":8080",
+			Addr:             ":8080",
+			MaxStreamClients: 64,
 		},
 		MQTT:        ingest.DefaultBrokerConfig(),
 		UDP:         ingest.DefaultUDPConfig(),
@@ -173,6 +186,7 @@ func (c Config) Validate() error {
 		}
 	}
 	errs = append(errs, c.crossCheck()...)
+	errs = append(errs, c.credentialErrors()...)
 	return errors.Join(errs...)
 }
 
@@ -311,6 +325,9 @@ func (c HTTPConfig) Validate() error {
 	}
 	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
 		errs.add("tls_cert_file", "tls_cert_file and tls_key_file must be set together")
+	}
+	if c.MaxStreamClients < 1 || c.MaxStreamClients > 10000 {
+		errs.add("max_stream_clients", "%d is out of range 1 to 10000", c.MaxStreamClients)
 	}
 	return errs.join()
 }

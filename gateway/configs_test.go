@@ -20,8 +20,29 @@ func TestConfigFiles(t *testing.T) {
 	}
 	for _, f := range files {
 		t.Run(filepath.Base(f), func(t *testing.T) {
-			if _, err := Load(f); err != nil {
-				t.Errorf("runnel check -config %s:\n%v", f, err)
+			data, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(string(data), "require_credentials: true") {
+				if _, err := testLoader(t).loadBytes(f, data); err != nil {
+					t.Errorf("runnel check -config %s:\n%v", f, err)
+				}
+				return
+			}
+			// A profile that starts only with credentials: refused as it
+			// is, loaded once users and tokens are added.
+			_, err = testLoader(t).loadBytes(f, data)
+			if err == nil || len(flatten(err)) != 1 || !strings.Contains(err.Error(), "security.require_credentials") {
+				t.Errorf("runnel check -config %s without credentials = %v, want only the require_credentials error", f, err)
+			}
+			withUsers := strings.Replace(string(data), "\n  users: []\n",
+				"\n  users: [{username: dev, password_hash: \"$2a$10$nWNUqyy/FP/ljPXxbbOJ9OiKEjRLDGpmSAdhX.DTN.U99MPtzwe2a\"}]\n", 1)
+			if withUsers == string(data) {
+				t.Fatalf("%s: no \"  users: []\" line to fill in", f)
+			}
+			if _, err := testLoader(t, "RUNNEL_HTTP_TOKENS=token-123456").loadBytes(f, []byte(withUsers)); err != nil {
+				t.Errorf("runnel check -config %s with credentials:\n%v", f, err)
 			}
 		})
 	}

@@ -50,9 +50,23 @@
 // (memlimit.go: a 28 MiB floor for a small gateway, out of the way of a
 // large one); GOMEMLIMIT wins over both.
 //
+// # Secure by default
+//
+// As mosquitto 2.0 does, New moves every listener that nothing protects to
+// loopback (security.go): MQTT without users (or with anonymous access on),
+// HTTP without http.tokens, UDP without udp.allow_sources. Run logs one
+// line naming what moved and how to open it: configure the credentials
+// (`runnel init` writes them), or set security.allow_anonymous_network to
+// listen on all interfaces without authentication. http.tokens also guard
+// the write endpoint when http_write.tokens is empty. UDP is off unless
+// udp.addr is set, and the log warns when it is reachable unfiltered while
+// the other listeners demand credentials. security.require_credentials
+// (set by the Raspberry Pi and industrial profiles) refuses to start
+// without MQTT users and HTTP tokens.
+//
 // # Configuration
 //
-// Config is composed of one section per stage (gateway, log, wal, http,
+// Config is composed of one section per stage (gateway, log, security, wal, http,
 // mqtt, udp, http_write, dead_letters, windows, checkpoint, alerts, kafka),
 // each a struct with yaml tags, Go types that carry units (time.Duration,
 // wal.ByteSize), and its own Validate. Load is the single load path of

@@ -15,6 +15,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"strings"
 	"sync"
@@ -37,6 +38,9 @@ type Gateway struct {
 	srv    *http.Server
 	ready  chan struct{}
 	ran    atomic.Bool
+	// bindsMoved are the listeners secureBinds moved to loopback, logged
+	// by Run.
+	bindsMoved []bindChange
 
 	// Readiness, read by /readyz.
 	walOpen  atomic.Bool
@@ -80,7 +84,13 @@ func New(cfg Config, logger *slog.Logger) (*Gateway, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	g := &Gateway{cfg: cfg, logger: logger, ready: make(chan struct{})}
+	// Secure by default: unprotected listeners bind loopback (security.go).
+	cfg, moved := cfg.secureBinds()
+	if len(cfg.HTTPWrite.Tokens) == 0 {
+		// The write endpoint is never left open by http.tokens alone.
+		cfg.HTTPWrite.Tokens = cfg.HTTP.Tokens
+	}
+	g := &Gateway{cfg: cfg, logger: logger, ready: make(chan struct{}), bindsMoved: moved}
 	mux := http.NewServeMux()
 	g.mux = mux
 	mux.HandleFunc("GET /healthz", g.handleHealthz)
@@ -99,6 +109,7 @@ func New(cfg Config, logger *slog.Logger) (*Gateway, error) {
 	g.srv = &http.Server{
 		Handler:           requireToken(cfg.HTTP.Tokens, mux),
 		ReadHeaderTimeout: 10 * time.Second,
+		MaxHeaderBytes:    64 << 10, // net/http's 1 MiB is for browsers with many cookies
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
@@ -134,6 +145,12 @@ func (g *Gateway) Run(ctx context.Context) error {
 	}
 	start := time.Now()
 	timeout := g.cfg.Gateway.ShutdownTimeout
+	if msg := secureBindsLog(g.bindsMoved); msg != "" {
+		g.logger.Warn(msg)
+	}
+	if msg := g.cfg.udpExposureWarning(); msg != "" {
+		g.logger.Warn(msg, "udp_addr", g.cfg.UDP.Addr)
+	}
 	var grp group
 	if g.setMemoryLimit() {
 		defer releaseMemoryLimit()
@@ -277,7 +294,8 @@ func (g *Gateway) startHTTP(ctx context.Context, grp *group) error {
 		return err
 	}
 	g.mux.Handle("/api/v2/write", w)
-	hub := httpapi.NewHub(256)
+	hub := httpapi.NewHub(streamClientBuffer)
+	hub.MaxClients = g.cfg.HTTP.MaxStreamClients
 	g.srv.RegisterOnShutdown(hub.Close)
 	g.hub = hub
 	g.stream.onEmit = hub.PublishEmission
@@ -371,6 +389,8 @@ func (g *Gateway) readiness() readiness {
 		return readiness{Reason: "http listener not up"}
 	case !g.mqttUp.Load():
 		return readiness{Reason: "mqtt broker not up"}
+	case g.broker != nil && g.broker.ListenerProblem() != "":
+		return readiness{Reason: g.broker.ListenerProblem()}
 	case g.stream != nil && !g.stream.replayed.Load():
 		return readiness{Reason: fmt.Sprintf("replaying the wal up to index %d", g.stream.replayTarget.Load())}
 	}
@@ -384,7 +404,10 @@ func (g *Gateway) readiness() readiness {
 		case st.Connected:
 			r.Uplink = "ok"
 		case st.LastError != "":
-			r.Uplink = "down: " + st.LastError
+			// /readyz is open to probes: the reason without the brokers'
+			// addresses (the full error is in /api/v1/status, behind the
+			// tokens).
+			r.Uplink = "down: " + redactAddrs(st.LastError)
 		default:
 			r.Uplink = "connecting"
 		}
@@ -421,6 +444,12 @@ func (g *Gateway) storageHeld() string {
 	}
 	return ""
 }
+
+// hostPort matches host:port and [v6]:port addresses in an error text.
+var hostPort = regexp.MustCompile(`(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][A-Za-z0-9.\-]*):[0-9]{1,5}\b`)
+
+// redactAddrs replaces the network addresses in s with "<address>".
+func redactAddrs(s string) string { return hostPort.ReplaceAllString(s, "<address>") }
 
 func (g *Gateway) handleReadyz(w http.ResponseWriter, _ *http.Request) {
 	r := g.readiness()

@@ -264,6 +264,24 @@ func TestReadyzBrokenUplink(t *testing.T) {
 		code, body, err := get(client, "http://"+g.Addr()+"/readyz")
 		return code == http.StatusOK && strings.Contains(body, `"ready":true`) && strings.Contains(body, `"uplink":"down: `), fmt.Sprint(code, body, err)
 	})
+	// Probes are unauthenticated: no broker address in the answer.
+	_, body, _ := get(client, "http://"+g.Addr()+"/readyz")
+	if _, port, _ := net.SplitHostPort(dead); strings.Contains(body, dead) || strings.Contains(body, ":"+port) {
+		t.Errorf("/readyz shows the broker address %s: %s", dead, body)
+	}
+}
+
+func TestRedactAddrs(t *testing.T) {
+	for in, want := range map[string]string{
+		"dial tcp 127.0.0.1:9092: connect: connection refused": "dial tcp <address>: connect: connection refused",
+		"broker kafka-1.plant.local:9093 unreachable":          "broker <address> unreachable",
+		"dial tcp [fd00::1]:9092: i/o timeout":                 "dial tcp <address>: i/o timeout",
+		"unable to dial: context deadline exceeded":            "unable to dial: context deadline exceeded",
+	} {
+		if got := redactAddrs(in); got != want {
+			t.Errorf("redactAddrs(%q) = %q, want %q", in, got, want)
+		}
+	}
 }
 
 // TestMemoryLimit: gateway.memory_limit becomes the runtime's soft limit.

@@ -63,6 +63,15 @@ func (l loader) loadBytes(name string, data []byte) (Config, error) {
 	d.decodeFile(data, reflect.ValueOf(&cfg).Elem())
 	envKeys, envErrs := applyEnv(reflect.ValueOf(&cfg).Elem(), l.environ, envAliases)
 	errs := append(d.errs, envErrs...)
+	for _, e := range loadSecretFiles(&cfg, filepath.Dir(name)) {
+		switch {
+		case envKeys[e.Key] != "":
+			e.Env = envKeys[e.Key]
+		case d.line(e.Key) > 0:
+			e.File, e.Line = name, d.line(e.Key)
+		}
+		errs = append(errs, e)
+	}
 	rules := l.loadRulesFile(&cfg, filepath.Dir(name))
 	if rules != nil {
 		errs = append(errs, rules.errs...)

@@ -230,6 +230,8 @@ func (g *Gateway) writeIngestMetrics(p promWriter) {
 	}
 	if g.broker != nil {
 		p.gauge("runnel_mqtt_clients", "Connected MQTT clients.", one(float64(g.broker.Clients())))
+		p.counter("runnel_mqtt_auth_failures_total", "MQTT logins refused for a bad username or password.", one(float64(st.AuthFailures.Load())))
+		p.counter("runnel_mqtt_auth_throttled_total", "MQTT logins refused unchecked: the source was backing off after failures.", one(float64(st.AuthThrottled.Load())))
 	}
 	if g.deadLetters != nil {
 		p.counter("runnel_dead_letters_total", "Rejected payloads sent to the dead-letter log.", one(float64(g.deadLetters.Count())))

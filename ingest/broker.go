@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/url"
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
@@ -31,6 +33,13 @@ type BrokerConfig struct {
 	// WebSocketAddr is an optional MQTT-over-WebSocket listener (":8083");
 	// empty disables it.
 	WebSocketAddr string `yaml:"websocket_addr"`
+	// WebSocketTLS serves the WebSocket listener as wss, with the tls
+	// section's certificate and client-certificate settings.
+	WebSocketTLS bool `yaml:"websocket_tls"`
+	// WebSocketOrigins are the browser origins ("https://dash.example")
+	// allowed besides the listener's own; other cross-origin upgrades are
+	// refused (403). Requests without an Origin header (devices) pass.
+	WebSocketOrigins []string `yaml:"websocket_origins"`
 	// AllowAnonymous lets clients connect without a username. Unset, it is
 	// true exactly when no users are configured (and the log says so loudly).
 	AllowAnonymous *bool `yaml:"allow_anonymous"`
@@ -46,6 +55,14 @@ type BrokerConfig struct {
 	SessionExpiry  time.Duration `yaml:"session_expiry"`   // longest a disconnected session is kept
 	MaxQueued      int           `yaml:"max_queued"`       // outbound messages queued per client (offline queue)
 	MaxRetained    int           `yaml:"max_retained"`     // retained messages one client may set
+
+	// Quotas against one hostile client or host (refusals carry MQTT 5
+	// reason codes: 0x97 quota exceeded, 0x9F connection rate exceeded).
+	MaxSubscriptions        int          `yaml:"max_subscriptions"`          // subscriptions per client; past it SUBACK refuses the filter
+	MaxRetainedBytes        wal.ByteSize `yaml:"max_retained_bytes"`         // payload bytes of all retained messages and retained wills
+	MaxRetainedMessageBytes wal.ByteSize `yaml:"max_retained_message_bytes"` // largest payload kept as retained; larger ones are delivered, not retained
+	MaxPendingConnects      int          `yaml:"max_pending_connects"`       // sockets that have not sent CONNECT yet (TCP and TLS); more are closed at accept
+	MaxConnectionsPerSource int          `yaml:"max_connections_per_source"` // open sockets per remote host; a CONNECT past it gets 0x9F
 
 	// Topics maps topic filters to decoders; the first match wins. A publish
 	// on a topic no filter matches is routed to subscribers but not stored.
@@ -66,11 +83,23 @@ type BrokerTLSConfig struct {
 	KeyFile  string `yaml:"key_file"`  // PEM private key
 	// ClientCAFile, when set, requires client certificates signed by it.
 	ClientCAFile string `yaml:"client_ca_file"`
+	// UsernameFromCN makes a client certificate's Common Name the client's
+	// username (with client_ca_file): the certificate authenticates it, no
+	// password is checked, and the ACL is that of the mqtt.users entry of
+	// that name (whose password_hash may then be empty). A CN with no
+	// entry is refused.
+	UsernameFromCN bool `yaml:"username_from_cn"`
+	// Only turns the plain listeners off (addr, and websocket_addr unless
+	// websocket_tls): every client then presents a certificate signed by
+	// client_ca_file, which it requires.
+	Only bool `yaml:"only"`
 }
 
 // BrokerUser is one MQTT account. Publish and Subscribe are topic filters
-// the user may publish or subscribe to; empty allows every topic except
-// the reserved ones (alerts/#, $SYS/#), which only an explicit filter opens.
+// the user may publish or subscribe to, with %u and %c standing for the
+// username and client id. An empty Publish allows every topic except the
+// reserved ones (alerts/..., $SYS/...); an empty Subscribe allows nothing.
+// Reserved topics open only to filters that literally start with them.
 type BrokerUser struct {
 	Username string `yaml:"username"`
 	// PasswordHash is a bcrypt hash (`echo -n PASS | runnel passwd`).
@@ -100,6 +129,12 @@ func DefaultBrokerConfig() BrokerConfig {
 		SessionExpiry:  time.Hour,
 		MaxQueued:      1024,
 		MaxRetained:    100,
+
+		MaxSubscriptions:        100,
+		MaxRetainedBytes:        4 * wal.MiB,
+		MaxRetainedMessageBytes: 64 * wal.KiB,
+		MaxPendingConnects:      64,
+		MaxConnectionsPerSource: 100,
 		Topics: []TopicCodec{
 			{Filter: "telemetry/+/+", Codec: CodecJSON},
 			{Filter: "biosignal/+/+", Codec: CodecBiosignal},
@@ -141,10 +176,21 @@ func (c BrokerConfig) Validate() error {
 			bad("tls.addr", "%q is not host:port", c.TLS.Addr)
 		}
 	}
+	if c.WebSocketTLS && (c.TLS.CertFile == "" || c.WebSocketAddr == "") {
+		bad("websocket_tls", "needs websocket_addr and tls.cert_file and tls.key_file")
+	}
+	for i, o := range c.WebSocketOrigins {
+		if u, err := url.Parse(o); err != nil || u.Scheme == "" || u.Host == "" {
+			bad(fmt.Sprintf("websocket_origins[%d]", i), "%q is not an origin like https://dash.example", o)
+		}
+	}
+	if (c.TLS.UsernameFromCN || c.TLS.Only) && c.TLS.ClientCAFile == "" {
+		bad("tls.client_ca_file", "username_from_cn and only need client certificates: set client_ca_file")
+	}
 	if c.TLS.ClientCAFile != "" && c.TLS.CertFile == "" {
 		bad("tls.client_ca_file", "needs cert_file and key_file")
 	}
-	if c.Addr == "" && c.TLS.CertFile == "" && c.WebSocketAddr == "" {
+	if c.Addr == "" && c.TLS.CertFile == "" && c.WebSocketAddr == "" && !c.TLS.Only {
 		bad("addr", "no MQTT listener: set addr, tls or websocket_addr")
 	}
 	seen := map[string]bool{}
@@ -157,7 +203,9 @@ func (c BrokerConfig) Validate() error {
 			bad(key+".username", "%q is configured twice", u.Username)
 		}
 		seen[u.Username] = true
-		if _, err := bcrypt.Cost([]byte(u.PasswordHash)); err != nil {
+		if u.PasswordHash == "" && c.TLS.UsernameFromCN {
+			// a certificate-only account
+		} else if _, err := bcrypt.Cost([]byte(u.PasswordHash)); err != nil {
 			bad(key+".password_hash", "is not a bcrypt hash ($2a$/$2b$/$2y$…): %v", err)
 		}
 		for j, f := range u.Publish {
@@ -196,6 +244,21 @@ func (c BrokerConfig) Validate() error {
 	if c.MaxRetained < 0 || c.MaxRetained > 1<<20 {
 		bad("max_retained", "%d is out of range 0 to 1048576", c.MaxRetained)
 	}
+	if c.MaxSubscriptions < 1 || c.MaxSubscriptions > 1<<20 {
+		bad("max_subscriptions", "%d is out of range 1 to 1048576", c.MaxSubscriptions)
+	}
+	if c.MaxRetainedBytes < 0 || c.MaxRetainedBytes > 4*wal.GiB {
+		bad("max_retained_bytes", "%s is out of range 0 to 4GiB (retained messages live in memory)", c.MaxRetainedBytes)
+	}
+	if c.MaxRetainedMessageBytes < 0 || c.MaxRetainedMessageBytes > c.MaxPacketBytes {
+		bad("max_retained_message_bytes", "%s is out of range 0 to max_packet_bytes (%s)", c.MaxRetainedMessageBytes, c.MaxPacketBytes)
+	}
+	if c.MaxPendingConnects < 1 || c.MaxPendingConnects > 1<<20 {
+		bad("max_pending_connects", "%d is out of range 1 to 1048576", c.MaxPendingConnects)
+	}
+	if c.MaxConnectionsPerSource < 1 || c.MaxConnectionsPerSource > 1<<20 {
+		bad("max_connections_per_source", "%d is out of range 1 to 1048576", c.MaxConnectionsPerSource)
+	}
 	for i, t := range c.Topics {
 		key := fmt.Sprintf("topics[%d]", i)
 		if !validFilter(t.Filter) {
@@ -231,8 +294,10 @@ func unjoin(err error) []error {
 	return []error{err}
 }
 
-// anonymous reports whether clients may connect without a username.
-func (c BrokerConfig) anonymous() bool {
+// Anonymous reports whether clients may connect without a username: the
+// allow_anonymous setting, or, unset, true exactly when no users are
+// configured.
+func (c BrokerConfig) Anonymous() bool {
 	if c.AllowAnonymous != nil {
 		return *c.AllowAnonymous
 	}
@@ -249,6 +314,7 @@ type Broker struct {
 	hook   *ingestHook
 	mu     sync.Mutex
 	addrs  map[string]net.Addr // bound addresses by listener id
+	tcp    []*tcpListener      // the TCP and TLS listeners, set by Start
 	closed bool
 }
 
@@ -261,6 +327,9 @@ func NewBroker(cfg BrokerConfig, app Appender, rejects RejectSink, stats *Stats,
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
+	// mochi logs whole packets (payloads as decimal bytes) and one line per
+	// denied client: drop the packets, rate-limit the lines.
+	logger = slog.New(newQuietHandler(logger.Handler()))
 	caps := mqtt.NewDefaultServerCapabilities()
 	caps.MaximumClients = int64(cfg.MaxClients)
 	caps.MaximumPacketSize = uint32(cfg.MaxPacketBytes)
@@ -290,26 +359,38 @@ func NewBroker(cfg BrokerConfig, app Appender, rejects RejectSink, stats *Stats,
 // could not bind) and starts serving. It returns once the listeners are
 // bound; Close stops them.
 func (b *Broker) Start() error {
-	if !b.cfg.anonymous() && len(b.cfg.Users) == 0 {
+	if !b.cfg.Anonymous() && len(b.cfg.Users) == 0 {
 		b.logger.Warn("mqtt: anonymous access is off and no users are configured: no client can connect")
 	}
-	if b.cfg.anonymous() {
+	if b.cfg.Anonymous() {
 		b.logger.Warn("MQTT ANONYMOUS ACCESS IS ON: any client that reaches the broker can publish; configure mqtt.users (and leave mqtt.allow_anonymous unset) to require passwords",
 			"users", len(b.cfg.Users))
 	}
 	var lns []listeners.Listener
-	if b.cfg.Addr != "" {
-		lns = append(lns, &tcpListener{id: "tcp", addr: b.cfg.Addr, connectTimeout: b.cfg.ConnectTimeout, onBound: b.bound})
+	if b.cfg.TLS.Only {
+		b.logger.Info("mqtt: plain listeners off (mqtt.tls.only): clients need a certificate", "addr", b.cfg.Addr)
+	}
+	if b.cfg.Addr != "" && !b.cfg.TLS.Only {
+		lns = append(lns, b.newTCPListener("tcp", b.cfg.Addr, nil))
 	}
 	if b.cfg.TLS.CertFile != "" {
 		tc, err := b.tlsConfig()
 		if err != nil {
 			return err
 		}
-		lns = append(lns, &tcpListener{id: "tls", addr: b.cfg.TLS.Addr, tls: tc, connectTimeout: b.cfg.ConnectTimeout, onBound: b.bound})
+		lns = append(lns, b.newTCPListener("tls", b.cfg.TLS.Addr, tc))
 	}
-	if b.cfg.WebSocketAddr != "" {
-		lns = append(lns, listeners.NewWebsocket(listeners.Config{ID: "ws", Address: b.cfg.WebSocketAddr}))
+	if b.cfg.WebSocketAddr != "" && (b.cfg.WebSocketTLS || !b.cfg.TLS.Only) {
+		ws := &wsListener{id: "ws", addr: b.cfg.WebSocketAddr, connectTimeout: b.cfg.ConnectTimeout,
+			origins: b.cfg.WebSocketOrigins, conns: b.hook.conns, onBound: b.bound, logger: b.logger}
+		if b.cfg.WebSocketTLS {
+			tc, err := b.tlsConfig()
+			if err != nil {
+				return err
+			}
+			ws.tls = tc
+		}
+		lns = append(lns, ws)
 	}
 	for _, l := range lns {
 		if err := b.srv.AddListener(l); err != nil {
@@ -322,6 +403,25 @@ func (b *Broker) Start() error {
 		return fmt.Errorf("start mqtt broker: %w", err)
 	}
 	return nil
+}
+
+func (b *Broker) newTCPListener(id, addr string, tc *tls.Config) *tcpListener {
+	l := &tcpListener{id: id, addr: addr, tls: tc, connectTimeout: b.cfg.ConnectTimeout, onBound: b.bound,
+		conns: b.hook.conns, logger: b.logger}
+	b.tcp = append(b.tcp, l)
+	return l
+}
+
+// ListenerProblem says why a listener is not accepting ("" when all are):
+// accept has been failing (file descriptors exhausted, say) and is being
+// retried with back-off.
+func (b *Broker) ListenerProblem() string {
+	for _, l := range b.tcp {
+		if p := l.failing.Load(); p != nil {
+			return "mqtt listener " + l.id + " cannot accept: " + *p
+		}
+	}
+	return ""
 }
 
 func (b *Broker) bound(id string, a net.Addr) {
@@ -409,6 +509,9 @@ type tcpListener struct {
 	tls            *tls.Config
 	connectTimeout time.Duration
 	onBound        func(id string, a net.Addr)
+	conns          *connTracker
+	logger         *slog.Logger
+	failing        atomic.Pointer[string] // the last accept error while accepting fails
 	ln             net.Listener
 	mu             sync.Mutex
 	closed         bool
@@ -424,19 +527,28 @@ func (l *tcpListener) Init(*slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	if l.tls != nil {
-		ln = tls.NewListener(ln, l.tls)
-	}
-	l.ln = ln
+	l.ln = ln // TLS is layered per socket, over the counted connection
 	l.onBound(l.id, ln.Addr())
 	return nil
 }
 
 func (l *tcpListener) Serve(establish listeners.EstablishFn) {
-	for {
-		conn, err := l.ln.Accept()
-		if err != nil {
+	closed := func() bool {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		return l.closed
+	}
+	acceptLoop(l.ln, closed, l.acceptFailed, func(raw net.Conn) {
+		// Counted before anything is read: a socket past the pending
+		// bound is closed at once.
+		tc := l.conns.accept(raw)
+		if tc == nil {
+			raw.Close()
 			return
+		}
+		var conn net.Conn = tc
+		if l.tls != nil {
+			conn = tls.Server(tc, l.tls)
 		}
 		_ = conn.SetDeadline(time.Now().Add(l.connectTimeout))
 		l.mu.Lock()
@@ -451,6 +563,20 @@ func (l *tcpListener) Serve(establish listeners.EstablishFn) {
 			defer l.wg.Done()
 			_ = establish(l.id, conn) // mochi logs and counts its own failures
 		}()
+	})
+}
+
+// acceptFailed records an accept failure (nil: accepting again), for the
+// gateway's readiness and the log.
+func (l *tcpListener) acceptFailed(err error) {
+	if err == nil {
+		l.failing.Store(nil)
+		l.logger.Info("mqtt listener accepting again", "listener", l.id)
+		return
+	}
+	msg := err.Error()
+	if l.failing.Swap(&msg) == nil {
+		l.logger.Warn("mqtt listener cannot accept; retrying with back-off", "listener", l.id, "err", err)
 	}
 }
 

@@ -3,7 +3,6 @@ package ingest
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -12,7 +11,6 @@ import (
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
-	"golang.org/x/crypto/bcrypt"
 
 	"github.com/runnel-iot/runnel/wal"
 )
@@ -54,6 +52,7 @@ type ingestHook struct {
 	anonymous bool
 	authCache sync.Map // sha256(user \x00 password) → struct{}: bcrypt is 50+ ms; reconnect storms must not pay it each time
 	authN     int
+	auth      *authGuard // dummy hash, concurrency bound, per-source back-off (brokerauth.go)
 
 	topics    []TopicCodec
 	precision Precision
@@ -68,6 +67,17 @@ type ingestHook struct {
 	clients map[*mqtt.Client]*clientAcks
 	retain  map[string]map[string]struct{} // client id → retained topics it set
 	wg      sync.WaitGroup
+
+	// ownMu serialises client-id ownership checks (brokeracl.go); claims
+	// are CONNECTs between their check and their established session.
+	ownMu  sync.Mutex
+	claims map[string]*mqtt.Client
+
+	denials *rateLimiter // denial log lines, per cause
+	conns   *connTracker // sockets pending CONNECT and per source (brokerconn.go)
+
+	retainedBytes int64            // payload bytes retained by clients, under mu
+	retainedSize  map[string]int64 // topic → retained payload bytes, under mu
 }
 
 func newIngestHook(cfg BrokerConfig, srv *mqtt.Server, app Appender, rejects RejectSink, stats *Stats, logger *slog.Logger) (*ingestHook, error) {
@@ -77,14 +87,20 @@ func newIngestHook(cfg BrokerConfig, srv *mqtt.Server, app Appender, rejects Rej
 	}
 	h := &ingestHook{
 		cfg: cfg, srv: srv, app: app, rejects: rejects, stats: stats, logger: logger,
-		users: map[string]*BrokerUser{}, anonymous: cfg.anonymous(),
+		users: map[string]*BrokerUser{}, anonymous: cfg.Anonymous(),
 		topics: cfg.Topics, precision: prec,
 		clients: map[*mqtt.Client]*clientAcks{},
 		retain:  map[string]map[string]struct{}{},
+		claims:  map[string]*mqtt.Client{},
+		conns:   newConnTracker(cfg.MaxPendingConnects, cfg.MaxConnectionsPerSource),
+
+		retainedSize: map[string]int64{},
+		denials:      newRateLimiter(denialLogEvery),
 	}
 	for i := range cfg.Users {
 		h.users[cfg.Users[i].Username] = &cfg.Users[i]
 	}
+	h.auth = newAuthGuard(cfg.Users, stats)
 	if err := h.initDecoders(DecoderConfig{Biosignal: cfg.Biosignal}); err != nil {
 		return nil, err
 	}
@@ -96,7 +112,8 @@ func (h *ingestHook) ID() string { return "runnel-ingest" }
 
 func (h *ingestHook) Provides(b byte) bool {
 	switch b {
-	case mqtt.OnConnect, mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnPublish, mqtt.OnDisconnect:
+	case mqtt.OnConnect, mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnPublish, mqtt.OnDisconnect,
+		mqtt.OnPacketRead, mqtt.OnSessionEstablished:
 		return true
 	}
 	return false
@@ -116,78 +133,42 @@ func (h *ingestHook) wait() {
 
 // OnConnect caps the keep-alive: a client asking for none or for more than
 // max_keep_alive gets max_keep_alive, so a silent socket is eventually
-// closed (v5 clients are told through the server keep-alive).
+// closed (v5 clients are told through the server keep-alive). It refuses
+// (v5 0x87, 3.1.1 0x05) a will its user may not publish or retain, and a
+// client id whose live or persisted session belongs to another username.
+// It runs before the password check, which then refuses a claimed
+// username with a wrong password.
 func (h *ingestHook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 	limit := uint16(h.cfg.MaxKeepAlive / time.Second)
 	if cl.State.Keepalive == 0 || cl.State.Keepalive > limit {
 		cl.State.Keepalive = limit
 		cl.State.ServerKeepalive = true
 	}
-	return nil
-}
-
-// OnConnectAuthenticate checks the username and bcrypt password.
-func (h *ingestHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
+	if tc := trackedOf(cl); tc != nil && !tc.markConnected() {
+		h.deny("connect refused: too many connections from one source", "remote", tc.src, "client", cl.ID)
+		return h.refuseConnect(cl, packets.ErrConnectionRateExceeded)
+	}
 	user := string(pk.Connect.Username)
-	if user == "" {
-		if !h.anonymous {
-			h.logger.Info("mqtt connect refused: no username and anonymous access is off", "client", cl.ID, "remote", cl.Net.Remote)
-		}
-		return h.anonymous
+	if cn := h.certUser(cl); cn != "" {
+		// The certificate names the user, whatever CONNECT claims; the
+		// ACL reads cl.Properties.Username.
+		user = cn
+		cl.Properties.Username = []byte(cn)
 	}
-	u, ok := h.users[user]
-	if !ok {
-		h.logger.Info("mqtt connect refused: unknown user", "user", user, "client", cl.ID, "remote", cl.Net.Remote)
-		return false
+	if code, ok := h.checkWill(cl, user); !ok {
+		return h.refuseConnect(cl, code)
 	}
-	key := sha256.Sum256(append(append([]byte(user), 0), pk.Connect.Password...))
-	if _, ok := h.authCache.Load(key); ok {
-		return true
+	if !h.claimClientID(cl, user) {
+		h.deny("connect refused: client id in use by another user", "user", user, "client", cl.ID)
+		return h.refuseConnect(cl, packets.ErrNotAuthorized)
 	}
-	if bcrypt.CompareHashAndPassword([]byte(u.PasswordHash), pk.Connect.Password) != nil {
-		h.logger.Info("mqtt connect refused: wrong password", "user", user, "client", cl.ID, "remote", cl.Net.Remote)
-		return false
-	}
-	h.mu.Lock()
-	if h.authN < 1024 { // bounded: beyond it, bcrypt every time
-		h.authCache.Store(key, struct{}{})
-		h.authN++
-	}
-	h.mu.Unlock()
-	return true
-}
-
-// reservedTopic reports whether a topic is reserved for the gateway's own
-// publishes.
-func reservedTopic(topic string) bool {
-	return topic == "alerts" || strings.HasPrefix(topic, "alerts/") || strings.HasPrefix(topic, "$SYS")
-}
-
-// OnACLCheck applies the user's publish and subscribe filters. Publishing
-// on alerts/# and $SYS/# is the gateway's unless a filter of the user
-// grants it explicitly.
-func (h *ingestHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
-	var filters []string
-	if u := h.users[string(cl.Properties.Username)]; u != nil {
-		filters = u.Subscribe
-		if write {
-			filters = u.Publish
-		}
-	}
-	for _, f := range filters {
-		if matchFilter(f, topic) {
-			return true
-		}
-	}
-	if write && reservedTopic(topic) {
-		return false
-	}
-	return len(filters) == 0
+	return nil
 }
 
 // OnDisconnect ends the client's acker. Appends still in flight complete,
 // but their acknowledgements are dropped: the client resends.
 func (h *ingestHook) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
+	h.releaseClaim(cl)
 	h.mu.Lock()
 	ca := h.clients[cl]
 	delete(h.clients, cl)
@@ -325,14 +306,26 @@ func (h *ingestHook) hasSubscribers(topic string) bool {
 // allowRetain bounds the retained topics one client may set; past the
 // bound the message is delivered but not retained.
 func (h *ingestHook) allowRetain(cl *mqtt.Client, pk packets.Packet) bool {
+	return h.allowRetainTopic(cl.ID, pk.TopicName, len(pk.Payload))
+}
+
+// allowRetainTopic is allowRetain for a client id, topic and payload size
+// (wills are checked with it at CONNECT).
+func (h *ingestHook) allowRetainTopic(clientID, topic string, size int) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	set := h.retain[cl.ID]
-	if len(pk.Payload) == 0 { // clears the retained message
-		delete(set, pk.TopicName)
+	set := h.retain[clientID]
+	if size == 0 { // clears the retained message
+		delete(set, topic)
+		h.retainedBytes -= h.retainedSize[topic]
+		delete(h.retainedSize, topic)
 		return true
 	}
-	if _, ok := set[pk.TopicName]; ok {
+	if int64(size) > int64(h.cfg.MaxRetainedMessageBytes) || !h.chargeRetained(topic, int64(size)) {
+		h.deny("retained message over the retained limits: delivered, not retained", "client", clientID, "topic", topic, "bytes", size)
+		return false
+	}
+	if _, ok := set[topic]; ok {
 		return true
 	}
 	if len(set) >= h.cfg.MaxRetained {
@@ -343,9 +336,35 @@ func (h *ingestHook) allowRetain(cl *mqtt.Client, pk packets.Packet) bool {
 			return false // bounded even across many client ids
 		}
 		set = map[string]struct{}{}
-		h.retain[cl.ID] = set
+		h.retain[clientID] = set
 	}
-	set[pk.TopicName] = struct{}{}
+	set[topic] = struct{}{}
+	return true
+}
+
+// chargeRetained charges a retained payload of size bytes on topic to
+// max_retained_bytes (replacing what the topic held), or reports that it
+// does not fit. mochi drops expired retained messages on its own, so when
+// the count says full it is recounted from mochi's store first. Called
+// under h.mu.
+func (h *ingestHook) chargeRetained(topic string, size int64) bool {
+	limit := int64(h.cfg.MaxRetainedBytes)
+	if h.retainedBytes-h.retainedSize[topic]+size > limit {
+		h.retainedBytes = 0
+		for t := range h.retainedSize {
+			if pk, ok := h.srv.Topics.Retained.Get(t); ok {
+				h.retainedSize[t] = int64(len(pk.Payload))
+				h.retainedBytes += int64(len(pk.Payload))
+			} else {
+				delete(h.retainedSize, t)
+			}
+		}
+		if h.retainedBytes-h.retainedSize[topic]+size > limit {
+			return false
+		}
+	}
+	h.retainedBytes += size - h.retainedSize[topic]
+	h.retainedSize[topic] = size
 	return true
 }
 

@@ -68,10 +68,61 @@
 // Packet size, clients, messages in flight per client, keep-alive (a
 // client asking for none gets mqtt.max_keep_alive), a deadline for sockets
 // that never send CONNECT (mochi sets none), session expiry, queued
-// messages per client, and retained messages per client. Users
-// authenticate with bcrypt hashes; ACL filters limit what each may publish
-// and subscribe; alerts/# and $SYS/# are reserved for the gateway's own
-// publishes unless a filter grants them.
+// messages per client, and retained messages per client. Quotas against
+// one hostile client or host: subscriptions per client
+// (mqtt.max_subscriptions), the payload bytes of all retained messages and
+// retained wills and the largest one retained (max_retained_bytes,
+// max_retained_message_bytes; 0x97 for a will), TCP and TLS sockets that
+// have not sent CONNECT (max_pending_connects: closed at accept) and open
+// sockets per remote host (max_connections_per_source: 0x9F). The TCP and
+// TLS accept loop retries failures (EMFILE) with back-off from 5ms to 1s,
+// as net/http does, instead of ending for good; Broker.ListenerProblem
+// says so meanwhile, and the gateway reports it in /readyz. The WebSocket
+// listener is Runnel's own (brokerws.go): the same deadline and counts, an
+// Origin allow-list (cross-origin browser upgrades refused) and optional
+// wss. Not bounded yet: queued bytes per session (max_queued counts
+// messages) and persisted sessions in total.
+//
+// # Who may do what
+//
+// Users authenticate with bcrypt hashes. An unknown username costs the same
+// bcrypt work as a known one (a dummy hash), so timing does not reveal
+// which usernames exist; at most GOMAXPROCS checks run at once; a source
+// host with more than 5 failed logins is refused unchecked for a back-off
+// that doubles from 200ms to 30s (Stats.AuthFailures, AuthThrottled).
+//
+// With mqtt.tls.username_from_cn a verified client certificate's Common
+// Name is the username (no password), and mqtt.tls.only turns the plain
+// listeners off.
+//
+// ACL filters limit what each user may publish and subscribe to; %u and %c
+// in a filter stand for the username and the client id (telemetry/%u/+
+// lets a device publish only as itself). An empty publish list allows
+// every topic but the reserved ones; an empty subscribe list allows
+// nothing. alerts/... and $SYS/... are reserved for the gateway: only a
+// filter that literally starts with alerts/ or $SYS reaches them, never a
+// wildcard. Checked at CONNECT (mochi checks neither), with 0x87 (3.1.1:
+// 0x05): a will its user may not publish, or retain past the limits; a
+// client id whose live or persisted session belongs to another username
+// (checks and claims are serialised, so two CONNECTs cannot both pass). A
+// QoS 1/2 publish mochi would drop silently ($SYS, wildcards) is answered:
+// PUBACK 0x87 for MQTT 5, a disconnect for 3.1.1.
+//
+// mochi's log lines go through a handler that drops the attributes holding
+// whole packets (payloads) and rate-limits warnings per message; denials
+// are logged once per cause per 10 s with a count of those suppressed.
+//
+// The HTTP write endpoint allocates nothing by a declared Content-Length,
+// bounds the time to receive a body (http_write.read_timeout), charges
+// every body and its decoded readings to one budget for all writes in
+// flight (http_write.max_inflight_bytes; 503 with Retry-After past it),
+// and decodes and appends a body in chunks, so its readings never cost
+// more than one chunk's.
+//
+// UDP carries no credentials: udp.allow_sources restricts the peers whose
+// datagrams are taken (others are dropped and counted as source_denied,
+// before any decoding), and the gateway binds an unfiltered UDP listener
+// to loopback unless told otherwise.
 //
 // # Goroutines
 //

@@ -16,12 +16,14 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"runtime"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 	"unicode"
+	"unsafe"
 
 	"github.com/runnel-iot/runnel/wal"
 )
@@ -31,19 +33,40 @@ type HTTPWriteConfig struct {
 	// MaxBodyBytes bounds a request body, both as sent and, for a gzip
 	// body, once decompressed; a larger one is answered 413.
 	MaxBodyBytes wal.ByteSize `yaml:"max_body_bytes"`
+	// MaxInflightBytes bounds the memory of all writes in flight together:
+	// their bodies as received (and decompressed) and their decoded
+	// readings. A write that would pass it is answered 503 with
+	// Retry-After, so many concurrent or slow writers cannot exhaust
+	// memory. At least max_body_bytes plus 2MiB, so one write of the
+	// largest size always fits.
+	MaxInflightBytes wal.ByteSize `yaml:"max_inflight_bytes"`
+	// ReadTimeout bounds the time to receive a whole request body (the
+	// gateway's server bounds the headers to 10s); a slower client is
+	// cut off, so a trickling body cannot hold memory.
+	ReadTimeout time.Duration `yaml:"read_timeout"`
 	// Tokens are the accepted API tokens (`Authorization: Token <t>` or
-	// `Bearer <t>`); empty: no authentication.
+	// `Bearer <t>`); empty: no authentication. The gateway passes
+	// http.tokens here when this is empty.
 	Tokens []string `yaml:"tokens"`
+	// TokensFile names a file of more tokens, one per line; the gateway's
+	// loader reads it into Tokens.
+	TokensFile string `yaml:"tokens_file"`
 	// MaxFutureSkew rejects readings more than this far ahead of the
 	// receive time; 0 means the decoder default (1m), a negative value
 	// turns the check off.
 	MaxFutureSkew time.Duration `yaml:"max_future_skew"`
 }
 
-// DefaultHTTPWriteConfig returns the defaults: 32 MiB bodies, no tokens,
-// 1m of future skew.
+// DefaultHTTPWriteConfig returns the defaults, sized for a small device:
+// 16 MiB bodies, 32 MiB for all writes in flight, 30s to send a body, no
+// tokens, 1m of future skew.
 func DefaultHTTPWriteConfig() HTTPWriteConfig {
-	return HTTPWriteConfig{MaxBodyBytes: 32 * wal.MiB, MaxFutureSkew: DefaultMaxFutureSkew}
+	return HTTPWriteConfig{
+		MaxBodyBytes:     16 * wal.MiB,
+		MaxInflightBytes: 32 * wal.MiB,
+		ReadTimeout:      30 * time.Second,
+		MaxFutureSkew:    DefaultMaxFutureSkew,
+	}
 }
 
 // Validate reports every invalid setting at once, joined with errors.Join;
@@ -56,6 +79,13 @@ func (c HTTPWriteConfig) Validate() error {
 	}
 	if c.MaxBodyBytes < wal.KiB || c.MaxBodyBytes > wal.GiB {
 		bad("max_body_bytes", "%s is out of range 1KiB to 1GiB (a body is held in memory while it is decoded)", c.MaxBodyBytes)
+	}
+	if c.MaxInflightBytes < c.MaxBodyBytes+inflightSlack || c.MaxInflightBytes > 4*wal.GiB {
+		bad("max_inflight_bytes", "%s is out of range max_body_bytes + 2MiB (%s) to 4GiB (one write of the largest body and its decoded readings must fit)",
+			c.MaxInflightBytes, c.MaxBodyBytes+inflightSlack)
+	}
+	if c.ReadTimeout < 100*time.Millisecond || c.ReadTimeout > 10*time.Minute {
+		bad("read_timeout", "%s is out of range 100ms to 10m", c.ReadTimeout)
 	}
 	for i, t := range c.Tokens {
 		key := "tokens[" + strconv.Itoa(i) + "]"
@@ -97,16 +127,28 @@ func (c HTTPWriteConfig) Validate() error {
 //     cannot fix it. Also for a bad precision, naming the allowed ones;
 //   - 401 `unauthorized`, 405 `method not allowed` (with Allow: POST),
 //     413 `request too large`, 415 `unsupported media type`;
-//   - 503 `unavailable` with `Retry-After: 1`: the WAL failed or refused
-//     the write; nothing of the request was acknowledged and it should be
-//     resent whole.
+//   - 408 `request timeout`: the body did not arrive within ReadTimeout;
+//   - 503 `unavailable` with `Retry-After: 1`: the writes in flight hold
+//     MaxInflightBytes (nothing of this request was stored), or the WAL
+//     failed or refused the write; the request should be resent whole (a
+//     WAL failure after some chunks were stored makes the resend a
+//     duplicate of those, which at-least-once delivery allows).
+//
+// Memory: nothing is allocated by the declared Content-Length. The handler
+// waits for the first body bytes before it takes a worker; the body buffer
+// then grows as bytes arrive, each growth charged first to one budget,
+// MaxInflightBytes, shared by every write in flight (bodies, decompressed,
+// and decoded readings). The body is decoded and appended in chunks of
+// about 64 KiB of whole lines, so a request's decoded readings cost about
+// 1 MiB whatever its size.
 //
 // The handler blocks until the readings are durable (under wal.sync: batch,
 // after the fsync), so a slow disk slows the writers, not memory; the
 // request's context cancels the wait (the readings may still become
 // durable; the client sees no 204). Safe for concurrent use: decoders and
-// buffers come from a bounded free list (2×GOMAXPROCS kept), so decoders
-// keep their warm intern caches across requests and garbage collections.
+// buffers come from a bounded free list (2×GOMAXPROCS kept, each keeping at
+// most 256 KiB of body and 8192 readings), so decoders keep their warm
+// intern caches across requests and garbage collections.
 type HTTPWrite struct {
 	cfg     HTTPWriteConfig
 	app     Appender
@@ -117,22 +159,70 @@ type HTTPWrite struct {
 
 	workers chan *httpWorker // free list; decoders keep warm intern caches
 	gzips   sync.Pool        // *gzip.Reader
+	budget  byteBudget       // max_inflight_bytes
 }
 
 // httpWorker is the per-request state taken from the pool.
 type httpWorker struct {
 	dec      Decoder
-	res      Result
+	res      Result // one chunk's
+	total    Result // the request's, merged over its chunks
 	readings []wal.Reading
-	body     bytes.Buffer
+	body     []byte
+	held     int64 // bytes of the in-flight budget this request holds
 }
 
 // Bounds on what a pooled worker keeps between requests, so one huge body
-// does not pin its buffers for good.
+// does not pin its buffers for good (the pool holds 2×GOMAXPROCS workers).
 const (
-	keepBodyBytes = 4 << 20
-	keepReadings  = 1 << 17
+	keepBodyBytes = 256 << 10
+	keepReadings  = 8192
 )
+
+const (
+	// decodeChunkBytes is how much of a body is decoded and appended as one
+	// batch: a request's decoded readings are bounded by it (a reading
+	// takes at least 4 bytes of line protocol), not by the body size.
+	decodeChunkBytes = 64 << 10
+	// readingBytes is what one decoded reading costs in memory.
+	readingBytes = int64(unsafe.Sizeof(wal.Reading{}))
+	// minBodyBuf is the first buffer a body gets once its bytes arrive; it
+	// doubles from there as they keep coming, never by the declared length.
+	minBodyBuf = 16 << 10
+	// gzipCost is charged to the budget for a gzip body: the inflater's
+	// window and tables.
+	gzipCost = 64 << 10
+	// inflightSlack is the room max_inflight_bytes must leave above
+	// max_body_bytes: a chunk's readings and the gzip inflater.
+	inflightSlack = 2 * wal.MiB
+)
+
+// errOverBudget: the writes in flight hold max_inflight_bytes.
+var errOverBudget = errors.New("writes in flight hold max_inflight_bytes")
+
+// byteBudget is a counting semaphore of bytes that never blocks: acquire
+// fails at once when the bytes are not free (the writer gets 503 and
+// retries, as InfluxDB clients do).
+type byteBudget struct {
+	mu          sync.Mutex
+	used, limit int64
+}
+
+func (b *byteBudget) acquire(n int64) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.used+n > b.limit {
+		return false
+	}
+	b.used += n
+	return true
+}
+
+func (b *byteBudget) release(n int64) {
+	b.mu.Lock()
+	b.used -= n
+	b.mu.Unlock()
+}
 
 // NewHTTPWrite validates cfg and returns the handler, which appends to app,
 // sends rejected lines to rejects and counts into stats (rejects, stats and
@@ -151,6 +241,7 @@ func NewHTTPWrite(cfg HTTPWriteConfig, app Appender, rejects RejectSink, stats *
 		logger = slog.New(slog.DiscardHandler)
 	}
 	h := &HTTPWrite{cfg: cfg, app: app, rejects: rejects, stats: stats, logger: logger.With("listener", "http")}
+	h.budget.limit = int64(cfg.MaxInflightBytes)
 	for _, t := range cfg.Tokens {
 		h.tokens = append(h.tokens, sha256.Sum256([]byte(t)))
 	}
@@ -176,46 +267,101 @@ func (h *HTTPWrite) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeInfluxError(w, http.StatusBadRequest, "invalid", err.Error())
 		return
 	}
-	wk := h.worker()
-	defer h.put(wk)
+	// The whole body must arrive within read_timeout (the server bounds
+	// the headers): a trickling client cannot hold a worker for long. A
+	// ResponseWriter without deadlines (tests' recorders) is left as is.
+	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(h.cfg.ReadTimeout))
 
 	nowNs := time.Now().UnixNano()
 	h.stats.Messages[ListenerHTTP].Add(1)
-	if status, msg := h.readBody(w, r, &wk.body); status != 0 {
-		h.refuse(w, r, nowNs, status, msg, wk.body.Bytes())
+	src, zr, status, msg := h.bodySource(w, r)
+	if zr != nil {
+		defer h.gzips.Put(zr)
+	}
+	if status != 0 {
+		h.refuse(w, r, nowNs, status, msg, nil)
 		return
 	}
-	body := wk.body.Bytes()
+	// Wait for the first bytes before taking a worker or any budget: a
+	// declared length allocates nothing.
+	var first [512]byte
+	n, err := io.ReadAtLeast(src, first[:], 1)
+	if err != nil && err != io.EOF {
+		status, msg := bodyReadError(err, h.cfg.MaxBodyBytes)
+		h.refuse(w, r, nowNs, status, msg, first[:n])
+		return
+	}
+	wk := h.worker()
+	defer h.put(wk)
+	if n > 0 {
+		status, msg = h.readBody(src, first[:n], zr != nil, wk)
+	} else {
+		wk.body = wk.body[:0]
+	}
+	if status != 0 {
+		h.refuse(w, r, nowNs, status, msg, wk.body)
+		return
+	}
+	body := wk.body
 	h.stats.Bytes[ListenerHTTP].Add(uint64(len(body)))
 	opt := Options{NowNs: nowNs, MaxFutureSkew: h.cfg.MaxFutureSkew, Precision: prec}
-	wk.readings = wk.dec.Decode(wk.readings[:0], "", body, opt, &wk.res)
-	res := &wk.res
-	h.stats.CountResult(ListenerHTTP, res)
+	stored, err := h.decodeAppend(r.Context(), wk, opt)
+	res := &wk.total
 	if res.Problems() > 0 && h.rejects != nil {
 		h.rejects.Add(resultReject(ListenerHTTP, nowNs, r.RemoteAddr, r.URL.RequestURI(), res, body))
 	}
-	if len(wk.readings) > 0 {
-		if err := h.appendDurable(r.Context(), nowNs, wk.readings); err != nil {
-			h.logger.Debug("http write not stored", "remote_addr", r.RemoteAddr, "readings", len(wk.readings), "err", err)
-			w.Header().Set("Retry-After", "1")
-			writeInfluxError(w, http.StatusServiceUnavailable, "unavailable",
-				"write to wal failed: "+err.Error()+"; nothing was stored, retry")
-			return
+	if errors.Is(err, errOverBudget) {
+		h.refuse(w, r, nowNs, http.StatusServiceUnavailable, err.Error(), nil)
+		return
+	}
+	if err != nil {
+		h.logger.Debug("http write not stored", "remote_addr", r.RemoteAddr, "err", err)
+		w.Header().Set("Retry-After", "1")
+		msg := "write to wal failed: " + err.Error() + "; retry the whole request"
+		if stored > 0 {
+			msg += " (part of it may be stored already: a retry may duplicate it)"
+		} else {
+			msg += " (nothing was stored)"
 		}
+		writeInfluxError(w, http.StatusServiceUnavailable, "unavailable", msg)
+		return
 	}
 	if res.Problems() > 0 {
-		writeInvalid(w, res, len(wk.readings))
+		writeInvalid(w, res, stored)
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// put returns a worker to the pool, dropping buffers grown by a huge body.
-func (h *HTTPWrite) put(wk *httpWorker) {
-	if wk.body.Cap() > keepBodyBytes {
-		wk.body = bytes.Buffer{}
+// InflightBytes returns the bytes of max_inflight_bytes that writes in
+// flight hold now.
+func (h *HTTPWrite) InflightBytes() int64 {
+	h.budget.mu.Lock()
+	defer h.budget.mu.Unlock()
+	return h.budget.used
+}
+
+// hold charges n more bytes to the request's share of the budget.
+func (h *HTTPWrite) hold(wk *httpWorker, n int64) bool {
+	if n <= 0 {
+		return true
 	}
-	wk.body.Reset()
+	if !h.budget.acquire(n) {
+		return false
+	}
+	wk.held += n
+	return true
+}
+
+// put releases the request's budget and returns its worker to the pool,
+// dropping buffers grown by a huge body.
+func (h *HTTPWrite) put(wk *httpWorker) {
+	h.budget.release(wk.held)
+	wk.held = 0
+	if cap(wk.body) > keepBodyBytes {
+		wk.body = nil
+	}
+	wk.body = wk.body[:0]
 	if cap(wk.readings) > keepReadings {
 		wk.readings = nil
 	}
@@ -255,22 +401,20 @@ func (h *HTTPWrite) authorized(header string) bool {
 	return match == 1
 }
 
-// readBody reads the (decompressed) body into buf. On failure it returns
-// the HTTP status and message; buf then holds what was read.
-func (h *HTTPWrite) readBody(w http.ResponseWriter, r *http.Request, buf *bytes.Buffer) (int, string) {
+// bodySource returns the request body as a reader of decompressed bytes,
+// bounded as configured, and whether it is gzip (the caller then puts zr
+// back in the pool). On failure it returns the HTTP status and message.
+func (h *HTTPWrite) bodySource(w http.ResponseWriter, r *http.Request) (src io.Reader, zr *gzip.Reader, status int, msg string) {
 	limit := int64(h.cfg.MaxBodyBytes)
 	if r.ContentLength > limit {
-		return http.StatusRequestEntityTooLarge, fmt.Sprintf("body of %d bytes exceeds max_body_bytes (%s)", r.ContentLength, h.cfg.MaxBodyBytes)
+		return nil, nil, http.StatusRequestEntityTooLarge, fmt.Sprintf("body of %d bytes exceeds max_body_bytes (%s)", r.ContentLength, h.cfg.MaxBodyBytes)
 	}
-	var src io.Reader = http.MaxBytesReader(w, r.Body, limit)
-	gz := false
+	src = http.MaxBytesReader(w, r.Body, limit)
 	switch enc := strings.ToLower(strings.TrimSpace(r.Header.Get("Content-Encoding"))); enc {
 	case "", "identity":
-		if r.ContentLength > 0 {
-			buf.Grow(int(r.ContentLength))
-		}
+		return src, nil, 0, ""
 	case "gzip", "x-gzip":
-		zr, _ := h.gzips.Get().(*gzip.Reader)
+		zr, _ = h.gzips.Get().(*gzip.Reader)
 		var err error
 		if zr == nil {
 			zr, err = gzip.NewReader(src)
@@ -278,18 +422,62 @@ func (h *HTTPWrite) readBody(w http.ResponseWriter, r *http.Request, buf *bytes.
 			err = zr.Reset(src)
 		}
 		if err != nil {
+			if zr != nil {
+				h.gzips.Put(zr)
+			}
+			status, msg = bodyReadError(err, h.cfg.MaxBodyBytes)
+			return nil, nil, status, msg
+		}
+		// One byte past the limit tells a body at the limit from a bomb.
+		return io.LimitReader(zr, limit+1), zr, 0, ""
+	default:
+		return nil, nil, http.StatusUnsupportedMediaType, fmt.Sprintf("Content-Encoding %q is not supported: use gzip or identity", enc)
+	}
+}
+
+// readBody reads the (decompressed) body into wk.body, starting with the
+// bytes already read (first). The buffer grows only as bytes arrive,
+// doubling from minBodyBuf, each growth charged to the budget first. On
+// failure it returns the HTTP status and message; wk.body then holds what
+// was read.
+func (h *HTTPWrite) readBody(src io.Reader, first []byte, gz bool, wk *httpWorker) (int, string) {
+	limit := int64(h.cfg.MaxBodyBytes)
+	if gz && !h.hold(wk, gzipCost) {
+		return http.StatusServiceUnavailable, errOverBudget.Error()
+	}
+	// Bytes have arrived: the body gets its first buffer (a pooled
+	// worker's, or minBodyBuf), charged in full.
+	if cap(wk.body) < minBodyBuf {
+		wk.body = make([]byte, 0, minBodyBuf)
+	}
+	if !h.hold(wk, int64(cap(wk.body))) {
+		return http.StatusServiceUnavailable, errOverBudget.Error()
+	}
+	wk.body = append(wk.body[:0], first...)
+	for {
+		if len(wk.body) == cap(wk.body) {
+			c := int64(cap(wk.body))
+			if c > limit { // only a gzip body gets here: limit+1 bytes
+				break
+			}
+			nc := min(max(2*c, minBodyBuf), limit+1)
+			if !h.hold(wk, nc-c) {
+				return http.StatusServiceUnavailable, errOverBudget.Error()
+			}
+			nb := make([]byte, len(wk.body), nc)
+			copy(nb, wk.body)
+			wk.body = nb
+		}
+		n, err := src.Read(wk.body[len(wk.body):cap(wk.body)])
+		wk.body = wk.body[:len(wk.body)+n]
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
 			return bodyReadError(err, h.cfg.MaxBodyBytes)
 		}
-		defer h.gzips.Put(zr)
-		// One byte past the limit tells a body at the limit from a bomb.
-		src, gz = io.LimitReader(zr, limit+1), true
-	default:
-		return http.StatusUnsupportedMediaType, fmt.Sprintf("Content-Encoding %q is not supported: use gzip or identity", enc)
 	}
-	if _, err := buf.ReadFrom(src); err != nil {
-		return bodyReadError(err, h.cfg.MaxBodyBytes)
-	}
-	if gz && int64(buf.Len()) > limit {
+	if gz && int64(len(wk.body)) > limit {
 		return http.StatusRequestEntityTooLarge, fmt.Sprintf("gzip body decompresses to more than max_body_bytes (%s)", h.cfg.MaxBodyBytes)
 	}
 	return 0, ""
@@ -300,10 +488,105 @@ func bodyReadError(err error, limit wal.ByteSize) (int, string) {
 	switch {
 	case errors.As(err, &mbe):
 		return http.StatusRequestEntityTooLarge, fmt.Sprintf("body exceeds max_body_bytes (%s)", limit)
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return http.StatusRequestTimeout, "body not received within http_write.read_timeout"
 	case errors.Is(err, gzip.ErrHeader), errors.Is(err, gzip.ErrChecksum), errors.Is(err, io.ErrUnexpectedEOF):
 		return http.StatusBadRequest, "gzip body: " + err.Error()
 	}
 	return http.StatusBadRequest, "read body: " + err.Error()
+}
+
+// decodeAppend decodes the body in chunks of whole lines, about
+// decodeChunkBytes each, and appends each chunk's readings as one batch, so
+// a request's decoded readings never exceed one chunk's. Problems are
+// merged into wk.total with line numbers and offsets of the whole body. It
+// waits until every batch is durable and returns the readings stored, or
+// the first failure (earlier batches may then be durable: a retry
+// duplicates them, which at-least-once delivery allows).
+func (h *HTTPWrite) decodeAppend(ctx context.Context, wk *httpWorker, opt Options) (int, error) {
+	body := wk.body
+	wk.total.Reset()
+	done := make(chan error, len(body)/decodeChunkBytes+1)
+	var (
+		appended, stored int
+		line             int
+	)
+	for off := 0; off < len(body); {
+		end := len(body)
+		if off+decodeChunkBytes < len(body) {
+			if nl := bytes.IndexByte(body[off+decodeChunkBytes:], '\n'); nl >= 0 {
+				end = off + decodeChunkBytes + nl + 1
+			}
+		}
+		chunk := body[off:end]
+		// At most one reading per 4 bytes ("a=1,"): size the slice so that
+		// Decode never grows it past what the budget holds.
+		if need := len(chunk)/4 + 2; cap(wk.readings) < need {
+			if !h.hold(wk, int64(need-cap(wk.readings))*readingBytes) {
+				return stored, errOverBudget
+			}
+			wk.readings = make([]wal.Reading, 0, need)
+		}
+		wk.readings = wk.dec.Decode(wk.readings[:0], "", chunk, opt, &wk.res)
+		h.stats.CountResult(ListenerHTTP, &wk.res)
+		mergeResult(&wk.total, &wk.res, line, off)
+		line += bytes.Count(chunk, []byte{'\n'})
+		off = end
+		if len(wk.readings) == 0 {
+			continue
+		}
+		n := uint64(len(wk.readings))
+		st := h.stats
+		b := wal.Batch{IngestNs: opt.NowNs, Readings: wk.readings}
+		err := h.app.Append(ctx, &b, func(err error) {
+			if err != nil {
+				st.Dropped[ListenerHTTP][DropAppendFailed].Add(n)
+			} else {
+				st.Readings[ListenerHTTP].Add(n)
+			}
+			done <- err
+		})
+		if err != nil {
+			st.Dropped[ListenerHTTP][DropAppendFailed].Add(n)
+			return stored, err
+		}
+		appended++
+		stored += int(n)
+	}
+	var first error
+	for range appended {
+		select {
+		case err := <-done:
+			if err != nil && first == nil {
+				first = err
+			}
+		case <-ctx.Done():
+			return stored, ctx.Err()
+		}
+	}
+	return stored, first
+}
+
+// mergeResult adds a chunk's result to the request's: counts add up, and
+// the first MaxErrors problems are kept with their line and offset in the
+// whole body (the chunk starts after line lines, at byte off).
+func mergeResult(total, chunk *Result, line, off int) {
+	total.Readings += chunk.Readings
+	for i, n := range chunk.Rejected {
+		total.Rejected[i] += n
+	}
+	total.SkippedTotal += chunk.SkippedTotal
+	total.PrecisionLoss += chunk.PrecisionLoss
+	for _, e := range chunk.Errors {
+		if len(total.Errors) >= MaxErrors {
+			break
+		}
+		e.Line += line
+		if e.Offset >= 0 {
+			e.Offset += off
+		}
+		total.Errors = append(total.Errors, e)
+	}
 }
 
 // refuse answers a request whose body could not be taken, counting it and
@@ -311,6 +594,16 @@ func bodyReadError(err error, limit wal.ByteSize) (int, string) {
 func (h *HTTPWrite) refuse(w http.ResponseWriter, r *http.Request, nowNs int64, status int, msg string, partial []byte) {
 	reason := ""
 	switch status {
+	case http.StatusServiceUnavailable:
+		// Over the in-flight budget: not the payload's fault, no dead
+		// letter; the client retries.
+		h.stats.Dropped[ListenerHTTP][DropOverBudget].Add(1)
+		w.Header().Set("Retry-After", "1")
+		writeInfluxError(w, status, "unavailable", msg+"; retry later")
+		return
+	case http.StatusRequestTimeout:
+		writeInfluxError(w, status, "request timeout", msg)
+		return
 	case http.StatusRequestEntityTooLarge:
 		h.stats.Dropped[ListenerHTTP][DropTooLarge].Add(1)
 		reason = DropTooLarge.String()
@@ -335,33 +628,6 @@ func (h *HTTPWrite) refuse(w http.ResponseWriter, r *http.Request, nowNs int64, 
 			TimeNs: nowNs, Listener: ListenerHTTP.String(), Source: r.RemoteAddr, Topic: r.URL.RequestURI(),
 			Reason: reason, Error: msg, Raw: cutRaw(partial), RawBytes: size,
 		})
-	}
-}
-
-// appendDurable appends the readings as one batch and waits until they are
-// durable or failed; the outcome is counted whether or not ctx ends first.
-func (h *HTTPWrite) appendDurable(ctx context.Context, nowNs int64, readings []wal.Reading) error {
-	st := h.stats
-	n := uint64(len(readings))
-	b := wal.Batch{IngestNs: nowNs, Readings: readings}
-	ch := make(chan error, 1)
-	err := h.app.Append(ctx, &b, func(err error) {
-		if err != nil {
-			st.Dropped[ListenerHTTP][DropAppendFailed].Add(n)
-		} else {
-			st.Readings[ListenerHTTP].Add(n)
-		}
-		ch <- err
-	})
-	if err != nil {
-		st.Dropped[ListenerHTTP][DropAppendFailed].Add(n)
-		return err
-	}
-	select {
-	case err := <-ch:
-		return err
-	case <-ctx.Done():
-		return ctx.Err()
 	}
 }
 

@@ -75,6 +75,13 @@ const (
 	DropAppendFailed
 	// DropTooLarge: a payload over the listener's size limit.
 	DropTooLarge
+	// DropSourceDenied: a UDP datagram from a peer outside
+	// udp.allow_sources (counted per datagram).
+	DropSourceDenied
+	// DropOverBudget: an HTTP write refused because the bodies and readings
+	// of the writes in flight filled http_write.max_inflight_bytes (counted
+	// per request; the client got 503 and retries).
+	DropOverBudget
 	NumDrops
 )
 
@@ -86,6 +93,10 @@ func (d Drop) String() string {
 		return "append_failed"
 	case DropTooLarge:
 		return "too_large"
+	case DropSourceDenied:
+		return "source_denied"
+	case DropOverBudget:
+		return "over_budget"
 	}
 	return "unknown"
 }
@@ -100,6 +111,9 @@ type Stats struct {
 	Dropped       [NumListeners][NumDrops]atomic.Uint64 // readings
 	SkippedFields [NumListeners]atomic.Uint64           // string fields skipped (not readings)
 	PrecisionLoss [NumListeners]atomic.Uint64           // integers beyond 2^53 stored as float64
+
+	AuthFailures  atomic.Uint64 // MQTT logins refused: unknown user or wrong password
+	AuthThrottled atomic.Uint64 // MQTT logins refused unchecked: the source was backing off
 }
 
 // CountResult adds a decode result's rejections, skips and precision losses.

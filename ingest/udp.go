@@ -49,14 +49,21 @@ type UDPConfig struct {
 	// receive time; 0 means the decoder default (1m), a negative value
 	// turns the check off.
 	MaxFutureSkew time.Duration `yaml:"max_future_skew"`
+	// AllowSources, when set, are the only peers (CIDR prefixes such as
+	// "10.1.2.0/24", or single addresses) whose datagrams are taken; the
+	// rest are dropped and counted (reason source_denied). UDP carries no
+	// credentials, so this is its only access control: the gateway binds an
+	// unfiltered UDP listener to loopback unless
+	// security.allow_anonymous_network is set.
+	AllowSources []string `yaml:"allow_sources"`
 }
 
-// DefaultUDPConfig returns the defaults: :8089, an 8 MiB receive buffer,
+// DefaultUDPConfig returns the defaults: off (no addr; set udp.addr, e.g.
+// ":8089", to turn it on), an 8 MiB receive buffer,
 // datagrams up to 64 KiB, 2 readers, nanosecond timestamps, 1m of future
 // skew.
 func DefaultUDPConfig() UDPConfig {
 	return UDPConfig{
-		Addr:             ":8089",
 		ReadBufferBytes:  8 * wal.MiB,
 		MaxDatagramBytes: 64 * wal.KiB,
 		Readers:          2,
@@ -90,7 +97,39 @@ func (c UDPConfig) Validate() error {
 	if _, err := ParsePrecision(c.Precision); err != nil {
 		bad("precision", "%q is not one of ns, us, ms, s", c.Precision)
 	}
+	for i, s := range c.AllowSources {
+		if _, err := parseSource(s); err != nil {
+			bad("allow_sources["+strconv.Itoa(i)+"]", "%q is not a CIDR prefix (10.1.2.0/24) or an IP address", s)
+		}
+	}
 	return errors.Join(errs...)
+}
+
+// parseSource parses an allow_sources entry: a prefix, or one address.
+func parseSource(s string) (netip.Prefix, error) {
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(strings.TrimSpace(s))
+		return p.Masked(), err
+	}
+	a, err := netip.ParseAddr(strings.TrimSpace(s))
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	return netip.PrefixFrom(a, a.BitLen()), nil
+}
+
+// allowed reports whether a datagram from addr may be taken.
+func (u *UDP) allowed(addr netip.Addr) bool {
+	if len(u.allow) == 0 {
+		return true
+	}
+	addr = addr.Unmap()
+	for _, p := range u.allow {
+		if p.Contains(addr) {
+			return true
+		}
+	}
+	return false
 }
 
 // validHostPort checks a listen address of the form host:port.
@@ -138,6 +177,7 @@ type UDP struct {
 	rejects RejectSink
 	stats   *Stats
 	logger  *slog.Logger
+	allow   []netip.Prefix // empty: every source
 
 	mu      sync.Mutex
 	conn    *net.UDPConn
@@ -168,7 +208,13 @@ func NewUDP(cfg UDPConfig, app Appender, rejects RejectSink, stats *Stats, logge
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
+	var allow []netip.Prefix
+	for _, s := range cfg.AllowSources {
+		p, _ := parseSource(s) // validated above
+		allow = append(allow, p)
+	}
 	return &UDP{
+		allow:   allow,
 		cfg:     cfg,
 		opt:     Options{Precision: prec, MaxFutureSkew: cfg.MaxFutureSkew},
 		app:     app,
@@ -346,6 +392,12 @@ func (u *UDP) readLoop(ctx context.Context, conn *net.UDPConn, ovfl bool) error 
 // datagram handles one received datagram.
 func (u *UDP) datagram(r *udpReader, data []byte, from netip.AddrPort, nowNs int64) {
 	st := u.stats
+	if !u.allowed(from.Addr()) {
+		// Not counted as a message nor kept as a dead letter: a flood from
+		// a denied source must cost as little as possible.
+		st.Dropped[ListenerUDP][DropSourceDenied].Add(1)
+		return
+	}
 	st.Messages[ListenerUDP].Add(1)
 	st.Bytes[ListenerUDP].Add(uint64(len(data)))
 	if len(data) > int(u.cfg.MaxDatagramBytes) {

@@ -27,6 +27,10 @@ type Event struct {
 // dropped (its stream ends; it may reconnect), so a slow client never
 // slows the gateway. Safe for concurrent use.
 type Hub struct {
+	// MaxClients bounds the stream clients at once (0: no bound); a client
+	// past it is answered 503 with Retry-After. Set it before use.
+	MaxClients int
+
 	buf     int
 	mu      sync.Mutex
 	subs    map[*subscriber]struct{}
@@ -84,15 +88,19 @@ func (h *Hub) Clients() int {
 // Dropped returns how many clients were dropped for being too slow.
 func (h *Hub) Dropped() uint64 { return h.dropped.Load() }
 
+// subscribe adds a client, or returns nil when MaxClients are connected.
 func (h *Hub) subscribe(f streamFilter) *subscriber {
 	s := &subscriber{ch: make(chan Event, h.buf), filter: f, gone: make(chan struct{})}
 	h.mu.Lock()
-	if h.closed {
+	defer h.mu.Unlock()
+	switch {
+	case h.closed:
 		close(s.gone)
-	} else {
+	case h.MaxClients > 0 && len(h.subs) >= h.MaxClients:
+		return nil
+	default:
 		h.subs[s] = struct{}{}
 	}
-	h.mu.Unlock()
 	return s
 }
 
@@ -145,6 +153,11 @@ func (a *API) handleStream(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s := a.Stream.subscribe(f)
+	if s == nil {
+		w.Header().Set("Retry-After", "5")
+		writeError(w, http.StatusServiceUnavailable, fmt.Errorf("%d live stream clients are connected, the most allowed (http.max_stream_clients)", a.Stream.MaxClients))
+		return
+	}
 	defer a.Stream.unsubscribe(s)
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("Cache-Control", "no-cache")

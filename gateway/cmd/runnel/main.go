@@ -3,6 +3,7 @@
 //	runnel run [-config FILE]   run the gateway until SIGINT or SIGTERM
 //	runnel check -config FILE   load and validate a config, as run would
 //	runnel version              print the version
+//	runnel init [-o FILE]       write a config with generated credentials
 //
 // Exit codes: 0 clean, 1 runtime error (or a second signal during
 // shutdown), 2 usage or config error. All logic lives in package gateway;
@@ -32,6 +33,11 @@ commands:
   version              print version, commit, Go version and platform
   passwd               read a password on standard input and print its bcrypt
                        hash, for mqtt.users[].password_hash
+  init [-o FILE] [-device NAME]
+                       write a ready-to-use config (mode 0600, never over an
+                       existing file) with a generated admin and device MQTT
+                       account, an HTTP token and a write token; the secrets
+                       are printed once
 
 exit codes: 0 clean, 1 runtime error, 2 usage or config error
 `
@@ -60,6 +66,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 0
 	case "passwd":
 		return passwd(os.Stdin, stdout, stderr)
+	case "init":
+		return initCmd(args[1:], stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0

@@ -1,0 +1,225 @@
+package ingest
+
+// Broker access control beyond mochi's: ACL filters with %u/%c, reserved
+// topics, will checks and client-id ownership at CONNECT, and answers to
+// publishes mochi would drop silently.
+
+import (
+	"strings"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+)
+
+// reservedPrefix returns the reserved root of a topic or filter ("alerts"
+// or "$SYS"), or "". Reserved topics are the gateway's own: a user reaches
+// them only through a filter that literally starts with that root, never
+// through a wildcard ("+/+/+", "#").
+func reservedPrefix(topic string) string {
+	switch {
+	case topic == "alerts" || strings.HasPrefix(topic, "alerts/"):
+		return "alerts"
+	case strings.HasPrefix(topic, "$SYS"):
+		return "$SYS"
+	}
+	return ""
+}
+
+// reservedTopic reports whether a topic is reserved for the gateway's own
+// publishes.
+func reservedTopic(topic string) bool { return reservedPrefix(topic) != "" }
+
+// expandFilter substitutes %u (username) and %c (client id) in an ACL
+// filter, so one rule such as telemetry/%u/+ lets each device publish only
+// as itself. A name holding a wildcard or a level separator would widen the
+// filter, so a filter that needs one is unusable (false).
+func expandFilter(f, user, client string) (string, bool) {
+	if !strings.Contains(f, "%") {
+		return f, true
+	}
+	for _, sub := range []struct{ key, val string }{{"%u", user}, {"%c", client}} {
+		if !strings.Contains(f, sub.key) {
+			continue
+		}
+		if sub.val == "" || strings.ContainsAny(sub.val, "+#/") {
+			return "", false
+		}
+		f = strings.ReplaceAll(f, sub.key, sub.val)
+	}
+	return f, true
+}
+
+// aclAllows applies a user's filters to a topic (publish) or a requested
+// filter (subscribe). An empty list allows nothing; a reserved topic is
+// allowed only by a filter that literally starts with its root.
+func aclAllows(filters []string, user, client, topic string) bool {
+	root := reservedPrefix(topic)
+	for _, f := range filters {
+		f, ok := expandFilter(f, user, client)
+		if !ok {
+			continue
+		}
+		if root != "" && reservedPrefix(f) != root {
+			continue
+		}
+		if matchFilter(f, topic) {
+			return true
+		}
+	}
+	return false
+}
+
+// pubAllowed applies a user's publish filters: an empty list allows every
+// topic but the reserved ones (an empty subscribe list allows nothing).
+func pubAllowed(u *BrokerUser, user, client, topic string) bool {
+	if len(u.Publish) == 0 {
+		return !reservedTopic(topic)
+	}
+	return aclAllows(u.Publish, user, client, topic)
+}
+
+// OnACLCheck applies the user's publish and subscribe filters (see
+// aclAllows and pubAllowed). Anonymous clients, when allowed, may subscribe to anything
+// and publish anywhere but the reserved topics.
+func (h *ingestHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
+	user := string(cl.Properties.Username)
+	u := h.users[user]
+	if u == nil {
+		if write && reservedTopic(topic) {
+			h.deny("publish on a reserved topic", "client", cl.ID, "topic", topic)
+			return false
+		}
+		if !write && !h.subscriptionFits(cl, topic) {
+			return false
+		}
+		return h.anonymous && user == ""
+	}
+	allowed := aclAllows(u.Subscribe, user, cl.ID, topic)
+	if write {
+		allowed = pubAllowed(u, user, cl.ID, topic)
+	}
+	if allowed && !write && !h.subscriptionFits(cl, topic) {
+		return false
+	}
+	if allowed {
+		return true
+	}
+	if write {
+		h.deny("publish denied by acl", "user", user, "client", cl.ID, "topic", topic)
+	} else {
+		h.deny("subscribe denied by acl", "user", user, "client", cl.ID, "filter", topic)
+	}
+	return false
+}
+
+// subscriptionFits applies mqtt.max_subscriptions: mochi calls the ACL
+// check of each filter of a SUBSCRIBE just before it adds that filter, so
+// the client's count is current. mochi has no hook to give one filter of a
+// SUBACK its own reason code, so a filter past the quota is refused as the
+// ACL refuses (0x87; 3.1.1: 0x80). Re-subscribing to a filter it holds
+// always fits.
+func (h *ingestHook) subscriptionFits(cl *mqtt.Client, filter string) bool {
+	if _, ok := cl.State.Subscriptions.Get(filter); ok {
+		return true
+	}
+	if cl.State.Subscriptions.Len() < h.cfg.MaxSubscriptions {
+		return true
+	}
+	h.deny("subscribe refused: max_subscriptions reached", "client", cl.ID, "filter", filter)
+	return false
+}
+
+// refuseConnect answers a CONNECT with "not authorized" (v5 0x87, 3.1.1
+// 0x05) and returns the code, which makes mochi close the connection.
+func (h *ingestHook) refuseConnect(cl *mqtt.Client, code packets.Code) error {
+	if cl.Properties.ProtocolVersion < 5 {
+		v3 := packets.Err3NotAuthorized
+		if code == packets.ErrServerBusy || code == packets.ErrQuotaExceeded || code == packets.ErrConnectionRateExceeded {
+			v3 = packets.Err3ServerUnavailable
+		}
+		_ = h.srv.SendConnack(cl, v3, false, nil)
+	} else {
+		_ = h.srv.SendConnack(cl, code, false, nil)
+	}
+	return code
+}
+
+// checkWill refuses a will its user could not publish: wills go out
+// through mochi's sendLWT with no ACL check, so they are checked here, at
+// CONNECT, against the publish ACL and, when retained, the retained limits.
+func (h *ingestHook) checkWill(cl *mqtt.Client, user string) (packets.Code, bool) {
+	w := cl.Properties.Will
+	if w.Flag == 0 {
+		return packets.CodeSuccess, true
+	}
+	allowed := false
+	if u := h.users[user]; u != nil {
+		allowed = pubAllowed(u, user, cl.ID, w.TopicName)
+	} else {
+		allowed = h.anonymous && user == "" && !reservedTopic(w.TopicName)
+	}
+	if !allowed {
+		h.deny("will refused by acl", "user", user, "client", cl.ID, "topic", w.TopicName)
+		return packets.ErrNotAuthorized, false
+	}
+	if w.Retain && len(w.Payload) > 0 && !h.allowRetainTopic(cl.ID, w.TopicName, len(w.Payload)) {
+		h.deny("retained will over the retained limits", "client", cl.ID, "topic", w.TopicName)
+		return packets.ErrQuotaExceeded, false
+	}
+	return packets.CodeSuccess, true
+}
+
+// claimClientID refuses a CONNECT that would take over the live or
+// persisted session of another username, or race one that is being
+// established: the check and the claim happen under one lock, and a claim
+// lasts until the session is established (or its connection is gone).
+func (h *ingestHook) claimClientID(cl *mqtt.Client, user string) bool {
+	h.ownMu.Lock()
+	defer h.ownMu.Unlock()
+	if existing, ok := h.srv.Clients.Get(cl.ID); ok && existing != cl && string(existing.Properties.Username) != user {
+		return false
+	}
+	if c, ok := h.claims[cl.ID]; ok && c != cl && !c.Closed() && string(c.Properties.Username) != user {
+		return false
+	}
+	h.claims[cl.ID] = cl
+	return true
+}
+
+// releaseClaim ends cl's claim on its client id.
+func (h *ingestHook) releaseClaim(cl *mqtt.Client) {
+	h.ownMu.Lock()
+	if h.claims[cl.ID] == cl {
+		delete(h.claims, cl.ID)
+	}
+	h.ownMu.Unlock()
+}
+
+// OnSessionEstablished ends the CONNECT's claim: mochi now holds the
+// session under the client id, and claimClientID finds it there.
+func (h *ingestHook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
+	h.releaseClaim(cl)
+}
+
+// OnPacketRead answers QoS 1/2 publishes that mochi would drop without a
+// word (a topic under $SYS, or with a wildcard: processPublish returns
+// before any ack), so the client does not wait forever: a v5 client gets
+// PUBACK/PUBREC 0x87, a 3.1.1 client, which has no negative ack, is
+// disconnected.
+func (h *ingestHook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if pk.FixedHeader.Type != packets.Publish || pk.FixedHeader.Qos == 0 || cl.Net.Inline ||
+		mqtt.IsValidFilter(pk.TopicName, true) {
+		return pk, nil
+	}
+	h.deny("publish on a reserved or invalid topic", "client", cl.ID, "topic", pk.TopicName)
+	if cl.Properties.ProtocolVersion < 5 {
+		return pk, packets.ErrRejectPacket // closes the connection
+	}
+	ack := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: pk.PacketID,
+		ReasonCode: packets.ErrNotAuthorized.Code, Properties: packets.Properties{ReasonString: "topic reserved for the gateway"}}
+	if pk.FixedHeader.Qos == 2 {
+		ack.FixedHeader.Type = packets.Pubrec
+	}
+	_ = cl.WritePacket(ack)
+	return pk, nil // processPublish drops it
+}

@@ -1,0 +1,91 @@
+package ingest
+
+import (
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+	"golang.org/x/crypto/bcrypt"
+)
+
+// authHook builds a broker (not started) with one user of bcrypt cost
+// cost, and returns its hook.
+func authHook(t *testing.T, cost int) (*ingestHook, *Stats) {
+	t.Helper()
+	h, err := bcrypt.GenerateFromPassword([]byte("right"), cost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := testBrokerConfig()
+	cfg.Users = []BrokerUser{{Username: "known", PasswordHash: string(h)}}
+	st := &Stats{}
+	b, err := NewBroker(cfg, openTestWAL(t), nil, st, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b.hook, st
+}
+
+func login(h *ingestHook, remote, user, pw string) bool {
+	cl := &mqtt.Client{Net: mqtt.ClientConnection{Remote: remote}}
+	cl.ID = "c"
+	return h.OnConnectAuthenticate(cl, packets.Packet{Connect: packets.ConnectParams{
+		UsernameFlag: true, Username: []byte(user), PasswordFlag: true, Password: []byte(pw)}})
+}
+
+// TestAuthTimingUnknownVsKnown checks that refusing an unknown user takes
+// as long as refusing a known one with a wrong password (within 20 %):
+// timing must not tell which usernames exist.
+func TestAuthTimingUnknownVsKnown(t *testing.T) {
+	h, _ := authHook(t, 8) // 4x cheaper than the default, same comparison
+	// Pairs measured back to back, compared by the median of their
+	// ratios: load on a shared machine drifts slower than one pair.
+	var ratios []float64
+	var known, unknown time.Duration
+	for i := range 9 {
+		// A fresh source each time: back-off must not shorten a refusal.
+		start := time.Now()
+		if login(h, fmt.Sprintf("10.0.1.%d:1", i), "known", "wrong") {
+			t.Fatal("wrong password accepted")
+		}
+		k := time.Since(start)
+		start = time.Now()
+		if login(h, fmt.Sprintf("10.0.2.%d:1", i), "nobody", "wrong") {
+			t.Fatal("unknown user accepted")
+		}
+		u := time.Since(start)
+		ratios = append(ratios, float64(u)/float64(k))
+		known, unknown = known+k, unknown+u
+	}
+	slices.Sort(ratios)
+	r := ratios[len(ratios)/2]
+	t.Logf("refusal: known user %s, unknown user %s on average; median ratio %.2f", known/9, unknown/9, r)
+	if r < 0.8 || r > 1.2 {
+		t.Errorf("unknown/known refusal time: median ratio %.2f, want within 20 %% (ratios %.2f)", r, ratios)
+	}
+}
+
+// TestAuthBackoff checks the per-source back-off: after the free failures
+// a source is refused without a check, counted, while other sources and
+// the right password from elsewhere still get in.
+func TestAuthBackoff(t *testing.T) {
+	h, st := authHook(t, bcrypt.MinCost)
+	for range freeFailures + 1 {
+		login(h, "192.0.2.1:5000", "known", "guess")
+	}
+	if login(h, "192.0.2.1:5001", "known", "right") {
+		t.Error("a backing-off source got in")
+	}
+	if n := st.AuthThrottled.Load(); n != 1 {
+		t.Errorf("throttled %d, want 1", n)
+	}
+	if n := st.AuthFailures.Load(); n != freeFailures+1 {
+		t.Errorf("failures %d, want %d", n, freeFailures+1)
+	}
+	if !login(h, "192.0.2.2:5000", "known", "right") {
+		t.Error("another source was refused")
+	}
+}

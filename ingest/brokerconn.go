@@ -1,0 +1,148 @@
+package ingest
+
+import (
+	"crypto/tls"
+	"errors"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+)
+
+// connTracker counts the broker's sockets, so that one host or a crowd of
+// silent sockets cannot take every client slot:
+//
+//   - pending: sockets accepted that have not yet sent CONNECT; past
+//     mqtt.max_pending_connects a new socket is closed at once (nothing can
+//     be said to a client before its CONNECT), and each pending socket has
+//     mqtt.connect_timeout to send it;
+//   - per source: open sockets per remote host; a CONNECT from a host past
+//     mqtt.max_connections_per_source is refused with 0x9F (connection
+//     rate exceeded; 3.1.1: server unavailable).
+//
+// Safe for concurrent use.
+type connTracker struct {
+	maxPending, maxPerSource int
+	pending                  atomic.Int64
+	refused                  atomic.Uint64 // sockets closed at accept: too many pending
+
+	mu        sync.Mutex
+	sources   map[string]int // open sockets per host
+	pendingBy map[string]int // sockets without CONNECT per host
+}
+
+func newConnTracker(maxPending, maxPerSource int) *connTracker {
+	return &connTracker{maxPending: maxPending, maxPerSource: maxPerSource, sources: map[string]int{}, pendingBy: map[string]int{}}
+}
+
+// trackedConn is an accepted socket, counted until it closes.
+type trackedConn struct {
+	net.Conn
+	t         *connTracker
+	src       string
+	connected atomic.Bool
+	closed    atomic.Bool
+}
+
+// accept counts a new socket, or returns nil when too many are pending
+// (the caller closes it).
+//
+// One host may hold at most half the pending slots, so silent sockets
+// from one host cannot lock the others out.
+func (t *connTracker) accept(c net.Conn) *trackedConn {
+	src := c.RemoteAddr().String()
+	if host, _, err := net.SplitHostPort(src); err == nil {
+		src = host
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.pending.Load() >= int64(t.maxPending) || t.pendingBy[src] >= max(1, t.maxPending/2) {
+		t.refused.Add(1)
+		return nil
+	}
+	t.pending.Add(1)
+	t.pendingBy[src]++
+	t.sources[src]++
+	return &trackedConn{Conn: c, t: t, src: src}
+}
+
+// donePending ends a socket's pending state; called under t.mu.
+func (t *connTracker) donePending(src string) {
+	t.pending.Add(-1)
+	if t.pendingBy[src]--; t.pendingBy[src] <= 0 {
+		delete(t.pendingBy, src)
+	}
+}
+
+// markConnected ends the socket's pending state (its CONNECT arrived) and
+// reports whether its source is within the per-source limit.
+func (c *trackedConn) markConnected() bool {
+	c.t.mu.Lock()
+	defer c.t.mu.Unlock()
+	if c.connected.CompareAndSwap(false, true) && !c.closed.Load() {
+		c.t.donePending(c.src)
+	}
+	return c.t.sources[c.src] <= c.t.maxPerSource
+}
+
+func (c *trackedConn) Close() error {
+	c.t.mu.Lock()
+	if c.closed.CompareAndSwap(false, true) {
+		if !c.connected.Load() {
+			c.t.donePending(c.src)
+		}
+		if c.t.sources[c.src]--; c.t.sources[c.src] <= 0 {
+			delete(c.t.sources, c.src)
+		}
+	}
+	c.t.mu.Unlock()
+	return c.Conn.Close()
+}
+
+// trackedOf finds the trackedConn under a client's connection (plain, or
+// under TLS); nil for connections not accepted by a tracked listener.
+func trackedOf(cl *mqtt.Client) *trackedConn {
+	conn := cl.Net.Conn
+	if ws, ok := conn.(*wsConn); ok {
+		conn = ws.Conn
+	}
+	if tc, ok := conn.(*tls.Conn); ok {
+		conn = tc.NetConn()
+	}
+	c, _ := conn.(*trackedConn)
+	return c
+}
+
+// Accept back-off, as net/http's Server.Serve: a failing Accept (EMFILE
+// when file descriptors run out) is retried after 5ms, doubling to 1s,
+// instead of ending the listener for good.
+const (
+	acceptRetryMin = 5 * time.Millisecond
+	acceptRetryMax = time.Second
+)
+
+// acceptLoop accepts until ln is closed (closed reports that), retrying
+// failures with back-off; onFail is told of each failure and of recovery
+// (nil). It hands each socket to handle.
+func acceptLoop(ln net.Listener, closed func() bool, onFail func(error), handle func(net.Conn)) {
+	var delay time.Duration
+	for {
+		conn, err := ln.Accept()
+		if err != nil {
+			if closed() || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			delay = min(max(2*delay, acceptRetryMin), acceptRetryMax)
+			onFail(err)
+			time.Sleep(delay) // back-off before retrying a failed accept, as net/http does
+			continue
+		}
+		if delay != 0 {
+			delay = 0
+			onFail(nil)
+		}
+		handle(conn)
+	}
+}
