@@ -10,7 +10,7 @@
 //   - wal/: the readings WAL (wal.Log), the one log every listener appends
 //     to; deadletters/ and late/: rejected payloads and late readings;
 //   - checkpoints/: the windows and alerts state with the WAL index it
-//     covers (stream.go: replay from the newest checkpoint, then follow);
+//     covers (the pipeline package: replay from the newest checkpoint, then follow);
 //   - outbox/{summaries,sketches,alerts}/: the forward outboxes, one per
 //     record kind (records.go turns closed windows, group windows and alert
 //     events into Kafka records: keys, ids, JSON schemas in schema/);

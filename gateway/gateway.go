@@ -24,6 +24,7 @@ import (
 	"github.com/runnel-iot/runnel/forward"
 	"github.com/runnel-iot/runnel/gateway/httpapi"
 	"github.com/runnel-iot/runnel/ingest"
+	"github.com/runnel-iot/runnel/pipeline"
 	"github.com/runnel-iot/runnel/wal"
 )
 
@@ -51,7 +52,7 @@ type Gateway struct {
 	udp         *ingest.UDP
 	ingestStats ingest.Stats
 	late        *ingest.DeadLetters
-	stream      *stream
+	pipeline    *pipeline.Pipeline
 	hub         *httpapi.Hub
 	outboxes    []*forward.Outbox  // summaries, sketches, alerts
 	forwarder   *forward.Forwarder // nil when forwarding is off
@@ -207,8 +208,8 @@ func (g *Gateway) startMQTT(_ context.Context, grp *group) error {
 		return err
 	}
 	g.broker = b
-	g.stream.onAlert = g.publishAlert
-	g.stream.onRestore = g.restoreAlert
+	g.pipeline.OnAlert = g.publishAlert
+	g.pipeline.OnRestore = g.restoreAlert
 	g.mqttUp.Store(true)
 	grp.add(actor{name: "mqtt", stop: func(ctx context.Context) error {
 		g.mqttUp.Store(false)
@@ -258,9 +259,9 @@ func (g *Gateway) startHTTP(ctx context.Context, grp *group) error {
 	hub := httpapi.NewHub(256)
 	g.srv.RegisterOnShutdown(hub.Close)
 	g.hub = hub
-	g.stream.onEmit = hub.PublishEmission
-	api := &httpapi.API{Rejects: g.deadLetters, Late: g.late, Windows: g.stream.engine, Sketches: g.stream.engine,
-		Alerts: g.stream.alerts, Stream: hub, Logger: g.logger.With("component", "httpapi")}
+	g.pipeline.OnEmit = hub.PublishEmission
+	api := &httpapi.API{Rejects: g.deadLetters, Late: g.late, Windows: g.pipeline.Windows(), Sketches: g.pipeline.Windows(),
+		Alerts: g.pipeline.Alerts(), Stream: hub, Logger: g.logger.With("component", "httpapi")}
 	api.Status = statusSource{g: g, start: time.Now()}
 	api.Register(g.mux)
 	addr := g.cfg.HTTP.Addr
@@ -337,8 +338,8 @@ func (g *Gateway) readiness() readiness {
 		return readiness{Reason: "http listener not up"}
 	case !g.mqttUp.Load():
 		return readiness{Reason: "mqtt broker not up"}
-	case g.stream != nil && !g.stream.replayed.Load():
-		return readiness{Reason: fmt.Sprintf("replaying the wal up to index %d", g.stream.replayTarget.Load())}
+	case g.pipeline != nil && !g.pipeline.Replayed():
+		return readiness{Reason: fmt.Sprintf("replaying the wal up to index %d", g.pipeline.ReplayTarget())}
 	}
 	r := readiness{Ready: true}
 	if g.forwarder != nil {

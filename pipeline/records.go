@@ -1,4 +1,4 @@
-package gateway
+package pipeline
 
 import (
 	"crypto/sha256"
@@ -26,12 +26,40 @@ const (
 	schemaSketch  = "runnel.sketch/v1"
 )
 
-// Record kinds: one outbox and one topic each.
+// Kind is a kind of Kafka record the pipeline emits: one outbox, one topic
+// and one schema each. Adding a kind is a change to this file: a constant,
+// a row of Kinds, a value type and its builder, and its case in
+// Pipeline.queue.
+type Kind int
+
+// The record kinds, in the order of Kinds (and of Config.Outboxes).
 const (
-	kindSummaries = "summaries"
-	kindAlerts    = "alerts"
-	kindSketches  = "sketches"
+	KindSummaries Kind = iota // closed windows
+	KindSketches              // closed group windows
+	KindAlerts                // alert events
+	NumKinds
 )
+
+// KindInfo describes a record kind.
+type KindInfo struct {
+	// Outbox is the outbox kind (forward.Kind*), which also selects the
+	// topic (kafka.topics.<outbox>).
+	Outbox string
+	// Schema is the runnel-schema header and the value's schema field.
+	Schema string
+	// Key and ID say how the record key and the deterministic id are built.
+	Key, ID string
+}
+
+// Kinds is the table of record kinds, indexed by Kind.
+var Kinds = [NumKinds]KindInfo{
+	KindSummaries: {Outbox: forward.KindSummaries, Schema: schemaSummary,
+		Key: "gateway|series|field|spec", ID: "gateway, series, field, spec, window start"},
+	KindSketches: {Outbox: forward.KindSketches, Schema: schemaSketch,
+		Key: "gateway|group|key", ID: "gateway, group, group key, window start"},
+	KindAlerts: {Outbox: forward.KindAlerts, Schema: schemaAlert,
+		Key: "gateway|rule|series|field", ID: "gateway, alert id, event type"},
+}
 
 // summaryValue is the JSON value of a closed window (schema runnel.summary/v1).
 type summaryValue struct {
@@ -84,6 +112,16 @@ type sketchValue struct {
 type topKItemValue struct {
 	Key   string `json:"key"`
 	Count uint64 `json:"count"`
+}
+
+// AlertPayload is the JSON of an alert event (schema runnel.alert/v1): the
+// value of its Kafka record and the payload of its MQTT message.
+func AlertPayload(ev *alerts.Event) []byte {
+	b, err := json.Marshal(newAlertValue(ev))
+	if err != nil {
+		panic("BUG: marshal alert: " + err.Error())
+	}
+	return b
 }
 
 // alertValue is the JSON value of an alert event (schema runnel.alert/v1),

@@ -1,4 +1,4 @@
-package gateway
+package pipeline
 
 import (
 	"encoding/json"
@@ -30,9 +30,9 @@ func TestRecordSchemas(t *testing.T) {
 		schema string
 		value  []byte
 	}{
-		{"schema/summary.schema.json", summaryRecord("gw", sum, nil).Value},
-		{"schema/sketch.schema.json", sketchRecord("gw", grp, nil).Value},
-		{"schema/alert.schema.json", alertRecord(ev, nil).Value},
+		{"../gateway/schema/summary.schema.json", summaryRecord("gw", sum, nil).Value},
+		{"../gateway/schema/sketch.schema.json", sketchRecord("gw", grp, nil).Value},
+		{"../gateway/schema/alert.schema.json", alertRecord(ev, nil).Value},
 	} {
 		var schema struct {
 			Required   []string

@@ -1,0 +1,543 @@
+package pipeline
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/runnel-iot/runnel/alerts"
+	"github.com/runnel-iot/runnel/forward"
+	"github.com/runnel-iot/runnel/wal"
+	"github.com/runnel-iot/runnel/windows"
+)
+
+// Config is what a Pipeline is built from.
+type Config struct {
+	Windows   windows.Config
+	Alerts    alerts.Config
+	GatewayID string
+	// Interval is how often the state is checkpointed (and at shutdown).
+	Interval    time.Duration
+	Log         Log
+	Checkpoints Checkpoints
+	// Outboxes holds one outbox per record kind, indexed by Kind, and
+	// Quotas their disk quotas in bytes (an append takes at most an eighth).
+	Outboxes [NumKinds]Outbox
+	Quotas   [NumKinds]int64
+	// Late receives the readings older than their device's watermark.
+	Late   windows.LateSink
+	Logger *slog.Logger
+}
+
+// Pipeline feeds the windows and alerts engines from the readings WAL, the
+// one place where readings become windows and alerts:
+//
+//   - On start it loads the newest checkpoint that verifies (state and the
+//     WAL index it covers) and replays the WAL from the next index, logging
+//     its progress; Replayed says false until it caught up, while ingest
+//     already accepts new readings (they land after the replay target).
+//   - Then it follows the WAL as appends become durable (Log.Notify): live
+//     batches go through exactly the code replay uses.
+//   - Each batch goes to the windows engine, then with the windows it
+//     closed to the alerts engine. Every output becomes a Kafka record in
+//     the outbox of its kind (Kinds), durable before any checkpoint may
+//     cover the readings it came from. Each record's origin is the WAL
+//     index and sequence that produced it; after a crash, replay
+//     regenerates the outputs after the checkpoint identically (both
+//     engines are deterministic, fed by the WAL's ingest stamps), and those
+//     an outbox already holds are skipped: nothing lost, nothing repeated.
+//   - Alert events are published (OnAlert) once durable in their outbox;
+//     after the replay, the newest event of each alert topic is handed to
+//     OnRestore.
+//   - A checkpoint covering index i is written only once i is fsynced in the
+//     WAL and every emission up to i is durable in the outbox. The WAL is
+//     then released behind the older of the two kept checkpoints.
+type Pipeline struct {
+	cfg       windows.Config
+	log       Log
+	engine    *windows.Engine
+	alerts    *alerts.Engine
+	alertsCfg alerts.Config
+	gatewayID string
+	ckpts     Checkpoints
+	interval  time.Duration
+	logger    *slog.Logger
+	late      windows.LateSink
+
+	// One outlet per record kind, each with its own outbox (and quota).
+	outs [NumKinds]outlet
+
+	replayTarget atomic.Uint64
+	replayed     atomic.Bool
+
+	published   []alerts.Event // alert events to publish once the next flush made them durable
+	lastCkpt    uint64         // index of the last checkpoint written
+	checkpoints atomic.Uint64
+	ckptNs      atomic.Int64 // duration of the last checkpoint
+	ckptAt      atomic.Int64 // when it was written, unix ns
+	ckptBytes   atomic.Int64
+
+	reloads chan reloadRequest
+
+	// Hooks, set before Run.
+	OnEmit    func(windows.Emission) // live stream; must not block
+	OnAlert   func(alerts.Event)     // once durable: MQTT, live stream; must not block
+	OnRestore func(alerts.Event)     // after replay: the retained state of each alert topic
+}
+
+// outlet is one output kind of the pipeline: its outbox, the records not
+// yet appended, and the newest output the outbox holds (records at or
+// before it are skipped on replay).
+type outlet struct {
+	box     Outbox
+	limit   int // bytes per append: an outbox takes at most a quarter of its quota at once
+	pending []forward.Record
+	last    outboxPos
+}
+
+func newOutlet(box Outbox, quota int64) outlet {
+	return outlet{box: box, limit: int(min(4<<20, quota/8))}
+}
+
+// reloadRequest asks the pipeline goroutine, the alerts engine's only
+// user, to replace the rules.
+type reloadRequest struct {
+	cfg  alerts.Config
+	done chan error
+}
+
+// New builds the engines and loads the newest checkpoint; Run does the
+// rest.
+func New(c Config) (*Pipeline, error) {
+	logger := c.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	p := &Pipeline{
+		cfg: c.Windows, alertsCfg: c.Alerts, gatewayID: c.GatewayID, log: c.Log, ckpts: c.Checkpoints,
+		interval: c.Interval, logger: logger, late: c.Late, reloads: make(chan reloadRequest),
+	}
+	for k := range NumKinds {
+		if c.Outboxes[k] == nil {
+			return nil, fmt.Errorf("new pipeline: no %s outbox", Kinds[k].Outbox)
+		}
+		p.outs[k] = newOutlet(c.Outboxes[k], c.Quotas[k])
+	}
+	if err := p.fresh(); err != nil {
+		return nil, err
+	}
+	if err := p.start(); err != nil {
+		return nil, fmt.Errorf("start pipeline: %w", err)
+	}
+	return p, nil
+}
+
+// Windows is the windows engine (for queries).
+func (p *Pipeline) Windows() *windows.Engine { return p.engine }
+
+// Alerts is the alerts engine (for queries).
+func (p *Pipeline) Alerts() *alerts.Engine { return p.alerts }
+
+// Replayed reports whether the replay at start has caught up.
+func (p *Pipeline) Replayed() bool { return p.replayed.Load() }
+
+// ReplayTarget is the last WAL index the replay at start goes to.
+func (p *Pipeline) ReplayTarget() uint64 { return p.replayTarget.Load() }
+
+// Stats is a snapshot of the pipeline's counters.
+type Stats struct {
+	Checkpoints     uint64        // written by this process
+	CheckpointAt    time.Time     // when the last one was written (zero: none)
+	CheckpointTook  time.Duration // how long the last one took
+	CheckpointBytes int64         // its size
+}
+
+// Stats returns a snapshot. Safe for concurrent use.
+func (p *Pipeline) Stats() Stats {
+	s := Stats{Checkpoints: p.checkpoints.Load(), CheckpointTook: time.Duration(p.ckptNs.Load()), CheckpointBytes: p.ckptBytes.Load()}
+	if at := p.ckptAt.Load(); at != 0 {
+		s.CheckpointAt = time.Unix(0, at)
+	}
+	return s
+}
+
+// Reload replaces the alert rules, keeping the state of unchanged rules;
+// on error the old rules stay in force. It waits for the pipeline
+// goroutine (between two batches) up to ctx.
+func (p *Pipeline) Reload(ctx context.Context, cfg alerts.Config) error {
+	req := reloadRequest{cfg: cfg, done: make(chan error, 1)}
+	select {
+	case p.reloads <- req:
+	case <-ctx.Done():
+		return fmt.Errorf("reload alerts: %w", ctx.Err())
+	}
+	select {
+	case err := <-req.done:
+		return err
+	case <-ctx.Done():
+		return fmt.Errorf("reload alerts: %w", ctx.Err())
+	}
+}
+
+// outboxPos identifies an output: the WAL index whose batch produced it
+// and its position among that batch's outputs (of the windows engine or of
+// the alerts engine).
+type outboxPos struct {
+	Index uint64
+	Seq   int
+}
+
+func (p outboxPos) after(q outboxPos) bool {
+	return p.Index > q.Index || p.Index == q.Index && p.Seq > q.Seq
+}
+
+// lastOutboxPos reads the origin of the newest record of an outbox.
+func lastOutboxPos(box Outbox) (outboxPos, error) {
+	rec, ok, err := box.Last()
+	if err != nil || !ok {
+		return outboxPos{}, err // empty, or the last record was damaged: re-emit from the checkpoint
+	}
+	pos, ok := decodeOrigin(rec.Origin)
+	if !ok {
+		// Not written by this stream (or damaged): outputs after the
+		// checkpoint are appended again; consumers drop duplicates by id.
+		return outboxPos{}, nil
+	}
+	return pos, nil
+}
+
+// State is checkpointed as one blob: the windows state, then the alerts
+// state, each length-prefixed, after a magic and version.
+const stateMagic = "RNST\x01"
+
+func encodeState(w, a []byte) []byte {
+	b := append([]byte(stateMagic), binary.AppendUvarint(nil, uint64(len(w)))...)
+	b = append(b, w...)
+	b = binary.AppendUvarint(b, uint64(len(a)))
+	return append(b, a...)
+}
+
+func decodeState(b []byte) (w, a []byte, err error) {
+	rest, ok := bytes.CutPrefix(b, []byte(stateMagic))
+	if !ok {
+		return nil, nil, errors.New("not a gateway state checkpoint")
+	}
+	part := func() []byte {
+		n, k := binary.Uvarint(rest)
+		if k <= 0 || n > uint64(len(rest)-k) {
+			ok = false
+			return nil
+		}
+		p := rest[k : k+int(n)]
+		rest = rest[k+int(n):]
+		return p
+	}
+	w, a = part(), part()
+	if !ok || len(rest) != 0 {
+		return nil, nil, errors.New("gateway state checkpoint: bad part lengths")
+	}
+	return w, a, nil
+}
+
+// start loads the checkpoint and positions the engines; run does the rest.
+func (p *Pipeline) start() error {
+	for _, o := range p.outlets() {
+		pos, err := lastOutboxPos(o.box)
+		if err != nil {
+			return err
+		}
+		o.last = pos
+	}
+	idx, data, fellBack, err := p.ckpts.Load()
+	switch {
+	case errors.Is(err, wal.ErrNoCheckpoint):
+		if fellBack {
+			p.logger.Warn("no checkpoint verifies; replaying everything the WAL holds")
+		}
+	case err != nil:
+		return err
+	default:
+		if err := p.restore(data); err != nil {
+			// A checkpoint of another windows config, or damaged beyond its
+			// checksum: start empty and replay what the WAL holds.
+			p.logger.Warn("checkpoint not usable; replaying everything the WAL holds", "index", idx, "err", err)
+			if err := p.fresh(); err != nil {
+				return err
+			}
+		} else {
+			p.lastCkpt = idx
+			if fellBack {
+				p.logger.Warn("newest checkpoint did not verify; using the previous one", "index", idx)
+			}
+		}
+	}
+	p.replayTarget.Store(p.log.LastIndex())
+	return nil
+}
+
+func (p *Pipeline) outlets() []*outlet {
+	out := make([]*outlet, NumKinds)
+	for k := range p.outs {
+		out[k] = &p.outs[k]
+	}
+	return out
+}
+
+// fresh gives the stream new, empty engines.
+func (p *Pipeline) fresh() error {
+	engine, err := windows.New(p.cfg)
+	if err != nil {
+		return err
+	}
+	al, err := alerts.New(p.alertsCfg, p.gatewayID)
+	if err != nil {
+		return err
+	}
+	if p.late != nil {
+		engine.SetLateSink(p.late)
+	}
+	p.engine, p.alerts = engine, al
+	return nil
+}
+
+// restore loads a checkpoint into the (fresh) engines.
+func (p *Pipeline) restore(data []byte) error {
+	w, a, err := decodeState(data)
+	if err != nil {
+		return err
+	}
+	if err := p.engine.UnmarshalBinary(w); err != nil {
+		return err
+	}
+	if err := p.alerts.UnmarshalBinary(a); err != nil {
+		return fmt.Errorf("alerts state: %w", err)
+	}
+	return nil
+}
+
+// Run replays, then follows the WAL until ctx ends; it then writes a last
+// checkpoint. It returns nil on ctx end.
+func (p *Pipeline) Run(ctx context.Context) error {
+	from := p.engine.AppliedIndex() + 1
+	target := p.replayTarget.Load()
+	if target >= from {
+		p.logger.Info("replaying wal", "from", from, "to", target, "records", target-from+1)
+	}
+	r := p.log.NewReader(from)
+	var (
+		b       wal.Batch
+		dec     wal.BatchDecoder // one string per series across records
+		out     []windows.Emission
+		events  []alerts.Event
+		started = time.Now()
+		lastLog = started
+		applied uint64
+		ticker  = time.NewTicker(p.interval)
+	)
+	defer ticker.Stop()
+	for {
+		for r.Next() {
+			idx := r.Index()
+			if err := dec.Decode(r.Record(), &b); err != nil {
+				p.logger.Warn("wal record is not a reading batch; skipped", "index", idx, "err", err)
+				continue
+			}
+			out = p.engine.Apply(idx, &b, out[:0])
+			events = p.alerts.Apply(idx, &b, out, events[:0])
+			p.queue(out, events)
+			applied++
+			if !p.replayed.Load() {
+				if idx >= target {
+					p.finishReplay(applied, started)
+				} else if time.Since(lastLog) > 2*time.Second {
+					lastLog = time.Now()
+					p.logger.Info("replaying wal", "index", idx, "target", target,
+						"percent", fmt.Sprintf("%.1f", 100*float64(idx-from+1)/float64(target-from+1)),
+						"records_per_s", int(float64(applied)/time.Since(started).Seconds()))
+				}
+			}
+			// Alert events go out at once (their latency is the point);
+			// summaries in batches.
+			if len(p.outs[KindAlerts].pending) > 0 || len(p.outs[KindSummaries].pending)+len(p.outs[KindSketches].pending) >= 1024 {
+				if err := p.flush(ctx); err != nil {
+					return err
+				}
+			}
+			select {
+			case <-ticker.C:
+				p.checkpoint(ctx)
+			case req := <-p.reloads:
+				req.done <- p.reload(req.cfg)
+			default:
+			}
+			if ctx.Err() != nil {
+				break
+			}
+		}
+		if err := r.Err(); err != nil && ctx.Err() == nil {
+			return fmt.Errorf("read wal: %w", err)
+		}
+		if !p.replayed.Load() {
+			p.finishReplay(applied, started)
+		}
+		if err := p.flush(ctx); err != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			p.checkpoint(context.WithoutCancel(ctx))
+			return nil
+		case <-p.log.Notify():
+		case <-ticker.C:
+			p.checkpoint(ctx)
+		case req := <-p.reloads:
+			req.done <- p.reload(req.cfg)
+		}
+	}
+}
+
+func (p *Pipeline) finishReplay(applied uint64, started time.Time) {
+	// The retained alert state first: whoever waits for the replay (the
+	// readiness probe, the log line) then finds it in place.
+	if p.OnRestore != nil {
+		// The newest event of each alert topic, as its retained message.
+		seen := map[[2]string]bool{}
+		for _, ev := range p.alerts.Recent(0) { // newest first
+			k := [2]string{ev.Rule, ev.Series}
+			if !seen[k] {
+				seen[k] = true
+				p.OnRestore(ev)
+			}
+		}
+	}
+	p.replayed.Store(true)
+	p.logger.Info("wal replay done", "records", applied, "took", time.Since(started).Round(time.Millisecond).String())
+}
+
+// reload replaces the alert rules (between two batches).
+func (p *Pipeline) reload(cfg alerts.Config) error {
+	if err := p.alerts.Reload(cfg); err != nil {
+		return err
+	}
+	p.alertsCfg = cfg
+	return nil
+}
+
+// queue turns the outputs the outboxes do not hold yet into records.
+func (p *Pipeline) queue(out []windows.Emission, events []alerts.Event) {
+	for i := range out {
+		e := &out[i]
+		pos := outboxPos{e.Index, e.Seq}
+		if e.Kind == windows.KindGroup {
+			if p.outs[KindSketches].take(pos) {
+				p.outs[KindSketches].pending = append(p.outs[KindSketches].pending, sketchRecord(p.gatewayID, e.Group, originPos(pos)))
+			}
+		} else if p.outs[KindSummaries].take(pos) {
+			p.outs[KindSummaries].pending = append(p.outs[KindSummaries].pending, summaryRecord(p.gatewayID, e, originPos(pos)))
+		} else {
+			continue // emitted and made durable before a crash
+		}
+		if p.OnEmit != nil {
+			p.OnEmit(*e)
+		}
+	}
+	for i := range events {
+		ev := &events[i]
+		pos := outboxPos{ev.Index, ev.Seq}
+		if p.outs[KindAlerts].take(pos) {
+			p.outs[KindAlerts].pending = append(p.outs[KindAlerts].pending, alertRecord(ev, originPos(pos)))
+			p.published = append(p.published, *ev)
+		}
+	}
+}
+
+// recordSize is about the outbox bytes of r.
+func recordSize(r *forward.Record) int {
+	n := 64 + len(r.Topic) + len(r.Key) + len(r.Value) + len(r.ID) + len(r.Origin)
+	for _, h := range r.Headers {
+		n += len(h.Key) + len(h.Value) + 4
+	}
+	return n
+}
+
+// take reports whether the output at pos is new to the outbox, and if so
+// counts it as held.
+func (o *outlet) take(pos outboxPos) bool {
+	if !pos.after(o.last) {
+		return false
+	}
+	o.last = pos
+	return true
+}
+
+// flush appends the pending records to their outboxes and waits until they
+// are durable; then the alert events among them are published.
+func (p *Pipeline) flush(ctx context.Context) error {
+	for _, o := range p.outlets() {
+		// One append per chunk: a batch can close thousands of windows at
+		// once (a tick idles every device).
+		for rest := o.pending; len(rest) > 0; {
+			n, size := 0, 0
+			for n < len(rest) && (n == 0 || size+recordSize(&rest[n]) <= o.limit) {
+				size += recordSize(&rest[n])
+				n++
+			}
+			if err := o.box.Append(context.WithoutCancel(ctx), rest[:n]); err != nil {
+				return fmt.Errorf("append %d records to the %s outbox: %w", n, o.box.Kind(), err)
+			}
+			rest = rest[n:]
+		}
+		clear(o.pending)
+		o.pending = o.pending[:0]
+	}
+	if p.OnAlert != nil {
+		for _, ev := range p.published {
+			p.OnAlert(ev)
+		}
+	}
+	clear(p.published)
+	p.published = p.published[:0]
+	return nil
+}
+
+// checkpoint writes the engines' state if it moved, is fsynced in the WAL,
+// and its outputs are durable; then lets the WAL go behind the older kept
+// checkpoint. A failure is logged: the previous checkpoint stands.
+func (p *Pipeline) checkpoint(ctx context.Context) {
+	applied := p.engine.AppliedIndex()
+	if applied == 0 || applied == p.lastCkpt || applied > p.log.SyncedIndex() {
+		return
+	}
+	if err := p.flush(ctx); err != nil {
+		p.logger.Error("checkpoint skipped: outbox not durable", "err", err)
+		return
+	}
+	start := time.Now()
+	w, err := p.engine.MarshalBinary()
+	if err != nil {
+		p.logger.Error("checkpoint skipped: encode windows state", "err", err)
+		return
+	}
+	a, err := p.alerts.MarshalBinary()
+	if err != nil {
+		p.logger.Error("checkpoint skipped: encode alerts state", "err", err)
+		return
+	}
+	data := encodeState(w, a)
+	oldest, err := p.ckpts.Write(applied, data)
+	if err != nil {
+		p.logger.Error("checkpoint failed; the previous one stands", "index", applied, "err", err)
+		return
+	}
+	p.lastCkpt = applied
+	p.checkpoints.Add(1)
+	p.ckptNs.Store(int64(time.Since(start)))
+	p.ckptAt.Store(time.Now().UnixNano())
+	p.ckptBytes.Store(int64(len(data)))
+	p.log.Release(oldest + 1)
+}
