@@ -19,8 +19,9 @@ type Log interface {
 	Notify() <-chan struct{}
 	// LastIndex is the index of the last acknowledged record.
 	LastIndex() uint64
-	// SyncedIndex is the last index an fsync covers.
-	SyncedIndex() uint64
+	// Sync is a barrier: it returns once every record up to index is
+	// fsynced, forcing an fsync if none is due (wal.Log.Sync).
+	Sync(ctx context.Context, index uint64) error
 	// Release says the records before index are no longer needed.
 	Release(index uint64)
 }
