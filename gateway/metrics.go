@@ -270,4 +270,5 @@ func (g *Gateway) writeWindowsMetrics(p promWriter) {
 	p.gauge("runnel_checkpoint_age_seconds", "Seconds since the last checkpoint written by this process (-1: none yet).", one(age))
 	p.gauge("runnel_checkpoint_duration_seconds", "Time the last checkpoint took.", one(ps.CheckpointTook.Seconds()))
 	p.gauge("runnel_checkpoint_bytes", "Size of the last checkpoint.", one(float64(ps.CheckpointBytes)))
+	p.counter("runnel_wal_lost_records_total", "WAL indexes found missing at start below what the checkpoint or an outbox covered (a lost tail); skipped, never reused.", one(float64(ps.LostRecords)))
 }

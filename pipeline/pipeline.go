@@ -81,6 +81,7 @@ type Pipeline struct {
 	ckptNs      atomic.Int64 // duration of the last checkpoint
 	ckptAt      atomic.Int64 // when it was written, unix ns
 	ckptBytes   atomic.Int64
+	lost        atomic.Uint64 // WAL indexes found lost at start (skipped)
 
 	reloads chan reloadRequest
 
@@ -155,11 +156,15 @@ type Stats struct {
 	CheckpointAt    time.Time     // when the last one was written (zero: none)
 	CheckpointTook  time.Duration // how long the last one took
 	CheckpointBytes int64         // its size
+	// LostRecords counts the WAL indexes found missing at start below
+	// what the checkpoint or an outbox covered (skipped, never reused).
+	LostRecords uint64
 }
 
 // Stats returns a snapshot. Safe for concurrent use.
 func (p *Pipeline) Stats() Stats {
-	s := Stats{Checkpoints: p.checkpoints.Load(), CheckpointTook: time.Duration(p.ckptNs.Load()), CheckpointBytes: p.ckptBytes.Load()}
+	s := Stats{Checkpoints: p.checkpoints.Load(), CheckpointTook: time.Duration(p.ckptNs.Load()), CheckpointBytes: p.ckptBytes.Load(),
+		LostRecords: p.lost.Load()}
 	if at := p.ckptAt.Load(); at != 0 {
 		s.CheckpointAt = time.Unix(0, at)
 	}
@@ -276,7 +281,38 @@ func (p *Pipeline) start() error {
 			}
 		}
 	}
+	// What the state on disk covers: the checkpoint (files are ordered by
+	// the index they cover, usable or not) and every outbox's newest
+	// origin.
+	covered := idx
+	for _, o := range p.outlets() {
+		covered = max(covered, o.last.Index)
+	}
+	if err := p.skipLost(covered); err != nil {
+		return err
+	}
 	p.replayTarget.Store(p.log.LastIndex())
+	return nil
+}
+
+// skipLost handles a WAL that ends below what the checkpoint or an outbox
+// covers: its tail was lost (a torn or damaged tail cut at open, a power
+// cut under wal.sync none), whether or not the cut fell on a record
+// boundary. New readings must not get the indexes the engines and the
+// outboxes have already passed, or they would be taken for applied and
+// emitted ones and ignored; so the WAL skips its next index past covered.
+// The lost range is logged and counted.
+func (p *Pipeline) skipLost(covered uint64) error {
+	last := p.log.LastIndex()
+	if last >= covered {
+		return nil
+	}
+	p.logger.Error("wal ends below what the checkpoint and outboxes cover: its tail was lost; new readings start after it",
+		"wal_last_index", last, "covered_index", covered, "lost_from", last+1, "lost_to", covered, "lost_records", covered-last)
+	if _, err := p.log.SkipTo(context.Background(), covered); err != nil {
+		return fmt.Errorf("skip the wal past index %d: %w", covered, err)
+	}
+	p.lost.Add(covered - last)
 	return nil
 }
 

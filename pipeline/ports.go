@@ -22,6 +22,9 @@ type Log interface {
 	// Sync is a barrier: it returns once every record up to index is
 	// fsynced, forcing an fsync if none is due (wal.Log.Sync).
 	Sync(ctx context.Context, index uint64) error
+	// SkipTo makes the next record appended get index+1 when the log
+	// ends below index (wal.Log.SkipTo).
+	SkipTo(ctx context.Context, index uint64) (skipped uint64, err error)
 	// Release says the records before index are no longer needed.
 	Release(index uint64)
 }

@@ -19,6 +19,7 @@ type stats struct {
 	writeErrors, recoveries         atomic.Uint64
 	repairs, cutBytes, holes        atomic.Uint64
 	corrupt, removedSegments        atomic.Uint64
+	skipped                         atomic.Uint64
 }
 
 func (s *stats) observeFsync(d time.Duration) {
@@ -64,6 +65,7 @@ type Stats struct {
 	Holes           uint64   // records replaced by holes when a damaged segment was rewritten
 	CorruptRecords  uint64   // records readers skipped because they failed verification
 	RemovedSegments uint64   // segments removed by retention
+	Skipped         uint64   // indexes passed over by SkipTo (skip frames written)
 	Segments        int      // segment files now
 	DiskBytes       int64    // bytes in segment files now
 	FirstIndex      uint64
@@ -80,7 +82,7 @@ func (l *Log) Stats() Stats {
 		WriteErrors: s.writeErrors.Load(), Recoveries: s.recoveries.Load(),
 		Repairs: s.repairs.Load(), CutBytes: s.cutBytes.Load(), Holes: s.holes.Load(),
 		CorruptRecords: s.corrupt.Load(), RemovedSegments: s.removedSegments.Load(),
-		LastIndex: l.durable.Load(),
+		Skipped: s.skipped.Load(), LastIndex: l.durable.Load(),
 	}
 	out.FsyncHist = make([]uint64, len(s.fsyncHist))
 	for i := range s.fsyncHist {
