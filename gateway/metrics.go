@@ -270,5 +270,11 @@ func (g *Gateway) writeWindowsMetrics(p promWriter) {
 	p.gauge("runnel_checkpoint_age_seconds", "Seconds since the last checkpoint written by this process (-1: none yet).", one(age))
 	p.gauge("runnel_checkpoint_duration_seconds", "Time the last checkpoint took.", one(ps.CheckpointTook.Seconds()))
 	p.gauge("runnel_checkpoint_bytes", "Size of the last checkpoint.", one(float64(ps.CheckpointBytes)))
+	held := 0.0
+	if ok, _ := pl.Health(); !ok {
+		held = 1
+	}
+	p.gauge("runnel_pipeline_held", "1 while the pipeline is held by a storage error (retried with backoff; see /readyz).", one(held))
+	p.counter("runnel_pipeline_storage_errors_total", "Failed outbox appends and WAL reads of the pipeline (each retried).", one(float64(ps.StorageErrors)))
 	p.counter("runnel_wal_lost_records_total", "WAL indexes found missing at start below what the checkpoint or an outbox covered (a lost tail); skipped, never reused.", one(float64(ps.LostRecords)))
 }

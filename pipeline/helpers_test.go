@@ -78,6 +78,7 @@ type rig struct {
 	boxes  [NumKinds]*fakeOutbox
 	late   *lateRecorder
 	logs   *testutil.SyncBuffer
+	wrap   func(Log) Log // the Log the pipeline sees, if set
 
 	log    *wal.Log
 	p      *Pipeline
@@ -128,7 +129,11 @@ func (r *rig) start() {
 	if err != nil {
 		r.t.Fatal(err)
 	}
-	c := Config{Windows: r.win, Alerts: r.al, GatewayID: "gw", Interval: r.every, Log: FromWAL(r.log),
+	var lg Log = FromWAL(r.log)
+	if r.wrap != nil {
+		lg = r.wrap(lg)
+	}
+	c := Config{Windows: r.win, Alerts: r.al, GatewayID: "gw", Interval: r.every, Log: lg,
 		Checkpoints: ckpts, Late: r.late, Logger: slog.New(slog.NewTextHandler(r.logs, nil))}
 	for k := range NumKinds {
 		c.Outboxes[k], c.Quotas[k] = r.boxes[k], 64<<20

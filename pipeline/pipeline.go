@@ -83,6 +83,12 @@ type Pipeline struct {
 	ckptBytes   atomic.Int64
 	lost        atomic.Uint64 // WAL indexes found lost at start (skipped)
 
+	// A storage error the pipeline is held by (hold.go).
+	held       atomic.Pointer[string]
+	holdErrors atomic.Uint64
+	retries    int       // since the hold began
+	holdLogAt  time.Time // last hold log line
+
 	reloads chan reloadRequest
 
 	// Hooks, set before Run.
@@ -159,12 +165,15 @@ type Stats struct {
 	// LostRecords counts the WAL indexes found missing at start below
 	// what the checkpoint or an outbox covered (skipped, never reused).
 	LostRecords uint64
+	// StorageErrors counts failed outbox appends and WAL reads (each
+	// retried; see Health).
+	StorageErrors uint64
 }
 
 // Stats returns a snapshot. Safe for concurrent use.
 func (p *Pipeline) Stats() Stats {
 	s := Stats{Checkpoints: p.checkpoints.Load(), CheckpointTook: time.Duration(p.ckptNs.Load()), CheckpointBytes: p.ckptBytes.Load(),
-		LostRecords: p.lost.Load()}
+		LostRecords: p.lost.Load(), StorageErrors: p.holdErrors.Load()}
 	if at := p.ckptAt.Load(); at != 0 {
 		s.CheckpointAt = time.Unix(0, at)
 	}
@@ -378,6 +387,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	defer ticker.Stop()
 	for {
 		for r.Next() {
+			p.resumed()
 			idx := r.Index()
 			if err := dec.Decode(r.Record(), &b); err != nil {
 				p.logger.Warn("wal record is not a reading batch; skipped", "index", idx, "err", err)
@@ -401,7 +411,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 			// summaries in batches.
 			if len(p.outs[KindAlerts].pending) > 0 || len(p.outs[KindSummaries].pending)+len(p.outs[KindSketches].pending) >= 1024 {
 				if err := p.flush(ctx); err != nil {
-					return err
+					return p.stopped(ctx, err)
 				}
 			}
 			select {
@@ -416,18 +426,21 @@ func (p *Pipeline) Run(ctx context.Context) error {
 			}
 		}
 		if err := r.Err(); err != nil && ctx.Err() == nil {
-			return fmt.Errorf("read wal: %w", err)
+			if err := p.retryAfter(ctx, fmt.Sprintf("read the wal after index %d", p.engine.AppliedIndex()), err); err != nil {
+				return p.stopped(ctx, err)
+			}
+			r = p.log.NewReader(p.engine.AppliedIndex() + 1)
+			continue
 		}
-		if !p.replayed.Load() {
+		if !p.replayed.Load() && ctx.Err() == nil {
 			p.finishReplay(applied, started)
 		}
 		if err := p.flush(ctx); err != nil {
-			return err
+			return p.stopped(ctx, err)
 		}
 		select {
 		case <-ctx.Done():
-			p.checkpoint(context.WithoutCancel(ctx))
-			return nil
+			return p.stopped(ctx, nil)
 		case <-p.log.Notify():
 		case <-ticker.C:
 			p.checkpoint(ctx)
@@ -435,6 +448,23 @@ func (p *Pipeline) Run(ctx context.Context) error {
 			req.done <- p.reload(req.cfg)
 		}
 	}
+}
+
+// stopped ends Run: on ctx's end (err nil or ctx's), with a final
+// checkpoint, bounded in time (a storage error may hold it); any other
+// error is returned.
+func (p *Pipeline) stopped(ctx context.Context, err error) error {
+	if ctx.Err() == nil {
+		return err
+	}
+	if ok, reason := p.Health(); !ok {
+		p.logger.Warn("final checkpoint skipped; the wal is replayed from the last one at the next start", "reason", reason)
+		return nil
+	}
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), syncTimeout)
+	defer cancel()
+	p.checkpoint(fctx)
+	return nil
 }
 
 func (p *Pipeline) finishReplay(applied uint64, started time.Time) {
@@ -512,7 +542,10 @@ func (o *outlet) take(pos outboxPos) bool {
 }
 
 // flush appends the pending records to their outboxes and waits until they
-// are durable; then the alert events among them are published.
+// are durable; then the alert events among them are published. A failed
+// append is retried with backoff until it succeeds (the pipeline holds
+// meanwhile, see hold.go) or ctx ends; a record an outbox refuses as
+// invalid is logged and dropped (retrying cannot fix it).
 func (p *Pipeline) flush(ctx context.Context) error {
 	for _, o := range p.outlets() {
 		// One append per chunk: a batch can close thousands of windows at
@@ -523,10 +556,21 @@ func (p *Pipeline) flush(ctx context.Context) error {
 				size += recordSize(&rest[n])
 				n++
 			}
-			if err := o.box.Append(context.WithoutCancel(ctx), rest[:n]); err != nil {
-				return fmt.Errorf("append %d records to the %s outbox: %w", n, o.box.Kind(), err)
+			err := o.box.Append(context.WithoutCancel(ctx), rest[:n])
+			var rerr *forward.RecordError
+			switch {
+			case err == nil:
+				p.resumed()
+				rest = rest[n:]
+			case errors.As(err, &rerr) && rerr.Index >= 0 && rerr.Index < n:
+				p.logger.Error("outbox refused a record; dropped", "kind", o.box.Kind(), "err", err)
+				rest = append(rest[:rerr.Index], rest[rerr.Index+1:]...)
+			default:
+				op := fmt.Sprintf("append %d records to the %s outbox", n, o.box.Kind())
+				if err := p.retryAfter(ctx, op, err); err != nil {
+					return fmt.Errorf("%s: %w", op, err)
+				}
 			}
-			rest = rest[n:]
 		}
 		clear(o.pending)
 		o.pending = o.pending[:0]
@@ -542,8 +586,8 @@ func (p *Pipeline) flush(ctx context.Context) error {
 }
 
 // syncTimeout bounds the wait for the WAL's fsync barrier before a
-// checkpoint; past it the checkpoint is skipped (the previous one stands)
-// and tried again on the next tick.
+// checkpoint (past it the checkpoint is skipped, the previous one stands,
+// and the next tick tries again), and the final checkpoint at shutdown.
 const syncTimeout = 10 * time.Second
 
 // checkpoint writes the engines' state if it moved, once the WAL has
