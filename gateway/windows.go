@@ -31,15 +31,25 @@ func (c CheckpointConfig) Validate() error {
 }
 
 // lateSink keeps late readings in the late log, a dead-letter log of its
-// own, readable at GET /api/v1/late.
+// own, readable at GET /api/v1/late. Each entry carries its WAL origin
+// (pipeline.LateLog), so a replay adds nothing twice.
 type lateSink struct{ log *ingest.DeadLetters }
 
-func (s lateSink) Late(r wal.Reading, watermarkNs int64) {
+func (s lateSink) Late(index uint64, seq int, r wal.Reading, watermarkNs int64) {
 	s.log.Add(ingest.Reject{
 		TimeNs: r.TimeNs, Source: r.Series, Topic: r.Field, Reason: "late",
 		Error: fmt.Sprintf("value %g at %s is before the watermark %s",
 			r.Value, time.Unix(0, r.TimeNs).UTC().Format(time.RFC3339Nano), time.Unix(0, watermarkNs).UTC().Format(time.RFC3339Nano)),
+		WALIndex: index, WALSeq: seq,
 	})
+}
+
+func (s lateSink) LastOrigin() (uint64, int, bool, error) {
+	last, err := s.log.Recent(1, ingest.RejectFilter{})
+	if err != nil || len(last) == 0 || last[0].WALIndex == 0 {
+		return 0, 0, false, err
+	}
+	return last[0].WALIndex, last[0].WALSeq, true, nil
 }
 
 // startWindows opens the late log, the outboxes (and the forwarder when

@@ -86,15 +86,24 @@ type rig struct {
 	done   chan error
 }
 
+// lateRecorder is an in-memory late log that survives a restart.
 type lateRecorder struct {
 	mu   sync.Mutex
 	seen []wal.Reading
+	last outboxPos
 }
 
-func (l *lateRecorder) Late(r wal.Reading, _ int64) {
+func (l *lateRecorder) Late(index uint64, seq int, r wal.Reading, _ int64) {
 	l.mu.Lock()
 	l.seen = append(l.seen, r)
+	l.last = outboxPos{index, seq}
 	l.mu.Unlock()
+}
+
+func (l *lateRecorder) LastOrigin() (uint64, int, bool, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.last.Index, l.last.Seq, len(l.seen) > 0, nil
 }
 
 func (l *lateRecorder) count() int {

@@ -29,8 +29,9 @@ type Config struct {
 	// Quotas their disk quotas in bytes (an append takes at most an eighth).
 	Outboxes [NumKinds]Outbox
 	Quotas   [NumKinds]int64
-	// Late receives the readings older than their device's watermark.
-	Late   windows.LateSink
+	// Late keeps the readings older than their device's watermark
+	// (optional).
+	Late   LateLog
 	Logger *slog.Logger
 }
 
@@ -67,7 +68,7 @@ type Pipeline struct {
 	ckpts     Checkpoints
 	interval  time.Duration
 	logger    *slog.Logger
-	late      windows.LateSink
+	late      *lateTap // nil without a late log
 
 	// One outlet per record kind, each with its own outbox (and quota).
 	outs [NumKinds]outlet
@@ -127,7 +128,10 @@ func New(c Config) (*Pipeline, error) {
 	}
 	p := &Pipeline{
 		cfg: c.Windows, alertsCfg: c.Alerts, gatewayID: c.GatewayID, log: c.Log, ckpts: c.Checkpoints,
-		interval: c.Interval, logger: logger, late: c.Late, reloads: make(chan reloadRequest),
+		interval: c.Interval, logger: logger, reloads: make(chan reloadRequest),
+	}
+	if c.Late != nil {
+		p.late = &lateTap{log: c.Late}
 	}
 	for k := range NumKinds {
 		if c.Outboxes[k] == nil {
@@ -290,6 +294,17 @@ func (p *Pipeline) start() error {
 			}
 		}
 	}
+	if p.late != nil {
+		i, seq, ok, err := p.late.log.LastOrigin()
+		switch {
+		case err != nil:
+			// Replay may add late readings the log already holds: a
+			// duplicate in a diagnostic log, not a reason to stay down.
+			p.logger.Warn("late log: newest entry unreadable; replayed late readings may repeat", "err", err)
+		case ok:
+			p.late.held = outboxPos{i, seq}
+		}
+	}
 	// What the state on disk covers: the checkpoint (files are ordered by
 	// the index they cover, usable or not) and every outbox's newest
 	// origin.
@@ -392,6 +407,9 @@ func (p *Pipeline) Run(ctx context.Context) error {
 			if err := dec.Decode(r.Record(), &b); err != nil {
 				p.logger.Warn("wal record is not a reading batch; skipped", "index", idx, "err", err)
 				continue
+			}
+			if p.late != nil {
+				p.late.at(idx)
 			}
 			out = p.engine.Apply(idx, &b, out[:0])
 			events = p.alerts.Apply(idx, &b, out, events[:0])
