@@ -39,7 +39,17 @@ type Event struct {
 	// the batch whose Apply produced it and its position in that call.
 	Index uint64 `json:"wal_index"`
 	Seq   int    `json:"seq"`
+	// Reason is set on a resolved event that ends an alert because its
+	// rule was changed or removed (ReasonRuleChanged, ReasonRuleRemoved);
+	// empty when the condition cleared.
+	Reason string `json:"reason,omitempty"`
 }
+
+// Reasons of a resolved event that a reload caused.
+const (
+	ReasonRuleChanged = "rule changed"
+	ReasonRuleRemoved = "rule removed"
+)
 
 // Event types.
 const (

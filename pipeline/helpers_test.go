@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -80,6 +81,9 @@ type rig struct {
 	logs   *testutil.SyncBuffer
 	wrap   func(Log) Log // the Log the pipeline sees, if set
 
+	alertsMu  sync.Mutex
+	published []alerts.Event // OnAlert, across restarts
+
 	log    *wal.Log
 	p      *Pipeline
 	cancel context.CancelFunc
@@ -150,6 +154,11 @@ func (r *rig) start() {
 	r.p, err = New(c)
 	if err != nil {
 		r.t.Fatal(err)
+	}
+	r.p.OnAlert = func(ev alerts.Event) {
+		r.alertsMu.Lock()
+		r.published = append(r.published, ev)
+		r.alertsMu.Unlock()
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	r.cancel, r.done = cancel, make(chan error, 1)
@@ -231,4 +240,30 @@ func (r *rig) windowCount(s string) uint64 {
 		n += w.Count
 	}
 	return n
+}
+
+// onAlerts returns the events OnAlert received so far.
+func (r *rig) onAlerts() []alerts.Event {
+	r.alertsMu.Lock()
+	defer r.alertsMu.Unlock()
+	return append([]alerts.Event(nil), r.published...)
+}
+
+// reading is the WAL record of one reading of series s, field v.
+func reading(s string, tsS int64, v float64) []byte {
+	return wal.AppendBatch(nil, &wal.Batch{IngestNs: tsS * 1e9, Readings: []wal.Reading{{Series: s, Field: "v", Value: v, TimeNs: tsS * 1e9}}})
+}
+
+// alertValues decodes the alerts outbox.
+func (r *rig) alertValues() []alertValue {
+	r.t.Helper()
+	var out []alertValue
+	for _, rec := range r.boxes[KindAlerts].records() {
+		var v alertValue
+		if err := json.Unmarshal(rec.Value, &v); err != nil {
+			r.t.Fatal(err)
+		}
+		out = append(out, v)
+	}
+	return out
 }

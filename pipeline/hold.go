@@ -29,8 +29,8 @@ func (p *Pipeline) Health() (ok bool, reason string) {
 }
 
 // retryAfter holds the pipeline after a storage error: it records the
-// reason, logs (at most every holdLogEvery), and waits the backoff,
-// serving alert reloads meanwhile. It returns ctx's error if ctx ends.
+// reason, logs (at most every holdLogEvery), and waits the backoff. It
+// returns ctx's error if ctx ends.
 func (p *Pipeline) retryAfter(ctx context.Context, op string, err error) error {
 	reason := op + ": " + err.Error()
 	p.held.Store(&reason)
@@ -44,15 +44,13 @@ func (p *Pipeline) retryAfter(ctx context.Context, op string, err error) error {
 	d := retryMin << min(p.retries-1, 6)
 	t := time.NewTimer(min(d, retryMax))
 	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-t.C:
-			return nil
-		case req := <-p.reloads:
-			req.done <- p.reload(req.cfg)
-		}
+	// Alert reloads wait meanwhile (a reload flushes and checkpoints,
+	// which the storage error holds too); their callers have a deadline.
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
 	}
 }
 

@@ -1,9 +1,7 @@
 package pipeline
 
 import (
-	"bytes"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -63,12 +61,21 @@ type Pipeline struct {
 	log       Log
 	engine    *windows.Engine
 	alerts    *alerts.Engine
-	alertsCfg alerts.Config
+	alertsCfg alerts.Config // the rules in force
 	gatewayID string
-	ckpts     Checkpoints
-	interval  time.Duration
-	logger    *slog.Logger
-	late      *lateTap // nil without a late log
+	// configured are the rules of the configuration; pending is set while
+	// the replay runs under the checkpoint's rules: they are applied,
+	// as a reload, when it caught up.
+	configured alerts.Config
+	pending    *alerts.Config
+	fps        [NumKinds]uint64 // configuration fingerprint per record kind
+	lastIngest int64            // ingest time of the last batch applied
+	reloadAt   uint64           // applied index of the last reload's events
+	reloadN    int              // events the reloads at reloadAt emitted
+	ckpts      Checkpoints
+	interval   time.Duration
+	logger     *slog.Logger
+	late       *lateTap // nil without a late log
 
 	// One outlet per record kind, each with its own outbox (and quota).
 	outs [NumKinds]outlet
@@ -106,6 +113,7 @@ type outlet struct {
 	limit   int // bytes per append: an outbox takes at most a quarter of its quota at once
 	pending []forward.Record
 	last    outboxPos
+	covers  uint64 // the WAL index of the newest record the outbox held at start
 }
 
 func newOutlet(box Outbox, quota int64) outlet {
@@ -127,7 +135,7 @@ func New(c Config) (*Pipeline, error) {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	p := &Pipeline{
-		cfg: c.Windows, alertsCfg: c.Alerts, gatewayID: c.GatewayID, log: c.Log, ckpts: c.Checkpoints,
+		cfg: c.Windows, alertsCfg: c.Alerts, configured: c.Alerts, gatewayID: c.GatewayID, log: c.Log, ckpts: c.Checkpoints,
 		interval: c.Interval, logger: logger, reloads: make(chan reloadRequest),
 	}
 	if c.Late != nil {
@@ -214,63 +222,8 @@ func (p outboxPos) after(q outboxPos) bool {
 	return p.Index > q.Index || p.Index == q.Index && p.Seq > q.Seq
 }
 
-// lastOutboxPos reads the origin of the newest record of an outbox.
-func lastOutboxPos(box Outbox) (outboxPos, error) {
-	rec, ok, err := box.Last()
-	if err != nil || !ok {
-		return outboxPos{}, err // empty, or the last record was damaged: re-emit from the checkpoint
-	}
-	pos, ok := decodeOrigin(rec.Origin)
-	if !ok {
-		// Not written by this stream (or damaged): outputs after the
-		// checkpoint are appended again; consumers drop duplicates by id.
-		return outboxPos{}, nil
-	}
-	return pos, nil
-}
-
-// State is checkpointed as one blob: the windows state, then the alerts
-// state, each length-prefixed, after a magic and version.
-const stateMagic = "RNST\x01"
-
-func encodeState(w, a []byte) []byte {
-	b := append([]byte(stateMagic), binary.AppendUvarint(nil, uint64(len(w)))...)
-	b = append(b, w...)
-	b = binary.AppendUvarint(b, uint64(len(a)))
-	return append(b, a...)
-}
-
-func decodeState(b []byte) (w, a []byte, err error) {
-	rest, ok := bytes.CutPrefix(b, []byte(stateMagic))
-	if !ok {
-		return nil, nil, errors.New("not a gateway state checkpoint")
-	}
-	part := func() []byte {
-		n, k := binary.Uvarint(rest)
-		if k <= 0 || n > uint64(len(rest)-k) {
-			ok = false
-			return nil
-		}
-		p := rest[k : k+int(n)]
-		rest = rest[k+int(n):]
-		return p
-	}
-	w, a = part(), part()
-	if !ok || len(rest) != 0 {
-		return nil, nil, errors.New("gateway state checkpoint: bad part lengths")
-	}
-	return w, a, nil
-}
-
 // start loads the checkpoint and positions the engines; run does the rest.
 func (p *Pipeline) start() error {
-	for _, o := range p.outlets() {
-		pos, err := lastOutboxPos(o.box)
-		if err != nil {
-			return err
-		}
-		o.last = pos
-	}
 	idx, data, fellBack, err := p.ckpts.Load()
 	switch {
 	case errors.Is(err, wal.ErrNoCheckpoint):
@@ -284,6 +237,7 @@ func (p *Pipeline) start() error {
 			// A checkpoint of another windows config, or damaged beyond its
 			// checksum: start empty and replay what the WAL holds.
 			p.logger.Warn("checkpoint not usable; replaying everything the WAL holds", "index", idx, "err", err)
+			p.alertsCfg, p.pending = p.configured, nil
 			if err := p.fresh(); err != nil {
 				return err
 			}
@@ -293,6 +247,24 @@ func (p *Pipeline) start() error {
 				p.logger.Warn("newest checkpoint did not verify; using the previous one", "index", idx)
 			}
 		}
+	}
+	// The replay runs under the configuration the checkpoint was taken
+	// with; the outputs each outbox holds count as emitted only if they
+	// came from that same configuration.
+	p.fingerprint()
+	for k, o := range p.outlets() {
+		pos, fp, hasFP, err := lastOutboxPos(o.box)
+		if err != nil {
+			return err
+		}
+		if hasFP && fp != p.fps[k] {
+			p.logger.Warn("outbox written under another configuration; replayed outputs are appended, not matched by position",
+				"kind", o.box.Kind(), "last_index", pos.Index)
+			o.last = outboxPos{}
+			o.covers = pos.Index
+			continue
+		}
+		o.last, o.covers = pos, pos.Index
 	}
 	if p.late != nil {
 		i, seq, ok, err := p.late.log.LastOrigin()
@@ -310,7 +282,7 @@ func (p *Pipeline) start() error {
 	// origin.
 	covered := idx
 	for _, o := range p.outlets() {
-		covered = max(covered, o.last.Index)
+		covered = max(covered, o.covers)
 	}
 	if err := p.skipLost(covered); err != nil {
 		return err
@@ -365,14 +337,33 @@ func (p *Pipeline) fresh() error {
 	return nil
 }
 
-// restore loads a checkpoint into the (fresh) engines.
+// restore loads a checkpoint into the (fresh) engines. The alerts engine
+// gets the rules the checkpoint was taken with, if they differ from the
+// configured ones: the replay judges the readings after the checkpoint by
+// the rules in force when they first were; the configured rules are
+// applied once it caught up, as a reload.
 func (p *Pipeline) restore(data []byte) error {
-	w, a, err := decodeState(data)
+	w, a, acfg, err := decodeState(data)
 	if err != nil {
 		return err
 	}
 	if err := p.engine.UnmarshalBinary(w); err != nil {
 		return err
+	}
+	if acfg != nil {
+		old, err := decodeAlertsConfig(acfg)
+		if err != nil {
+			p.logger.Warn("checkpoint's alert rules unreadable; replaying under the configured rules", "err", err)
+		} else if fingerprintAlerts(old) != fingerprintAlerts(p.configured) {
+			al, err := alerts.New(old, p.gatewayID)
+			if err != nil {
+				p.logger.Warn("checkpoint's alert rules not usable; replaying under the configured rules", "err", err)
+			} else {
+				p.alerts, p.alertsCfg = al, old
+				configured := p.configured
+				p.pending = &configured
+			}
+		}
 	}
 	if err := p.alerts.UnmarshalBinary(a); err != nil {
 		return fmt.Errorf("alerts state: %w", err)
@@ -411,13 +402,14 @@ func (p *Pipeline) Run(ctx context.Context) error {
 			if p.late != nil {
 				p.late.at(idx)
 			}
+			p.lastIngest = max(p.lastIngest, b.IngestNs)
 			out = p.engine.Apply(idx, &b, out[:0])
 			events = p.alerts.Apply(idx, &b, out, events[:0])
 			p.queue(out, events)
 			applied++
 			if !p.replayed.Load() {
 				if idx >= target {
-					p.finishReplay(applied, started)
+					p.finishReplay(ctx, applied, started)
 				} else if time.Since(lastLog) > 2*time.Second {
 					lastLog = time.Now()
 					p.logger.Info("replaying wal", "index", idx, "target", target,
@@ -436,7 +428,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 			case <-ticker.C:
 				p.checkpoint(ctx)
 			case req := <-p.reloads:
-				req.done <- p.reload(req.cfg)
+				req.done <- p.reload(ctx, req.cfg)
 			default:
 			}
 			if ctx.Err() != nil {
@@ -451,7 +443,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 			continue
 		}
 		if !p.replayed.Load() && ctx.Err() == nil {
-			p.finishReplay(applied, started)
+			p.finishReplay(ctx, applied, started)
 		}
 		if err := p.flush(ctx); err != nil {
 			return p.stopped(ctx, err)
@@ -463,7 +455,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 		case <-ticker.C:
 			p.checkpoint(ctx)
 		case req := <-p.reloads:
-			req.done <- p.reload(req.cfg)
+			req.done <- p.reload(ctx, req.cfg)
 		}
 	}
 }
@@ -485,7 +477,7 @@ func (p *Pipeline) stopped(ctx context.Context, err error) error {
 	return nil
 }
 
-func (p *Pipeline) finishReplay(applied uint64, started time.Time) {
+func (p *Pipeline) finishReplay(ctx context.Context, applied uint64, started time.Time) {
 	// The retained alert state first: whoever waits for the replay (the
 	// readiness probe, the log line) then finds it in place.
 	if p.OnRestore != nil {
@@ -499,17 +491,15 @@ func (p *Pipeline) finishReplay(applied uint64, started time.Time) {
 			}
 		}
 	}
-	p.replayed.Store(true)
 	p.logger.Info("wal replay done", "records", applied, "took", time.Since(started).Round(time.Millisecond).String())
-}
-
-// reload replaces the alert rules (between two batches).
-func (p *Pipeline) reload(cfg alerts.Config) error {
-	if err := p.alerts.Reload(cfg); err != nil {
-		return err
+	if p.pending != nil {
+		// The configured rules differ from those of the checkpoint: apply
+		// them now, as SIGHUP would.
+		if err := p.reload(ctx, *p.pending); err != nil {
+			p.logger.Error("configured alert rules not applied after the replay; the checkpoint's stay in force", "err", err)
+		}
 	}
-	p.alertsCfg = cfg
-	return nil
+	p.replayed.Store(true)
 }
 
 // queue turns the outputs the outboxes do not hold yet into records.
@@ -519,10 +509,10 @@ func (p *Pipeline) queue(out []windows.Emission, events []alerts.Event) {
 		pos := outboxPos{e.Index, e.Seq}
 		if e.Kind == windows.KindGroup {
 			if p.outs[KindSketches].take(pos) {
-				p.outs[KindSketches].pending = append(p.outs[KindSketches].pending, sketchRecord(p.gatewayID, e.Group, originPos(pos)))
+				p.outs[KindSketches].pending = append(p.outs[KindSketches].pending, sketchRecord(p.gatewayID, e.Group, originPos(pos, p.fps[KindSketches])))
 			}
 		} else if p.outs[KindSummaries].take(pos) {
-			p.outs[KindSummaries].pending = append(p.outs[KindSummaries].pending, summaryRecord(p.gatewayID, e, originPos(pos)))
+			p.outs[KindSummaries].pending = append(p.outs[KindSummaries].pending, summaryRecord(p.gatewayID, e, originPos(pos, p.fps[KindSummaries])))
 		} else {
 			continue // emitted and made durable before a crash
 		}
@@ -534,7 +524,7 @@ func (p *Pipeline) queue(out []windows.Emission, events []alerts.Event) {
 		ev := &events[i]
 		pos := outboxPos{ev.Index, ev.Seq}
 		if p.outs[KindAlerts].take(pos) {
-			p.outs[KindAlerts].pending = append(p.outs[KindAlerts].pending, alertRecord(ev, originPos(pos)))
+			p.outs[KindAlerts].pending = append(p.outs[KindAlerts].pending, alertRecord(ev, originPos(pos, p.fps[KindAlerts])))
 			p.published = append(p.published, *ev)
 		}
 	}
@@ -614,9 +604,13 @@ const syncTimeout = 10 * time.Second
 // is never a moment when nothing is unsynced) and its outputs are durable;
 // then lets the WAL go behind the older kept checkpoint. A failure is
 // logged: the previous checkpoint stands.
-func (p *Pipeline) checkpoint(ctx context.Context) {
+func (p *Pipeline) checkpoint(ctx context.Context) { p.checkpointAt(ctx, false) }
+
+// checkpointAt is checkpoint; force writes one even if no record was
+// applied since the last (a reload changed the state).
+func (p *Pipeline) checkpointAt(ctx context.Context, force bool) {
 	applied := p.engine.AppliedIndex()
-	if applied == 0 || applied == p.lastCkpt {
+	if applied == 0 || applied == p.lastCkpt && !force {
 		return
 	}
 	sctx, cancel := context.WithTimeout(ctx, syncTimeout)
@@ -641,7 +635,7 @@ func (p *Pipeline) checkpoint(ctx context.Context) {
 		p.logger.Error("checkpoint skipped: encode alerts state", "err", err)
 		return
 	}
-	data := encodeState(w, a)
+	data := encodeState(w, a, encodeAlertsConfig(p.alertsCfg))
 	oldest, err := p.ckpts.Write(applied, data)
 	if err != nil {
 		p.logger.Error("checkpoint failed; the previous one stands", "index", applied, "err", err)

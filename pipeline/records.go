@@ -143,6 +143,7 @@ type alertValue struct {
 	At        string            `json:"at"`    // when this event happened
 	StartNs   int64             `json:"start_ns"`
 	AtNs      int64             `json:"at_ns"`
+	Reason    string            `json:"reason,omitempty"` // a resolved event caused by a reload
 }
 
 func newAlertValue(ev *alerts.Event) alertValue {
@@ -150,7 +151,7 @@ func newAlertValue(ev *alerts.Event) alertValue {
 		Schema: schemaAlert, ID: ev.ID, Type: ev.Type, Gateway: ev.Gateway, Rule: ev.Rule,
 		Series: ev.Series, Field: ev.Field, Severity: ev.Severity, Labels: ev.Labels, Op: ev.Op,
 		Value: ev.Value, Threshold: ev.Threshold, Start: rfc3339(ev.StartNs), At: rfc3339(ev.AtNs),
-		StartNs: ev.StartNs, AtNs: ev.AtNs,
+		StartNs: ev.StartNs, AtNs: ev.AtNs, Reason: ev.Reason,
 	}
 }
 
@@ -240,20 +241,32 @@ func alertRecord(ev *alerts.Event, origin []byte) forward.Record {
 }
 
 // originPos encodes an outbox record's origin: the WAL index whose batch
-// produced it and its position among that batch's outputs of its kind.
-func originPos(p outboxPos) []byte {
+// produced it, its position among that batch's outputs of its kind, and
+// the fingerprint of the configuration that produced it (fingerprints):
+// uvarint index, uvarint seq, 8 bytes little-endian.
+func originPos(p outboxPos, fp uint64) []byte {
 	b := binary.AppendUvarint(nil, p.Index)
-	return binary.AppendUvarint(b, uint64(p.Seq))
+	b = binary.AppendUvarint(b, uint64(p.Seq))
+	return binary.LittleEndian.AppendUint64(b, fp)
 }
 
-func decodeOrigin(b []byte) (outboxPos, bool) {
+// decodeOrigin decodes an origin; hasFP is false for one written before
+// origins carried a fingerprint (index and seq only).
+func decodeOrigin(b []byte) (pos outboxPos, fp uint64, hasFP, ok bool) {
 	idx, n := binary.Uvarint(b)
 	if n <= 0 {
-		return outboxPos{}, false
+		return outboxPos{}, 0, false, false
 	}
 	seq, m := binary.Uvarint(b[n:])
-	if m <= 0 || n+m != len(b) {
-		return outboxPos{}, false
+	if m <= 0 {
+		return outboxPos{}, 0, false, false
 	}
-	return outboxPos{idx, int(seq)}, true
+	pos = outboxPos{idx, int(seq)}
+	switch rest := b[n+m:]; len(rest) {
+	case 0:
+		return pos, 0, false, true
+	case 8:
+		return pos, binary.LittleEndian.Uint64(rest), true, true
+	}
+	return outboxPos{}, 0, false, false
 }

@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"os"
 	"slices"
@@ -79,7 +80,12 @@ func TestRecordSchemas(t *testing.T) {
 	if len(slices.Compact(ids)) != 5 {
 		t.Errorf("ids collide: %v", ids)
 	}
-	if o, ok := decodeOrigin(originPos(outboxPos{1 << 40, 7})); !ok || o != (outboxPos{1 << 40, 7}) {
-		t.Errorf("origin round trip: %v %v", o, ok)
+	if o, fp, hasFP, ok := decodeOrigin(originPos(outboxPos{1 << 40, 7}, 0xfeed)); !ok || !hasFP || fp != 0xfeed || o != (outboxPos{1 << 40, 7}) {
+		t.Errorf("origin round trip: %v %x %v %v", o, fp, hasFP, ok)
+	}
+	// An origin written before fingerprints: index and seq only.
+	old := binary.AppendUvarint(binary.AppendUvarint(nil, 9), 2)
+	if o, _, hasFP, ok := decodeOrigin(old); !ok || hasFP || o != (outboxPos{9, 2}) {
+		t.Errorf("origin without fingerprint: %v %v %v", o, hasFP, ok)
 	}
 }
