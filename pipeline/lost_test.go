@@ -121,3 +121,42 @@ func TestLostTailIndexesNotReused(t *testing.T) {
 		})
 	}
 }
+
+// TestLostTailBelowOutboxOrigin: with no checkpoint, an outbox's newest
+// record alone says how far the WAL went. After its tail is cut below that
+// origin, a new window closing must still reach the outbox (its output
+// would repeat an origin the outbox holds, and be skipped as emitted).
+func TestLostTailBelowOutboxOrigin(t *testing.T) {
+	const s = "env,device=a"
+	base := int64(3600 * 1000)
+	r := newRig(t)
+	r.start()
+	r.append(reading(s, base, 1))
+	r.append(reading(s, base+3600, 2)) // closes the first hour: a summary with origin (2, 0)
+	r.waitApplied(r.append(reading(s, base+3601, 3)))
+	r.stop()
+	if n := len(r.boxes[KindSummaries].records()); n != 1 {
+		t.Fatalf("%d summaries, want 1", n)
+	}
+	if err := os.RemoveAll(filepath.Join(r.dir, "checkpoints")); err != nil {
+		t.Fatal(err)
+	}
+	seg := r.newestSegment()
+	data, err := os.ReadFile(seg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	offs := entryOffsets(t, data)
+	if err := os.Truncate(seg, int64(offs[len(offs)-2])); err != nil { // records 2 and 3 lost
+		t.Fatal(err)
+	}
+
+	r.start()
+	r.waitApplied(r.append(reading(s, base+7200, 4))) // closes the hour of the reading replayed from index 1
+	if n := len(r.boxes[KindSummaries].records()); n != 2 {
+		t.Fatalf("%d summaries, want 2: the new one was taken for one the outbox holds", n)
+	}
+	if lost := r.p.Stats().LostRecords; lost != 1 {
+		t.Fatalf("lost records %d, want 1 (index 2, which the outbox covers)", lost)
+	}
+}
