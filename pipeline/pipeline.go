@@ -312,8 +312,8 @@ func (p *Pipeline) skipLost(covered uint64) error {
 	return nil
 }
 
-func (p *Pipeline) outlets() []*outlet {
-	out := make([]*outlet, NumKinds)
+func (p *Pipeline) outlets() [NumKinds]*outlet {
+	var out [NumKinds]*outlet
 	for k := range p.outs {
 		out[k] = &p.outs[k]
 	}
