@@ -36,8 +36,13 @@ import (
 // configuration in force.
 func (p *Pipeline) fingerprint() {
 	w := fingerprintJSON(0, p.cfg)
-	p.fps[KindSummaries], p.fps[KindSketches] = w, w
-	p.fps[KindAlerts] = fingerprintJSON(w, p.alertsCfg.Rules)
+	a := fingerprintJSON(w, p.alertsCfg.Rules)
+	for k := range Kinds {
+		p.fps[k] = w
+		if Kinds[k].rules {
+			p.fps[k] = a
+		}
+	}
 }
 
 func fingerprintAlerts(c alerts.Config) uint64 { return fingerprintJSON(0, c.Rules) }

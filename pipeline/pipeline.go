@@ -506,28 +506,33 @@ func (p *Pipeline) finishReplay(ctx context.Context, applied uint64, started tim
 func (p *Pipeline) queue(out []windows.Emission, events []alerts.Event) {
 	for i := range out {
 		e := &out[i]
-		pos := outboxPos{e.Index, e.Seq}
-		if e.Kind == windows.KindGroup {
-			if p.outs[KindSketches].take(pos) {
-				p.outs[KindSketches].pending = append(p.outs[KindSketches].pending, sketchRecord(p.gatewayID, e.Group, originPos(pos, p.fps[KindSketches])))
-			}
-		} else if p.outs[KindSummaries].take(pos) {
-			p.outs[KindSummaries].pending = append(p.outs[KindSummaries].pending, summaryRecord(p.gatewayID, e, originPos(pos, p.fps[KindSummaries])))
-		} else {
-			continue // emitted and made durable before a crash
-		}
-		if p.OnEmit != nil {
+		if p.emit(output{em: e}, outboxPos{e.Index, e.Seq}) && p.OnEmit != nil {
 			p.OnEmit(*e)
 		}
 	}
 	for i := range events {
 		ev := &events[i]
-		pos := outboxPos{ev.Index, ev.Seq}
-		if p.outs[KindAlerts].take(pos) {
-			p.outs[KindAlerts].pending = append(p.outs[KindAlerts].pending, alertRecord(ev, originPos(pos, p.fps[KindAlerts])))
+		if p.emit(output{ev: ev}, outboxPos{ev.Index, ev.Seq}) {
 			p.published = append(p.published, *ev)
 		}
 	}
+}
+
+// emit queues the record of o in the outbox of its kind, unless the
+// outbox holds it already (emitted and made durable before a crash).
+func (p *Pipeline) emit(o output, pos outboxPos) bool {
+	for k := range Kinds {
+		if !Kinds[k].of(o) {
+			continue
+		}
+		out := &p.outs[k]
+		if !out.take(pos) {
+			return false
+		}
+		out.pending = append(out.pending, Kinds[k].build(p.gatewayID, o, originPos(pos, p.fps[k])))
+		return true
+	}
+	return false
 }
 
 // recordSize is about the outbox bytes of r.

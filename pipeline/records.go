@@ -27,9 +27,9 @@ const (
 )
 
 // Kind is a kind of Kafka record the pipeline emits: one outbox, one topic
-// and one schema each. Adding a kind is a change to this file: a constant,
-// a row of Kinds, a value type and its builder, and its case in
-// Pipeline.queue.
+// and one schema each. Adding a kind is a change to this file (a constant,
+// a row of Kinds, a value type and its builder), plus its outbox kind and
+// topic in forward.
 type Kind int
 
 // The record kinds, in the order of Kinds (and of Config.Outboxes).
@@ -49,16 +49,33 @@ type KindInfo struct {
 	Schema string
 	// Key and ID say how the record key and the deterministic id are built.
 	Key, ID string
+
+	rules bool                                                    // its outputs depend on the alert rules too (fingerprint)
+	of    func(o output) bool                                     // whether an engine output is of this kind
+	build func(gw string, o output, origin []byte) forward.Record // its record
+}
+
+// output is one output of the engines: a closed window or group window
+// (em), or an alert event (ev).
+type output struct {
+	em *windows.Emission
+	ev *alerts.Event
 }
 
 // Kinds is the table of record kinds, indexed by Kind.
 var Kinds = [NumKinds]KindInfo{
 	KindSummaries: {Outbox: forward.KindSummaries, Schema: schemaSummary,
-		Key: "gateway|series|field|spec", ID: "gateway, series, field, spec, window start"},
+		Key: "gateway|series|field|spec", ID: "gateway, series, field, spec, window start",
+		of:    func(o output) bool { return o.em != nil && o.em.Kind != windows.KindGroup },
+		build: func(gw string, o output, origin []byte) forward.Record { return summaryRecord(gw, o.em, origin) }},
 	KindSketches: {Outbox: forward.KindSketches, Schema: schemaSketch,
-		Key: "gateway|group|key", ID: "gateway, group, group key, window start"},
+		Key: "gateway|group|key", ID: "gateway, group, group key, window start",
+		of:    func(o output) bool { return o.em != nil && o.em.Kind == windows.KindGroup },
+		build: func(gw string, o output, origin []byte) forward.Record { return sketchRecord(gw, o.em.Group, origin) }},
 	KindAlerts: {Outbox: forward.KindAlerts, Schema: schemaAlert,
-		Key: "gateway|rule|series|field", ID: "gateway, alert id, event type"},
+		Key: "gateway|rule|series|field", ID: "gateway, alert id, event type", rules: true,
+		of:    func(o output) bool { return o.ev != nil },
+		build: func(_ string, o output, origin []byte) forward.Record { return alertRecord(o.ev, origin) }},
 }
 
 // summaryValue is the JSON value of a closed window (schema runnel.summary/v1).

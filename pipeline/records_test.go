@@ -89,3 +89,29 @@ func TestRecordSchemas(t *testing.T) {
 		t.Errorf("origin without fingerprint: %v %v %v", o, hasFP, ok)
 	}
 }
+
+// TestKindsTable: each engine output belongs to exactly one record kind,
+// whose builder makes a record of its schema.
+func TestKindsTable(t *testing.T) {
+	sum := &windows.Emission{Kind: windows.KindTumbling, Window: windows.WindowSummary{Series: "s", Field: "f", Spec: "tumbling:1m"}}
+	grp := &windows.Emission{Kind: windows.KindGroup, Group: &windows.GroupSummary{Group: "g", Key: "k"}}
+	ev := &alerts.Event{ID: "x", Type: alerts.Firing, Rule: "r", Gateway: "gw"}
+	for _, tc := range []struct {
+		o    output
+		want Kind
+	}{{output{em: sum}, KindSummaries}, {output{em: grp}, KindSketches}, {output{ev: ev}, KindAlerts}} {
+		var kinds []Kind
+		for k := range Kinds {
+			if Kinds[k].of(tc.o) {
+				kinds = append(kinds, Kind(k))
+			}
+		}
+		if len(kinds) != 1 || kinds[0] != tc.want {
+			t.Fatalf("output %+v is of kinds %v, want [%d]", tc.o, kinds, tc.want)
+		}
+		rec := Kinds[tc.want].build("gw", tc.o, nil)
+		if len(rec.Headers) == 0 || string(rec.Headers[0].Value) != Kinds[tc.want].Schema {
+			t.Fatalf("kind %d builds a record with headers %+v, want schema %s", tc.want, rec.Headers, Kinds[tc.want].Schema)
+		}
+	}
+}
