@@ -90,7 +90,7 @@ func (g *Gateway) startWindows(ctx context.Context, grp *group) error {
 		cfg, _ := ob.For(info.Outbox)
 		pc.Outboxes[k], pc.Quotas[k] = boxes[k], int64(cfg.MaxBytes)
 	}
-	p, err := pipeline.New(pc)
+	p, err := pipeline.New(ctx, pc)
 	if err != nil {
 		return err
 	}

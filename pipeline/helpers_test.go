@@ -151,7 +151,7 @@ func (r *rig) start() {
 	for k := range NumKinds {
 		c.Outboxes[k], c.Quotas[k] = r.boxes[k], 64<<20
 	}
-	r.p, err = New(c)
+	r.p, err = New(context.Background(), c)
 	if err != nil {
 		r.t.Fatal(err)
 	}

@@ -1,7 +1,9 @@
 package pipeline
 
 import (
+	"context"
 	"fmt"
+	"os"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -107,5 +109,57 @@ func TestStorageErrorsHoldThePipeline(t *testing.T) {
 			}
 			r.stop()
 		})
+	}
+}
+
+// skipFailLog is a Log whose SkipTo fails while fails > 0.
+type skipFailLog struct {
+	Log
+	fails *atomic.Int32
+}
+
+func (l skipFailLog) SkipTo(ctx context.Context, index uint64) (uint64, error) {
+	if l.fails.Add(-1) >= 0 {
+		return 0, fmt.Errorf("write skip frames: %w", syscall.ENOSPC)
+	}
+	return l.Log.SkipTo(ctx, index)
+}
+
+// TestStartWaitsOutAFullDisk: a restart that must skip a lost WAL tail on
+// a full disk waits, retrying, instead of failing (which made the gateway
+// exit, again at every restart).
+func TestStartWaitsOutAFullDisk(t *testing.T) {
+	const s = "env,device=a"
+	r := newRig(t)
+	r.start()
+	var last uint64
+	for i := range int64(10) {
+		last = r.append(batch(3600*1000+i, s, 3600*1000+i))
+	}
+	r.waitApplied(last)
+	r.stop()
+	seg := r.newestSegment()
+	data, err := os.ReadFile(seg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	offs := entryOffsets(t, data)
+	if err := os.Truncate(seg, int64(offs[len(offs)-2])); err != nil {
+		t.Fatal(err)
+	}
+	var fails atomic.Int32
+	fails.Store(2)
+	r.wrap = func(l Log) Log { return skipFailLog{Log: l, fails: &fails} }
+	r.start()
+	st := r.p.Stats()
+	if st.StorageErrors != 2 || st.LostRecords != 2 {
+		t.Fatalf("after start: %d storage errors, %d lost records; want 2 and 2", st.StorageErrors, st.LostRecords)
+	}
+	if ok, reason := r.p.Health(); !ok {
+		t.Fatalf("still held after start: %s", reason)
+	}
+	r.waitApplied(r.append(batch(3600*1000+20, s, 3600*1000+20)))
+	if n := r.windowCount(s); n != 11 {
+		t.Fatalf("window count %d, want 11", n)
 	}
 }

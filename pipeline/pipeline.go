@@ -90,6 +90,7 @@ type Pipeline struct {
 	ckptAt      atomic.Int64 // when it was written, unix ns
 	ckptBytes   atomic.Int64
 	lost        atomic.Uint64 // WAL indexes found lost at start (skipped)
+	lostLogged  uint64        // the covered index the loss was logged for
 
 	// A storage error the pipeline is held by (hold.go).
 	held       atomic.Pointer[string]
@@ -128,8 +129,10 @@ type reloadRequest struct {
 }
 
 // New builds the engines and loads the newest checkpoint; Run does the
-// rest.
-func New(c Config) (*Pipeline, error) {
+// rest. A storage error on the way (an outbox's newest record unreadable,
+// no room to skip a lost WAL tail) is retried with backoff until ctx ends:
+// a gateway restarted on a full disk waits, it does not exit.
+func New(ctx context.Context, c Config) (*Pipeline, error) {
 	logger := c.Logger
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
@@ -150,7 +153,7 @@ func New(c Config) (*Pipeline, error) {
 	if err := p.fresh(); err != nil {
 		return nil, err
 	}
-	if err := p.start(); err != nil {
+	if err := p.start(ctx); err != nil {
 		return nil, fmt.Errorf("start pipeline: %w", err)
 	}
 	return p, nil
@@ -223,7 +226,7 @@ func (p outboxPos) after(q outboxPos) bool {
 }
 
 // start loads the checkpoint and positions the engines; run does the rest.
-func (p *Pipeline) start() error {
+func (p *Pipeline) start(ctx context.Context) error {
 	idx, data, fellBack, err := p.ckpts.Load()
 	switch {
 	case errors.Is(err, wal.ErrNoCheckpoint):
@@ -253,10 +256,19 @@ func (p *Pipeline) start() error {
 	// came from that same configuration.
 	p.fingerprint()
 	for k, o := range p.outlets() {
-		pos, fp, hasFP, err := lastOutboxPos(o.box)
-		if err != nil {
-			return err
+		var pos outboxPos
+		var fp uint64
+		var hasFP bool
+		for {
+			pos, fp, hasFP, err = lastOutboxPos(o.box)
+			if err == nil {
+				break
+			}
+			if err := p.retryAfter(ctx, "read the newest record of the "+o.box.Kind()+" outbox", err); err != nil {
+				return err
+			}
 		}
+		p.resumed()
 		if hasFP && fp != p.fps[k] {
 			p.logger.Warn("outbox written under another configuration; replayed outputs are appended, not matched by position",
 				"kind", o.box.Kind(), "last_index", pos.Index)
@@ -284,9 +296,16 @@ func (p *Pipeline) start() error {
 	for _, o := range p.outlets() {
 		covered = max(covered, o.covers)
 	}
-	if err := p.skipLost(covered); err != nil {
-		return err
+	for {
+		err := p.skipLost(ctx, covered)
+		if err == nil {
+			break
+		}
+		if err := p.retryAfter(ctx, "skip a lost wal tail", err); err != nil {
+			return err
+		}
 	}
+	p.resumed()
 	p.replayTarget.Store(p.log.LastIndex())
 	return nil
 }
@@ -298,17 +317,20 @@ func (p *Pipeline) start() error {
 // outboxes have already passed, or they would be taken for applied and
 // emitted ones and ignored; so the WAL skips its next index past covered.
 // The lost range is logged and counted.
-func (p *Pipeline) skipLost(covered uint64) error {
+func (p *Pipeline) skipLost(ctx context.Context, covered uint64) error {
 	last := p.log.LastIndex()
 	if last >= covered {
 		return nil
 	}
-	p.logger.Error("wal ends below what the checkpoint and outboxes cover: its tail was lost; new readings start after it",
-		"wal_last_index", last, "covered_index", covered, "lost_from", last+1, "lost_to", covered, "lost_records", covered-last)
-	if _, err := p.log.SkipTo(context.Background(), covered); err != nil {
+	if p.lostLogged != covered {
+		p.logger.Error("wal ends below what the checkpoint and outboxes cover: its tail was lost; new readings start after it",
+			"wal_last_index", last, "covered_index", covered, "lost_from", last+1, "lost_to", covered, "lost_records", covered-last)
+		p.lost.Add(covered - last)
+		p.lostLogged = covered
+	}
+	if _, err := p.log.SkipTo(ctx, covered); err != nil {
 		return fmt.Errorf("skip the wal past index %d: %w", covered, err)
 	}
-	p.lost.Add(covered - last)
 	return nil
 }
 
