@@ -437,6 +437,23 @@ func (e *Engine) emit(s *state, typ string, v float64, at int64) {
 	e.out = append(e.out, ev)
 }
 
+// Record adds events made outside Apply (the resolved events of alerts a
+// reload ended, see Event.Reason) to Recent and the counters, as if Apply
+// had emitted them.
+func (e *Engine) Record(evs []Event) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, ev := range evs {
+		if ev.Type == Firing {
+			e.c.fired++
+		} else {
+			e.c.resolved++
+		}
+		ev.Labels = cloneLabels(ev.Labels)
+		e.recent.push(ev)
+	}
+}
+
 func cloneLabels(m map[string]string) map[string]string {
 	if len(m) == 0 {
 		return nil

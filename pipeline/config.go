@@ -193,6 +193,7 @@ func (p *Pipeline) reload(ctx context.Context, cfg alerts.Config) error {
 		p.reloadN++
 		p.logger.Info("alert resolved by a reload", "rule", a.Rule, "series", a.Series, "field", a.Field, "reason", reason)
 	}
+	p.alerts.Record(events)
 	p.queue(nil, events)
 	if err := p.flush(ctx); err != nil {
 		p.logger.Error("reload: resolved events not durable; the checkpoint waits", "err", err)

@@ -86,8 +86,11 @@ func TestReloadEndsFiringAlerts(t *testing.T) {
 			if got := r.checkpointIndex(); got != last {
 				t.Fatalf("checkpoint covers %d, want %d", got, last)
 			}
-			if st := r.p.Alerts().Stats(); st.Firing != 0 {
-				t.Fatalf("%d alerts still firing after the reload", st.Firing)
+			if st := r.p.Alerts().Stats(); st.Firing != 0 || st.Resolved != 1 {
+				t.Fatalf("after the reload: %d alerts firing, %d resolved; want 0 and 1", st.Firing, st.Resolved)
+			}
+			if rec := r.p.Alerts().Recent(1); len(rec) != 1 || rec[0].Type != alerts.Resolved || rec[0].Reason != tc.reason {
+				t.Fatalf("recent events (the API) after the reload: %+v; want the resolved one (%s)", rec, tc.reason)
 			}
 		})
 	}
