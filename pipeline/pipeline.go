@@ -464,6 +464,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 			r = p.log.NewReader(p.engine.AppliedIndex() + 1)
 			continue
 		}
+		p.resumed() // the reader got to the end: a read error cleared
 		if !p.replayed.Load() && ctx.Err() == nil {
 			p.finishReplay(ctx, applied, started)
 		}
