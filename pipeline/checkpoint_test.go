@@ -18,6 +18,7 @@ func TestCheckpointsUnderBestEffortLoad(t *testing.T) {
 	r := newRig(t)
 	r.every = 50 * time.Millisecond
 	r.start()
+	began := time.Now()
 	stop := make(chan struct{})
 	stopped := make(chan struct{})
 	go func() {
@@ -39,6 +40,8 @@ func TestCheckpointsUnderBestEffortLoad(t *testing.T) {
 	})
 	close(stop)
 	<-stopped
+	t.Logf("%d checkpoints in %s of best-effort load (interval 50ms); wal fsyncs %d", r.p.Stats().Checkpoints,
+		time.Since(began).Round(time.Millisecond), r.log.Stats().Fsyncs)
 	// One more best-effort record, applied but (the backstop fsync is a
 	// second away) not yet synced, when the pipeline stops.
 	done := make(chan uint64, 1)
