@@ -106,3 +106,69 @@ func TestLostTailAfterCleanStop(t *testing.T) {
 		t.Fatalf("the lost tail is not logged:\n%s", p.logText())
 	}
 }
+
+// lateLog is what GET /api/v1/late answers: the late readings listed
+// (newest first) and how many this process added.
+type lateLog struct {
+	Total   uint64
+	Rejects []struct{ Error string }
+}
+
+func getLate(t *testing.T, httpAddr string) lateLog {
+	t.Helper()
+	resp, err := http.Get("http://" + httpAddr + "/api/v1/late?limit=1000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out lateLog
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func lateCount(t *testing.T, httpAddr string) int { return len(getLate(t, httpAddr).Rejects) }
+
+// TestReplayKeepsLateLogExact: late readings in the late log, then
+// SIGKILL before any checkpoint covers them; the replay at restart must
+// not add them again (it did, on every replay).
+func TestReplayKeepsLateLogExact(t *testing.T) {
+	bin, env := binary(t)
+	dir := t.TempDir()
+	env = append(loopbackEnv(env, dir), "RUNNEL_CHECKPOINT_INTERVAL=1h")
+	base := time.Now().Add(-30 * time.Minute).Truncate(5 * time.Minute)
+
+	p, started := startGateway(t, []string{bin}, env)
+	httpAddr := started["http_addr"].(string)
+	postReading(t, httpAddr, 1, base.Add(100*time.Second))
+	postReading(t, httpAddr, 2, base.Add(10*time.Second)) // late
+	postReading(t, httpAddr, 3, base.Add(20*time.Second)) // late
+	deadline := time.Now().Add(20 * time.Second)
+	for n := lateCount(t, httpAddr); n != 2; n = lateCount(t, httpAddr) {
+		if time.Now().After(deadline) {
+			t.Fatalf("late log lists %d readings, want 2", n)
+		}
+		time.Sleep(10 * time.Millisecond) // poll interval
+	}
+	p.kill()
+
+	p, started = startGateway(t, []string{bin}, env)
+	defer p.stop()
+	p.waitLog("wal replay done")
+	httpAddr = started["http_addr"].(string)
+	postReading(t, httpAddr, 4, base.Add(30*time.Second)) // late, after the restart
+	deadline = time.Now().Add(20 * time.Second)
+	l := getLate(t, httpAddr)
+	for len(l.Rejects) == 0 || !strings.HasPrefix(l.Rejects[0].Error, "value 4 ") {
+		if time.Now().After(deadline) {
+			t.Fatalf("the late reading written after the restart is not listed: %+v", l)
+		}
+		time.Sleep(10 * time.Millisecond) // poll interval
+		l = getLate(t, httpAddr)
+	}
+	// The log is in order: the replay's additions come before it.
+	if l.Total != 1 || len(l.Rejects) != 3 {
+		t.Fatalf("after the replay and one more late reading: %d added by this process, %d listed; want 1 and 3", l.Total, len(l.Rejects))
+	}
+}
