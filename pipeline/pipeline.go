@@ -53,9 +53,13 @@ type Config struct {
 //   - Alert events are published (OnAlert) once durable in their outbox;
 //     after the replay, the newest event of each alert topic is handed to
 //     OnRestore.
-//   - A checkpoint covering index i is written only once i is fsynced in the
-//     WAL (Log.Sync, a barrier that forces the fsync) and every emission up to i is durable in the outbox. The WAL is
-//     then released behind the older of the two kept checkpoints.
+//   - A checkpoint covering index i is written only once i is fsynced in
+//     the WAL (Log.Sync, a barrier that forces the fsync) and every
+//     emission up to i is durable in its outbox. The WAL is then released
+//     behind the older of the two kept checkpoints.
+//   - A storage error holds it (hold.go, Health); a configuration change
+//     neither loses nor invents outputs (config.go); a WAL tail lost below
+//     what the state covers is skipped, never reused (skipLost).
 type Pipeline struct {
 	cfg       windows.Config
 	log       Log
@@ -111,7 +115,7 @@ type Pipeline struct {
 // before it are skipped on replay).
 type outlet struct {
 	box     Outbox
-	limit   int // bytes per append: an outbox takes at most a quarter of its quota at once
+	limit   int // bytes per append: an eighth of the quota (at most 4 MiB), so one append never fills an outbox
 	pending []forward.Record
 	last    outboxPos
 	covers  uint64 // the WAL index of the newest record the outbox held at start
