@@ -39,7 +39,17 @@ type Event struct {
 	// the batch whose Apply produced it and its position in that call.
 	Index uint64 `json:"wal_index"`
 	Seq   int    `json:"seq"`
+	// Reason is set on a resolved event that ends an alert because its
+	// rule was changed or removed (ReasonRuleChanged, ReasonRuleRemoved);
+	// empty when the condition cleared.
+	Reason string `json:"reason,omitempty"`
 }
+
+// Reasons of a resolved event that a reload caused.
+const (
+	ReasonRuleChanged = "rule changed"
+	ReasonRuleRemoved = "rule removed"
+)
 
 // Event types.
 const (
@@ -425,6 +435,23 @@ func (e *Engine) emit(s *state, typ string, v float64, at int64) {
 	e.recent.push(ev) // shares the rule's labels; Recent copies them
 	ev.Labels = cloneLabels(r.labels)
 	e.out = append(e.out, ev)
+}
+
+// Record adds events made outside Apply (the resolved events of alerts a
+// reload ended, see Event.Reason) to Recent and the counters, as if Apply
+// had emitted them.
+func (e *Engine) Record(evs []Event) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, ev := range evs {
+		if ev.Type == Firing {
+			e.c.fired++
+		} else {
+			e.c.resolved++
+		}
+		ev.Labels = cloneLabels(ev.Labels)
+		e.recent.push(ev)
+	}
 }
 
 func cloneLabels(m map[string]string) map[string]string {

@@ -272,13 +272,13 @@ func benchFeed(b *testing.B, g *Gateway, base string, n int) {
 		}
 	}
 	deadline := time.Now().Add(time.Minute)
-	for g.stream.engine.AppliedIndex() < g.wal.LastIndex() {
+	for g.pipeline.Windows().AppliedIndex() < g.wal.LastIndex() {
 		if time.Now().After(deadline) {
-			b.Fatalf("windows applied %d of %d WAL records within 1m", g.stream.engine.AppliedIndex(), g.wal.LastIndex())
+			b.Fatalf("windows applied %d of %d WAL records within 1m", g.pipeline.Windows().AppliedIndex(), g.wal.LastIndex())
 		}
 		time.Sleep(10 * time.Millisecond) // poll interval
 	}
-	st := g.stream.engine.Stats()
+	st := g.pipeline.Windows().Stats()
 	if st.Series < n {
 		b.Fatalf("windows hold %d series, want %d", st.Series, n)
 	}

@@ -10,17 +10,19 @@
 //   - wal/: the readings WAL (wal.Log), the one log every listener appends
 //     to; deadletters/ and late/: rejected payloads and late readings;
 //   - checkpoints/: the windows and alerts state with the WAL index it
-//     covers (stream.go: replay from the newest checkpoint, then follow);
+//     covers (package pipeline: replay from the newest checkpoint, then
+//     follow);
 //   - outbox/{summaries,sketches,alerts}/: the forward outboxes, one per
-//     record kind (records.go turns closed windows, group windows and alert
-//     events into Kafka records: keys, ids, JSON schemas in schema/);
+//     record kind (pipeline.Kinds; package pipeline turns closed windows,
+//     group windows and alert events into Kafka records: keys, ids, JSON
+//     schemas in schema/);
 //
 // and the processes around them: the embedded MQTT broker and the UDP
-// listener (ingest), the windows and alerts engines fed by one stream
-// goroutine, the forwarder when kafka.brokers is set, and the one HTTP
-// server (http.addr, default :8080) with its ServeMux: /healthz, /readyz,
-// /metrics, the write endpoint (ingest), the JSON API, live stream and
-// dashboard (httpapi).
+// listener (ingest), the windows and alerts engines fed by one pipeline
+// goroutine (package pipeline, which gateway only wires), the forwarder
+// when kafka.brokers is set, and the one HTTP server (http.addr, default
+// :8080) with its ServeMux: /healthz, /readyz, /metrics, the write
+// endpoint (ingest), the JSON API, live stream and dashboard (httpapi).
 //
 // Alert events, once durable in their outbox, go to the broker (retained
 // QoS 1 on alerts/<rule>/<series>) and to the live stream. SIGHUP (handled

@@ -26,6 +26,7 @@ import (
 	"github.com/runnel-iot/runnel/forward"
 	"github.com/runnel-iot/runnel/gateway/httpapi"
 	"github.com/runnel-iot/runnel/ingest"
+	"github.com/runnel-iot/runnel/pipeline"
 	"github.com/runnel-iot/runnel/wal"
 )
 
@@ -56,7 +57,7 @@ type Gateway struct {
 	udp         *ingest.UDP
 	ingestStats ingest.Stats
 	late        *ingest.DeadLetters
-	stream      *stream
+	pipeline    *pipeline.Pipeline
 	hub         *httpapi.Hub
 	outboxes    []*forward.Outbox  // summaries, sketches, alerts
 	forwarder   *forward.Forwarder // nil when forwarding is off
@@ -246,8 +247,8 @@ func (g *Gateway) startMQTT(_ context.Context, grp *group) error {
 		return err
 	}
 	g.broker = b
-	g.stream.onAlert = g.publishAlert
-	g.stream.onRestore = g.restoreAlert
+	g.pipeline.OnAlert = g.publishAlert
+	g.pipeline.OnRestore = g.restoreAlert
 	g.mqttUp.Store(true)
 	grp.add(actor{name: "mqtt", stop: func(ctx context.Context) error {
 		g.mqttUp.Store(false)
@@ -298,9 +299,9 @@ func (g *Gateway) startHTTP(ctx context.Context, grp *group) error {
 	hub.MaxClients = g.cfg.HTTP.MaxStreamClients
 	g.srv.RegisterOnShutdown(hub.Close)
 	g.hub = hub
-	g.stream.onEmit = hub.PublishEmission
-	api := &httpapi.API{Rejects: g.deadLetters, Late: g.late, Windows: g.stream.engine, Sketches: g.stream.engine,
-		Alerts: g.stream.alerts, Stream: hub, Logger: g.logger.With("component", "httpapi")}
+	g.pipeline.OnEmit = hub.PublishEmission
+	api := &httpapi.API{Rejects: g.deadLetters, Late: g.late, Windows: g.pipeline.Windows(), Sketches: g.pipeline.Windows(),
+		Alerts: g.pipeline.Alerts(), Stream: hub, Logger: g.logger.With("component", "httpapi")}
 	api.Status = statusSource{g: g, start: time.Now()}
 	api.Register(g.mux)
 	addr := g.cfg.HTTP.Addr
@@ -391,8 +392,8 @@ func (g *Gateway) readiness() readiness {
 		return readiness{Reason: "mqtt broker not up"}
 	case g.broker != nil && g.broker.ListenerProblem() != "":
 		return readiness{Reason: g.broker.ListenerProblem()}
-	case g.stream != nil && !g.stream.replayed.Load():
-		return readiness{Reason: fmt.Sprintf("replaying the wal up to index %d", g.stream.replayTarget.Load())}
+	case g.pipeline != nil && !g.pipeline.Replayed():
+		return readiness{Reason: fmt.Sprintf("replaying the wal up to index %d", g.pipeline.ReplayTarget())}
 	}
 	if reason := g.storageHeld(); reason != "" {
 		return readiness{Reason: reason}
@@ -415,16 +416,10 @@ func (g *Gateway) readiness() readiness {
 	return r
 }
 
-// healthReporter is a stage a storage error can hold: the WAL and the
-// outboxes (a failed write, until one succeeds again), and the stream
-// (an outbox append, checkpoint write or WAL read failing and retried).
-type healthReporter interface {
-	Health() (ok bool, reason string)
-}
-
 // storageHeld returns why a stage cannot accept or move on because of a
-// storage error, or "". The stream is asked when it reports its health
-// (the pipeline's stream does); acknowledged writes wait meanwhile, so a
+// storage error, or "": the WAL and the outboxes (a failed write, until one
+// succeeds again) and the pipeline (an outbox append, checkpoint write or
+// WAL read failing and retried). Acknowledged writes wait meanwhile, so a
 // load balancer should send them elsewhere.
 func (g *Gateway) storageHeld() string {
 	if g.wal != nil {
@@ -437,9 +432,9 @@ func (g *Gateway) storageHeld() string {
 			return "cannot store outputs: " + reason
 		}
 	}
-	if h, ok := any(g.stream).(healthReporter); ok && g.stream != nil {
-		if ok, reason := h.Health(); !ok {
-			return "stream held: " + reason
+	if g.pipeline != nil {
+		if ok, reason := g.pipeline.Health(); !ok {
+			return "pipeline " + reason
 		}
 	}
 	return ""

@@ -65,10 +65,10 @@ func TestMemoryStaysInBudget(t *testing.T) {
 		}
 	}
 	waitFor(t, 2*time.Minute, func() (bool, string) {
-		a, l := g.stream.engine.AppliedIndex(), g.wal.LastIndex()
+		a, l := g.pipeline.Windows().AppliedIndex(), g.wal.LastIndex()
 		return a >= l, fmt.Sprintf("windows applied %d of %d", a, l)
 	})
-	st := g.stream.engine.Stats()
+	st := g.pipeline.Windows().Stats()
 	used := heap() - min(base, heap())
 	budget := uint64(cfg.Windows.MemoryBudget)
 	t.Logf("heap %.1f MiB above the empty gateway (budget %.0f MiB); %d series kept, %d readings to _overflow, ~%d overflowed series",

@@ -125,10 +125,10 @@ func (g *Gateway) writeMetrics(p promWriter) {
 }
 
 func (g *Gateway) writeAlertsMetrics(p promWriter) {
-	if g.stream == nil {
+	if g.pipeline == nil {
 		return
 	}
-	st := g.stream.alerts.Stats()
+	st := g.pipeline.Alerts().Stats()
 	p.gauge("runnel_alerts_rules", "Alert rules in force.", one(float64(st.Rules)))
 	p.gauge("runnel_alerts_states", "Rule states kept (rule, series, field).", one(float64(st.States)))
 	p.gauge("runnel_alerts_firing", "Alerts firing.", one(float64(st.Firing)))
@@ -286,11 +286,12 @@ func (g *Gateway) writeWALMetrics(p promWriter) {
 }
 
 func (g *Gateway) writeWindowsMetrics(p promWriter) {
-	s := g.stream
-	if s == nil {
+	pl := g.pipeline
+	if pl == nil {
 		return
 	}
-	st := s.engine.Stats()
+	st := pl.Windows().Stats()
+	ps := pl.Stats()
 	p.gauge("runnel_windows_series", "Series with window state.", one(float64(st.Series)))
 	p.gauge("runnel_windows_pairs", "Series and field pairs with window state.", one(float64(st.Pairs)))
 	p.gauge("runnel_windows_devices", "Devices with a watermark.", one(float64(st.Devices)))
@@ -307,14 +308,21 @@ func (g *Gateway) writeWindowsMetrics(p promWriter) {
 		lag = float64(last - st.AppliedIndex)
 	}
 	p.gauge("runnel_windows_lag_records", "WAL records not yet applied to the windows (replay or backlog).", one(lag))
-	p.counter("runnel_checkpoints_total", "Checkpoints written.", one(float64(s.checkpoints.Load())))
+	p.counter("runnel_checkpoints_total", "Checkpoints written.", one(float64(ps.Checkpoints)))
 	age := float64(-1)
-	if at := s.ckptAt.Load(); at != 0 {
-		age = time.Since(time.Unix(0, at)).Seconds()
+	if !ps.CheckpointAt.IsZero() {
+		age = time.Since(ps.CheckpointAt).Seconds()
 	}
 	p.gauge("runnel_checkpoint_age_seconds", "Seconds since the last checkpoint written by this process (-1: none yet).", one(age))
-	p.gauge("runnel_checkpoint_duration_seconds", "Time the last checkpoint took.", one(time.Duration(s.ckptNs.Load()).Seconds()))
-	p.gauge("runnel_checkpoint_bytes", "Size of the last checkpoint.", one(float64(s.ckptBytes.Load())))
+	p.gauge("runnel_checkpoint_duration_seconds", "Time the last checkpoint took.", one(ps.CheckpointTook.Seconds()))
+	p.gauge("runnel_checkpoint_bytes", "Size of the last checkpoint.", one(float64(ps.CheckpointBytes)))
+	held := 0.0
+	if ok, _ := pl.Health(); !ok {
+		held = 1
+	}
+	p.gauge("runnel_pipeline_held", "1 while the pipeline is held by a storage error (retried with backoff; see /readyz).", one(held))
+	p.counter("runnel_pipeline_storage_errors_total", "Failed outbox appends and WAL reads of the pipeline (each retried).", one(float64(ps.StorageErrors)))
+	p.counter("runnel_wal_lost_records_total", "WAL indexes found missing at start below what the checkpoint or an outbox covered (a lost tail); skipped, never reused.", one(float64(ps.LostRecords)))
 }
 
 func b2f(b bool) float64 {

@@ -36,7 +36,7 @@ func TestMetrics(t *testing.T) {
 		t.Fatalf("write: %s", resp.Status)
 	}
 	waitFor(t, 10e9, func() (bool, string) {
-		return g.stream.engine.AppliedIndex() >= g.wal.LastIndex(), "windows caught up"
+		return g.pipeline.Windows().AppliedIndex() >= g.wal.LastIndex(), "windows caught up"
 	})
 
 	resp, err = http.Get(base + "/metrics")

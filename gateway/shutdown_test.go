@@ -48,7 +48,7 @@ func TestShutdownStalledRequest(t *testing.T) {
 		t.Fatalf("write = %d, want 204", resp.StatusCode)
 	}
 	waitFor(t, 5*time.Second, func() (bool, string) {
-		a := g.stream.engine.AppliedIndex()
+		a := g.pipeline.Windows().AppliedIndex()
 		return a > 0, fmt.Sprint("applied ", a)
 	})
 

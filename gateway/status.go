@@ -37,8 +37,8 @@ func (s statusSource) Status() httpapi.Status {
 		st.WAL = httpapi.WALStatus{Appends: ws.Appends, Records: ws.Records, Bytes: ws.Bytes,
 			DiskBytes: ws.DiskBytes, Segments: ws.Segments, LastIndex: ws.LastIndex}
 	}
-	if str := g.stream; str != nil {
-		es := str.engine.Stats()
+	if pl := g.pipeline; pl != nil {
+		es := pl.Windows().Stats()
 		st.Ingest.Late = es.LateReadings
 		st.Windows = httpapi.WindowsStatus{Series: es.Series, Pairs: es.Pairs, Devices: es.Devices,
 			OverflowReadings: es.OverflowReadings, OverflowSeries: es.OverflowSeries, Evictions: es.Evictions,
@@ -46,11 +46,12 @@ func (s statusSource) Status() httpapi.Status {
 		if st.WAL.LastIndex > es.AppliedIndex {
 			st.WAL.LagRecords = st.WAL.LastIndex - es.AppliedIndex
 		}
-		st.Checkpoint.Count = str.checkpoints.Load()
-		if at := str.ckptAt.Load(); at != 0 {
-			st.Checkpoint.AgeSeconds = now.Sub(time.Unix(0, at)).Seconds()
+		ps := pl.Stats()
+		st.Checkpoint.Count = ps.Checkpoints
+		if !ps.CheckpointAt.IsZero() {
+			st.Checkpoint.AgeSeconds = now.Sub(ps.CheckpointAt).Seconds()
 		}
-		st.AlertsActive = str.alerts.Stats().Firing
+		st.AlertsActive = pl.Alerts().Stats().Firing
 	}
 	if len(g.outboxes) > 0 {
 		fs := &httpapi.ForwardStatus{Enabled: g.forwarder != nil}

@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -12,6 +11,7 @@ import (
 	"github.com/runnel-iot/runnel/alerts"
 	"github.com/runnel-iot/runnel/forward"
 	"github.com/runnel-iot/runnel/ingest"
+	"github.com/runnel-iot/runnel/pipeline"
 	"github.com/runnel-iot/runnel/wal"
 )
 
@@ -32,15 +32,25 @@ func (c CheckpointConfig) Validate() error {
 }
 
 // lateSink keeps late readings in the late log, a dead-letter log of its
-// own, readable at GET /api/v1/late.
+// own, readable at GET /api/v1/late. Each entry carries its WAL origin
+// (pipeline.LateLog), so a replay adds nothing twice.
 type lateSink struct{ log *ingest.DeadLetters }
 
-func (s lateSink) Late(r wal.Reading, watermarkNs int64) {
+func (s lateSink) Late(index uint64, seq int, r wal.Reading, watermarkNs int64) {
 	s.log.Add(ingest.Reject{
 		TimeNs: r.TimeNs, Source: r.Series, Topic: r.Field, Reason: "late",
 		Error: fmt.Sprintf("value %g at %s is before the watermark %s",
 			r.Value, time.Unix(0, r.TimeNs).UTC().Format(time.RFC3339Nano), time.Unix(0, watermarkNs).UTC().Format(time.RFC3339Nano)),
+		WALIndex: index, WALSeq: seq,
 	})
+}
+
+func (s lateSink) LastOrigin() (uint64, int, bool, error) {
+	last, err := s.log.Recent(1, ingest.RejectFilter{})
+	if err != nil || len(last) == 0 || last[0].WALIndex == 0 {
+		return 0, 0, false, err
+	}
+	return last[0].WALIndex, last[0].WALSeq, true, nil
 }
 
 // startWindows opens the late log, the outboxes (and the forwarder when
@@ -56,7 +66,8 @@ func (g *Gateway) startWindows(ctx context.Context, grp *group) error {
 	grp.add(actor{name: "late log", stop: func(ctx context.Context) error { return closeWithin(ctx, late.Close) }})
 	g.late = late
 	var boxes []*forward.Outbox
-	for _, kind := range []string{forward.KindSummaries, forward.KindSketches, forward.KindAlerts} {
+	for _, info := range pipeline.Kinds { // boxes[k] is the outbox of Kind k
+		kind := info.Outbox
 		cfg, _ := g.cfg.Kafka.Outbox.For(kind)
 		box, err := forward.OpenOutbox(filepath.Join(dataDir, "outbox"), kind, cfg, g.logger.With("component", "outbox", "kind", kind))
 		if err != nil {
@@ -71,22 +82,21 @@ func (g *Gateway) startWindows(ctx context.Context, grp *group) error {
 		return err
 	}
 	ob := g.cfg.Kafka.Outbox
-	s := &stream{
-		cfg: g.cfg.Windows, alertsCfg: g.cfg.Alerts, gatewayID: g.cfg.Gateway.ID, log: g.wal, ckpts: ckpts,
-		summaries: newOutlet(boxes[0], int64(ob.Summaries.MaxBytes)), sketches: newOutlet(boxes[1], int64(ob.Sketches.MaxBytes)),
-		alertsOut: newOutlet(boxes[2], int64(ob.Alerts.MaxBytes)),
-		interval:  g.cfg.Checkpoint.Interval, logger: g.logger.With("component", "windows"),
-		reloads: make(chan reloadRequest),
+	pc := pipeline.Config{
+		Windows: g.cfg.Windows, Alerts: g.cfg.Alerts, GatewayID: g.cfg.Gateway.ID,
+		Interval: g.cfg.Checkpoint.Interval, Log: pipeline.FromWAL(g.wal), Checkpoints: ckpts,
+		Late: lateSink{late}, Logger: g.logger.With("component", "windows"),
 	}
-	if err := s.fresh(); err != nil {
+	for k, info := range pipeline.Kinds {
+		cfg, _ := ob.For(info.Outbox)
+		pc.Outboxes[k], pc.Quotas[k] = boxes[k], int64(cfg.MaxBytes)
+	}
+	p, err := pipeline.New(ctx, pc)
+	if err != nil {
 		return err
 	}
-	if err := s.start(); err != nil {
-		return fmt.Errorf("start windows: %w", err)
-	}
-	s.engine.SetLateSink(lateSink{late})
-	g.stream = s
-	grp.add(goActor("windows", ctx, s.run, nil))
+	g.pipeline = p
+	grp.add(goActor("windows", ctx, p.Run, nil))
 	g.startTicker(ctx, grp)
 	return g.startForward(ctx, grp)
 }
@@ -112,24 +122,13 @@ func (g *Gateway) startForward(ctx context.Context, grp *group) error {
 }
 
 // ReloadAlerts replaces the alert rules, keeping the state of unchanged
-// rules; on error the old rules stay in force. It waits for the stream
+// rules; on error the old rules stay in force. It waits for the pipeline
 // (between two batches) up to ctx.
 func (g *Gateway) ReloadAlerts(ctx context.Context, cfg alerts.Config) error {
-	if g.stream == nil {
+	if g.pipeline == nil {
 		return errors.New("reload alerts: the gateway is not running")
 	}
-	req := reloadRequest{cfg: cfg, done: make(chan error, 1)}
-	select {
-	case g.stream.reloads <- req:
-	case <-ctx.Done():
-		return fmt.Errorf("reload alerts: %w", ctx.Err())
-	}
-	select {
-	case err := <-req.done:
-		return err
-	case <-ctx.Done():
-		return fmt.Errorf("reload alerts: %w", ctx.Err())
-	}
+	return g.pipeline.Reload(ctx, cfg)
 }
 
 // startTicker appends an empty batch to the WAL when ingest has been
@@ -187,12 +186,13 @@ func alertTopic(ev *alerts.Event) string {
 	return "alerts/" + ev.Rule + "/" + alerts.TopicLevel(ev.Series)
 }
 
-func alertPayload(ev *alerts.Event) []byte {
-	b, err := json.Marshal(newAlertValue(ev))
-	if err != nil {
-		panic("BUG: marshal alert: " + err.Error())
-	}
-	return b
+func alertPayload(ev *alerts.Event) []byte { return pipeline.AlertPayload(ev) }
+
+// tickBatch is the WAL record of an empty batch: the gateway appends one
+// when ingest is silent, so processing time (and with it idle devices)
+// advances through the WAL and a replay sees the same ticks.
+func tickBatch(nowNs int64) []byte {
+	return wal.AppendBatch(nil, &wal.Batch{IngestNs: nowNs})
 }
 
 // publishAlert sends a durable alert event to MQTT subscribers (QoS 1,

@@ -141,6 +141,11 @@ type Reject struct {
 	Error    string `json:"error"`         // the precise error, with position
 	Raw      []byte `json:"raw,omitempty"` // the payload, cut to a limit
 	RawBytes int    `json:"raw_bytes"`     // the payload's full length
+	// The late log only: the origin of a late reading, the WAL index of
+	// its batch and its position among that batch's late readings, so a
+	// replay adds nothing the log already holds.
+	WALIndex uint64 `json:"wal_index,omitempty"`
+	WALSeq   int    `json:"wal_seq,omitempty"`
 }
 
 // RejectSink takes rejected payloads. Add must not block: the dead-letter

@@ -45,6 +45,11 @@
 //   - Bounded memory. Segment size and the read cache are configured (4 MiB
 //     and one segment by default); the rolled tail is dropped from the cache
 //     so an appending log holds about one segment.
+//   - Barriers and skips. Sync(ctx, i) waits until an fsync covers index i,
+//     forcing one, so an owner can checkpoint under a best-effort load that
+//     always has unsynced records. SkipTo(ctx, i) passes the next index
+//     over i with skip frames (FORMAT.md), so an index whose record was
+//     lost from the tail is never given to a new record.
 //   - Retention. The owner says which records it no longer needs (Release);
 //     whole segments before that point go once the log is over its size or
 //     a segment over its age (Config.RetentionBytes, RetentionAge). The log

@@ -15,7 +15,8 @@ import (
 //	offset size field
 //	0      2    magic "RW"
 //	2      1    version (1)
-//	3      1    kind: 0 record, 1 hole (stands in for a record lost to corruption)
+//	3      1    kind: 0 record, 1 hole (stands in for a record lost to corruption),
+//	            2 skip (an index passed over on purpose, Log.SkipTo)
 //	4      8    index of the record in the log
 //	12     4    payload length
 //	16     4    CRC32C of bytes [2,16) and the payload
@@ -31,6 +32,7 @@ const (
 	frameHeader   = 20
 	kindRecord    = 0
 	kindHole      = 1
+	kindSkip      = 2
 	maxFrameBytes = 1 << 30
 )
 
@@ -42,6 +44,10 @@ var errCorruptFrame = errors.New("corrupt frame")
 
 // errHole marks a hole frame written by repair in place of a lost record.
 var errHole = errors.New("record lost to corruption (hole)")
+
+// errSkip marks a skip frame written by SkipTo: an index with no record,
+// passed over on purpose; readers skip it silently.
+var errSkip = errors.New("index skipped")
 
 // appendFrame appends the frame of payload at index to dst.
 func appendFrame(dst []byte, index uint64, kind byte, payload []byte) []byte {
@@ -85,7 +91,7 @@ func parseFrame(data []byte) (index uint64, kind byte, payload []byte, err error
 		return 0, 0, nil, fmt.Errorf("%w: checksum mismatch", errCorruptFrame)
 	}
 	kind = data[3]
-	if kind != kindRecord && kind != kindHole {
+	if kind != kindRecord && kind != kindHole && kind != kindSkip {
 		return 0, 0, nil, fmt.Errorf("%w: unknown kind %d", errCorruptFrame, kind)
 	}
 	return binary.LittleEndian.Uint64(data[4:12]), kind, data[frameHeader:], nil
@@ -100,8 +106,11 @@ func checkFrame(data []byte, index uint64) ([]byte, error) {
 	if got != index {
 		return nil, fmt.Errorf("%w: frame says index %d", errCorruptFrame, got)
 	}
-	if kind == kindHole {
+	switch kind {
+	case kindHole:
 		return nil, errHole
+	case kindSkip:
+		return nil, errSkip
 	}
 	return payload, nil
 }
@@ -129,7 +138,7 @@ func scanSegment(data []byte, base uint64) (entries []segEntry, framingEnd int) 
 		end := off + n + int(size)
 		idx := base + uint64(len(entries))
 		_, err := checkFrame(data[off+n:end], idx)
-		entries = append(entries, segEntry{off: off, end: end, frame: off + n, index: idx, ok: err == nil || errors.Is(err, errHole)})
+		entries = append(entries, segEntry{off: off, end: end, frame: off + n, index: idx, ok: err == nil || errors.Is(err, errHole) || errors.Is(err, errSkip)})
 		off = end
 	}
 	return entries, off

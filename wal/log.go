@@ -72,9 +72,11 @@ type Log struct {
 	mu      sync.Mutex // guards queue and closing
 	queue   []*request
 	closing bool
-	wake    chan struct{} // 1-slot, coalescing
-	notify  chan struct{} // 1-slot, coalescing: records were acknowledged
-	done    chan struct{} // closed when the writer has exited
+	// syncWaiters are the Sync calls waiting for an fsync.
+	syncWaiters []syncWaiter
+	wake        chan struct{} // 1-slot, coalescing
+	notify      chan struct{} // 1-slot, coalescing: records were acknowledged
+	done        chan struct{} // closed when the writer has exited
 
 	readMu  sync.Mutex
 	stateMu sync.RWMutex
@@ -122,6 +124,7 @@ type request struct {
 	first, last uint64
 	done        func(first, last uint64, err error) // called once by the writer with the outcome
 	bestEffort  bool                                // released once written (TryAppendAsync)
+	kind        byte                                // frame kind of every record: kindRecord, or kindSkip (SkipTo)
 }
 
 // Open opens the log in dir, creating it if needed. It takes an exclusive
@@ -303,6 +306,10 @@ func checkRecords(records [][]byte) (int, error) {
 }
 
 func (l *Log) enqueue(records [][]byte, total int, cost int64, done func(first, last uint64, err error), bestEffort bool) error {
+	return l.enqueueKind(records, total, cost, done, bestEffort, kindRecord)
+}
+
+func (l *Log) enqueueKind(records [][]byte, total int, cost int64, done func(first, last uint64, err error), bestEffort bool, kind byte) error {
 	// Each record is copied behind room for its frame header, which the
 	// writer fills in place once it knows the index: no second copy.
 	req, _ := requests.Get().(*request)
@@ -310,7 +317,7 @@ func (l *Log) enqueue(records [][]byte, total int, cost int64, done func(first, 
 		req = new(request)
 	}
 	req.box = getBuf(total + len(records)*frameHeader)
-	req.data, req.n, req.cost, req.done, req.bestEffort = *req.box, total, cost, done, bestEffort
+	req.data, req.n, req.cost, req.done, req.bestEffort, req.kind = *req.box, total, cost, done, bestEffort, kind
 	for _, r := range records {
 		req.data = append(req.data, make([]byte, frameHeader)...)
 		req.data = append(req.data, r...)
@@ -354,6 +361,7 @@ const bestEffortSync = time.Second
 // a UDP flood costs no fsync storm.
 func (l *Log) run() {
 	defer close(l.done)
+	defer l.releaseSyncWaiters(ErrClosed)
 	var unsynced []*request // written, waiting for the fsync that covers them
 	var lastSync time.Time
 	timer := time.NewTimer(time.Hour) // interval mode: the next fsync
@@ -383,6 +391,9 @@ func (l *Log) run() {
 			case <-maint.C:
 				l.enforceRetention(l.now())
 			}
+		}
+		if l.syncWanted() {
+			forceSync = true // a Sync barrier waits: no best-effort grace
 		}
 		// A release applies before the group taken next: an append made
 		// after Release returns finds retention done.
@@ -431,6 +442,9 @@ func (l *Log) run() {
 				unsynced = nil
 				dirty = false
 			}
+		}
+		if forceSync {
+			l.releaseSyncWaiters(nil)
 		}
 		if closing {
 			l.mu.Lock()
@@ -509,7 +523,7 @@ func (l *Log) write(reqs []*request) error {
 		off := 0
 		for _, n := range r.sizes {
 			frame := r.data[off : off+frameHeader+n]
-			putFrameHeader(frame, idx, kindRecord)
+			putFrameHeader(frame, idx, r.kind)
 			l.batch.Write(idx, frame)
 			off += len(frame)
 			idx++

@@ -67,6 +67,9 @@ func (r *Reader) Next() bool {
 		if r.fbEnd != 0 && r.next < r.fbEnd {
 			rec, ok := r.fbRecs[r.next]
 			r.next++
+			if ok && rec == nil {
+				continue // a skip frame
+			}
 			if !ok {
 				r.l.noteCorrupt(r.next-1, errors.New("record not found in damaged segment"))
 				continue
@@ -82,6 +85,10 @@ func (r *Reader) Next() bool {
 				r.idx, r.rec = r.next, payload
 				r.next++
 				return true
+			}
+			if errors.Is(ferr, errSkip) {
+				r.next++
+				continue
 			}
 			if errors.Is(ferr, errHole) {
 				r.l.noteCorrupt(r.next, ferr)
@@ -177,8 +184,11 @@ func (r *Reader) scanDamaged() error {
 		if f.index >= end {
 			break
 		}
-		if f.kind == kindRecord {
-			recs[f.index] = f.frame[frameHeader:]
+		switch f.kind {
+		case kindRecord:
+			recs[f.index] = f.frame[frameHeader:len(f.frame):len(f.frame)] // never nil
+		case kindSkip:
+			recs[f.index] = nil
 		}
 	}
 	r.fbEnd, r.fbRecs = end, recs

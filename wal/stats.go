@@ -19,6 +19,7 @@ type stats struct {
 	writeErrors, recoveries         atomic.Uint64
 	repairs, cutBytes, holes        atomic.Uint64
 	corrupt, removedSegments        atomic.Uint64
+	skipped                         atomic.Uint64
 }
 
 func (s *stats) observeFsync(d time.Duration) {
@@ -65,6 +66,7 @@ type Stats struct {
 	CorruptRecords  uint64   // records readers skipped because they failed verification
 	RemovedSegments uint64   // segments removed by retention
 	Failing         bool     // the last group write or sync failed, none succeeded since (Health)
+	Skipped         uint64   // indexes passed over by SkipTo (skip frames written)
 	Segments        int      // segment files now
 	DiskBytes       int64    // bytes in segment files now
 	FirstIndex      uint64
@@ -81,7 +83,7 @@ func (l *Log) Stats() Stats {
 		WriteErrors: s.writeErrors.Load(), Recoveries: s.recoveries.Load(),
 		Repairs: s.repairs.Load(), CutBytes: s.cutBytes.Load(), Holes: s.holes.Load(),
 		CorruptRecords: s.corrupt.Load(), RemovedSegments: s.removedSegments.Load(),
-		LastIndex: l.durable.Load(), Failing: l.failure.Load() != nil,
+		Skipped: s.skipped.Load(), LastIndex: l.durable.Load(), Failing: l.failure.Load() != nil,
 	}
 	out.FsyncHist = make([]uint64, len(s.fsyncHist))
 	for i := range s.fsyncHist {

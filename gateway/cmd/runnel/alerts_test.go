@@ -27,7 +27,8 @@ type alertMsg struct {
 	Retained bool
 	ID, Type string
 	Value    float64
-	StartNs  int64 `json:"start_ns"`
+	StartNs  int64  `json:"start_ns"`
+	Reason   string `json:"reason"`
 }
 
 // alertSubscriber collects what arrives on alerts/#.
@@ -239,5 +240,75 @@ func TestAlertsEndToEnd(t *testing.T) {
 	}
 	if len(ids) != 2 || ids[0] == ids[1] {
 		t.Errorf("alerts outbox holds ids %v, want two distinct (firing, resolved)", ids)
+	}
+}
+
+// TestReloadWhileFiringResolves runs the built gateway with an SpO2 rule,
+// makes it fire, then changes the rule and sends SIGHUP: the alert ends
+// with a resolved event carrying "rule changed" on MQTT (live, and as the
+// retained state a new subscriber gets) and in the alerts outbox; and a
+// checkpoint is written right after the reload. Before, the alert was
+// dropped silently and its retained topic said firing for ever.
+func TestReloadWhileFiringResolves(t *testing.T) {
+	bin, env := binary(t)
+	dir := t.TempDir()
+	rules := filepath.Join(t.TempDir(), "rules.yaml")
+	writeRules := func(s string) {
+		if err := os.WriteFile(rules, []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeRules("rules:\n  - name: spo2_low\n    match: {measurement: vitals, field: spo2}\n    op: \"<\"\n    threshold: 90\n")
+	env = append(loopbackEnv(env, dir), "RUNNEL_ALERTS_RULES_FILE="+rules, "RUNNEL_CHECKPOINT_INTERVAL=1h")
+	base := time.Now().Add(-10 * time.Minute).Truncate(time.Second)
+
+	p, started := startGateway(t, []string{bin}, env)
+	mqtt := started["mqtt_addr"].(string)
+	var live alertSubscriber
+	subscribeAlerts(t, mqtt, "watcher-1", &live)
+	publishVitals(t, mqtt, base, 0, 3, func(int) float64 { return 85 })
+	waitAlerts(t, &live, "firing", func(m []alertMsg) bool { return len(m) >= 1 })
+
+	writeRules("rules:\n  - name: spo2_low\n    match: {measurement: vitals, field: spo2}\n    op: \"<\"\n    threshold: 80\n")
+	if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	p.waitLog("alert rules reloaded")
+	waitAlerts(t, &live, "resolved by the reload", func(m []alertMsg) bool { return len(m) >= 2 })
+	m := live.snapshot()
+	if len(m) != 2 || m[0].Type != "firing" || m[1].Type != "resolved" || m[1].Reason != "rule changed" || m[1].ID != m[0].ID {
+		t.Fatalf("live alert events %+v, want firing then resolved (rule changed) of one alert", m)
+	}
+	var later alertSubscriber
+	subscribeAlerts(t, mqtt, "watcher-2", &later)
+	waitAlerts(t, &later, "retained state", func(m []alertMsg) bool { return len(m) >= 1 })
+	if r := later.snapshot()[0]; !r.Retained || r.Type != "resolved" {
+		t.Fatalf("retained message after the reload %+v, want the resolved event", r)
+	}
+	ents, err := os.ReadDir(filepath.Join(dir, "checkpoints"))
+	if err != nil || len(ents) == 0 {
+		t.Fatalf("no checkpoint after the reload (interval 1h): %v %v", ents, err)
+	}
+	p.stop()
+
+	l, err := wal.Open(filepath.Join(dir, "outbox", "alerts", "log"), wal.DefaultConfig(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	var types []string
+	for r := l.NewReader(1); r.Next(); {
+		rec, _, err := forward.DecodeRecord(r.Record())
+		if err != nil {
+			t.Fatal(err)
+		}
+		var a alertMsg
+		if err := json.Unmarshal(rec.Value, &a); err != nil {
+			t.Fatal(err)
+		}
+		types = append(types, a.Type+"/"+a.Reason)
+	}
+	if !slices.Equal(types, []string{"firing/", "resolved/rule changed"}) {
+		t.Fatalf("alerts outbox holds %v, want firing then resolved (rule changed)", types)
 	}
 }

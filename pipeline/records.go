@@ -1,4 +1,4 @@
-package gateway
+package pipeline
 
 import (
 	"crypto/sha256"
@@ -27,12 +27,57 @@ const (
 	schemaSketch  = "runnel.sketch/v1"
 )
 
-// Record kinds: one outbox and one topic each.
+// Kind is a kind of Kafka record the pipeline emits: one outbox, one topic
+// and one schema each. Adding a kind is a change to this file (a constant,
+// a row of Kinds, a value type and its builder), plus its outbox kind and
+// topic in forward.
+type Kind int
+
+// The record kinds, in the order of Kinds (and of Config.Outboxes).
 const (
-	kindSummaries = "summaries"
-	kindAlerts    = "alerts"
-	kindSketches  = "sketches"
+	KindSummaries Kind = iota // closed windows
+	KindSketches              // closed group windows
+	KindAlerts                // alert events
+	NumKinds
 )
+
+// KindInfo describes a record kind.
+type KindInfo struct {
+	// Outbox is the outbox kind (forward.Kind*), which also selects the
+	// topic (kafka.topics.<outbox>).
+	Outbox string
+	// Schema is the runnel-schema header and the value's schema field.
+	Schema string
+	// Key and ID say how the record key and the deterministic id are built.
+	Key, ID string
+
+	rules bool                                                    // its outputs depend on the alert rules too (fingerprint)
+	of    func(o output) bool                                     // whether an engine output is of this kind
+	build func(gw string, o output, origin []byte) forward.Record // its record
+}
+
+// output is one output of the engines: a closed window or group window
+// (em), or an alert event (ev).
+type output struct {
+	em *windows.Emission
+	ev *alerts.Event
+}
+
+// Kinds is the table of record kinds, indexed by Kind.
+var Kinds = [NumKinds]KindInfo{
+	KindSummaries: {Outbox: forward.KindSummaries, Schema: schemaSummary,
+		Key: "gateway|series|field|spec", ID: "gateway, series, field, spec, window start",
+		of:    func(o output) bool { return o.em != nil && o.em.Kind != windows.KindGroup },
+		build: func(gw string, o output, origin []byte) forward.Record { return summaryRecord(gw, o.em, origin) }},
+	KindSketches: {Outbox: forward.KindSketches, Schema: schemaSketch,
+		Key: "gateway|group|key", ID: "gateway, group, group key, window start",
+		of:    func(o output) bool { return o.em != nil && o.em.Kind == windows.KindGroup },
+		build: func(gw string, o output, origin []byte) forward.Record { return sketchRecord(gw, o.em.Group, origin) }},
+	KindAlerts: {Outbox: forward.KindAlerts, Schema: schemaAlert,
+		Key: "gateway|rule|series|field", ID: "gateway, alert id, event type", rules: true,
+		of:    func(o output) bool { return o.ev != nil },
+		build: func(_ string, o output, origin []byte) forward.Record { return alertRecord(o.ev, origin) }},
+}
 
 // summaryValue is the JSON value of a closed window (schema runnel.summary/v1):
 // the record's envelope around the figures the HTTP API shows too.
@@ -72,6 +117,16 @@ type sketchValue struct {
 // topKItemValue is a heavy hitter, {key, count}, as in the HTTP API.
 type topKItemValue = schema.TopKItem
 
+// AlertPayload is the JSON of an alert event (schema runnel.alert/v1): the
+// value of its Kafka record and the payload of its MQTT message.
+func AlertPayload(ev *alerts.Event) []byte {
+	b, err := json.Marshal(newAlertValue(ev))
+	if err != nil {
+		panic("BUG: marshal alert: " + err.Error())
+	}
+	return b
+}
+
 // alertValue is the JSON value of an alert event (schema runnel.alert/v1),
 // also the payload of its MQTT message.
 type alertValue struct {
@@ -91,6 +146,7 @@ type alertValue struct {
 	At        string            `json:"at"`    // when this event happened
 	StartNs   int64             `json:"start_ns"`
 	AtNs      int64             `json:"at_ns"`
+	Reason    string            `json:"reason,omitempty"` // a resolved event caused by a reload
 }
 
 func newAlertValue(ev *alerts.Event) alertValue {
@@ -98,7 +154,7 @@ func newAlertValue(ev *alerts.Event) alertValue {
 		Schema: schemaAlert, ID: ev.ID, Type: ev.Type, Gateway: ev.Gateway, Rule: ev.Rule,
 		Series: ev.Series, Field: ev.Field, Severity: ev.Severity, Labels: ev.Labels, Op: ev.Op,
 		Value: ev.Value, Threshold: ev.Threshold, Start: rfc3339(ev.StartNs), At: rfc3339(ev.AtNs),
-		StartNs: ev.StartNs, AtNs: ev.AtNs,
+		StartNs: ev.StartNs, AtNs: ev.AtNs, Reason: ev.Reason,
 	}
 }
 
@@ -185,20 +241,32 @@ func alertRecord(ev *alerts.Event, origin []byte) forward.Record {
 }
 
 // originPos encodes an outbox record's origin: the WAL index whose batch
-// produced it and its position among that batch's outputs of its kind.
-func originPos(p outboxPos) []byte {
+// produced it, its position among that batch's outputs of its kind, and
+// the fingerprint of the configuration that produced it (fingerprints):
+// uvarint index, uvarint seq, 8 bytes little-endian.
+func originPos(p outboxPos, fp uint64) []byte {
 	b := binary.AppendUvarint(nil, p.Index)
-	return binary.AppendUvarint(b, uint64(p.Seq))
+	b = binary.AppendUvarint(b, uint64(p.Seq))
+	return binary.LittleEndian.AppendUint64(b, fp)
 }
 
-func decodeOrigin(b []byte) (outboxPos, bool) {
+// decodeOrigin decodes an origin; hasFP is false for one written before
+// origins carried a fingerprint (index and seq only).
+func decodeOrigin(b []byte) (pos outboxPos, fp uint64, hasFP, ok bool) {
 	idx, n := binary.Uvarint(b)
 	if n <= 0 {
-		return outboxPos{}, false
+		return outboxPos{}, 0, false, false
 	}
 	seq, m := binary.Uvarint(b[n:])
-	if m <= 0 || n+m != len(b) {
-		return outboxPos{}, false
+	if m <= 0 {
+		return outboxPos{}, 0, false, false
 	}
-	return outboxPos{idx, int(seq)}, true
+	pos = outboxPos{idx, int(seq)}
+	switch rest := b[n+m:]; len(rest) {
+	case 0:
+		return pos, 0, false, true
+	case 8:
+		return pos, binary.LittleEndian.Uint64(rest), true, true
+	}
+	return outboxPos{}, 0, false, false
 }

@@ -1,6 +1,7 @@
-package gateway
+package pipeline
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"math"
 	"os"
@@ -32,9 +33,9 @@ func TestRecordSchemas(t *testing.T) {
 		schema string
 		value  []byte
 	}{
-		{"schema/summary.schema.json", summaryRecord("gw", sum, nil).Value},
-		{"schema/sketch.schema.json", sketchRecord("gw", grp, nil).Value},
-		{"schema/alert.schema.json", alertRecord(ev, nil).Value},
+		{"../gateway/schema/summary.schema.json", summaryRecord("gw", sum, nil).Value},
+		{"../gateway/schema/sketch.schema.json", sketchRecord("gw", grp, nil).Value},
+		{"../gateway/schema/alert.schema.json", alertRecord(ev, nil).Value},
 	} {
 		var schema struct {
 			Required   []string
@@ -81,8 +82,39 @@ func TestRecordSchemas(t *testing.T) {
 	if len(slices.Compact(ids)) != 5 {
 		t.Errorf("ids collide: %v", ids)
 	}
-	if o, ok := decodeOrigin(originPos(outboxPos{1 << 40, 7})); !ok || o != (outboxPos{1 << 40, 7}) {
-		t.Errorf("origin round trip: %v %v", o, ok)
+	if o, fp, hasFP, ok := decodeOrigin(originPos(outboxPos{1 << 40, 7}, 0xfeed)); !ok || !hasFP || fp != 0xfeed || o != (outboxPos{1 << 40, 7}) {
+		t.Errorf("origin round trip: %v %x %v %v", o, fp, hasFP, ok)
+	}
+	// An origin written before fingerprints: index and seq only.
+	old := binary.AppendUvarint(binary.AppendUvarint(nil, 9), 2)
+	if o, _, hasFP, ok := decodeOrigin(old); !ok || hasFP || o != (outboxPos{9, 2}) {
+		t.Errorf("origin without fingerprint: %v %v %v", o, hasFP, ok)
+	}
+}
+
+// TestKindsTable: each engine output belongs to exactly one record kind,
+// whose builder makes a record of its schema.
+func TestKindsTable(t *testing.T) {
+	sum := &windows.Emission{Kind: windows.KindTumbling, Window: windows.WindowSummary{Series: "s", Field: "f", Spec: "tumbling:1m"}}
+	grp := &windows.Emission{Kind: windows.KindGroup, Group: &windows.GroupSummary{Group: "g", Key: "k"}}
+	ev := &alerts.Event{ID: "x", Type: alerts.Firing, Rule: "r", Gateway: "gw"}
+	for _, tc := range []struct {
+		o    output
+		want Kind
+	}{{output{em: sum}, KindSummaries}, {output{em: grp}, KindSketches}, {output{ev: ev}, KindAlerts}} {
+		var kinds []Kind
+		for k := range Kinds {
+			if Kinds[k].of(tc.o) {
+				kinds = append(kinds, Kind(k))
+			}
+		}
+		if len(kinds) != 1 || kinds[0] != tc.want {
+			t.Fatalf("output %+v is of kinds %v, want [%d]", tc.o, kinds, tc.want)
+		}
+		rec := Kinds[tc.want].build("gw", tc.o, nil)
+		if len(rec.Headers) == 0 || string(rec.Headers[0].Value) != Kinds[tc.want].Schema {
+			t.Fatalf("kind %d builds a record with headers %+v, want schema %s", tc.want, rec.Headers, Kinds[tc.want].Schema)
+		}
 	}
 }
 
