@@ -27,6 +27,7 @@ var layer = map[string]int{
 	"alerts":             2,
 	"gateway/schema":     2,
 	"gateway/httpapi":    3,
+	"pipeline":           3,
 	"gateway":            4,
 	"gateway/cmd/runnel": 5,
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/base64"
 	"errors"
@@ -12,6 +13,7 @@ import (
 	"strconv"
 
 	"golang.org/x/crypto/bcrypt"
+	"gopkg.in/yaml.v3"
 )
 
 // initConfig is the config `runnel init` writes: the annotated defaults
@@ -62,6 +64,7 @@ func initCmd(args []string, stdout, stderr io.Writer) int {
 	flags.SetOutput(stderr)
 	out := flags.String("o", "runnel.yaml", "config file to write (must not exist)")
 	device := flags.String("device", "device-1", "MQTT username of the device account")
+	profile := flags.String("profile", "", "start from this config (e.g. configs/raspberry-pi.yaml): its keys and comments are kept, the credentials set")
 	if err := flags.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -85,6 +88,17 @@ func initCmd(args []string, stdout, stderr io.Writer) int {
 	}
 	text := fmt.Sprintf(initConfig, strconv.Quote(apiToken), strconv.Quote(writeToken),
 		strconv.Quote(string(adminHash)), *device, strconv.Quote(string(deviceHash)))
+	if *profile != "" {
+		base, err := os.ReadFile(*profile)
+		if err != nil {
+			fmt.Fprintf(stderr, "runnel init: %v\n", err)
+			return 1
+		}
+		if text, err = overlay(base, text); err != nil {
+			fmt.Fprintf(stderr, "runnel init: -profile %s: %v\n", *profile, err)
+			return 2
+		}
+	}
 	f, err := os.OpenFile(*out, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		if errors.Is(err, fs.ErrExist) {
@@ -111,6 +125,55 @@ func initCmd(args []string, stdout, stderr io.Writer) int {
 Start with: runnel run -config %s
 `, *out, adminPW, *device+":", devicePW, apiToken, writeToken, *out)
 	return 0
+}
+
+// overlay returns the YAML document base with every key of top set in it:
+// mappings are merged key by key, any other value replaces base's. The
+// comments of base are kept; top's are kept for the keys base lacks.
+func overlay(base []byte, top string) (string, error) {
+	var b, t yaml.Node
+	if err := yaml.Unmarshal(base, &b); err != nil {
+		return "", err
+	}
+	if err := yaml.Unmarshal([]byte(top), &t); err != nil {
+		return "", fmt.Errorf("BUG: init config: %w", err)
+	}
+	if len(b.Content) == 0 { // an empty file
+		return top, nil
+	}
+	if b.Content[0].Kind != yaml.MappingNode {
+		return "", errors.New("not a YAML mapping")
+	}
+	merge(b.Content[0], t.Content[0])
+	var out bytes.Buffer
+	enc := yaml.NewEncoder(&out)
+	enc.SetIndent(2)
+	if err := enc.Encode(&b); err != nil {
+		return "", err
+	}
+	return "# Credentials set by runnel init (bcrypt hashes; the secrets were printed\n# once). Keep this file private (mode 0600 or 0640).\n" + out.String(), nil
+}
+
+// merge sets the keys of mapping node src in mapping node dst.
+func merge(dst, src *yaml.Node) {
+	for i := 0; i+1 < len(src.Content); i += 2 {
+		k, v := src.Content[i], src.Content[i+1]
+		j := 0
+		for ; j+1 < len(dst.Content); j += 2 {
+			if dst.Content[j].Value == k.Value {
+				break
+			}
+		}
+		switch {
+		case j+1 >= len(dst.Content):
+			dst.Content = append(dst.Content, k, v)
+		case dst.Content[j+1].Kind == yaml.MappingNode && v.Kind == yaml.MappingNode:
+			merge(dst.Content[j+1], v)
+		default:
+			v.HeadComment, v.LineComment = dst.Content[j+1].HeadComment, dst.Content[j+1].LineComment
+			dst.Content[j+1] = v
+		}
+	}
 }
 
 func validUsername(s string) bool {

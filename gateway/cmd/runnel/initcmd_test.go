@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"golang.org/x/crypto/bcrypt"
+	"gopkg.in/yaml.v3"
 
 	"github.com/runnel-iot/runnel/gateway"
 )
@@ -61,5 +62,56 @@ func TestInit(t *testing.T) {
 	}
 	if after, _ := os.ReadFile(path); !bytes.Equal(before, after) {
 		t.Error("init changed an existing file")
+	}
+}
+
+// TestInitProfile checks `runnel init -profile`: every profile in configs/
+// that requires credentials gets them and loads; the profile's own keys
+// and comments are kept.
+func TestInitProfile(t *testing.T) {
+	for _, profile := range []string{"raspberry-pi.yaml", "industrial.yaml"} {
+		t.Run(profile, func(t *testing.T) {
+			src := filepath.Join("..", "..", "..", "configs", profile)
+			base, err := os.ReadFile(src)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := gateway.Load(src); err == nil {
+				t.Fatalf("%s loads without credentials; the test expects it to require them", profile)
+			}
+			path := filepath.Join(t.TempDir(), "gw.yaml")
+			var out, errb bytes.Buffer
+			if code := run(context.Background(), []string{"init", "-profile", src, "-o", path}, &out, &errb); code != 0 {
+				t.Fatalf("exit %d: %s", code, errb.String())
+			}
+			cfg, err := gateway.Load(path)
+			if err != nil {
+				t.Fatalf("the written config does not load: %v", err)
+			}
+			var raw struct {
+				Gateway struct {
+					DataDir string `yaml:"data_dir"`
+				} `yaml:"gateway"`
+				WAL struct {
+					Sync string `yaml:"sync"`
+				} `yaml:"wal"`
+			}
+			if err := yaml.Unmarshal(base, &raw); err != nil {
+				t.Fatal(err)
+			}
+			if cfg.Gateway.DataDir != raw.Gateway.DataDir || (raw.WAL.Sync != "" && string(cfg.WAL.Sync) != raw.WAL.Sync) {
+				t.Errorf("profile settings lost: data_dir %q (profile %q), wal.sync %q (profile %q)",
+					cfg.Gateway.DataDir, raw.Gateway.DataDir, cfg.WAL.Sync, raw.WAL.Sync)
+			}
+			if len(cfg.MQTT.Users) != 2 || len(cfg.HTTP.Tokens) != 1 || len(cfg.HTTPWrite.Tokens) != 1 || !cfg.Security.RequireCredentials {
+				t.Errorf("users %d, tokens %d/%d", len(cfg.MQTT.Users), len(cfg.HTTP.Tokens), len(cfg.HTTPWrite.Tokens))
+			}
+			written, _ := os.ReadFile(path)
+			// The profile's comments and its own settings survive.
+			firstComment := string(bytes.SplitN(base, []byte("\n"), 2)[0])
+			if !bytes.Contains(written, []byte(firstComment)) {
+				t.Errorf("the profile's comment %q is gone:\n%s", firstComment, written)
+			}
+		})
 	}
 }
