@@ -30,16 +30,18 @@ type ledger struct {
 	mu    sync.Mutex
 	acked map[int64]string // value -> series
 	sent  map[int64]string
+	tsMs  map[int64]int64 // value -> event time (ms)
 }
 
 func newLedger() *ledger {
-	return &ledger{acked: map[int64]string{}, sent: map[int64]string{}}
+	return &ledger{acked: map[int64]string{}, sent: map[int64]string{}, tsMs: map[int64]int64{}}
 }
 
-func (l *ledger) value(series string) int64 {
+func (l *ledger) value(series string, tsMs int64) int64 {
 	v := l.next.Add(1)
 	l.mu.Lock()
 	l.sent[v] = series
+	l.tsMs[v] = tsMs
 	l.mu.Unlock()
 	return v
 }
@@ -178,7 +180,7 @@ func (ld *load) mqttWriter(device string) {
 		ok := true
 		for ok && !ld.stopped() && c.IsConnectionOpen() {
 			seq++
-			v := ld.l.value(series)
+			v := ld.l.value(series, ld.baseMs+seq)
 			payload := fmt.Sprintf(`{"ts":%d,"%s":%d}`, ld.baseMs+seq, field, v)
 			window = append(window, pending{v, c.Publish(topic, 1, false, payload)})
 			if len(window) == 32 {
@@ -212,7 +214,7 @@ func (ld *load) httpWriter(device string) {
 		vs := make([]int64, 0, 50)
 		for range 50 {
 			seq++
-			v := ld.l.value(series)
+			v := ld.l.value(series, ld.baseMs+seq)
 			vs = append(vs, v)
 			fmt.Fprintf(&body, "%s %s=%d %d\n", series, field, v, ld.baseMs+seq)
 		}
