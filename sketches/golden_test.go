@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/cespare/xxhash/v2"
 )
 
 // The golden vectors of FORMAT.md: fixed inputs, exact bytes. A change to
@@ -230,5 +232,31 @@ func TestQuantileDecodesVersion1(t *testing.T) {
 				t.Fatalf("version 2 re-encoding differs (err %v)", err)
 			}
 		})
+	}
+}
+
+// TestHashVectors pins the hashes FORMAT.md gives other languages:
+// MetroHash64 seed 1337 for HLL (through AddHash, which skips the hash) and
+// XXH64 seed 0 for Count-Min.
+func TestHashVectors(t *testing.T) {
+	for _, c := range []struct {
+		key          string
+		metro, xxh64 uint64
+	}{
+		{"", 0xe2f700c7be596c30, 0xef46db3751d8e999},
+		{"a", 0xd924f06e80703f5f, 0xd24ec4f1a98c6e5b},
+		{"b", 0x2646112ed2ce11df, 0x78452aa11af39f9b},
+		{"c", 0x7cecfec479c3e056, 0xa3dad144c40657ed},
+		{"device-0042", 0xd752c4e8377056e8, 0x792d8829fea76bef},
+	} {
+		byKey, byHash := NewHLL(), NewHLL()
+		byKey.AddString(c.key)
+		byHash.AddHash(c.metro)
+		if !bytes.Equal(mustMarshal(t, byKey), mustMarshal(t, byHash)) {
+			t.Errorf("%q: HLL hash is not MetroHash64(seed 1337) = %016x", c.key, c.metro)
+		}
+		if h := xxhash.Sum64String(c.key); h != c.xxh64 {
+			t.Errorf("%q: XXH64 %016x, want %016x", c.key, h, c.xxh64)
+		}
 	}
 }
