@@ -253,31 +253,70 @@ func (q *Quantile) resize(pos bool, newLo int32, newN int) {
 	clear(q.bins[q.neg.n+q.pos.n:])
 }
 
-// raiseLevel halves the resolution: key k becomes ⌈k/2⌉ in both signs, so
-// each window shrinks to about half. Called only below QuantileMaxLevel,
-// where no range is collapsed.
-func (q *Quantile) raiseLevel() {
-	old := q.bins
-	oldNeg := old[:q.neg.n]
-	oldPos := old[q.neg.n : q.neg.n+q.pos.n]
-	clear(q.bins[:])
-	off := 0
-	for _, st := range [2]struct {
-		s   *qstore
-		old []uint32
-	}{{&q.neg, oldNeg}, {&q.pos, oldPos}} {
-		s := st.s
+// grow widens sign pos to [newLo, newLo+newN) ⊇ its window without
+// folding anything: a memmove of the bins in use, not a pass over the whole
+// array, since at fine levels a narrow signal's new extremes land outside
+// the window often. Bins past those in use are always zero.
+func (q *Quantile) grow(pos bool, newLo int32, newN int) {
+	s, _ := q.stores(pos)
+	old := int(s.n)
+	d := newN - old
+	front := 0
+	if old > 0 {
+		front = int(s.lo - newLo)
+	}
+	start := 0
+	if pos {
+		start = int(q.neg.n)
+	} else if p0 := int(q.neg.n); q.pos.n > 0 {
+		copy(q.bins[p0+d:p0+d+int(q.pos.n)], q.bins[p0:p0+int(q.pos.n)])
+		clear(q.bins[p0 : p0+min(d, int(q.pos.n))])
+	}
+	if front > 0 {
+		copy(q.bins[start+front:start+front+old], q.bins[start:start+old])
+		clear(q.bins[start : start+min(front, old)])
+	}
+	s.lo, s.n = newLo, uint16(newN)
+}
+
+// raiseLevel lowers the resolution by 2^by: key k becomes ⌈k/2^by⌉ in both
+// signs, so each window shrinks to about 1/2^by. One pass whatever by, so a
+// window whose range jumps pays one re-keying, not one per level. Called
+// only below QuantileMaxLevel, where no range is collapsed.
+func (q *Quantile) raiseLevel(by uint8) {
+	var old [QuantileBins]uint32
+	used := int(q.neg.n) + int(q.pos.n)
+	copy(old[:used], q.bins[:used])
+	clear(q.bins[:used])
+	off, src := 0, 0
+	for _, s := range [2]*qstore{&q.neg, &q.pos} {
 		if s.n == 0 {
 			continue
 		}
-		lo, hi := ceilShift(s.lo, 1), ceilShift(s.hi(), 1)
-		for i, c := range st.old {
-			q.bins[off+int(ceilShift(s.lo+int32(i), 1)-lo)] += c
+		lo, hi := ceilShift(s.lo, by), ceilShift(s.hi(), by)
+		for i, c := range old[src : src+int(s.n)] {
+			q.bins[off+int(ceilShift(s.lo+int32(i), by)-lo)] += c
 		}
+		src += int(s.n)
 		s.lo, s.n = lo, uint16(hi-lo+1)
 		off += int(s.n)
 	}
-	q.level++
+	q.level += by
+}
+
+// needAt is the number of bins both signs need, with key added to sign pos,
+// at by levels above the current one.
+func (q *Quantile) needAt(pos bool, key int32, by uint8) int64 {
+	s, o := q.stores(pos)
+	k := ceilShift(key, by)
+	n := int64(1)
+	if s.n != 0 {
+		n = int64(max(ceilShift(s.hi(), by), k)) - int64(min(ceilShift(s.lo, by), k)) + 1
+	}
+	if o.n != 0 {
+		n += int64(ceilShift(o.hi(), by)) - int64(ceilShift(o.lo, by)) + 1
+	}
+	return n
 }
 
 // makeRoom lets the other sign give up bins beyond its half so that sign pos
@@ -308,14 +347,18 @@ func (q *Quantile) addKey(pos bool, key int32, c uint32) {
 		q.storeBins(pos)[key-s.lo] += c
 		return
 	}
-	for q.level < QuantileMaxLevel && span(s, key)+int64(o.n) > QuantileBins {
-		q.raiseLevel()
-		key = ceilShift(key, 1)
+	if q.level < QuantileMaxLevel && span(s, key)+int64(o.n) > QuantileBins {
+		by := uint8(1)
+		for q.level+by < QuantileMaxLevel && q.needAt(pos, key, by) > QuantileBins {
+			by++
+		}
+		q.raiseLevel(by)
+		key = ceilShift(key, by)
 	}
 	switch {
 	case s.n == 0:
 		q.makeRoom(pos, 1)
-		q.resize(pos, key, 1)
+		q.grow(pos, key, 1)
 	case key < s.lo:
 		if s.collapsed {
 			key = s.lo
@@ -328,14 +371,14 @@ func (q *Quantile) addKey(pos bool, key int32, c uint32) {
 			s.collapsed = true
 			key = s.lo
 		} else {
-			q.resize(pos, key, need)
+			q.grow(pos, key, need)
 		}
 	case key > s.hi():
 		need := int(key-s.lo) + 1
 		if avail := q.makeRoom(pos, need); need > avail {
 			q.resize(pos, key-int32(avail)+1, avail)
 		} else {
-			q.resize(pos, s.lo, need)
+			q.grow(pos, s.lo, need)
 		}
 	}
 	q.storeBins(pos)[key-s.lo] += c
@@ -409,8 +452,8 @@ func (q *Quantile) Merge(o *Quantile) error {
 	}
 	q.count += o.count
 	q.zero += o.zero
-	for q.level < o.level {
-		q.raiseLevel()
+	if q.level < o.level {
+		q.raiseLevel(o.level - q.level)
 	}
 	for _, pos := range [2]bool{false, true} {
 		os, _ := o.stores(pos)

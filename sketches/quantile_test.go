@@ -186,8 +186,8 @@ func TestQuantileEdges(t *testing.T) {
 	if zero.Count() != 0 {
 		t.Fatal("Reset left values")
 	}
-	if s := NewQuantile().SizeBytes(); s > 1230 {
-		t.Fatalf("SizeBytes %d, budget ~1.2 KiB", s)
+	if s := NewQuantile().SizeBytes(); s != 1112 {
+		t.Fatalf("SizeBytes %d, documented as 1,112", s)
 	}
 }
 
@@ -466,5 +466,62 @@ func TestQuantileLevels(t *testing.T) {
 	q.Reset()
 	if q.Level() != 0 {
 		t.Fatalf("Reset kept level %d", q.Level())
+	}
+}
+
+// TestQuantileBinsMatchReference checks the windows' in-place growth and
+// re-keying against a map of level-0 keys re-keyed once to the final level.
+func TestQuantileBinsMatchReference(t *testing.T) {
+	r := rand.New(rand.NewPCG(23, 29))
+	for trial := range 300 {
+		q := NewQuantile()
+		center := math.Exp(r.NormFloat64() * 3)
+		spread := center * math.Exp(-4+4*r.Float64())
+		ref := map[bool]map[int32]uint32{false: {}, true: {}}
+		var keys0 []struct {
+			pos bool
+			k   int32
+		}
+		for range 1 + r.IntN(300) {
+			v := center + spread*r.NormFloat64()
+			if r.IntN(4) == 0 {
+				v = -v
+			}
+			q.Add(v)
+			if v != 0 {
+				keys0 = append(keys0, struct {
+					pos bool
+					k   int32
+				}{v > 0, int32(math.Ceil(math.Log(math.Abs(v)) * q.invLnGamma0))})
+			}
+		}
+		if q.neg.collapsed || q.pos.collapsed {
+			continue
+		}
+		for _, k := range keys0 {
+			ref[k.pos][ceilShift(k.k, q.level)]++
+		}
+		for _, pos := range []bool{false, true} {
+			s, _ := q.stores(pos)
+			got := map[int32]uint32{}
+			for i, c := range q.storeBins(pos) {
+				if c != 0 {
+					got[s.lo+int32(i)] = c
+				}
+			}
+			if len(got) != len(ref[pos]) {
+				t.Fatalf("trial %d sign %v: %d bins, reference %d", trial, pos, len(got), len(ref[pos]))
+			}
+			for k, c := range ref[pos] {
+				if got[k] != c {
+					t.Fatalf("trial %d sign %v key %d: %d, reference %d", trial, pos, k, got[k], c)
+				}
+			}
+		}
+		for _, c := range q.bins[q.neg.n+q.pos.n:] {
+			if c != 0 {
+				t.Fatalf("trial %d: a bin past those in use is %d", trial, c)
+			}
+		}
 	}
 }
