@@ -283,6 +283,23 @@ func FuzzUnmarshalQuantile(f *testing.F) {
 	f.Add(mustMarshal(f, n))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		checkDecodeInvariants(t, data, func() codec { return new(Quantile) })
+		// A decoded sketch keeps working: Adds across every scale, a
+		// self-merge, and the result still encodes to valid bytes.
+		q := new(Quantile)
+		if q.UnmarshalBinary(data) != nil || q.Count() > 1<<30 {
+			return
+		}
+		for _, v := range []float64{-1e300, -17, -1e-300, 0, 1e-300, 16.9, 17, 1e300} {
+			q.Add(v)
+		}
+		n := q.Count()
+		if err := q.Merge(q); err != nil || q.Count() != 2*n {
+			t.Fatalf("self-merge: %v, count %d, want %d", err, q.Count(), 2*n)
+		}
+		if err := new(Quantile).UnmarshalBinary(mustMarshal(t, q)); err != nil {
+			t.Fatalf("after Add and Merge the encoding does not decode: %v", err)
+		}
+		_ = q.Quantile(0.5)
 	})
 }
 
