@@ -403,7 +403,18 @@ func TestQuantileNarrowRank(t *testing.T) {
 				shuf.Add(vals[i])
 			}
 			checkRank(t, "shuffled", shuf, sorted, dist.maxErr)
-			for name, s := range map[string]*Quantile{"merged": merged, "interleaved": inter[3], "reversed": rev, "shuffled": shuf, "sorted": sortedSketch(sorted)} {
+			// Quarters of the sorted data: each narrower, so at a finer
+			// level than the whole; merging must re-key them up to it.
+			bySorted := NewQuantile()
+			for p := range 4 {
+				part := sortedSketch(sorted[p*n/4 : (p+1)*n/4])
+				if err := part.Merge(bySorted); err != nil {
+					t.Fatal(err)
+				}
+				bySorted = part
+			}
+			checkRank(t, "merged sorted quarters", bySorted, sorted, dist.maxErr)
+			for name, s := range map[string]*Quantile{"sorted quarters": bySorted, "merged": merged, "interleaved": inter[3], "reversed": rev, "shuffled": shuf, "sorted": sortedSketch(sorted)} {
 				if !bytes.Equal(mustMarshal(t, s), want) {
 					t.Errorf("%s sketch differs from the whole's bytes", name)
 				}
