@@ -56,7 +56,7 @@ func (s *qstore) hi() int32 { return s.lo + int32(s.n) - 1 }
 // The level is therefore the smallest one at which the data's key range
 // fits: it depends on the set of values only, never on their order, so
 // sketches of any split or order of a stream merge to the same bytes as the
-// sketch of the whole.
+// sketch of the whole (as long as no range collapses at level 8).
 //
 // At level 8, when a range still outgrows the budget, its lowest-magnitude
 // bins are folded into one (the range is "collapsed"): that bin then holds
