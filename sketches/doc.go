@@ -2,7 +2,7 @@
 // windows keep per series and per group: HyperLogLog distinct counts
 // (HLL), Count-Min frequencies (CountMin) with top-k heavy hitters (TopK),
 // reservoir samples of raw readings (Reservoir) and relative-error quantiles
-// (Quantile).
+// with a resolution that adapts to the data's range (Quantile).
 //
 // The package is pure data structures: it starts no goroutine, does no I/O,
 // never reads the clock and imports no other Runnel package. No type is safe
@@ -20,13 +20,15 @@
 //   - Merge combines two sketches built with the same parameters and returns
 //     an error wrapping ErrParamMismatch otherwise, leaving the receiver
 //     unchanged.
-//   - MarshalBinary output starts with a version byte (1) and a kind byte
-//     ('H', 'C', 'T', 'R', 'Q') followed by the parameters, so a blob from
-//     another sketch, version or parameter set is rejected. UnmarshalBinary
-//     never panics, rejects truncated, trailing or inconsistent input with an
-//     error wrapping ErrCorrupt (ErrVersion, ErrParamMismatch), validates
-//     sizes before allocating (allocation stays within a small multiple of the
-//     input) and leaves the receiver unchanged on error.
+//   - MarshalBinary output starts with a version byte (1; Quantile 2, whose
+//     version 1 still decodes) and a kind byte ('H', 'C', 'T', 'R', 'Q')
+//     followed by the parameters, so a blob from another sketch, version or
+//     parameter set is rejected. UnmarshalBinary never panics, rejects
+//     truncated, trailing or inconsistent input with an error wrapping
+//     ErrCorrupt (ErrVersion, ErrParamMismatch), validates sizes before
+//     allocating (allocation stays within a small multiple of the input) and
+//     leaves the receiver unchanged on error. FORMAT.md describes every
+//     encoding byte by byte, with golden vectors that the tests pin.
 //
 // # Fleet parameters
 //
@@ -44,10 +46,17 @@
 //   - TopK: TopKCapacity = 32 candidates over a fleet CountMin.
 //   - Reservoir: ReservoirCapacity = 32 samples (value, event time) with
 //     Algorithm L; the seeded PCG state is part of the encoding.
-//   - Quantile: QuantileAlpha = 2% relative error, QuantileBins = 256 uint32
-//     bins shared by negative and positive values plus a zero bin, 1,104
-//     bytes. Exact count, min and max; quantiles clamp to [min, max].
-//     Lowest magnitudes collapse first when the range outgrows the bins.
+//   - Quantile: 256 uint32 bins shared by negative and positive values plus
+//     a zero bin, 1,112 bytes. The resolution starts at level 0, relative
+//     error α₀ ≈ 0.0078% (±0.0013 at 17), and halves only when the data's
+//     key range no longer fits the bins, down to level 8, QuantileAlpha = 2%;
+//     the level depends on the set of values, not their order, so any split,
+//     merge or order of a stream gives the same bytes (until a range
+//     collapses at level 8). Rank error is at most
+//     one bin's share: 10,000 readings uniform in [16.8, 17.4] answer p50,
+//     p90 and p99 within 0.2% in rank. Exact count, min and max; quantiles
+//     clamp to [min, max]. At level 8, lowest magnitudes collapse first when
+//     the range outgrows the bins.
 //
 // What the package does not do: it does not decide window boundaries, hash
 // series identities for callers, or compress encodings beyond varints.

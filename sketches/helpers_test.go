@@ -93,7 +93,7 @@ func checkRejects(t *testing.T, valid []byte, recv codec, mismatch []byte) {
 	bad("truncated by one", valid[:len(valid)-1], ErrCorrupt)
 	bad("trailing byte", append(append([]byte(nil), valid...), 0), ErrCorrupt)
 	wrongVersion := append([]byte(nil), valid...)
-	wrongVersion[0] = formatVersion + 1
+	wrongVersion[0] = 0x7f // no sketch has used it
 	bad("wrong version", wrongVersion, ErrVersion)
 	wrongKind := append([]byte(nil), valid...)
 	wrongKind[1] = 'Z'

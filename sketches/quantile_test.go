@@ -2,6 +2,7 @@ package sketches
 
 import (
 	"bytes"
+	"encoding/hex"
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -185,8 +186,8 @@ func TestQuantileEdges(t *testing.T) {
 	if zero.Count() != 0 {
 		t.Fatal("Reset left values")
 	}
-	if s := NewQuantile().SizeBytes(); s > 1230 {
-		t.Fatalf("SizeBytes %d, budget ~1.2 KiB", s)
+	if s := NewQuantile().SizeBytes(); s != 1112 {
+		t.Fatalf("SizeBytes %d, documented as 1,112", s)
 	}
 }
 
@@ -225,9 +226,22 @@ func TestQuantileUnmarshalRejects(t *testing.T) {
 		t.Error("bin budget 128 accepted")
 	}
 	badCount := append([]byte(nil), valid...)
-	badCount[11] = 7 // count no longer matches the bins
+	badCount[13] = 7 // count (after version, kind, budget, α, level) no longer matches the bins
 	if err := new(Quantile).UnmarshalBinary(badCount); err == nil {
 		t.Error("count mismatch accepted")
+	}
+	badLevel := append([]byte(nil), valid...)
+	badLevel[12] = QuantileMaxLevel + 1
+	if err := new(Quantile).UnmarshalBinary(badLevel); err == nil {
+		t.Error("level 9 accepted")
+	}
+	// A collapsed range below the coarsest level cannot come from Add or Merge.
+	c := NewQuantile()
+	c.Add(1)
+	enc := mustMarshal(t, c)
+	enc[len(enc)-4] = 1 // positive range: lo, n, collapsed, nnz, gap, count
+	if err := new(Quantile).UnmarshalBinary(enc); err == nil {
+		t.Error("collapsed range at level 0 accepted")
 	}
 }
 
@@ -258,7 +272,284 @@ func FuzzUnmarshalQuantile(f *testing.F) {
 		q.Add(math.Pow(10, e))
 	}
 	f.Add(mustMarshal(f, q))
+	for _, h := range []string{quantileV1Tiny, quantileV1Narrow} {
+		b, _ := hex.DecodeString(h)
+		f.Add(b)
+	}
+	n := NewQuantile()
+	for i := range 1000 {
+		n.Add(narrowValue(i))
+	}
+	f.Add(mustMarshal(f, n))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		checkDecodeInvariants(t, data, func() codec { return new(Quantile) })
+		// A decoded sketch keeps working: Adds across every scale, a
+		// self-merge, and the result still encodes to valid bytes.
+		q := new(Quantile)
+		if q.UnmarshalBinary(data) != nil || q.Count() > 1<<30 {
+			return
+		}
+		for _, v := range []float64{-1e300, -17, -1e-300, 0, 1e-300, 16.9, 17, 1e300} {
+			q.Add(v)
+		}
+		n := q.Count()
+		if err := q.Merge(q); err != nil || q.Count() != 2*n {
+			t.Fatalf("self-merge: %v, count %d, want %d", err, q.Count(), 2*n)
+		}
+		if err := new(Quantile).UnmarshalBinary(mustMarshal(t, q)); err != nil {
+			t.Fatalf("after Add and Merge the encoding does not decode: %v", err)
+		}
+		_ = q.Quantile(0.5)
 	})
+}
+
+// rankError is how far, as a fraction of n, the estimate v is from the rank
+// ⌊x·(n−1)⌋ the sketch targets: zero when v's rank range in sorted (ties)
+// covers it.
+func rankError(sorted []float64, x, v float64) float64 {
+	target := int(x * float64(len(sorted)-1))
+	lo, _ := slices.BinarySearch(sorted, v) // values < v
+	hi := lo
+	for hi < len(sorted) && sorted[hi] == v {
+		hi++
+	}
+	// v occupies ranks lo..hi−1 when present; between lo−1 and lo otherwise.
+	switch {
+	case target < lo:
+		return float64(lo-target) / float64(len(sorted))
+	case hi > lo && target >= hi:
+		return float64(target-hi+1) / float64(len(sorted))
+	case hi == lo && target >= lo:
+		return float64(target-lo+1) / float64(len(sorted))
+	}
+	return 0
+}
+
+// checkRank asserts p50, p90 and p99 are within maxErr in rank.
+func checkRank(t *testing.T, label string, s *Quantile, sorted []float64, maxErr float64) {
+	t.Helper()
+	for _, x := range []float64{0.5, 0.9, 0.99} {
+		got := s.Quantile(x)
+		e := rankError(sorted, x, got)
+		t.Logf("%s: p%v true %.5f estimate %.5f rank error %.3f%% (level %d, α_L %.4f%%)",
+			label, 100*x, exactQuantile(sorted, x), got, 100*e, s.Level(), 100*s.RelativeError())
+		if e > maxErr {
+			t.Errorf("%s: p%v estimate %v is %.3f%% off in rank, want ≤ %.2f%%", label, 100*x, got, 100*e, 100*maxErr)
+		}
+	}
+}
+
+// TestQuantileNarrowRank is issue 19's target: 10,000 readings uniform in
+// [16.8, 17.4] give p50, p90 and p99 within 1% in rank, in the open window,
+// merged from 4 sketches of 2,500 (contiguous and interleaved splits), and
+// fed in other orders; every one of those sketches has the same bytes.
+func TestQuantileNarrowRank(t *testing.T) {
+	const n = 10_000
+	// maxErr is 1% for the issue's case. Elsewhere the bound is the mass of
+	// the bin that answers: about 2% for a normal only ±0.1 wide (its peak
+	// bins at level 1), and a whole tie for data on a 0.01 grid (an answer
+	// within α_L of 17.10 but below it ranks before all 166 readings of 17.10).
+	for _, dist := range []struct {
+		name   string
+		gen    func(r *rand.Rand) float64
+		maxErr float64
+	}{
+		{"uniform 16.8..17.4", func(r *rand.Rand) float64 { return 16.8 + 0.6*r.Float64() }, 0.01},
+		{"normal 17±0.1", func(r *rand.Rand) float64 { return 17 + 0.1*r.NormFloat64() }, 0.021},
+		{"uniform 16.8..17.4 at 0.01 resolution", func(r *rand.Rand) float64 { return math.Round(1680+60*r.Float64()) / 100 }, 0.02},
+		{"uniform 10..30", func(r *rand.Rand) float64 { return 10 + 20*r.Float64() }, 0.01},
+		{"uniform −0.3..0.3", func(r *rand.Rand) float64 { return 0.6*r.Float64() - 0.3 }, 0.01},
+	} {
+		t.Run(dist.name, func(t *testing.T) {
+			r := rand.New(rand.NewPCG(19, 17))
+			vals := make([]float64, n)
+			whole := NewQuantile()
+			parts := [4]*Quantile{NewQuantile(), NewQuantile(), NewQuantile(), NewQuantile()}
+			inter := [4]*Quantile{NewQuantile(), NewQuantile(), NewQuantile(), NewQuantile()}
+			for i := range vals {
+				vals[i] = dist.gen(r)
+				whole.Add(vals[i])
+				parts[i/(n/4)].Add(vals[i])
+				inter[i%4].Add(vals[i])
+			}
+			sorted := slices.Sorted(slices.Values(vals))
+			checkRank(t, "open window", whole, sorted, dist.maxErr)
+			want := mustMarshal(t, whole)
+
+			merged := NewQuantile()
+			for _, p := range parts {
+				if err := merged.Merge(p); err != nil {
+					t.Fatal(err)
+				}
+			}
+			checkRank(t, "merged 4×2500", merged, sorted, dist.maxErr)
+			// Merge order and shape: ((3+2)+(1+0)) of the interleaved split.
+			if err := inter[3].Merge(inter[2]); err != nil {
+				t.Fatal(err)
+			}
+			if err := inter[1].Merge(inter[0]); err != nil {
+				t.Fatal(err)
+			}
+			if err := inter[3].Merge(inter[1]); err != nil {
+				t.Fatal(err)
+			}
+			checkRank(t, "merged interleaved", inter[3], sorted, dist.maxErr)
+			rev, shuf := NewQuantile(), NewQuantile()
+			for i := range vals {
+				rev.Add(vals[n-1-i])
+			}
+			perm := rand.New(rand.NewPCG(5, 5)).Perm(n)
+			for _, i := range perm {
+				shuf.Add(vals[i])
+			}
+			checkRank(t, "shuffled", shuf, sorted, dist.maxErr)
+			// Quarters of the sorted data: each narrower, so at a finer
+			// level than the whole; merging must re-key them up to it.
+			bySorted := NewQuantile()
+			for p := range 4 {
+				part := sortedSketch(sorted[p*n/4 : (p+1)*n/4])
+				if err := part.Merge(bySorted); err != nil {
+					t.Fatal(err)
+				}
+				bySorted = part
+			}
+			checkRank(t, "merged sorted quarters", bySorted, sorted, dist.maxErr)
+			for name, s := range map[string]*Quantile{"sorted quarters": bySorted, "merged": merged, "interleaved": inter[3], "reversed": rev, "shuffled": shuf, "sorted": sortedSketch(sorted)} {
+				if !bytes.Equal(mustMarshal(t, s), want) {
+					t.Errorf("%s sketch differs from the whole's bytes", name)
+				}
+			}
+		})
+	}
+}
+
+func sortedSketch(sorted []float64) *Quantile {
+	q := NewQuantile()
+	for _, v := range sorted {
+		q.Add(v)
+	}
+	return q
+}
+
+// TestQuantileDeterministic: the same inputs in the same order give the same
+// bytes, also through a checkpoint (decode, continue) in the middle.
+func TestQuantileDeterministic(t *testing.T) {
+	feed := func(q *Quantile, from, to int) {
+		r := rand.New(rand.NewPCG(11, uint64(from)))
+		for range to - from {
+			v := 20 + 15*r.NormFloat64()
+			if r.IntN(50) == 0 {
+				v *= 1e5 // outliers push it to the coarse levels and collapse
+			}
+			q.Add(v)
+		}
+	}
+	a, b := NewQuantile(), NewQuantile()
+	feed(a, 0, 5000)
+	feed(a, 5000, 10000)
+	feed(b, 0, 5000)
+	restored := NewQuantile()
+	if err := restored.UnmarshalBinary(mustMarshal(t, b)); err != nil {
+		t.Fatal(err)
+	}
+	feed(restored, 5000, 10000)
+	if !bytes.Equal(mustMarshal(t, a), mustMarshal(t, restored)) {
+		t.Fatal("replay through a checkpoint gave different bytes")
+	}
+	t.Logf("level %d, collapsed %v/%v", a.Level(), a.neg.collapsed, a.pos.collapsed)
+}
+
+// TestQuantileLevels: the level is the smallest at which the key range fits,
+// whatever the order, and each level keeps its relative error.
+func TestQuantileLevels(t *testing.T) {
+	for _, c := range []struct {
+		lo, hi float64
+		level  int
+	}{{16.8, 17.4, 0}, {16, 18, 2}, {10, 30, 5}, {1, 100, 7}, {1, 1000, 8}} {
+		q := NewQuantile()
+		for i := range 1001 {
+			q.Add(c.lo + (c.hi-c.lo)*float64(i)/1000)
+		}
+		if q.Level() != c.level {
+			t.Errorf("[%v, %v]: level %d, want %d", c.lo, c.hi, q.Level(), c.level)
+		}
+		want := math.Tanh(math.Log1p(2*QuantileAlpha/(1-QuantileAlpha)) * math.Exp2(float64(c.level-QuantileMaxLevel)) / 2)
+		if re := q.RelativeError(); math.Abs(re-want) > 1e-12 || re > q.Alpha()+1e-15 {
+			t.Errorf("[%v, %v]: relative error %v, want %v", c.lo, c.hi, re, want)
+		}
+		vals := make([]float64, 1001)
+		for i := range vals {
+			vals[i] = c.lo + (c.hi-c.lo)*float64(i)/1000
+		}
+		for _, x := range []float64{0.1, 0.5, 0.9, 0.99} {
+			got, exact := q.Quantile(x), exactQuantile(vals, x)
+			if rel := math.Abs(got-exact) / exact; rel > q.RelativeError()+1e-12 {
+				t.Errorf("[%v, %v] p%v: %v vs %v, relative error %v > %v", c.lo, c.hi, 100*x, got, exact, rel, q.RelativeError())
+			}
+		}
+	}
+	q := NewQuantile()
+	q.Add(1)
+	q.Add(1000)
+	q.Reset()
+	if q.Level() != 0 {
+		t.Fatalf("Reset kept level %d", q.Level())
+	}
+}
+
+// TestQuantileBinsMatchReference checks the windows' in-place growth and
+// re-keying against a map of level-0 keys re-keyed once to the final level.
+func TestQuantileBinsMatchReference(t *testing.T) {
+	r := rand.New(rand.NewPCG(23, 29))
+	for trial := range 300 {
+		q := NewQuantile()
+		center := math.Exp(r.NormFloat64() * 3)
+		spread := center * math.Exp(-4+4*r.Float64())
+		ref := map[bool]map[int32]uint32{false: {}, true: {}}
+		var keys0 []struct {
+			pos bool
+			k   int32
+		}
+		for range 1 + r.IntN(300) {
+			v := center + spread*r.NormFloat64()
+			if r.IntN(4) == 0 {
+				v = -v
+			}
+			q.Add(v)
+			if v != 0 {
+				keys0 = append(keys0, struct {
+					pos bool
+					k   int32
+				}{v > 0, int32(math.Ceil(math.Log(math.Abs(v)) * q.invLnGamma0))})
+			}
+		}
+		if q.neg.collapsed || q.pos.collapsed {
+			continue
+		}
+		for _, k := range keys0 {
+			ref[k.pos][ceilShift(k.k, q.level)]++
+		}
+		for _, pos := range []bool{false, true} {
+			s, _ := q.stores(pos)
+			got := map[int32]uint32{}
+			for i, c := range q.storeBins(pos) {
+				if c != 0 {
+					got[s.lo+int32(i)] = c
+				}
+			}
+			if len(got) != len(ref[pos]) {
+				t.Fatalf("trial %d sign %v: %d bins, reference %d", trial, pos, len(got), len(ref[pos]))
+			}
+			for k, c := range ref[pos] {
+				if got[k] != c {
+					t.Fatalf("trial %d sign %v key %d: %d, reference %d", trial, pos, k, got[k], c)
+				}
+			}
+		}
+		for _, c := range q.bins[q.neg.n+q.pos.n:] {
+			if c != 0 {
+				t.Fatalf("trial %d: a bin past those in use is %d", trial, c)
+			}
+		}
+	}
 }

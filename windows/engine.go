@@ -67,7 +67,7 @@ type WindowSummary struct {
 	Mean           float64 // Sum/Count
 	Stddev         float64 // sample standard deviation (n−1), 0 for n < 2
 	First, Last    float64 // by event time (ties: arrival order)
-	P50, P90, P99  float64 // tumbling only, from sketches.Quantile (α = 2%)
+	P50, P90, P99  float64 // tumbling only, from sketches.Quantile (relative error 2 % at worst, finer for narrow ranges)
 	// Quantiles is the MarshalBinary of a closed tumbling window's quantile
 	// sketch, for merging upstream. Set in emissions only; nil in query
 	// results and for sliding windows.

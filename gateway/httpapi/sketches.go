@@ -26,7 +26,7 @@ type quantilesResponse struct {
 	Start     string             `json:"start"`
 	End       string             `json:"end"`
 	Count     uint64             `json:"count"`
-	Quantiles map[string]float64 `json:"quantiles"` // "0.99": value, within 2 % relative error
+	Quantiles map[string]float64 `json:"quantiles"` // "0.99": value, within 2 % relative error at worst (sketches/FORMAT.md)
 }
 
 // handleQuantiles serves GET /api/v1/sketches/quantiles?series=&field=&size=&q=:
