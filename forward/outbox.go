@@ -490,6 +490,35 @@ func (o *Outbox) Last() (rec Record, ok bool, err error) {
 	return rec, true, nil
 }
 
+// Recent calls fn with the records the outbox holds, newest first, until
+// fn returns false or the oldest record held was passed. Each entry is read
+// on its own: it is for a short walk back from the tail (the pipeline's
+// look at what a lost WAL tail had emitted), not for draining. Entries that
+// cannot be read are passed over.
+func (o *Outbox) Recent(fn func(rec Record) bool) error {
+	first, last := o.log.FirstIndex(), o.log.LastIndex()
+	for i := last; i >= max(first, 1); i-- {
+		r := o.log.NewReader(i)
+		if !r.Next() {
+			if err := r.Err(); err != nil {
+				return fmt.Errorf("outbox %s: read entry %d: %w", o.kind, i, err)
+			}
+			continue
+		}
+		if r.Index() != i {
+			continue
+		}
+		rec, _, err := DecodeRecord(r.Record())
+		if err != nil {
+			continue
+		}
+		if !fn(rec) {
+			return nil
+		}
+	}
+	return nil
+}
+
 // Health reports whether the outbox accepts appends: false, with the
 // error, from a failed write of its log (a full disk) until an append is
 // written again. A failed append stores nothing and may be retried: the

@@ -53,6 +53,16 @@ func (f *fakeOutbox) Last() (forward.Record, bool, error) {
 	return f.recs[len(f.recs)-1], true, nil
 }
 
+func (f *fakeOutbox) Recent(fn func(forward.Record) bool) error {
+	recs := f.records()
+	for i := len(recs) - 1; i >= 0; i-- {
+		if !fn(recs[i]) {
+			break
+		}
+	}
+	return nil
+}
+
 func (f *fakeOutbox) Kind() string { return f.kind }
 
 func (f *fakeOutbox) setFail(fn func() error) {

@@ -128,7 +128,9 @@ func TestLostTailIndexesNotReused(t *testing.T) {
 // TestLostTailBelowOutboxOrigin: with no checkpoint, an outbox's newest
 // record alone says how far the WAL went. After its tail is cut below that
 // origin, a new window closing must still reach the outbox (its output
-// would repeat an origin the outbox holds, and be skipped as emitted).
+// would repeat an origin the outbox holds, and be skipped as emitted),
+// while the window the lost readings had closed and emitted is not
+// appended again when the replay closes it a second time.
 func TestLostTailBelowOutboxOrigin(t *testing.T) {
 	const s = "env,device=a"
 	base := int64(3600 * 1000)
@@ -155,13 +157,18 @@ func TestLostTailBelowOutboxOrigin(t *testing.T) {
 	}
 
 	r.start()
-	r.waitApplied(r.append(reading(s, base+7200, 4))) // closes the hour of the reading replayed from index 1
+	r.append(reading(s, base+7200, 4))                 // closes the first hour again (replayed from index 1): held already
+	r.waitApplied(r.append(reading(s, base+10801, 5))) // closes the third hour: new
 	// Applied comes before the flush: wait for the outbox. Without the
-	// skip, the second summary never comes.
+	// skip, the new summary never comes.
 	testutil.WaitFor(t, 5*time.Second, func() (bool, string) {
 		n := len(r.boxes[KindSummaries].records())
 		return n == 2, fmt.Sprintf("%d summaries, want 2: the new one was taken for one the outbox holds", n)
 	})
+	recs := r.boxes[KindSummaries].records()
+	if recs[0].ID == recs[1].ID {
+		t.Fatalf("the first hour's summary was appended again after the lost tail: %s", recs[1].Value)
+	}
 	if lost := r.p.Stats().LostRecords; lost != 1 {
 		t.Fatalf("lost records %d, want 1 (index 2, which the outbox covers)", lost)
 	}

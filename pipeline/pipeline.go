@@ -119,6 +119,10 @@ type outlet struct {
 	pending []forward.Record
 	last    outboxPos
 	covers  uint64 // the WAL index of the newest record the outbox held at start
+	// emitted holds the ids of the records the outbox got from a WAL tail
+	// that was lost since (see skipLost): the replay may regenerate them
+	// from what survived, and they must not be appended twice.
+	emitted map[string]struct{}
 }
 
 func newOutlet(box Outbox, quota int64) outlet {
@@ -300,6 +304,9 @@ func (p *Pipeline) start(ctx context.Context) error {
 	for _, o := range p.outlets() {
 		covered = max(covered, o.covers)
 	}
+	if last := p.log.LastIndex(); last < covered {
+		p.collectEmitted(last)
+	}
 	for {
 		err := p.skipLost(ctx, covered)
 		if err == nil {
@@ -336,6 +343,40 @@ func (p *Pipeline) skipLost(ctx context.Context, covered uint64) error {
 		return fmt.Errorf("skip the wal past index %d: %w", covered, err)
 	}
 	return nil
+}
+
+// maxEmitted bounds the ids collectEmitted keeps per outbox.
+const maxEmitted = 1 << 16
+
+// collectEmitted notes the ids of the records each outbox holds from WAL
+// indexes past last, the end of a WAL whose tail was lost. The engines
+// restart from an older state and replay what survived: a window or alert
+// those lost readings had already closed and emitted would be emitted
+// again under its deterministic id (with the surviving content, or the
+// same). emit drops those instead; readings that arrive for such a window
+// since are as late as they would have been had nothing been lost.
+func (p *Pipeline) collectEmitted(last uint64) {
+	for _, o := range p.outlets() {
+		if o.covers <= last {
+			continue
+		}
+		ids := map[string]struct{}{}
+		err := o.box.Recent(func(rec forward.Record) bool {
+			pos, _, _, ok := decodeOrigin(rec.Origin)
+			if !ok || pos.Index <= last || len(ids) >= maxEmitted {
+				return !ok || pos.Index > last
+			}
+			ids[rec.ID] = struct{}{}
+			return true
+		})
+		if err != nil {
+			p.logger.Warn("outbox: cannot read what a lost wal tail emitted; those outputs may be appended again",
+				"kind", o.box.Kind(), "err", err)
+		}
+		if len(ids) > 0 {
+			o.emitted = ids
+		}
+	}
 }
 
 func (p *Pipeline) outlets() [NumKinds]*outlet {
@@ -556,7 +597,12 @@ func (p *Pipeline) emit(o output, pos outboxPos) bool {
 		if !out.take(pos) {
 			return false
 		}
-		out.pending = append(out.pending, Kinds[k].build(p.gatewayID, o, originPos(pos, p.fps[k])))
+		rec := Kinds[k].build(p.gatewayID, o, originPos(pos, p.fps[k]))
+		if _, ok := out.emitted[rec.ID]; ok {
+			delete(out.emitted, rec.ID) // emitted from a WAL tail lost since
+			return false
+		}
+		out.pending = append(out.pending, rec)
 		return true
 	}
 	return false

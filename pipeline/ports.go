@@ -43,6 +43,9 @@ type Outbox interface {
 	Append(ctx context.Context, recs []forward.Record) error
 	// Last returns the newest record held (ok false: none, or damaged).
 	Last() (rec forward.Record, ok bool, err error)
+	// Recent calls fn with the records held, newest first, until fn
+	// returns false.
+	Recent(fn func(rec forward.Record) bool) error
 	// Kind names the outbox (summaries, sketches, alerts).
 	Kind() string
 }
