@@ -94,6 +94,7 @@ type Pipeline struct {
 	ckptAt      atomic.Int64 // when it was written, unix ns
 	ckptBytes   atomic.Int64
 	lost        atomic.Uint64 // WAL indexes found lost at start (skipped)
+	drainFrom   time.Time     // when Run first saw its ctx end (drainOver)
 	lostLogged  uint64        // the covered index the loss was logged for
 
 	// A storage error the pipeline is held by (hold.go).
@@ -458,7 +459,9 @@ func (p *Pipeline) Run(ctx context.Context) error {
 		ticker  = time.NewTicker(p.interval)
 	)
 	defer ticker.Stop()
+	var readTo uint64 // the reader has passed every index up to here
 	for {
+		end := p.log.LastIndex()
 		for r.Next() {
 			p.resumed()
 			idx := r.Index()
@@ -498,7 +501,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 				req.done <- p.reload(ctx, req.cfg)
 			default:
 			}
-			if ctx.Err() != nil {
+			if ctx.Err() != nil && p.drainOver() {
 				break
 			}
 		}
@@ -510,6 +513,9 @@ func (p *Pipeline) Run(ctx context.Context) error {
 			continue
 		}
 		p.resumed() // the reader got to the end: a read error cleared
+		if ctx.Err() == nil || !p.drainOver() {
+			readTo = max(readTo, end)
+		}
 		if !p.replayed.Load() && ctx.Err() == nil {
 			p.finishReplay(ctx, applied, started)
 		}
@@ -518,6 +524,9 @@ func (p *Pipeline) Run(ctx context.Context) error {
 		}
 		select {
 		case <-ctx.Done():
+			if p.log.LastIndex() > readTo && !p.drainOver() {
+				continue // the backlog first (drainOver)
+			}
 			return p.stopped(ctx, nil)
 		case <-p.log.Notify():
 		case <-ticker.C:
@@ -526,6 +535,22 @@ func (p *Pipeline) Run(ctx context.Context) error {
 			req.done <- p.reload(ctx, req.cfg)
 		}
 	}
+}
+
+// drainLimit bounds how long Run goes on applying after its ctx ended.
+const drainLimit = 5 * time.Second
+
+// drainOver reports, once Run's ctx has ended, whether the drain has run
+// out of time. Shutdown follows the data: the sources stop first, so what
+// the WAL holds beyond the applied index is a bounded backlog of
+// acknowledged readings, and applying it before the final checkpoint
+// means a damaged WAL tail found at the next start cannot take them. A
+// long replay interrupted by a stop still ends within drainLimit.
+func (p *Pipeline) drainOver() bool {
+	if p.drainFrom.IsZero() {
+		p.drainFrom = time.Now()
+	}
+	return time.Since(p.drainFrom) > drainLimit
 }
 
 // stopped ends Run: on ctx's end (err nil or ctx's), with a final
