@@ -1,0 +1,34 @@
+// Package fleet is `runnel fleet`: the central service that merges every
+// gateway's closed windows and group sketches into fleet-wide windows.
+//
+// Any number of instances run in one Kafka consumer group (franz-go), in
+// two stages, as Kafka Streams does:
+//
+//   - rekey reads runnel.summaries and runnel.sketches (read_committed) and
+//     writes each record, unchanged with its headers, to the repartition
+//     topic keyed by fleet key: measurement, field, window spec, the
+//     fleet.group_by tags and the window start (never gateway or device);
+//     group sketches by group, group key, size and start. The partition is
+//     a hash of the key without the start (the lineage), so a window and
+//     the one before it live together.
+//   - merge reads the repartition topic, so one instance owns each fleet
+//     key, de-duplicates by runnel-id, merges (count, sum, min, max; mean
+//     and M2 by Chan et al.'s parallel update; sketches.Quantile, HLL and
+//     TopK merges) and closes a window when every gateway of its lineage's
+//     previous closed window has sent at least as many records, or after
+//     fleet.grace. A record after the close yields a corrected record
+//     (revision + 1) under the same key.
+//
+// Both stages are consume-transform-produce in kgo.GroupTransactSession
+// transactions: read_committed input, output and input offsets committed
+// together. The merge stage writes each changed window's state to the
+// compacted changelog (to the partition number of its input partition) in
+// the same transaction as its output to runnel.fleet, so an instance that
+// is assigned a partition restores it from the changelog, read_committed
+// up to the last stable offset, never from the start of the input. An
+// aborted transaction drops all local state and restores it the same way.
+//
+// Formats: input by gateway/schema/summary.schema.json and
+// sketch.schema.json (decoded by the fleet's own structs), output by
+// fleet/schema/fleet.schema.json.
+package fleet
