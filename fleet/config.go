@@ -42,6 +42,12 @@ type FleetConfig struct {
 	Retain time.Duration `yaml:"retain"`
 	// HTTP is the query API's listen address; empty disables it.
 	HTTP string `yaml:"http"`
+	// SessionTimeout is the consumer group session timeout: how soon a
+	// crashed instance's partitions move to the others.
+	SessionTimeout time.Duration `yaml:"session_timeout"`
+	// TransactionTimeout aborts a crashed instance's open transaction; its
+	// partitions' read_committed readers wait at most this long.
+	TransactionTimeout time.Duration `yaml:"transaction_timeout"`
 }
 
 // TopicsConfig names the Kafka topics.
@@ -67,6 +73,9 @@ func DefaultConfig() Config {
 		Grace:      2 * time.Minute,
 		Retain:     time.Hour,
 		HTTP:       "127.0.0.1:8090",
+
+		SessionTimeout:     45 * time.Second,
+		TransactionTimeout: time.Minute,
 	}}
 }
 
@@ -151,6 +160,8 @@ var EnvVars = [][2]string{
 	{"RUNNEL_FLEET_GRACE", "fleet.grace"},
 	{"RUNNEL_FLEET_RETAIN", "fleet.retain"},
 	{"RUNNEL_FLEET_HTTP", "fleet.http"},
+	{"RUNNEL_FLEET_SESSION_TIMEOUT", "fleet.session_timeout"},
+	{"RUNNEL_FLEET_TRANSACTION_TIMEOUT", "fleet.transaction_timeout"},
 }
 
 // applyEnv applies RUNNEL_FLEET_* variables; an unknown one is an error so
@@ -178,16 +189,13 @@ func applyEnv(f *FleetConfig, environ []string) []error {
 			f.Partitions = n
 		case "RUNNEL_FLEET_GROUP_BY":
 			f.GroupBy = splitList(val)
-		case "RUNNEL_FLEET_GRACE", "RUNNEL_FLEET_RETAIN":
+		case "RUNNEL_FLEET_GRACE", "RUNNEL_FLEET_RETAIN", "RUNNEL_FLEET_SESSION_TIMEOUT", "RUNNEL_FLEET_TRANSACTION_TIMEOUT":
 			d, err := time.ParseDuration(val)
 			if err != nil {
 				bad(err)
 			}
-			if name == "RUNNEL_FLEET_GRACE" {
-				f.Grace = d
-			} else {
-				f.Retain = d
-			}
+			*map[string]*time.Duration{"RUNNEL_FLEET_GRACE": &f.Grace, "RUNNEL_FLEET_RETAIN": &f.Retain,
+				"RUNNEL_FLEET_SESSION_TIMEOUT": &f.SessionTimeout, "RUNNEL_FLEET_TRANSACTION_TIMEOUT": &f.TransactionTimeout}[name] = d
 		case "RUNNEL_FLEET_HTTP":
 			f.HTTP = val
 		default:
@@ -244,6 +252,12 @@ func (c Config) validate() []error {
 	}
 	if f.Grace <= 0 {
 		bad("grace", "%s must be positive", f.Grace)
+	}
+	if f.SessionTimeout < 500*time.Millisecond || f.SessionTimeout > 30*time.Minute {
+		bad("session_timeout", "%s is not in 500ms..30m", f.SessionTimeout)
+	}
+	if f.TransactionTimeout < time.Second || f.TransactionTimeout > 15*time.Minute {
+		bad("transaction_timeout", "%s is not in 1s..15m (the broker's transaction.max.timeout.ms)", f.TransactionTimeout)
 	}
 	if f.Retain < f.Grace {
 		bad("retain", "%s must be at least grace (%s)", f.Retain, f.Grace)

@@ -63,7 +63,7 @@ func New(cfg Config, log *slog.Logger) *Service {
 		log = slog.Default()
 	}
 	return &Service{cfg: cfg.Fleet, log: log, now: time.Now,
-		sessionTimeout: 45 * time.Second, txnTimeout: 60 * time.Second, tick: time.Second,
+		sessionTimeout: cfg.Fleet.SessionTimeout, txnTimeout: cfg.Fleet.TransactionTimeout, tick: time.Second,
 		windows: map[string]*windowState{}, lineages: map[string]*lineageState{}, linPart: map[string]int32{},
 		owned: map[int32]bool{}, pending: map[int32]bool{}, gwSeen: map[string]gatewaySeen{},
 		view: &view{windows: map[string]Output{}}}
