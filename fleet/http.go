@@ -105,9 +105,9 @@ func (s *Service) Handler() http.Handler {
 	mux.HandleFunc("GET /metrics", s.handleMetrics)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		s.mu.Lock()
+		s.cbMu.Lock()
 		pending := len(s.pending)
-		s.mu.Unlock()
+		s.cbMu.Unlock()
 		if !s.ready.Load() || pending > 0 {
 			http.Error(w, fmt.Sprintf("not ready: joined=%v partitions_restoring=%d", s.ready.Load(), pending), http.StatusServiceUnavailable)
 			return
@@ -249,8 +249,11 @@ func (s *Service) handleGateways(w http.ResponseWriter, _ *http.Request) {
 
 func (s *Service) handleMetrics(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; version=0.0.4")
+	s.cbMu.Lock()
+	owned := len(s.owned)
+	s.cbMu.Unlock()
 	s.mu.Lock()
-	open, owned := 0, len(s.owned)
+	open := 0
 	for _, x := range s.windows {
 		if x.Closed == "" {
 			open++

@@ -3,6 +3,7 @@ package fleet
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -50,8 +51,8 @@ func (s *Service) mergeLoop(ctx context.Context) error {
 		kgo.SessionTimeout(s.sessionTimeout), kgo.HeartbeatInterval(s.sessionTimeout/5),
 		kgo.RecordPartitioner(kgo.ManualPartitioner()),
 		kgo.OnPartitionsAssigned(func(_ context.Context, _ *kgo.Client, m map[string][]int32) {
-			s.mu.Lock()
-			defer s.mu.Unlock()
+			s.cbMu.Lock()
+			defer s.cbMu.Unlock()
 			for _, p := range m[s.cfg.Topics.Repartition] {
 				s.owned[p], s.pending[p] = true, true
 			}
@@ -78,6 +79,7 @@ func (s *Service) mergeLoop(ctx context.Context) error {
 			}
 		})
 		s.mu.Lock()
+		s.dropState()
 		if err := s.restorePending(ctx); err != nil {
 			s.mu.Unlock()
 			if ctx.Err() != nil {
@@ -119,25 +121,38 @@ func (s *Service) mergeLoop(ctx context.Context) error {
 		clear(s.windows)
 		clear(s.lineages)
 		clear(s.linPart)
+		s.mu.Unlock()
+		s.cbMu.Lock()
 		for p := range s.owned {
 			s.pending[p] = true
 		}
-		s.mu.Unlock()
+		s.cbMu.Unlock()
 	}
 }
 
 func errorsIsDeadline(err error) bool {
-	return err == context.DeadlineExceeded || err == context.Canceled
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)
 }
 
-// drop forgets the state of revoked or lost partitions; their new owner
-// restores it from the changelog.
+// drop records revoked or lost partitions; the loop forgets their state
+// (dropState) and their new owner restores it from the changelog.
 func (s *Service) drop(m map[string][]int32) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.cbMu.Lock()
+	defer s.cbMu.Unlock()
 	for _, p := range m[s.cfg.Topics.Repartition] {
 		delete(s.owned, p)
 		delete(s.pending, p)
+		s.dropped[p] = true
+	}
+}
+
+// dropState forgets the state of dropped partitions. s.mu is held.
+func (s *Service) dropState() {
+	s.cbMu.Lock()
+	dropped := maps.Clone(s.dropped)
+	clear(s.dropped)
+	s.cbMu.Unlock()
+	for p := range dropped {
 		for k, w := range s.windows {
 			if w.part == p {
 				delete(s.windows, k)
@@ -293,10 +308,12 @@ func (s *Service) produce(ctx context.Context, sess *kgo.GroupTransactSession, b
 // changelog, read_committed up to its last stable offset: the state that
 // matches the input offsets the group committed with it. s.mu is held.
 func (s *Service) restorePending(ctx context.Context) error {
-	if len(s.pending) == 0 {
+	s.cbMu.Lock()
+	parts := slices.Sorted(maps.Keys(s.pending))
+	s.cbMu.Unlock()
+	if len(parts) == 0 {
 		return nil
 	}
-	parts := slices.Sorted(maps.Keys(s.pending))
 	ends, err := s.stableEnds(ctx, parts)
 	if err != nil {
 		return err
@@ -313,9 +330,11 @@ func (s *Service) restorePending(ctx context.Context) error {
 			return err
 		}
 	}
+	s.cbMu.Lock()
 	for _, p := range parts {
 		delete(s.pending, p)
 	}
+	s.cbMu.Unlock()
 	return nil
 }
 

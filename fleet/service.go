@@ -34,9 +34,14 @@ type Service struct {
 	windows  map[string]*windowState
 	lineages map[string]*lineageState
 	linPart  map[string]int32
-	owned    map[int32]bool // repartition partitions assigned (callbacks)
-	pending  map[int32]bool // owned, state not yet restored
 	gwSeen   map[string]gatewaySeen
+
+	// The group callbacks touch only these, under their own lock, so a
+	// rebalance never waits for a merge or a restore holding mu.
+	cbMu    sync.Mutex
+	owned   map[int32]bool // repartition partitions assigned
+	pending map[int32]bool // owned, state not yet restored
+	dropped map[int32]bool // revoked or lost, state not yet dropped
 
 	admin *kgo.Client
 	view  *view
@@ -65,7 +70,7 @@ func New(cfg Config, log *slog.Logger) *Service {
 	return &Service{cfg: cfg.Fleet, log: log, now: time.Now,
 		sessionTimeout: cfg.Fleet.SessionTimeout, txnTimeout: cfg.Fleet.TransactionTimeout, tick: time.Second,
 		windows: map[string]*windowState{}, lineages: map[string]*lineageState{}, linPart: map[string]int32{},
-		owned: map[int32]bool{}, pending: map[int32]bool{}, gwSeen: map[string]gatewaySeen{},
+		owned: map[int32]bool{}, pending: map[int32]bool{}, dropped: map[int32]bool{}, gwSeen: map[string]gatewaySeen{},
 		view: &view{windows: map[string]Output{}}}
 }
 
