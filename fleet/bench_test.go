@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"testing"
 	"time"
+
+	"github.com/runnel-iot/runnel/internal/testutil"
 )
 
 // BenchmarkMerge is the merge step alone: decode a runnel.summary/v1
@@ -64,36 +66,25 @@ func BenchmarkFleet(b *testing.B) {
 					insts = append(insts, inst)
 				}
 				// Wait for the group to settle before timing.
-				deadline := time.Now().Add(30 * time.Second)
-				for {
+				testutil.WaitFor(b, 30*time.Second, func() (bool, string) {
 					owned := 0
 					for _, inst := range insts {
-						inst.mu.Lock()
+						inst.cbMu.Lock()
 						owned += len(inst.owned)
-						inst.mu.Unlock()
+						inst.cbMu.Unlock()
 					}
-					if owned == 6 || time.Now().After(deadline) {
-						break
-					}
-					time.Sleep(10 * time.Millisecond)
-				}
+					return owned == 6, fmt.Sprintf("%d of 6 partitions owned", owned)
+				})
 				fresh := s.records(b)
 				start := time.Now()
 				produce(b, brokers, fresh)
-				deadline = time.Now().Add(2 * time.Minute)
-				for {
+				testutil.WaitFor(b, 2*time.Minute, func() (bool, string) {
 					merged := uint64(0)
 					for _, inst := range insts {
 						merged += inst.m.merged.Load()
 					}
-					if merged >= uint64(len(recs)) {
-						break
-					}
-					if time.Now().After(deadline) {
-						b.Fatalf("merged %d of %d", merged, len(recs))
-					}
-					time.Sleep(time.Millisecond)
-				}
+					return merged >= uint64(len(recs)), fmt.Sprintf("merged %d of %d", merged, len(recs))
+				})
 				total += time.Since(start)
 			}
 			b.ReportMetric(float64(summaries*b.N)/total.Seconds(), "summaries/s")
