@@ -48,7 +48,7 @@ func BenchmarkMerge(b *testing.B) {
 func BenchmarkFleet(b *testing.B) {
 	for _, n := range []int{1, 2} {
 		b.Run(fmt.Sprintf("instances=%d", n), func(b *testing.B) {
-			s := newSim(6, 3, 200, 4)
+			s := newSimSites(6, 3, 200, 4, 24)
 			recs := s.records(b)
 			summaries := 0
 			for _, r := range recs {

@@ -94,6 +94,12 @@ const (
 // exact in float64 whatever the order; a few devices are heavy hitters,
 // and some device names appear at several gateways (a moved device).
 func newSim(seed uint64, gateways, devices, windows int) *sim {
+	return newSimSites(seed, gateways, devices, windows, 2)
+}
+
+// newSimSites spreads the devices over sites: each site is a fleet window
+// lineage, and lineages are what spreads the work over partitions.
+func newSimSites(seed uint64, gateways, devices, windows, sites int) *sim {
 	r := rand.New(rand.NewPCG(seed, 7))
 	s := &sim{base: time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC).UnixNano()}
 	for g := range gateways {
@@ -103,7 +109,7 @@ func newSim(seed uint64, gateways, devices, windows int) *sim {
 			if d < devices/5 {
 				dev = fmt.Sprintf("shared-d%03d", d)
 			}
-			site := strconv.Itoa(d % 2)
+			site := strconv.Itoa(d % sites)
 			for w := range windows {
 				n := 1 + r.IntN(20)
 				if d < 3 {

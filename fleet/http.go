@@ -278,6 +278,7 @@ func (s *Service) handleMetrics(w http.ResponseWriter, _ *http.Request) {
 		{"runnel_fleet_restores_total", "state restores from the changelog", m.restores.Load(), false},
 		{"runnel_fleet_restored_records_total", "changelog records read by restores", m.restoredRecords.Load(), false},
 		{"runnel_fleet_aborts_total", "transactions aborted (rebalance, fencing, errors)", m.aborts.Load(), false},
+		{"runnel_fleet_committed_records_total", "repartitioned records whose merge transaction committed", m.committed.Load(), false},
 		{"runnel_fleet_outputs_total", "fleet window records committed to the output topic", m.outputs.Load(), false},
 		{"runnel_fleet_open_windows", "open fleet windows owned here", uint64(open), true},
 		{"runnel_fleet_owned_partitions", "repartition partitions owned here", uint64(owned), true},

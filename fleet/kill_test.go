@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -115,7 +116,7 @@ func TestFleetKillAndScale(t *testing.T) {
 	bin := buildRunnel(t)
 	c := newCluster(t)
 	brokers := c.ListenAddrs()
-	s := newSim(2, 3, 40, 6)
+	s := newSimSites(2, 3, 48, 6, 12)
 	recs := s.records(t)
 	e := s.expect("site")
 	out := collect(t, brokers)
@@ -132,13 +133,22 @@ func TestFleetKillAndScale(t *testing.T) {
 		n := len(out.latest(t))
 		return n > 0, fmt.Sprintf("%d fleet windows out", n)
 	})
-	// b is killed while it owns merge partitions and has merged records.
-	waitMetric(t, addrs[1], "runnel_fleet_owned_partitions", 1)
-	waitMetric(t, addrs[1], "runnel_fleet_merged_total", 1)
-	if err := procs[1].Process.Signal(syscall.SIGKILL); err != nil {
+	// One instance is killed while it owns merge partitions and has
+	// merged records.
+	victim := -1
+	testutil.WaitFor(t, 60*time.Second, func() (bool, string) {
+		for i, a := range addrs {
+			if metric(a, "runnel_fleet_merged_total") > 0 && metric(a, "runnel_fleet_owned_partitions") > 0 {
+				victim = i
+				return true, ""
+			}
+		}
+		return false, "no instance has merged records yet"
+	})
+	if err := procs[victim].Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	procs[1].Wait()
+	procs[victim].Wait()
 	produce(t, brokers, recs[third:2*third])
 	_, addrD := startBinary(t, bin, brokers, "d")
 	// d joins and takes partitions, restoring their state from the changelog.
@@ -155,7 +165,7 @@ func TestFleetKillAndScale(t *testing.T) {
 	// b's partitions were taken over by restoring the changelog, not by
 	// re-reading the input from its start.
 	restored := 0
-	for _, a := range []string{addrs[0], addrs[2], addrD} {
+	for _, a := range append(slices.Delete(slices.Clone(addrs), victim, victim+1), addrD) {
 		restored += max(0, metric(a, "runnel_fleet_restored_records_total"))
 	}
 	if restored == 0 {

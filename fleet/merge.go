@@ -108,6 +108,7 @@ func (s *Service) mergeLoop(ctx context.Context) error {
 		committed, err := sess.End(ctx, try)
 		if err == nil && committed {
 			s.m.outputs.Add(uint64(len(b.outputs)))
+			s.m.committed.Add(uint64(fs.NumRecords()))
 			continue
 		}
 		// The transaction's changelog writes are gone and the session

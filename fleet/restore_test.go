@@ -21,7 +21,7 @@ func TestFleetRestoreFromChangelog(t *testing.T) {
 	a, stopA := startInstance(t, brokers, "a")
 	first := filterRecs(t, recs, func(gw string, _ int64) bool { return gw != "gw-2" })
 	produce(t, brokers, first)
-	waitMerged(t, a, len(first))
+	waitCommitted(t, a, len(first))
 	stopA()
 
 	b, _ := startInstance(t, brokers, "b")
@@ -41,10 +41,11 @@ func TestFleetRestoreFromChangelog(t *testing.T) {
 	}
 }
 
-func waitMerged(t *testing.T, s *Service, n int) {
+// waitCommitted waits until s's merge transactions committed n records.
+func waitCommitted(t *testing.T, s *Service, n int) {
 	t.Helper()
 	testutil.WaitFor(t, 30*time.Second, func() (bool, string) {
-		m := s.m.merged.Load()
-		return m >= uint64(n), fmt.Sprintf("merged %d of %d", m, n)
+		m := s.m.committed.Load()
+		return m >= uint64(n), fmt.Sprintf("committed %d of %d", m, n)
 	})
 }

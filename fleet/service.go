@@ -59,7 +59,7 @@ type gatewaySeen struct {
 type metrics struct {
 	rekeyed, invalid, duplicates, merged, closedComplete, closedGrace atomic.Uint64
 	lateCorrections, tooLate, expired, restores, restoredRecords      atomic.Uint64
-	aborts, outputs                                                   atomic.Uint64
+	aborts, outputs, committed                                        atomic.Uint64
 }
 
 // New returns a service for cfg; log may be nil.
