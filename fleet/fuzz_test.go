@@ -50,9 +50,11 @@ func FuzzChangelogRecord(f *testing.F) {
 	f.Add([]byte("L|s|m|f|w"), []byte(`{"lineage":{"lineage":"s|m|f|w","start_ns":1,"gateways":{"g":2}}}`))
 	f.Add([]byte("k|g|m|1m0s|1"), []byte(`{"window":{"key":"k|g|m|1m0s|1","kind":"sketch","hll":"AUg=","countmin":"AVQ="}}`))
 	f.Add([]byte("L|x"), []byte(nil))
+	f.Add([]byte("I|s|m|f|w|1|00ff"), []byte("1"))
 	f.Fuzz(func(t *testing.T, key, value []byte) {
 		s := New(DefaultConfig(), slog.New(slog.NewTextHandler(io.Discard, nil)))
-		s.restoreRecord(&kgo.Record{Key: key, Value: value, Partition: 1})
+		ids := map[string]map[string]struct{}{}
+		s.restoreRecord(&kgo.Record{Key: key, Value: value, Partition: 1}, ids)
 		for _, w := range s.windows {
 			w.encode()
 			_ = w.output([]string{"site"})

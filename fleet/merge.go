@@ -16,9 +16,34 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
-// lineagePrefix marks a lineage's changelog key (window keys start with
-// "s|" or "k|").
-const lineagePrefix = "L|"
+// Changelog keys: a window's key (starting "s|" or "k|") holds its state;
+// lineagePrefix+lineage a lineage; idPrefix+window key+"|"+runnel-id one
+// merged record's id (its value is "1").
+const (
+	lineagePrefix = "L|"
+	idPrefix      = "I|"
+)
+
+func idKey(window, id string) string { return idPrefix + window + "|" + id }
+
+// parseIDKey splits an id key; ids are hex, so the last '|' ends the
+// window key.
+func parseIDKey(k string) (window, id string, ok bool) {
+	rest, ok := strings.CutPrefix(k, idPrefix)
+	if !ok {
+		return "", "", false
+	}
+	i := strings.LastIndexByte(rest, '|')
+	if i < 0 {
+		return "", "", false
+	}
+	return rest[:i], rest[i+1:], true
+}
+
+type idRec struct {
+	window, id string
+	part       int32
+}
 
 // batch collects what one transaction writes.
 type batch struct {
@@ -26,6 +51,7 @@ type batch struct {
 	outputs  map[string]*windowState // runnel.fleet: closed or corrected windows
 	lineages map[string]*lineageState
 	deleted  map[string]int32 // changelog tombstones, key -> partition
+	ids      []idRec          // new de-duplication ids
 }
 
 func newBatch() *batch {
@@ -34,7 +60,7 @@ func newBatch() *batch {
 }
 
 func (b *batch) empty() bool {
-	return len(b.state)+len(b.outputs)+len(b.lineages)+len(b.deleted) == 0
+	return len(b.state)+len(b.outputs)+len(b.lineages)+len(b.deleted)+len(b.ids) == 0
 }
 
 // mergeLoop is the second stage: the repartition topic in, fleet windows
@@ -199,6 +225,7 @@ func (s *Service) apply(r *kgo.Record, b *batch) {
 		return
 	}
 	w.IDs[id] = struct{}{}
+	b.ids = append(b.ids, idRec{w.Key, id, w.part})
 	s.m.merged.Add(1)
 	b.state[w.Key] = w
 	if w.Closed != "" {
@@ -244,6 +271,9 @@ func (s *Service) sweep(b *batch) {
 				delete(b.state, w.Key)
 				delete(b.outputs, w.Key)
 				b.deleted[w.Key] = w.part
+				for id := range w.IDs {
+					b.deleted[idKey(w.Key, id)] = w.part
+				}
 				s.m.expired.Add(1)
 			}
 			continue
@@ -283,6 +313,10 @@ func (s *Service) produce(ctx context.Context, sess *kgo.GroupTransactSession, b
 		w.encode()
 		sess.Produce(ctx, &kgo.Record{Topic: cl, Partition: w.part, Key: []byte(k),
 			Value: marshal(changelogValue{Window: w})}, promise)
+	}
+	for _, r := range b.ids {
+		sess.Produce(ctx, &kgo.Record{Topic: cl, Partition: r.part, Key: []byte(idKey(r.window, r.id)),
+			Value: []byte("1")}, promise)
 	}
 	for _, k := range slices.Sorted(maps.Keys(b.lineages)) {
 		sess.Produce(ctx, &kgo.Record{Topic: cl, Partition: s.linPart[k], Key: []byte(lineagePrefix + k),
@@ -327,8 +361,16 @@ func (s *Service) restorePending(ctx context.Context) error {
 	}
 	s.m.restores.Add(1)
 	if len(offsets) > 0 {
-		if err := s.readChangelog(ctx, offsets, ends); err != nil {
+		ids := map[string]map[string]struct{}{}
+		if err := s.readChangelog(ctx, offsets, ends, ids); err != nil {
 			return err
+		}
+		// Ids attach after the whole read: compaction may leave an id's
+		// record before its window's latest state record.
+		for wk, set := range ids {
+			if w := s.windows[wk]; w != nil {
+				maps.Copy(w.IDs, set)
+			}
 		}
 	}
 	s.cbMu.Lock()
@@ -370,7 +412,7 @@ func (s *Service) stableEnds(ctx context.Context, parts []int32) (map[int32]int6
 // readChangelog applies the changelog partitions up to ends (exclusive).
 // Control records are kept so the end is seen even when a transaction
 // marker is the last offset before it.
-func (s *Service) readChangelog(ctx context.Context, offsets map[int32]kgo.Offset, ends map[int32]int64) error {
+func (s *Service) readChangelog(ctx context.Context, offsets map[int32]kgo.Offset, ends map[int32]int64, ids map[string]map[string]struct{}) error {
 	cl, err := kgo.NewClient(s.seeds(),
 		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{s.cfg.Topics.Changelog: offsets}),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.KeepControlRecords())
@@ -398,14 +440,25 @@ func (s *Service) readChangelog(ctx context.Context, offsets map[int32]kgo.Offse
 				return
 			}
 			s.m.restoredRecords.Add(1)
-			s.restoreRecord(r)
+			s.restoreRecord(r, ids)
 		})
 	}
 	return nil
 }
 
-func (s *Service) restoreRecord(r *kgo.Record) {
+func (s *Service) restoreRecord(r *kgo.Record, ids map[string]map[string]struct{}) {
 	k := string(r.Key)
+	if wk, id, ok := parseIDKey(k); ok {
+		if len(r.Value) == 0 {
+			delete(ids[wk], id)
+			return
+		}
+		if ids[wk] == nil {
+			ids[wk] = map[string]struct{}{}
+		}
+		ids[wk][id] = struct{}{}
+		return
+	}
 	if len(r.Value) == 0 {
 		delete(s.windows, k)
 		if lin, ok := strings.CutPrefix(k, lineagePrefix); ok {

@@ -37,9 +37,10 @@ type windowState struct {
 
 	// Gateways counts the records each gateway contributed.
 	Gateways map[string]int `json:"gateways"`
-	// IDs are the runnel-id of every record merged: the de-duplication set.
+	// IDs are the runnel-id of every record merged: the de-duplication
+	// set. The changelog holds each as its own record (idKey), so a
+	// window's state record stays small however many records it merges.
 	IDs         map[string]struct{} `json:"-"`
-	IDList      []string            `json:"ids"`
 	FirstSeenNs int64               `json:"first_seen_ns"`    // wall clock, for grace
 	Closed      string              `json:"closed,omitempty"` // "", complete, grace
 	ClosedAtNs  int64               `json:"closed_at_ns,omitempty"`
@@ -160,15 +161,13 @@ func (w *windowState) encode() {
 	if w.topk != nil {
 		w.TopKBin, _ = w.topk.MarshalBinary()
 	}
-	w.IDList = slices.Sorted(maps.Keys(w.IDs))
 }
 
 // decode rebuilds the in-memory sketches after a changelog restore.
 func (w *windowState) decode(part int32) error {
 	w.part = part
-	w.IDs = make(map[string]struct{}, len(w.IDList))
-	for _, id := range w.IDList {
-		w.IDs[id] = struct{}{}
+	if w.IDs == nil {
+		w.IDs = map[string]struct{}{}
 	}
 	if w.Gateways == nil {
 		w.Gateways = map[string]int{}
