@@ -18,15 +18,27 @@ import (
 
 // The HTTP API answers from any instance. Closed windows come from a
 // read_committed view of the output topic that every instance keeps (all
-// partitions, the latest record per key, without the sketch bytes); open
+// partitions, the latest record per key, without the sketch bytes, for the
+// windows ending within fleet.retain of the newest); open
 // windows come from the local state, so an open window owned by another
 // instance is not listed until it closes. No request is forwarded: the
 // output topic is the one source every instance shares.
 
-// view is the latest output record per fleet key.
+// view is the latest output record per fleet key, for the windows that
+// end within fleet.retain of the newest (event time), so it stays bounded.
 type view struct {
 	mu      sync.Mutex
 	windows map[string]Output
+	newest  int64 // the latest window end seen
+}
+
+// prune forgets windows that ended more than horizon before the newest.
+func (v *view) prune(horizon time.Duration) {
+	for k, o := range v.windows {
+		if o.EndNs < v.newest-int64(horizon) {
+			delete(v.windows, k)
+		}
+	}
 }
 
 func (s *Service) viewLoop(ctx context.Context, v *view) error {
@@ -58,7 +70,9 @@ func (s *Service) viewLoop(ctx context.Context, v *view) error {
 				o.Sketch.HLL, o.Sketch.CountMin = nil, nil
 			}
 			v.windows[string(r.Key)] = o
+			v.newest = max(v.newest, o.EndNs)
 		})
+		v.prune(s.cfg.Retain)
 		v.mu.Unlock()
 	}
 }

@@ -85,3 +85,11 @@ func TestFleetHTTP(t *testing.T) {
 		}
 	}
 }
+
+func TestViewPrune(t *testing.T) {
+	v := &view{windows: map[string]Output{"old": {EndNs: 1}, "new": {EndNs: int64(2 * time.Hour)}}, newest: int64(2 * time.Hour)}
+	v.prune(time.Hour)
+	if _, ok := v.windows["old"]; ok || len(v.windows) != 1 {
+		t.Errorf("after prune: %v", v.windows)
+	}
+}

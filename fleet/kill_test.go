@@ -67,7 +67,11 @@ func startBinary(t *testing.T, bin string, brokers []string, instance string) (*
 			go func() { cmd.Wait(); close(done) }()
 			select {
 			case <-done:
+				if code := cmd.ProcessState.ExitCode(); code != 0 {
+					t.Errorf("instance %s: exit %d after SIGTERM, want 0", instance, code)
+				}
 			case <-time.After(20 * time.Second):
+				t.Errorf("instance %s did not stop within 20s of SIGTERM", instance)
 				cmd.Process.Kill()
 				<-done
 			}
