@@ -28,6 +28,20 @@
 // up to the last stable offset, never from the start of the input. An
 // aborted transaction drops all local state and restores it the same way.
 //
+// Placement: a fleet window's partition is chosen by its lineage, so the
+// work spreads over as many instances as there are lineages (measurement x
+// field x window spec x group-by values, and sketch groups) up to the
+// partition count; a fleet with one measurement and no group_by merges on
+// one instance. Lineages are kept for good (one small record each), so a
+// record for a window older than its lineage's latest closed one that is no
+// longer held (fleet.retain) is dropped and counted, never re-opened as a
+// partial window that would overwrite the full one on the compacted topic.
+//
+// HTTP (Handler): any instance answers every query. Closed windows come
+// from a read_committed view of runnel.fleet that each instance keeps;
+// open windows from local state only (an open window owned by another
+// instance shows once it closes). Nothing is forwarded between instances.
+//
 // Formats: input by gateway/schema/summary.schema.json and
 // sketch.schema.json (decoded by the fleet's own structs), output by
 // fleet/schema/fleet.schema.json.
