@@ -29,7 +29,9 @@ commands:
   run [-config FILE]   run the gateway; without -config it uses the built-in
                        defaults (see configs/gateway.yaml) and RUNNEL_* variables
   check -config FILE   load and validate FILE and the RUNNEL_* variables exactly
-                       as run does; exit 2 if anything is invalid
+                       as run does; exit 2 if anything is invalid (a file with
+                       a top-level fleet: key is checked as a fleet config)
+  fleet -config FILE   run a fleet service instance (see configs/fleet.yaml)
   version              print version, commit, Go version and platform
   passwd               read a password on standard input and print its bcrypt
                        hash, for mqtt.users[].password_hash
@@ -61,6 +63,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return runGateway(ctx, args[1:], stderr)
 	case "check":
 		return check(args[1:], stdout, stderr)
+	case "fleet":
+		return runFleet(ctx, args[1:], stderr)
 	case "version":
 		fmt.Fprintln(stdout, gateway.VersionString())
 		return 0
@@ -85,6 +89,9 @@ func check(args []string, stdout, stderr io.Writer) int {
 	if path == "" {
 		fmt.Fprint(stderr, "runnel check: -config FILE is required\n\n"+usage)
 		return 2
+	}
+	if isFleetConfig(path) {
+		return checkFleet(path, stdout, stderr)
 	}
 	cfg, err := gateway.Load(path)
 	if err != nil {
