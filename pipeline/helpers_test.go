@@ -70,7 +70,7 @@ func (f *fakeOutbox) records() []forward.Record {
 // rig is a pipeline over a real WAL and real checkpoints in a directory,
 // with fake outboxes that survive a restart of the pipeline.
 type rig struct {
-	t      *testing.T
+	t      testing.TB
 	dir    string
 	walCfg wal.Config
 	win    windows.Config
@@ -116,7 +116,7 @@ func (l *lateRecorder) count() int {
 	return len(l.seen)
 }
 
-func newRig(t *testing.T) *rig {
+func newRig(t testing.TB) *rig {
 	t.Helper()
 	r := &rig{t: t, dir: t.TempDir(), walCfg: wal.DefaultConfig(), win: windows.DefaultConfig(),
 		al: alerts.DefaultConfig(), every: time.Hour, late: &lateRecorder{}, logs: &testutil.SyncBuffer{}}
