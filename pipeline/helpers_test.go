@@ -80,6 +80,8 @@ type rig struct {
 	late   *lateRecorder
 	logs   *testutil.SyncBuffer
 	wrap   func(Log) Log // the Log the pipeline sees, if set
+	wrapCk func(Checkpoints) Checkpoints
+	onEmit func(windows.Emission) // OnEmit, if set
 
 	alertsMu  sync.Mutex
 	published []alerts.Event // OnAlert, across restarts
@@ -146,8 +148,12 @@ func (r *rig) start() {
 	if r.wrap != nil {
 		lg = r.wrap(lg)
 	}
+	var ck Checkpoints = FromCheckpoints(ckpts)
+	if r.wrapCk != nil {
+		ck = r.wrapCk(ck)
+	}
 	c := Config{Windows: r.win, Alerts: r.al, GatewayID: "gw", Interval: r.every, Log: lg,
-		Checkpoints: ckpts, Late: r.late, Logger: slog.New(slog.NewTextHandler(r.logs, nil))}
+		Checkpoints: ck, Late: r.late, Logger: slog.New(slog.NewTextHandler(r.logs, nil))}
 	for k := range NumKinds {
 		c.Outboxes[k], c.Quotas[k] = r.boxes[k], 64<<20
 	}
@@ -155,6 +161,7 @@ func (r *rig) start() {
 	if err != nil {
 		r.t.Fatal(err)
 	}
+	r.p.OnEmit = r.onEmit
 	r.p.OnAlert = func(ev alerts.Event) {
 		r.alertsMu.Lock()
 		r.published = append(r.published, ev)
