@@ -3,6 +3,7 @@ package pipeline
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"sync"
@@ -144,9 +145,9 @@ func (w *benchWriter) halt() {
 // handed to the stream and its 99th percentile (the stall windows and
 // alerts see, plus the writer's own pace and the machine's scheduling:
 // the same stream without checkpoints gives the floor, no-ckpt), the
-// longest single checkpoint step on the stream goroutine, and the bytes
-// allocated per checkpoint (the allocations of the same stream without
-// checkpoints subtracted) next to the checkpoint's size.
+// longest single checkpoint step on the stream goroutine (Stats) and the
+// checkpoint's size. BenchmarkCheckpointSteps measures the steps and the
+// allocations without the rest of the stream around them.
 func BenchmarkCheckpointStall(b *testing.B) {
 	series, fields := benchSeries()
 	r := newRig(b)
@@ -165,22 +166,18 @@ func BenchmarkCheckpointStall(b *testing.B) {
 	if st := r.p.Windows().Stats(); st.Pairs < benchPairs || st.OverflowReadings > 0 {
 		b.Fatalf("pairs %d overflow %d", st.Pairs, st.OverflowReadings)
 	}
-	var ms runtime.MemStats
-	measure := func(until func() bool) (alloc uint64, batches int64) {
-		runtime.ReadMemStats(&ms)
-		a0, n0 := ms.TotalAlloc, w.batches.Load()
+	measure := func(until func() bool) (batches int64) {
+		n0 := w.batches.Load()
 		w.start()
 		testutil.WaitFor(b, 10*time.Minute, func() (bool, string) { return until(), "" })
 		w.halt()
-		runtime.ReadMemStats(&ms)
-		return ms.TotalAlloc - a0, w.batches.Load() - n0
+		return w.batches.Load() - n0
 	}
 	// The same stream without checkpoints (interval 1h): its allocations
 	// per batch.
 	gaps.on.Store(true)
 	t0 := time.Now()
-	baseAlloc, baseN := measure(func() bool { return time.Since(t0) > 2*time.Second })
-	perBatch := float64(baseAlloc) / float64(max(baseN, 1))
+	measure(func() bool { return time.Since(t0) > 2*time.Second })
 	gaps.on.Store(false)
 	baseMax, baseP99 := gaps.take()
 	r.stop()
@@ -192,7 +189,7 @@ func BenchmarkCheckpointStall(b *testing.B) {
 	var maxStep time.Duration
 	gaps.on.Store(true)
 	b.ResetTimer()
-	alloc, n := measure(func() bool {
+	n := measure(func() bool {
 		st := r.p.Stats()
 		if st.Checkpoints > c0 {
 			maxStep = max(maxStep, checkpointStep(st))
@@ -203,14 +200,12 @@ func BenchmarkCheckpointStall(b *testing.B) {
 	gaps.on.Store(false)
 	st := r.p.Stats()
 	ckpts := float64(st.Checkpoints - c0)
-	extra := float64(alloc) - perBatch*float64(n)
 	gapMax, gapP99 := gaps.take()
 	b.ReportMetric(float64(gapMax)/1e6, "max-gap-ms")
 	b.ReportMetric(float64(gapP99)/1e6, "p99-gap-ms")
 	b.ReportMetric(float64(baseMax)/1e6, "max-gap-no-ckpt-ms")
 	b.ReportMetric(float64(baseP99)/1e6, "p99-gap-no-ckpt-ms")
 	b.ReportMetric(float64(maxStep)/1e6, "max-step-ms")
-	b.ReportMetric(extra/ckpts, "alloc-B/ckpt")
 	b.ReportMetric(float64(st.CheckpointBytes), "ckpt-B")
 	b.ReportMetric(float64(n)/ckpts, "batches/ckpt")
 }
@@ -218,3 +213,124 @@ func BenchmarkCheckpointStall(b *testing.B) {
 // checkpointStep is the longest step of the last checkpoint on the stream
 // goroutine (before streamed checkpoints: the whole checkpoint).
 func checkpointStep(st Stats) time.Duration { return st.CheckpointStall }
+
+// BenchmarkCheckpointSteps measures one checkpoint of 10,000 pairs (the
+// default windows, 30 readings each) on the stream goroutine alone, with
+// no writer or scheduler noise from the rest of the stream: whole is the
+// path before streamed checkpoints (MarshalBinary of both engines, the
+// blob, the file written and committed, all on the stream), streamed the
+// path now (Begin, then a chunk after each batch of 50 readings applied,
+// the commit off the stream). It reports the longest step on the stream
+// goroutine (for streamed also the longest Apply of a batch while the
+// checkpoint saves series before changing them, and the same Apply with no
+// checkpoint running), and the bytes allocated per checkpoint (everything
+// allocated from Begin to the commit's end, Applies included) next to the
+// checkpoint's size.
+func BenchmarkCheckpointSteps(b *testing.B) {
+	for _, mode := range []string{"whole", "streamed"} {
+		b.Run(mode, func(b *testing.B) { benchCheckpointSteps(b, mode == "streamed") })
+	}
+}
+
+func benchCheckpointSteps(b *testing.B, streamed bool) {
+	series, fields := benchSeries()
+	r := newRig(b)
+	r.walCfg.Sync = wal.SyncNone
+	r.win = windows.DefaultConfig()
+	r.win.MemoryBudget = 512 * wal.MiB
+	spy := &ckSpy{}
+	p := driven(b, r, spy)
+	w := &benchWriter{r: r, series: series, fields: fields}
+	var dec wal.BatchDecoder
+	var batch wal.Batch
+	var out []windows.Emission
+	var idx uint64
+	apply := func(rec []byte) {
+		idx = r.append(rec)
+		if err := dec.Decode(rec, &batch); err != nil {
+			b.Fatal(err)
+		}
+		out = p.engine.Apply(idx, &batch, out[:0])
+	}
+	for range 30 * benchPairs / 500 {
+		apply(w.record(500))
+	}
+	ctx := context.Background()
+	var ms runtime.MemStats
+	alloc := func() uint64 {
+		runtime.ReadMemStats(&ms)
+		return ms.TotalAlloc
+	}
+	// The batches of one checkpoint, encoded before: the benchmark's own
+	// allocations stay out of the figures.
+	recs := make([][]byte, 400)
+	for i := range recs {
+		recs[i] = w.record(50)
+	}
+	whole, err := wal.OpenCheckpoints(filepath.Join(r.dir, "whole"), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var maxStep, maxApply, maxApplyIdle time.Duration
+	var steps, applies []time.Duration
+	var allocs, size uint64
+	for i := range recs[:100] { // Apply alone
+		t := time.Now()
+		apply(recs[i])
+		maxApplyIdle = max(maxApplyIdle, time.Since(t))
+	}
+	b.ResetTimer()
+	for range b.N {
+		a0 := alloc()
+		if !streamed {
+			t := time.Now()
+			wb, err := p.engine.MarshalBinary()
+			if err != nil {
+				b.Fatal(err)
+			}
+			ab, err := p.alerts.MarshalBinary()
+			if err != nil {
+				b.Fatal(err)
+			}
+			data := encodeState(wb, ab, encodeAlertsConfig(p.alertsCfg))
+			if _, err := whole.Write(idx, data); err != nil {
+				b.Fatal(err)
+			}
+			maxStep = max(maxStep, time.Since(t))
+			allocs += alloc() - a0
+			size = uint64(len(data))
+			apply(recs[len(recs)-1]) // the state moves on
+			continue
+		}
+		t := time.Now()
+		if !p.beginCheckpoint(ctx, true) {
+			b.Fatal("no checkpoint began")
+		}
+		maxStep = max(maxStep, time.Since(t))
+		for i := 0; p.ck != nil; i++ {
+			t := time.Now()
+			apply(recs[i%len(recs)])
+			applies = append(applies, time.Since(t))
+			maxApply = max(maxApply, applies[len(applies)-1])
+			t = time.Now()
+			p.stepCheckpoint(ctx)
+			steps = append(steps, time.Since(t))
+			maxStep = max(maxStep, steps[len(steps)-1])
+		}
+		p.waitCommit()
+		allocs += alloc() - a0
+		size = uint64(p.Stats().CheckpointBytes)
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(maxStep)/1e6, "max-step-ms")
+	if streamed {
+		slices.Sort(steps)
+		b.ReportMetric(float64(steps[len(steps)*99/100])/1e6, "p99-step-ms")
+		b.ReportMetric(float64(maxApply)/1e6, "max-apply-ms")
+		slices.Sort(applies)
+		b.ReportMetric(float64(applies[len(applies)*99/100])/1e6, "p99-apply-ms")
+		b.ReportMetric(float64(maxApplyIdle)/1e6, "max-apply-no-ckpt-ms")
+	}
+	b.ReportMetric(float64(allocs)/float64(b.N), "alloc-B/ckpt")
+	b.ReportMetric(float64(size), "ckpt-B")
+}

@@ -254,7 +254,7 @@ func emissionJSON(t *testing.T, e windows.Emission) string {
 
 // driven is a pipeline whose stream the test drives by hand (no Run):
 // the same methods the stream calls, in an order the test chooses.
-func driven(t *testing.T, r *rig, spy *ckSpy) *Pipeline {
+func driven(t testing.TB, r *rig, spy *ckSpy) *Pipeline {
 	t.Helper()
 	var err error
 	r.log, err = wal.Open(filepath.Join(r.dir, "wal"), r.walCfg, nil)
