@@ -84,7 +84,7 @@ func (g *Gateway) startWindows(ctx context.Context, grp *group) error {
 	ob := g.cfg.Kafka.Outbox
 	pc := pipeline.Config{
 		Windows: g.cfg.Windows, Alerts: g.cfg.Alerts, GatewayID: g.cfg.Gateway.ID,
-		Interval: g.cfg.Checkpoint.Interval, Log: pipeline.FromWAL(g.wal), Checkpoints: ckpts,
+		Interval: g.cfg.Checkpoint.Interval, Log: pipeline.FromWAL(g.wal), Checkpoints: pipeline.FromCheckpoints(ckpts),
 		Late: lateSink{late}, Logger: g.logger.With("component", "windows"),
 	}
 	for k, info := range pipeline.Kinds {

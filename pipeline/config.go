@@ -92,21 +92,31 @@ func lastOutboxPos(box Outbox) (pos outboxPos, fp uint64, hasFP bool, err error)
 	return pos, fp, hasFP, nil
 }
 
-// State is checkpointed as one blob after a magic and version: the
-// windows state, the alerts state and (version 2) the alert rules in force
-// as JSON, each length-prefixed. Version 1 (no rules) is still read.
+// State is checkpointed as one blob after a magic and a version byte.
+// Version 3 (written now): the alerts state and the alert rules in force
+// as JSON, each length-prefixed, then the windows state to the end: it is
+// streamed (windows.Checkpoint) and its length is not known when the
+// header is written. Versions 1 (windows, alerts) and 2 (windows, alerts,
+// rules), each part length-prefixed, are still read.
 const (
 	stateMagic   = "RNST"
-	stateVersion = 2
+	stateVersion = 3
 )
 
-func encodeState(w, a, rules []byte) []byte {
-	b := append([]byte(stateMagic), stateVersion)
-	for _, part := range [][]byte{w, a, rules} {
+// encodeStateHead is a version 3 state blob up to the windows state.
+func encodeStateHead(a, rules []byte) []byte {
+	b := make([]byte, 0, len(stateMagic)+1+2*binary.MaxVarintLen64+len(a)+len(rules))
+	b = append(append(b, stateMagic...), stateVersion)
+	for _, part := range [][]byte{a, rules} {
 		b = binary.AppendUvarint(b, uint64(len(part)))
 		b = append(b, part...)
 	}
 	return b
+}
+
+// encodeState is a whole version 3 state blob.
+func encodeState(w, a, rules []byte) []byte {
+	return append(encodeStateHead(a, rules), w...)
 }
 
 // decodeState splits a state blob; rules is nil in a version 1 blob.
@@ -117,7 +127,7 @@ func decodeState(b []byte) (w, a, rules []byte, err error) {
 	}
 	version := rest[0]
 	rest = rest[1:]
-	if version != 1 && version != stateVersion {
+	if version < 1 || version > stateVersion {
 		return nil, nil, nil, fmt.Errorf("gateway state checkpoint: unknown version %d", version)
 	}
 	part := func() []byte {
@@ -130,9 +140,14 @@ func decodeState(b []byte) (w, a, rules []byte, err error) {
 		rest = rest[k+int(n):]
 		return p
 	}
-	w, a = part(), part()
-	if version >= 2 {
-		rules = part()
+	if version == 3 {
+		a, rules = part(), part()
+		w, rest = rest, nil
+	} else {
+		w, a = part(), part()
+		if version == 2 {
+			rules = part()
+		}
 	}
 	if !ok || len(rest) != 0 {
 		return nil, nil, nil, errors.New("gateway state checkpoint: bad part lengths")
@@ -199,6 +214,6 @@ func (p *Pipeline) reload(ctx context.Context, cfg alerts.Config) error {
 		p.logger.Error("reload: resolved events not durable; the checkpoint waits", "err", err)
 		return nil // the rules are in force; the next flush emits them
 	}
-	p.checkpointAt(ctx, true)
+	p.checkpointNow(ctx, true)
 	return nil
 }

@@ -12,7 +12,7 @@
 // It declares what it needs of the stages around it (ports.go): Log (the
 // readings WAL: readers, Notify, the Sync barrier, SkipTo, Release),
 // Outbox, Checkpoints and LateLog. The gateway passes the real ones
-// (FromWAL, *forward.Outbox, *wal.Checkpoints, its late log); tests pass
+// (FromWAL, *forward.Outbox, FromCheckpoints, its late log); tests pass
 // fakes that inject faults. It imports wal, windows, alerts and forward
 // for their types; gateway imports it, never the reverse.
 //
@@ -24,6 +24,9 @@
 //     likewise (LateLog).
 //   - Checkpoints on their interval and at shutdown under any traffic:
 //     Log.Sync forces the fsync best-effort appends skip.
+//   - A checkpoint never stalls the stream for long nor copies the state:
+//     it is streamed, a chunk between batches, copy-on-write per series,
+//     and committed (fsyncs) off the stream goroutine (checkpoint.go).
 //   - Indexes are never reused: a WAL that ends below what the checkpoint
 //     or an outbox covers skips past it (Log.SkipTo), logged and counted.
 //   - Storage errors hold, never stop (hold.go): retried with backoff,

@@ -5,12 +5,14 @@ import (
 	"testing"
 )
 
-// FuzzDecodeState: any input either fails or splits into parts that
-// encode and decode back to the same parts.
+// FuzzDecodeState: any input (versions 1, 2 and 3) either fails or splits
+// into parts that encode (version 3) and decode back to the same parts.
 func FuzzDecodeState(f *testing.F) {
 	f.Add(encodeState([]byte("w"), []byte("a"), []byte(`{"Rules":null}`)))
 	f.Add([]byte("RNST\x01\x01w\x01a"))
 	f.Add([]byte("RNST\x02\x00\x00\x00"))
+	f.Add([]byte("RNST\x02\x01w\x01a\x02{}"))
+	f.Add([]byte("RNST\x03\x01a\x02{}RWIN"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		w, a, rules, err := decodeState(b)
 		if err != nil {

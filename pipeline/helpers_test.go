@@ -80,7 +80,7 @@ func (f *fakeOutbox) records() []forward.Record {
 // rig is a pipeline over a real WAL and real checkpoints in a directory,
 // with fake outboxes that survive a restart of the pipeline.
 type rig struct {
-	t      *testing.T
+	t      testing.TB
 	dir    string
 	walCfg wal.Config
 	win    windows.Config
@@ -90,6 +90,8 @@ type rig struct {
 	late   *lateRecorder
 	logs   *testutil.SyncBuffer
 	wrap   func(Log) Log // the Log the pipeline sees, if set
+	wrapCk func(Checkpoints) Checkpoints
+	onEmit func(windows.Emission) // OnEmit, if set
 
 	alertsMu  sync.Mutex
 	published []alerts.Event // OnAlert, across restarts
@@ -126,7 +128,7 @@ func (l *lateRecorder) count() int {
 	return len(l.seen)
 }
 
-func newRig(t *testing.T) *rig {
+func newRig(t testing.TB) *rig {
 	t.Helper()
 	r := &rig{t: t, dir: t.TempDir(), walCfg: wal.DefaultConfig(), win: windows.DefaultConfig(),
 		al: alerts.DefaultConfig(), every: time.Hour, late: &lateRecorder{}, logs: &testutil.SyncBuffer{}}
@@ -156,8 +158,12 @@ func (r *rig) start() {
 	if r.wrap != nil {
 		lg = r.wrap(lg)
 	}
+	var ck Checkpoints = FromCheckpoints(ckpts)
+	if r.wrapCk != nil {
+		ck = r.wrapCk(ck)
+	}
 	c := Config{Windows: r.win, Alerts: r.al, GatewayID: "gw", Interval: r.every, Log: lg,
-		Checkpoints: ckpts, Late: r.late, Logger: slog.New(slog.NewTextHandler(r.logs, nil))}
+		Checkpoints: ck, Late: r.late, Logger: slog.New(slog.NewTextHandler(r.logs, nil))}
 	for k := range NumKinds {
 		c.Outboxes[k], c.Quotas[k] = r.boxes[k], 64<<20
 	}
@@ -165,6 +171,7 @@ func (r *rig) start() {
 	if err != nil {
 		r.t.Fatal(err)
 	}
+	r.p.OnEmit = r.onEmit
 	r.p.OnAlert = func(ev alerts.Event) {
 		r.alertsMu.Lock()
 		r.published = append(r.published, ev)

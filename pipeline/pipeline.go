@@ -53,10 +53,12 @@ type Config struct {
 //   - Alert events are published (OnAlert) once durable in their outbox;
 //     after the replay, the newest event of each alert topic is handed to
 //     OnRestore.
-//   - A checkpoint covering index i is written only once i is fsynced in
+//   - A checkpoint covering index i is committed only once i is fsynced in
 //     the WAL (Log.Sync, a barrier that forces the fsync) and every
-//     emission up to i is durable in its outbox. The WAL is then released
-//     behind the older of the two kept checkpoints.
+//     emission up to i is durable in its outbox. It is streamed, a chunk
+//     between batches, so it never stalls the stream for long
+//     (checkpoint.go). The WAL is then released behind the older of the
+//     two kept checkpoints.
 //   - A storage error holds it (hold.go, Health); a configuration change
 //     neither loses nor invents outputs (config.go); a WAL tail lost below
 //     what the state covers is skipped, never reused (skipLost).
@@ -93,9 +95,12 @@ type Pipeline struct {
 	ckptNs      atomic.Int64 // duration of the last checkpoint
 	ckptAt      atomic.Int64 // when it was written, unix ns
 	ckptBytes   atomic.Int64
-	lost        atomic.Uint64 // WAL indexes found lost at start (skipped)
-	drainFrom   time.Time     // when Run first saw its ctx end (drainOver)
-	lostLogged  uint64        // the covered index the loss was logged for
+	ckptStall   atomic.Int64      // the last checkpoint's longest step on the stream goroutine
+	ck          *streamed         // the checkpoint being written (checkpoint.go)
+	commits     chan commitResult // the commit in progress reports here (nil: none)
+	lost        atomic.Uint64     // WAL indexes found lost at start (skipped)
+	drainFrom   time.Time         // when Run first saw its ctx end (drainOver)
+	lostLogged  uint64            // the covered index the loss was logged for
 
 	// A storage error the pipeline is held by (hold.go).
 	held       atomic.Pointer[string]
@@ -186,6 +191,9 @@ type Stats struct {
 	CheckpointAt    time.Time     // when the last one was written (zero: none)
 	CheckpointTook  time.Duration // how long the last one took
 	CheckpointBytes int64         // its size
+	// CheckpointStall is the longest the last checkpoint held the stream
+	// in one step (it is written in chunks between batches).
+	CheckpointStall time.Duration
 	// LostRecords counts the WAL indexes found missing at start below
 	// what the checkpoint or an outbox covered (skipped, never reused).
 	LostRecords uint64
@@ -197,7 +205,7 @@ type Stats struct {
 // Stats returns a snapshot. Safe for concurrent use.
 func (p *Pipeline) Stats() Stats {
 	s := Stats{Checkpoints: p.checkpoints.Load(), CheckpointTook: time.Duration(p.ckptNs.Load()), CheckpointBytes: p.ckptBytes.Load(),
-		LostRecords: p.lost.Load(), StorageErrors: p.holdErrors.Load()}
+		CheckpointStall: time.Duration(p.ckptStall.Load()), LostRecords: p.lost.Load(), StorageErrors: p.holdErrors.Load()}
 	if at := p.ckptAt.Load(); at != 0 {
 		s.CheckpointAt = time.Unix(0, at)
 	}
@@ -460,6 +468,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	)
 	defer ticker.Stop()
 	var readTo uint64 // the reader has passed every index up to here
+	defer p.endCheckpoints()
 	for {
 		end := p.log.LastIndex()
 		for r.Next() {
@@ -494,9 +503,12 @@ func (p *Pipeline) Run(ctx context.Context) error {
 					return p.stopped(ctx, err)
 				}
 			}
+			p.stepCheckpoint(ctx)
 			select {
 			case <-ticker.C:
 				p.checkpoint(ctx)
+			case res := <-p.commits:
+				p.committed(res)
 			case req := <-p.reloads:
 				req.done <- p.reload(ctx, req.cfg)
 			default:
@@ -522,6 +534,22 @@ func (p *Pipeline) Run(ctx context.Context) error {
 		if err := p.flush(ctx); err != nil {
 			return p.stopped(ctx, err)
 		}
+		if p.ck != nil {
+			// Nothing to apply: the checkpoint in flight goes on.
+			select {
+			case <-ctx.Done():
+				if p.log.LastIndex() > readTo && !p.drainOver() {
+					continue // the backlog first (drainOver)
+				}
+				return p.stopped(ctx, nil)
+			case <-p.log.Notify():
+			case req := <-p.reloads:
+				req.done <- p.reload(ctx, req.cfg)
+			default:
+				p.stepCheckpoint(ctx)
+			}
+			continue
+		}
 		select {
 		case <-ctx.Done():
 			if p.log.LastIndex() > readTo && !p.drainOver() {
@@ -531,6 +559,8 @@ func (p *Pipeline) Run(ctx context.Context) error {
 		case <-p.log.Notify():
 		case <-ticker.C:
 			p.checkpoint(ctx)
+		case res := <-p.commits:
+			p.committed(res)
 		case req := <-p.reloads:
 			req.done <- p.reload(ctx, req.cfg)
 		}
@@ -566,7 +596,7 @@ func (p *Pipeline) stopped(ctx context.Context, err error) error {
 	}
 	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), syncTimeout)
 	defer cancel()
-	p.checkpoint(fctx)
+	p.checkpointNow(fctx, false)
 	return nil
 }
 
@@ -694,60 +724,4 @@ func (p *Pipeline) flush(ctx context.Context) error {
 	clear(p.published)
 	p.published = p.published[:0]
 	return nil
-}
-
-// syncTimeout bounds the wait for the WAL's fsync barrier before a
-// checkpoint (past it the checkpoint is skipped, the previous one stands,
-// and the next tick tries again), and the final checkpoint at shutdown.
-const syncTimeout = 10 * time.Second
-
-// checkpoint writes the engines' state if it moved, once the WAL has
-// fsynced every record it covers (a barrier: best-effort records are
-// acknowledged before their fsync, so under a steady best-effort load there
-// is never a moment when nothing is unsynced) and its outputs are durable;
-// then lets the WAL go behind the older kept checkpoint. A failure is
-// logged: the previous checkpoint stands.
-func (p *Pipeline) checkpoint(ctx context.Context) { p.checkpointAt(ctx, false) }
-
-// checkpointAt is checkpoint; force writes one even if no record was
-// applied since the last (a reload changed the state).
-func (p *Pipeline) checkpointAt(ctx context.Context, force bool) {
-	applied := p.engine.AppliedIndex()
-	if applied == 0 || applied == p.lastCkpt && !force {
-		return
-	}
-	sctx, cancel := context.WithTimeout(ctx, syncTimeout)
-	err := p.log.Sync(sctx, applied)
-	cancel()
-	if err != nil {
-		p.logger.Error("checkpoint skipped: wal not synced", "index", applied, "err", err)
-		return
-	}
-	if err := p.flush(ctx); err != nil {
-		p.logger.Error("checkpoint skipped: outbox not durable", "err", err)
-		return
-	}
-	start := time.Now()
-	w, err := p.engine.MarshalBinary()
-	if err != nil {
-		p.logger.Error("checkpoint skipped: encode windows state", "err", err)
-		return
-	}
-	a, err := p.alerts.MarshalBinary()
-	if err != nil {
-		p.logger.Error("checkpoint skipped: encode alerts state", "err", err)
-		return
-	}
-	data := encodeState(w, a, encodeAlertsConfig(p.alertsCfg))
-	oldest, err := p.ckpts.Write(applied, data)
-	if err != nil {
-		p.logger.Error("checkpoint failed; the previous one stands", "index", applied, "err", err)
-		return
-	}
-	p.lastCkpt = applied
-	p.checkpoints.Add(1)
-	p.ckptNs.Store(int64(time.Since(start)))
-	p.ckptAt.Store(time.Now().UnixNano())
-	p.ckptBytes.Store(int64(len(data)))
-	p.log.Release(oldest + 1)
 }

@@ -8,7 +8,7 @@ import (
 )
 
 // The pipeline declares what it needs of the stages around it; the gateway
-// passes the real ones (FromWAL, *forward.Outbox, *wal.Checkpoints), tests
+// passes the real ones (FromWAL, *forward.Outbox, FromCheckpoints), tests
 // pass fakes that inject faults.
 
 // Log is the readings WAL as the pipeline uses it.
@@ -51,14 +51,42 @@ type Outbox interface {
 }
 
 // Checkpoints stores the pipeline's state with the WAL index it covers
-// (wal.Checkpoints).
+// (wal.Checkpoints, through FromCheckpoints).
 type Checkpoints interface {
 	// Load returns the newest checkpoint that verifies, or
 	// wal.ErrNoCheckpoint.
 	Load() (index uint64, data []byte, fellBack bool, err error)
-	// Write stores a checkpoint atomically and returns the index of the
-	// oldest one kept.
-	Write(index uint64, data []byte) (oldestKept uint64, err error)
+	// Create starts the checkpoint covering index, its data written in
+	// pieces; it replaces nothing until committed. At most one is open at
+	// a time.
+	Create(index uint64) (CheckpointWriter, error)
+}
+
+// CheckpointWriter is one checkpoint being written (wal.CheckpointWriter).
+type CheckpointWriter interface {
+	// Write appends to the data; it need not sync.
+	Write(p []byte) (int, error)
+	// Commit makes the checkpoint durable and the newest (fsyncs: the
+	// pipeline calls it off the stream goroutine) and returns the index of
+	// the oldest checkpoint kept.
+	Commit() (oldestKept uint64, err error)
+	// Abort abandons it, leaving the kept ones as they were. Idempotent.
+	Abort()
+}
+
+// FromCheckpoints adapts a *wal.Checkpoints to Checkpoints.
+func FromCheckpoints(c *wal.Checkpoints) Checkpoints { return walCheckpoints{c} }
+
+type walCheckpoints struct{ c *wal.Checkpoints }
+
+func (w walCheckpoints) Load() (uint64, []byte, bool, error) { return w.c.Load() }
+
+func (w walCheckpoints) Create(index uint64) (CheckpointWriter, error) {
+	cw, err := w.c.Create(index)
+	if err != nil {
+		return nil, err // not a typed nil in the interface
+	}
+	return cw, nil
 }
 
 // FromWAL adapts a *wal.Log to Log.

@@ -22,6 +22,7 @@ var ErrCheckpointInProgress = errors.New("windows checkpoint already in progress
 const (
 	sideSlabBytes = 256 << 10
 	keepSlabs     = 4
+	keepBufBytes  = 1 << 20
 )
 
 // Checkpoint is a checkpoint of an Engine in progress: the engine's state
@@ -188,8 +189,10 @@ func (c *Checkpoint) release() {
 	e.ckpt = nil
 	clear(c.series)
 	e.ckptSeries = c.series[:0]
-	e.ckptHead, e.ckptOut = c.head[:0], c.out.B[:0]
-	e.ckptTail = c.tail[:0]
+	// The head (every device) and the tail (every group window) are kept
+	// for the next checkpoint only when small: with many devices they are
+	// megabytes that would stay on the heap between checkpoints.
+	e.ckptHead, e.ckptTail, e.ckptOut = keepBuf(c.head), keepBuf(c.tail), keepBuf(c.out.B)
 	// Keep a few slabs (emptied) for the next checkpoint.
 	keep := e.ckptSlabs[:0]
 	for _, sl := range c.side {
@@ -200,6 +203,14 @@ func (c *Checkpoint) release() {
 	clear(c.side)
 	e.ckptSlabs, e.ckptSide = keep, c.side[:0]
 	c.series, c.side = nil, nil
+}
+
+// keepBuf is b emptied, to be reused, or nil when over keepBufBytes.
+func keepBuf(b []byte) []byte {
+	if cap(b) > keepBufBytes {
+		return nil
+	}
+	return b[:0]
 }
 
 // preserve encodes s into the side buffer of the checkpoint in progress
