@@ -1,0 +1,256 @@
+package forward
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// eosConfig is testConfig in exactly_once mode.
+func eosConfig(brokers []string) KafkaConfig {
+	c := testConfig(brokers)
+	c.Delivery = DeliveryExactlyOnce
+	return c
+}
+
+func newEOSCluster(t testing.TB, opts ...kfake.Opt) *kfake.Cluster {
+	return newCluster(t, append([]kfake.Opt{kfake.NumBrokers(3)}, opts...)...)
+}
+
+func readCommitted(t testing.TB, c *kfake.Cluster, topics ...string) *consumer {
+	return startConsumerWith(t, c.ListenAddrs(), []kgo.Opt{kgo.FetchIsolationLevel(kgo.ReadCommitted())}, topics...)
+}
+
+// exactlyOnce checks that every id prefix-<from..to-1> was consumed
+// exactly once, in per-key order.
+func exactlyOnce(t testing.TB, recs []got, prefix string, from, to int) {
+	t.Helper()
+	var mine []got
+	for _, r := range recs {
+		if len(r.id) > len(prefix) && r.id[:len(prefix)+1] == prefix+"-" {
+			mine = append(mine, r)
+		}
+	}
+	if d := duplicates(mine); len(d) > 0 {
+		t.Errorf("%s: %d ids consumed more than once (read_committed), e.g. %v", prefix, len(d), firstKey(d))
+	}
+	if m := missingIDs(mine, prefix, from, to); len(m) > 0 {
+		t.Errorf("%s: %d ids missing, first %s", prefix, len(m), m[0])
+	}
+	checkKeyOrder(t, mine)
+}
+
+func firstKey(m map[string]int) string {
+	for k := range m {
+		return k
+	}
+	return ""
+}
+
+// openOutboxes opens the three outboxes under dir.
+func openOutboxes(t testing.TB, dir string) []*Outbox {
+	var out []*Outbox
+	for _, k := range []string{KindSummaries, KindAlerts, KindSketches} {
+		out = append(out, openTestOutbox(t, dir, k, OutboxConfig{MaxBytes: 16 << 20}))
+	}
+	return out
+}
+
+// TestExactlyOnceForwards: three outboxes forwarded by transactional
+// producers to a 3-broker cluster; a read_committed consumer sees every
+// record once, in per-key order; the positions are committed in Kafka.
+func TestExactlyOnceForwards(t *testing.T) {
+	c := newEOSCluster(t)
+	cfg := eosConfig(c.ListenAddrs())
+	boxes := openOutboxes(t, t.TempDir())
+	cons := readCommitted(t, c, testTopics...)
+	r := startForwarder(t, cfg, boxes...)
+	const n = 2000
+	for i, o := range boxes {
+		appendSeq(t, o, fmt.Sprintf("b%d", i), 0, n, 7, 50)
+	}
+	for i := range boxes {
+		cons.waitIDs(t, 30*time.Second, fmt.Sprintf("b%d", i), 0, n)
+	}
+	waitFor(t, 10*time.Second, "committed positions", func() (bool, string) {
+		st := r.f.Status()
+		for _, o := range boxes {
+			if st.Committed[o.Kind()] != n || st.Outboxes[o.Kind()].AckedIndex != n {
+				return false, fmt.Sprintf("%+v", st)
+			}
+		}
+		return true, ""
+	})
+	recs := cons.snapshot()
+	for i := range boxes {
+		exactlyOnce(t, recs, fmt.Sprintf("b%d", i), 0, n)
+	}
+	st := r.f.Status()
+	if st.Delivery != DeliveryExactlyOnce || st.TxnCommitted == 0 || st.TxnRecords != 3*n || st.Fenced {
+		t.Errorf("status: delivery %s, committed %d, records %d, fenced %v", st.Delivery, st.TxnCommitted, st.TxnRecords, st.Fenced)
+	}
+	t.Logf("%d transactions for %d records", st.TxnCommitted, st.TxnRecords)
+}
+
+// copyDir copies an outbox directory tree (a snapshot of the disk, as a
+// crashed gateway would leave it).
+func copyDir(t testing.TB, from, to string) {
+	t.Helper()
+	err := filepath.WalkDir(from, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(from, p)
+		if d.IsDir() {
+			return os.MkdirAll(filepath.Join(to, rel), 0o755)
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(filepath.Join(to, rel), b, 0o644)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestExactlyOnceCrashAfterCommit: a gateway killed after Kafka committed
+// but before the local position was written. Simulated by a snapshot of
+// the outbox taken before forwarding: a new forwarder on it must resume
+// from Kafka's committed position and send nothing again.
+func TestExactlyOnceCrashAfterCommit(t *testing.T) {
+	c := newEOSCluster(t)
+	cfg := eosConfig(c.ListenAddrs())
+	dir, snap := t.TempDir(), t.TempDir()
+	o := openTestOutbox(t, dir, KindSummaries, OutboxConfig{MaxBytes: 16 << 20})
+	const n = 500
+	appendSeq(t, o, "s", 0, n, 5, 50)
+	o.Close()
+	copyDir(t, dir, snap) // the local position: 0
+	o = openTestOutbox(t, dir, KindSummaries, OutboxConfig{MaxBytes: 16 << 20})
+	r := startForwarder(t, cfg, o)
+	waitFor(t, 20*time.Second, "committed", func() (bool, string) {
+		st := r.f.Status()
+		return st.Committed[KindSummaries] == n, fmt.Sprintf("%+v", st)
+	})
+	r.stop(t)
+
+	o2 := openTestOutbox(t, snap, KindSummaries, OutboxConfig{MaxBytes: 16 << 20})
+	if p := o2.position(); p != 0 {
+		t.Fatalf("snapshot position %d, want 0", p)
+	}
+	appendSeq(t, o2, "s", n, n+100, 5, 50)
+	r2 := startForwarder(t, cfg, o2)
+	cons := readCommitted(t, c, testTopics[0])
+	recs := cons.waitIDs(t, 20*time.Second, "s", 0, n+100)
+	exactlyOnce(t, recs, "s", 0, n+100)
+	st := r2.f.Status()
+	if st.TxnRecords != 100 {
+		t.Errorf("restarted forwarder sent %d records, want the 100 new ones only", st.TxnRecords)
+	}
+	if got := o2.Stats().AckedIndex; got != n+100 {
+		t.Errorf("local position %d, want %d", got, n+100)
+	}
+}
+
+// TestExactlyOnceCrashBeforeCommit: a gateway killed between produce and
+// commit leaves an open transaction holding records. Simulated by a
+// producer with the forwarder's transactional id that produces the
+// outbox's records and is abandoned; a new forwarder fences it (its
+// transaction is aborted) and sends them once.
+func TestExactlyOnceCrashBeforeCommit(t *testing.T) {
+	c := newEOSCluster(t)
+	cfg := eosConfig(c.ListenAddrs())
+	o := openTestOutbox(t, t.TempDir(), KindSummaries, OutboxConfig{MaxBytes: 16 << 20})
+	const n = 300
+	appendSeq(t, o, "s", 0, n, 5, 50)
+
+	old, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...), kgo.TransactionalID("runnel-"+cfg.ClientID+"-"+KindSummaries),
+		kgo.TransactionTimeout(time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer old.Close()
+	if err := old.BeginTransaction(); err != nil {
+		t.Fatal(err)
+	}
+	for i := range n {
+		rec := (&sender{topic: testTopics[0]}).kafkaRecord(ptr(seqRecord("s", i, 5)))
+		if err := old.ProduceSync(context.Background(), rec).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Abandoned: no commit, no abort (the process died).
+
+	cons := readCommitted(t, c, testTopics[0])
+	r := startForwarder(t, cfg, o)
+	recs := cons.waitIDs(t, 20*time.Second, "s", 0, n)
+	waitFor(t, 10*time.Second, "committed", func() (bool, string) {
+		st := r.f.Status()
+		return st.Committed[KindSummaries] == n, fmt.Sprintf("%+v", st)
+	})
+	exactlyOnce(t, cons.snapshot(), "s", 0, n)
+	_ = recs
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// TestExactlyOnceFenced: a second forwarder with the same client id (a
+// second gateway process with the same id, on a copy of the disk) fences
+// the first, which stops forwarding and says so in its Status; the second
+// goes on, and records are seen once.
+func TestExactlyOnceFenced(t *testing.T) {
+	c := newEOSCluster(t)
+	cfg := eosConfig(c.ListenAddrs())
+	dir1, dir2 := t.TempDir(), t.TempDir()
+	o1 := openTestOutbox(t, dir1, KindSummaries, OutboxConfig{MaxBytes: 16 << 20})
+	appendSeq(t, o1, "s", 0, 200, 5, 50)
+	o1.Close()
+	copyDir(t, dir1, dir2)
+	o1 = openTestOutbox(t, dir1, KindSummaries, OutboxConfig{MaxBytes: 16 << 20})
+	r1 := startForwarder(t, cfg, o1)
+	waitFor(t, 20*time.Second, "first committed", func() (bool, string) {
+		st := r1.f.Status()
+		return st.Committed[KindSummaries] == 200, fmt.Sprintf("%+v", st)
+	})
+
+	o2 := openTestOutbox(t, dir2, KindSummaries, OutboxConfig{MaxBytes: 16 << 20})
+	r2 := startForwarder(t, cfg, o2)
+	appendSeq(t, o2, "s", 200, 300, 5, 50)
+	waitFor(t, 20*time.Second, "second committed", func() (bool, string) {
+		st := r2.f.Status()
+		return st.Committed[KindSummaries] == 300, fmt.Sprintf("%+v", st)
+	})
+	// The first one learns it was fenced at its next transaction.
+	appendSeq(t, o1, "x", 0, 100, 5, 50)
+	waitFor(t, 20*time.Second, "first fenced", func() (bool, string) {
+		st := r1.f.Status()
+		return st.Fenced, fmt.Sprintf("%+v", st)
+	})
+	st1 := r1.f.Status()
+	if st1.TxnFenced != 1 || st1.FencedReason == "" || st1.Committed[KindSummaries] != 200 {
+		t.Errorf("fenced status: %d fenced, reason %q, committed %d", st1.TxnFenced, st1.FencedReason, st1.Committed[KindSummaries])
+	}
+	t.Logf("fenced: %s", st1.FencedReason)
+	// The second is unaffected.
+	appendSeq(t, o2, "s", 300, 400, 5, 50)
+	waitFor(t, 20*time.Second, "second committed after fencing", func() (bool, string) {
+		st := r2.f.Status()
+		return st.Committed[KindSummaries] == 400 && !st.Fenced, fmt.Sprintf("%+v", st)
+	})
+	cons := readCommitted(t, c, testTopics[0])
+	recs := cons.waitIDs(t, 20*time.Second, "s", 0, 400)
+	exactlyOnce(t, recs, "s", 0, 400)
+	for _, r := range recs {
+		if r.id[0] == 'x' {
+			t.Fatalf("the fenced forwarder's record %s was committed", r.id)
+		}
+	}
+}
