@@ -106,6 +106,7 @@ type txnSender struct {
 	partition int32 // of the positions topic holding our key
 	committed uint64
 	synced    bool
+	known     bool // committed was read from Kafka once
 	reader    *wal.Reader
 	next      uint64
 	failures  int
@@ -309,6 +310,16 @@ func (s *txnSender) sync(ctx context.Context) error {
 	case pos > local:
 		s.logger.Info("resuming from kafka's committed position, ahead of the local one (a crash after a commit)", "kafka_index", pos, "local_index", local)
 	}
+	if s.known && pos > s.committed {
+		// A commit whose outcome was unknown (the uplink failed during
+		// EndTransaction) had landed: its records count as acknowledged.
+		n := pos - s.committed
+		s.o.acked.Add(n)
+		s.f.acked.Add(n)
+		s.f.txn.committed.Add(1)
+		s.f.txn.records.Add(n)
+	}
+	s.known = true
 	s.setCommitted(pos)
 	s.next = pos + 1
 	s.reader = s.o.log.NewReader(s.next)

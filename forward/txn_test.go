@@ -2,14 +2,19 @@ package forward
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // eosConfig is testConfig in exactly_once mode.
@@ -252,5 +257,175 @@ func TestExactlyOnceFenced(t *testing.T) {
 		if r.id[0] == 'x' {
 			t.Fatalf("the fenced forwarder's record %s was committed", r.id)
 		}
+	}
+}
+
+// silentFor makes every broker answer nothing (connections stay open) from
+// now for d: an outage of the uplink or a paused cluster.
+func silentFor(c *kfake.Cluster, d time.Duration) *atomic.Int64 {
+	until := time.Now().Add(d)
+	var hits atomic.Int64
+	c.Control(func(kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		if time.Now().Before(until) {
+			hits.Add(1)
+			return nil, nil, true
+		}
+		return nil, nil, false
+	})
+	return &hits
+}
+
+// TestExactlyOnceThroughFaults streams records into two outboxes while the
+// 3-broker cluster misbehaves; a read_committed consumer must see every
+// record exactly once, in per-key order, and the forwarder must never
+// consider itself fenced.
+func TestExactlyOnceThroughFaults(t *testing.T) {
+	cases := []struct {
+		name       string
+		txnTimeout time.Duration
+		during     func(t *testing.T, c *kfake.Cluster, stop <-chan struct{}) int64
+		aborts     bool // transactions must have been aborted
+	}{
+		{
+			name: "error responses",
+			during: func(t *testing.T, c *kfake.Cluster, stop <-chan struct{}) int64 {
+				hits := faultEvery(c, 3, 8, func(req kmsg.Request) (kmsg.Response, error, bool) {
+					return produceErrorResponse(req, kerr.UnknownServerError.Code), nil, true
+				})
+				<-stop
+				return hits.Load()
+			},
+			aborts: true,
+		},
+		{
+			name: "connections closed",
+			during: func(t *testing.T, c *kfake.Cluster, stop <-chan struct{}) int64 {
+				var seen, hits atomic.Int64
+				c.Control(func(kmsg.Request) (kmsg.Response, error, bool) {
+					c.KeepControl()
+					if seen.Add(1)%7 != 0 || hits.Load() >= 6 {
+						return nil, nil, false
+					}
+					hits.Add(1)
+					return nil, errors.New("injected"), true
+				})
+				<-stop
+				return hits.Load()
+			},
+		},
+		{
+			name: "broker outage and return",
+			during: func(t *testing.T, c *kfake.Cluster, stop <-chan struct{}) int64 {
+				time.Sleep(100 * time.Millisecond) // mid-stream
+				hits := silentFor(c, 3*time.Second)
+				<-stop
+				return hits.Load()
+			},
+			aborts: true,
+		},
+		{
+			name:       "transaction timeout while offline",
+			txnTimeout: time.Second,
+			during: func(t *testing.T, c *kfake.Cluster, stop <-chan struct{}) int64 {
+				time.Sleep(100 * time.Millisecond)
+				hits := silentFor(c, 4*time.Second)
+				<-stop
+				return hits.Load()
+			},
+			aborts: true,
+		},
+		{
+			name: "coordinator and leaders move",
+			during: func(t *testing.T, c *kfake.Cluster, stop <-chan struct{}) int64 {
+				var n int64
+				tick := time.NewTicker(30 * time.Millisecond)
+				defer tick.Stop()
+				for {
+					select {
+					case <-stop:
+						return n
+					case <-tick.C:
+					}
+					n++
+					switch n % 3 {
+					case 0:
+						c.RehashCoordinators()
+					case 1:
+						c.ShufflePartitionLeaders()
+					default:
+						if err := c.MoveTopicPartition(testTopics[0], int32(n%3), int32(n%3)); err != nil {
+							t.Errorf("move: %v", err)
+						}
+					}
+				}
+			},
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newEOSCluster(t)
+			cfg := eosConfig(c.ListenAddrs())
+			cfg.RequestTimeout = 700 * time.Millisecond
+			dir := t.TempDir()
+			sums := openTestOutbox(t, dir, KindSummaries, OutboxConfig{MaxBytes: 16 << 20})
+			alrt := openTestOutbox(t, dir, KindAlerts, OutboxConfig{MaxBytes: 16 << 20})
+			f, err := New(cfg, []*Outbox{sums, alrt}, testLogger(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			f.txnTimeoutOverride = tc.txnTimeout
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- f.Run(ctx) }()
+			defer func() {
+				cancel()
+				if err := <-done; err != nil {
+					t.Errorf("Run: %v", err)
+				}
+			}()
+			cons := readCommitted(t, c, testTopics[0], testTopics[1])
+
+			stop := make(chan struct{})
+			var injected int64
+			var wg sync.WaitGroup
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				injected = tc.during(t, c, stop)
+			}()
+			const n = 3000
+			for i := 0; i < n; i += 30 {
+				appendSeq(t, sums, "s", i, i+30, 13, 30)
+				appendSeq(t, alrt, "a", i, i+30, 7, 30)
+				time.Sleep(time.Millisecond) // a stream, not one burst: faults land mid-flow
+			}
+			waitFor(t, 60*time.Second, "outboxes committed", func() (bool, string) {
+				st := f.Status()
+				return st.Committed[KindSummaries] == n && st.Committed[KindAlerts] == n, fmt.Sprintf("%+v", st)
+			})
+			close(stop)
+			wg.Wait()
+			recs := cons.waitIDs(t, 20*time.Second, "s", 0, n)
+			recs = append(recs, cons.waitIDs(t, 20*time.Second, "a", 0, n)...)
+			recs = cons.snapshot()
+			exactlyOnce(t, recs, "s", 0, n)
+			exactlyOnce(t, recs, "a", 0, n)
+			st := f.Status()
+			t.Logf("injected %d faults; transactions committed %d aborted %d; retries %d errors %v; last error %q",
+				injected, st.TxnCommitted, st.TxnAborted, st.Retries, st.Errors, st.LastError)
+			if injected == 0 {
+				t.Fatalf("no fault was injected")
+			}
+			if st.Fenced {
+				t.Errorf("fenced: %s", st.FencedReason)
+			}
+			if tc.aborts && st.TxnAborted == 0 {
+				t.Errorf("no transaction aborted")
+			}
+			if s := sums.Stats(); s.Acked != n || s.Undeliverable != 0 || s.Dropped != 0 || s.AckedIndex != n {
+				t.Errorf("outbox: %+v", s)
+			}
+		})
 	}
 }
