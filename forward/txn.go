@@ -44,8 +44,10 @@ import (
 // whole and sent again from the committed position, so committed records
 // follow outbox order.
 
-// fencedError reports a producer fenced by a newer one with the same
-// transactional id: another gateway process with the same id.
+// isFenced reports an error that may mean a producer fenced by a newer one
+// with the same transactional id (another gateway process with the same
+// id), or a transaction Kafka timed out (kgo recovers from that one when
+// the next transaction begins; see txnSender.fail).
 func isFenced(err error) bool {
 	return errors.Is(err, kerr.ProducerFenced) || errors.Is(err, kerr.TransactionalIDAuthorizationFailed) ||
 		errors.Is(err, kerr.InvalidProducerEpoch)
@@ -520,7 +522,7 @@ func (s *txnSender) round(ctx context.Context) (int, error) {
 			at = newAttempt(context.WithoutCancel(ctx), s.timeout)
 		}
 		bytes += int64(len(s.reader.Record()))
-		kr := (&sender{topic: s.topic}).kafkaRecord(&rec)
+		kr := kafkaRecord(&rec, s.topic)
 		at.add()
 		produced++
 		s.f.sent.Add(1)

@@ -22,6 +22,9 @@ import (
 	"github.com/runnel-iot/runnel/wal"
 )
 
+// tortureLong is read before TestMain clears the RUNNEL_* variables.
+var tortureLong = os.Getenv("RUNNEL_TORTURE") == "long"
+
 // keyedID is one outbox record: its id and Kafka key.
 type keyedID struct{ id, key string }
 
@@ -145,7 +148,7 @@ func runForwardTorture(t *testing.T, mode string) tortureResult {
 	defer func() { cancel(); consumed.Wait() }()
 
 	pause := 5 * time.Second
-	if os.Getenv("RUNNEL_TORTURE") == "long" {
+	if tortureLong {
 		pause = 30 * time.Second
 	}
 	crashEnv := append(loopbackEnv(env, crashed), append(extra, "RUNNEL_KAFKA_BROKERS="+strings.Join(addrs, ","),
