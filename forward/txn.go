@@ -109,6 +109,7 @@ type txnSender struct {
 	committed uint64
 	synced    bool
 	known     bool // committed was read from Kafka once
+	stale     bool // a flush gave up with records in flight: the client is replaced
 	reader    *wal.Reader
 	next      uint64
 	failures  int
@@ -194,10 +195,27 @@ func (s *txnSender) run(ctx context.Context) {
 // failure counted and logged, and the backoff waited out. It returns true
 // when the sender must stop: fenced, or ctx ended.
 func (s *txnSender) fail(ctx context.Context, what string, err error) bool {
-	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.timeout)
-	_ = s.cl.AbortBufferedRecords(actx)
-	aerr := s.cl.EndTransaction(actx, kgo.TryAbort)
-	cancel()
+	var aerr error
+	if s.stale {
+		// Records were still in flight when the round gave up (a silent
+		// broker): kgo would send them later, in whatever transaction the
+		// client is then in. A new client gets a new producer epoch
+		// (InitProducerID), which aborts the open transaction and makes
+		// Kafka refuse those late requests. It would also fence a newer
+		// gateway with the same id started meanwhile, which then stops.
+		s.cl.Close()
+		cl, cerr := kgo.NewClient(s.clientOpts()...)
+		if cerr != nil {
+			s.logger.Error("create transactional kafka producer", "err", cerr)
+			return true
+		}
+		s.cl, s.stale = cl, false
+	} else {
+		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.timeout)
+		_ = s.cl.AbortBufferedRecords(actx)
+		aerr = s.cl.EndTransaction(actx, kgo.TryAbort)
+		cancel()
+	}
 	s.f.txn.aborted.Add(1)
 	if isFenced(err) || isFenced(aerr) {
 		// kgo recovers a producer whose transaction Kafka timed out
@@ -438,6 +456,7 @@ func (s *txnSender) flush(ctx context.Context) error {
 	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.timeout+5*time.Second)
 	defer cancel()
 	if err := s.cl.Flush(fctx); err != nil {
+		s.stale = true
 		return fmt.Errorf("flush transaction: %w", err)
 	}
 	return nil
