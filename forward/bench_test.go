@@ -185,3 +185,43 @@ func cpuTime() time.Duration {
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
+
+// BenchmarkDrainDelivery drains a backlog of b.N summaries of 10,000
+// series in each delivery mode, in the same run: the forwarding cost
+// alone, without the appends (kfake in process: its CPU is included).
+func BenchmarkDrainDelivery(b *testing.B) {
+	for _, mode := range []string{DeliveryAtLeastOnce, DeliveryExactlyOnce} {
+		b.Run(mode, func(b *testing.B) {
+			c := newCluster(b)
+			cfg := benchConfig(c)
+			cfg.Delivery = mode
+			o := openTestOutbox(b, b.TempDir(), KindSummaries, OutboxConfig{MaxBytes: 1 * wal.GiB})
+			for i := 0; i < b.N; i += 1000 {
+				recs := make([]Record, 0, 1000)
+				for j := i; j < min(i+1000, b.N); j++ {
+					rec := summaryRecord(j)
+					series := fmt.Sprintf("gw-0042|env,device=pi-%05d|temp|1m", j%10000)
+					rec.Key, rec.ID = []byte(series), fmt.Sprintf("%s/%d", series, j)
+					recs = append(recs, rec)
+				}
+				if err := o.Append(context.Background(), recs); err != nil {
+					b.Fatal(err)
+				}
+			}
+			runtime.GC()
+			cpu0 := cpuTime()
+			b.ResetTimer()
+			start := time.Now()
+			r := startForwarder(b, cfg, o)
+			waitAcked(b, o, uint64(b.N), 5*time.Minute)
+			d := time.Since(start)
+			b.StopTimer()
+			cpu := cpuTime() - cpu0
+			b.ReportMetric(float64(b.N)/d.Seconds(), "summaries/s")
+			b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "cpu-µs/summary")
+			if st := r.f.Status(); st.TxnCommitted > 0 {
+				b.ReportMetric(float64(st.TxnRecords)/float64(st.TxnCommitted), "records/txn")
+			}
+		})
+	}
+}
