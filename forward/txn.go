@@ -108,7 +108,7 @@ type txnSender struct {
 	partition int32 // of the positions topic holding our key
 	committed uint64
 	synced    bool
-	known     bool // committed was read from Kafka once
+	pending   pendingCommit // the last round whose commit failed: it may have landed
 	stale     bool // a flush gave up with records in flight: the client is replaced
 	reader    *wal.Reader
 	next      uint64
@@ -269,6 +269,12 @@ func (s *txnSender) fail(ctx context.Context, what string, err error) bool {
 	}
 }
 
+// pendingCommit is a round whose EndTransaction failed: Kafka may have
+// committed it (the next sync tells, by the position it reads back).
+type pendingCommit struct {
+	last, produced uint64
+}
+
 type recordErr struct {
 	index uint64
 	err   error
@@ -330,16 +336,15 @@ func (s *txnSender) sync(ctx context.Context) error {
 	case pos > local:
 		s.logger.Info("resuming from kafka's committed position, ahead of the local one (a crash after a commit)", "kafka_index", pos, "local_index", local)
 	}
-	if s.known && pos > s.committed {
-		// A commit whose outcome was unknown (the uplink failed during
+	if p := s.pending; p.last != 0 && pos == p.last {
+		// The commit whose outcome was unknown (the uplink failed during
 		// EndTransaction) had landed: its records count as acknowledged.
-		n := pos - s.committed
-		s.o.acked.Add(n)
-		s.f.acked.Add(n)
+		s.o.acked.Add(p.produced)
+		s.f.acked.Add(p.produced)
 		s.f.txn.committed.Add(1)
-		s.f.txn.records.Add(n)
+		s.f.txn.records.Add(p.produced)
 	}
-	s.known = true
+	s.pending = pendingCommit{}
 	s.setCommitted(pos)
 	s.next = pos + 1
 	s.reader = s.o.log.NewReader(s.next)
@@ -593,8 +598,10 @@ func (s *txnSender) round(ctx context.Context) (int, error) {
 		return 0, err
 	}
 	if err := s.commit(ctx); err != nil {
+		s.pending = pendingCommit{last: last, produced: uint64(produced)}
 		return 0, err
 	}
+	s.pending = pendingCommit{}
 	s.f.txn.committed.Add(1)
 	s.f.txn.records.Add(uint64(produced))
 	s.o.acked.Add(uint64(produced))

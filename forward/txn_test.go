@@ -429,3 +429,80 @@ func TestExactlyOnceThroughFaults(t *testing.T) {
 		})
 	}
 }
+
+// TestExactlyOnceRecordTooLarge: a record larger than a batch fails its
+// transaction, which is aborted; it is then sent alone once more, and
+// skipped and counted; its neighbours are committed once each, in order.
+func TestExactlyOnceRecordTooLarge(t *testing.T) {
+	c := newEOSCluster(t)
+	cfg := eosConfig(c.ListenAddrs())
+	cfg.BatchMaxBytes = 16 * 1024
+	o := openTestOutbox(t, t.TempDir(), KindSummaries, OutboxConfig{MaxBytes: 16 << 20})
+	cons := readCommitted(t, c, testTopics[0])
+	appendSeq(t, o, "s", 0, 100, 3, 100)
+	big := seqRecord("s", 100, 3)
+	big.Value = make([]byte, 40*1024)
+	if err := o.Append(context.Background(), []Record{big}); err != nil {
+		t.Fatal(err)
+	}
+	appendSeq(t, o, "s", 101, 200, 3, 99)
+	r := startForwarder(t, cfg, o)
+	waitFor(t, 20*time.Second, "committed", func() (bool, string) {
+		st := r.f.Status()
+		return st.Committed[KindSummaries] == 200, fmt.Sprintf("%+v", st)
+	})
+	recs := cons.waitIDs(t, 10*time.Second, "s", 101, 200)
+	recs = cons.snapshot()
+	exactlyOnce(t, recs, "s", 0, 100)
+	exactlyOnce(t, recs, "s", 101, 200)
+	if len(missingIDs(recs, "s", 100, 101)) != 1 {
+		t.Errorf("the oversized record was delivered")
+	}
+	st := r.f.Status()
+	if s := o.Stats(); s.Undeliverable != 1 || s.Acked != 199 || st.Errors[ErrKindRecordTooLarge] == 0 || st.TxnAborted == 0 {
+		t.Errorf("outbox %+v, errors %v, aborted %d", s, st.Errors, st.TxnAborted)
+	}
+}
+
+// TestExactlyOnceDropOldest: while Kafka is silent a small drop_oldest
+// outbox drops its oldest entries (counted); once Kafka answers, what is
+// left is committed once each and no dropped entry is ever half-sent.
+func TestExactlyOnceDropOldest(t *testing.T) {
+	c := newEOSCluster(t)
+	cfg := eosConfig(c.ListenAddrs())
+	o := openTestOutbox(t, t.TempDir(), KindSummaries, smallOutbox(PolicyDropOldest))
+	r := startForwarder(t, cfg, o)
+	appendSeq(t, o, "s", 0, 10, 3, 10)
+	waitFor(t, 20*time.Second, "first committed", func() (bool, string) {
+		st := r.f.Status()
+		return st.Committed[KindSummaries] == 10, fmt.Sprintf("%+v", st)
+	})
+	var silent atomic.Bool
+	c.Control(func(kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		return nil, nil, silent.Load()
+	})
+	silent.Store(true)
+	const n = 20000 // about 2 MiB: twice the quota
+	appendSeq(t, o, "s", 10, n, 3, 100)
+	if o.Stats().Dropped == 0 {
+		t.Fatalf("nothing dropped: %+v", o.Stats())
+	}
+	silent.Store(false)
+	waitFor(t, 30*time.Second, "committed", func() (bool, string) {
+		st := r.f.Status()
+		return st.Committed[KindSummaries] == n, fmt.Sprintf("%+v", st)
+	})
+	cons := readCommitted(t, c, testTopics[0])
+	recs := cons.waitIDs(t, 20*time.Second, "s", n-100, n)
+	recs = cons.snapshot()
+	if d := duplicates(recs); len(d) > 0 {
+		t.Errorf("%d ids more than once", len(d))
+	}
+	checkKeyOrder(t, recs)
+	s := o.Stats()
+	missing := len(missingIDs(recs, "s", 0, n))
+	if uint64(missing) != s.Dropped || s.Acked+s.Dropped != n {
+		t.Errorf("%d ids missing, %d dropped, %d acked of %d", missing, s.Dropped, s.Acked, n)
+	}
+}
