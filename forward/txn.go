@@ -109,7 +109,7 @@ type txnSender struct {
 	committed uint64
 	synced    bool
 	pending   pendingCommit // the last round whose commit failed: it may have landed
-	stale     bool // a flush gave up with records in flight: the client is replaced
+	stale     bool          // a flush gave up with records in flight: the client is replaced
 	reader    *wal.Reader
 	next      uint64
 	failures  int
