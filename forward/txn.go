@@ -174,6 +174,10 @@ func (s *txnSender) run(ctx context.Context) {
 			s.failures = 0
 		}
 		n, err := s.round(ctx)
+		if errors.Is(err, wal.ErrClosed) {
+			s.logger.Warn("outbox closed while forwarding; stopping its delivery")
+			return
+		}
 		if err != nil {
 			s.synced = false
 			if s.fail(ctx, "round", err) {
@@ -322,6 +326,13 @@ func (s *txnSender) sync(ctx context.Context) error {
 	}
 	local := s.o.position()
 	switch {
+	case found && pos > s.o.log.LastIndex():
+		// Entries are durable before they are sent, so this outbox never
+		// had them: a new data directory under an old gateway id. Its
+		// entries are new; skipping them would lose them.
+		s.logger.Warn("kafka's committed position is past the outbox's newest entry (a new data directory with a reused gateway id?); resuming from the local position",
+			"kafka_index", pos, "last_index", s.o.log.LastIndex(), "local_index", local)
+		pos = local
 	case !found:
 		pos = local
 		s.logger.Info("no committed position in kafka yet; starting from the local one", "index", local)
@@ -501,7 +512,7 @@ func (s *txnSender) round(ctx context.Context) (int, error) {
 		if !s.reader.Next() {
 			if err := s.reader.Err(); err != nil {
 				if errors.Is(err, wal.ErrClosed) {
-					return 0, nil
+					return 0, err
 				}
 				s.reader = s.o.log.NewReader(s.committed + 1)
 				return 0, fmt.Errorf("read outbox %s at %d: %w", s.o.kind, s.next, err)

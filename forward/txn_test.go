@@ -506,3 +506,31 @@ func TestExactlyOnceDropOldest(t *testing.T) {
 		t.Errorf("%d ids missing, %d dropped, %d acked of %d", missing, s.Dropped, s.Acked, n)
 	}
 }
+
+// TestExactlyOnceNewDataDir: Kafka holds a position for this gateway id
+// past the end of the outbox (the data directory was replaced): the new
+// outbox's entries are sent, not skipped.
+func TestExactlyOnceNewDataDir(t *testing.T) {
+	c := newEOSCluster(t)
+	cfg := eosConfig(c.ListenAddrs())
+	o := openTestOutbox(t, t.TempDir(), KindSummaries, OutboxConfig{MaxBytes: 16 << 20})
+	appendSeq(t, o, "old", 0, 300, 5, 100)
+	r := startForwarder(t, cfg, o)
+	waitFor(t, 20*time.Second, "committed", func() (bool, string) {
+		st := r.f.Status()
+		return st.Committed[KindSummaries] == 300, fmt.Sprintf("%+v", st)
+	})
+	r.stop(t)
+	o.Close()
+
+	o2 := openTestOutbox(t, t.TempDir(), KindSummaries, OutboxConfig{MaxBytes: 16 << 20})
+	appendSeq(t, o2, "new", 0, 100, 5, 100)
+	r2 := startForwarder(t, cfg, o2)
+	cons := readCommitted(t, c, testTopics[0])
+	recs := cons.waitIDs(t, 20*time.Second, "new", 0, 100)
+	exactlyOnce(t, recs, "new", 0, 100)
+	waitFor(t, 10*time.Second, "committed", func() (bool, string) {
+		st := r2.f.Status()
+		return st.Committed[KindSummaries] == 100, fmt.Sprintf("%+v", st)
+	})
+}
