@@ -469,7 +469,7 @@ func (s *txnSender) readPosition(ctx context.Context, end int64) (uint64, bool, 
 // flush sends what the producer buffered, bounded by one round's timeout
 // (records carry their attempt's deadline as well).
 func (s *txnSender) flush(ctx context.Context) error {
-	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.timeout+5*time.Second)
+	fctx, cancel := s.graceCtx(ctx, s.timeout+5*time.Second)
 	defer cancel()
 	if err := s.cl.Flush(fctx); err != nil {
 		s.stale = true
@@ -478,8 +478,21 @@ func (s *txnSender) flush(ctx context.Context) error {
 	return nil
 }
 
+// graceCtx bounds a step by timeout, and once ctx ended (shutdown) by
+// shutdownGrace: the round in progress may finish, a stuck one does not
+// hold the shutdown (its open transaction is aborted by the next start's
+// InitProducerID, or by Kafka's transaction timeout).
+func (s *txnSender) graceCtx(ctx context.Context, timeout time.Duration) (context.Context, context.CancelFunc) {
+	gctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
+	stop := context.AfterFunc(ctx, func() {
+		t := time.AfterFunc(shutdownGrace, cancel)
+		context.AfterFunc(gctx, func() { t.Stop() })
+	})
+	return gctx, func() { stop(); cancel() }
+}
+
 func (s *txnSender) commit(ctx context.Context) error {
-	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.timeout)
+	cctx, cancel := s.graceCtx(ctx, s.timeout)
 	defer cancel()
 	if err := s.cl.EndTransaction(cctx, kgo.TryCommit); err != nil {
 		return fmt.Errorf("commit transaction: %w", err)

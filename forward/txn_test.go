@@ -534,3 +534,35 @@ func TestExactlyOnceNewDataDir(t *testing.T) {
 		return st.Committed[KindSummaries] == 100, fmt.Sprintf("%+v", st)
 	})
 }
+
+// TestExactlyOnceShutdownBounded: a round stuck on a silent broker does
+// not hold the shutdown past the grace period, whatever request_timeout.
+func TestExactlyOnceShutdownBounded(t *testing.T) {
+	c := newEOSCluster(t)
+	cfg := eosConfig(c.ListenAddrs())
+	cfg.RequestTimeout = 30 * time.Second
+	o := openTestOutbox(t, t.TempDir(), KindSummaries, OutboxConfig{MaxBytes: 16 << 20})
+	r := startForwarder(t, cfg, o)
+	appendSeq(t, o, "s", 0, 10, 3, 10)
+	waitFor(t, 20*time.Second, "first committed", func() (bool, string) {
+		st := r.f.Status()
+		return st.Committed[KindSummaries] == 10, fmt.Sprintf("%+v", st)
+	})
+	var silent atomic.Bool
+	c.Control(func(kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		return nil, nil, silent.Load()
+	})
+	silent.Store(true)
+	appendSeq(t, o, "s", 10, 20, 3, 10)
+	waitFor(t, 10*time.Second, "round in flight", func() (bool, string) {
+		st := r.f.Status()
+		return st.Sent == 20, fmt.Sprintf("sent %d", st.Sent)
+	})
+	start := time.Now()
+	r.stop(t)
+	if d := time.Since(start); d > shutdownGrace+3*time.Second {
+		t.Errorf("Run returned %s after cancel, want within about %s", d, shutdownGrace)
+	}
+	silent.Store(false)
+}
