@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"runtime"
+	"syscall"
 	"testing"
 	"time"
 
@@ -130,5 +131,97 @@ func BenchmarkBacklogDrain1M(b *testing.B) {
 		reportWire(b, r.f, n, d)
 		r.stop(b)
 		b.StartTimer()
+	}
+}
+
+// BenchmarkForwardDelivery compares exactly_once with at_least_once in
+// the same run: b.N summaries of 10,000 series (keys), appended in
+// batches of 100 while forwarded to kfake (one broker, in process, so the
+// CPU figure includes the broker's share), measured until the last is
+// committed. Reports summaries/s and CPU µs per summary (user+system of
+// the whole process).
+func BenchmarkForwardDelivery(b *testing.B) {
+	for _, mode := range []string{DeliveryAtLeastOnce, DeliveryExactlyOnce} {
+		b.Run(mode, func(b *testing.B) {
+			c := newCluster(b)
+			cfg := benchConfig(c)
+			cfg.Delivery = mode
+			o := openTestOutbox(b, b.TempDir(), KindSummaries, OutboxConfig{MaxBytes: 512 * wal.MiB})
+			r := startForwarder(b, cfg, o)
+			b.ReportAllocs()
+			cpu0 := cpuTime()
+			b.ResetTimer()
+			start := time.Now()
+			for i := 0; i < b.N; i += 100 {
+				recs := make([]Record, 0, 100)
+				for j := i; j < min(i+100, b.N); j++ {
+					rec := summaryRecord(j)
+					series := fmt.Sprintf("gw-0042|env,device=pi-%05d|temp|1m", j%10000)
+					rec.Key, rec.ID = []byte(series), fmt.Sprintf("%s/%d", series, j)
+					recs = append(recs, rec)
+				}
+				if err := o.Append(context.Background(), recs); err != nil {
+					b.Fatal(err)
+				}
+			}
+			waitAcked(b, o, uint64(b.N), 5*time.Minute)
+			d := time.Since(start)
+			b.StopTimer()
+			cpu := cpuTime() - cpu0
+			b.ReportMetric(float64(b.N)/d.Seconds(), "summaries/s")
+			b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "cpu-µs/summary")
+			if st := r.f.Status(); st.TxnCommitted > 0 {
+				b.ReportMetric(float64(st.TxnRecords)/float64(st.TxnCommitted), "records/txn")
+			}
+		})
+	}
+}
+
+// cpuTime is the process's user+system CPU time so far.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// BenchmarkDrainDelivery drains a backlog of b.N summaries of 10,000
+// series in each delivery mode, in the same run: the forwarding cost
+// alone, without the appends (kfake in process: its CPU is included).
+func BenchmarkDrainDelivery(b *testing.B) {
+	for _, mode := range []string{DeliveryAtLeastOnce, DeliveryExactlyOnce} {
+		b.Run(mode, func(b *testing.B) {
+			c := newCluster(b)
+			cfg := benchConfig(c)
+			cfg.Delivery = mode
+			o := openTestOutbox(b, b.TempDir(), KindSummaries, OutboxConfig{MaxBytes: 1 * wal.GiB})
+			for i := 0; i < b.N; i += 1000 {
+				recs := make([]Record, 0, 1000)
+				for j := i; j < min(i+1000, b.N); j++ {
+					rec := summaryRecord(j)
+					series := fmt.Sprintf("gw-0042|env,device=pi-%05d|temp|1m", j%10000)
+					rec.Key, rec.ID = []byte(series), fmt.Sprintf("%s/%d", series, j)
+					recs = append(recs, rec)
+				}
+				if err := o.Append(context.Background(), recs); err != nil {
+					b.Fatal(err)
+				}
+			}
+			runtime.GC()
+			cpu0 := cpuTime()
+			b.ResetTimer()
+			start := time.Now()
+			r := startForwarder(b, cfg, o)
+			waitAcked(b, o, uint64(b.N), 5*time.Minute)
+			d := time.Since(start)
+			b.StopTimer()
+			cpu := cpuTime() - cpu0
+			b.ReportMetric(float64(b.N)/d.Seconds(), "summaries/s")
+			b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "cpu-µs/summary")
+			if st := r.f.Status(); st.TxnCommitted > 0 {
+				b.ReportMetric(float64(st.TxnRecords)/float64(st.TxnCommitted), "records/txn")
+			}
+		})
 	}
 }

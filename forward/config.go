@@ -118,6 +118,18 @@ const (
 
 var compressions = []string{"zstd", "lz4", "snappy", "gzip", "none"}
 
+// Delivery guarantees (`kafka.delivery`).
+const (
+	// DeliveryAtLeastOnce: idempotent producer, the outbox position kept
+	// on local disk only; a crash or failed attempt sends records again.
+	DeliveryAtLeastOnce = "at_least_once"
+	// DeliveryExactlyOnce: each outbox is sent by a transactional producer
+	// whose transactions carry the records and the outbox position they
+	// advance to (PositionsTopic); read_committed consumers see every
+	// record once. See the package documentation.
+	DeliveryExactlyOnce = "exactly_once"
+)
+
 // KafkaConfig is the `kafka` section: the producer and the outboxes.
 type KafkaConfig struct {
 	// Brokers are the seed brokers, host:port. Empty turns forwarding off
@@ -144,6 +156,13 @@ type KafkaConfig struct {
 	TLS            TLSConfig     `yaml:"tls"`
 	SASL           SASLConfig    `yaml:"sasl"`
 	Outbox         OutboxConfigs `yaml:"outbox"`
+	// Delivery is at_least_once (the default, also when empty) or
+	// exactly_once.
+	Delivery string `yaml:"delivery"`
+	// PositionsTopic holds, in exactly_once mode, the outbox position each
+	// transaction committed, keyed by client id and outbox kind; created
+	// (compacted, one partition) when missing.
+	PositionsTopic string `yaml:"positions_topic"`
 }
 
 // DefaultKafkaConfig returns the defaults: forwarding off until brokers are
@@ -159,6 +178,8 @@ func DefaultKafkaConfig() KafkaConfig {
 		BatchMaxBytes:  1 * wal.MiB,
 		RequestTimeout: 30 * time.Second,
 		Backoff:        Backoff{Initial: 500 * time.Millisecond, Max: 30 * time.Second},
+		Delivery:       DeliveryAtLeastOnce,
+		PositionsTopic: "runnel.positions",
 		Outbox: OutboxConfigs{
 			Summaries: OutboxConfig{MaxBytes: 64 * wal.MiB, Policy: PolicyDropOldest},
 			Alerts:    OutboxConfig{MaxBytes: 128 * wal.MiB, Policy: PolicyDropOldest},
@@ -249,6 +270,16 @@ func (c KafkaConfig) Validate() error {
 	}
 	if c.Backoff.Max < c.Backoff.Initial || c.Backoff.Max > time.Hour {
 		errs.add("backoff.max", "%s is out of range: from backoff.initial (%s) to 1h", c.Backoff.Max, c.Backoff.Initial)
+	}
+	switch c.Delivery {
+	case "", DeliveryAtLeastOnce, DeliveryExactlyOnce:
+	default:
+		errs.add("delivery", "%q is not one of %s, %s", c.Delivery, DeliveryAtLeastOnce, DeliveryExactlyOnce)
+	}
+	if c.Delivery == DeliveryExactlyOnce {
+		if err := checkTopic(c.PositionsTopic); err != nil {
+			errs.add("positions_topic", "%q: %v", c.PositionsTopic, err)
+		}
 	}
 	c.TLS.validate(&errs)
 	c.SASL.validate(&errs)

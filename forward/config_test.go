@@ -67,6 +67,12 @@ func TestKafkaConfigValidate(t *testing.T) {
 		c.Outbox.Alerts.MaxBytes = 1000
 		c.Outbox.Sketches.Policy = "spill"
 	}, "outbox.alerts.max_bytes", "outbox.sketches.policy")
+	f("delivery", func(c *KafkaConfig) { c.Delivery = "at_most_once" }, "delivery")
+	f("positions topic", func(c *KafkaConfig) {
+		c.Delivery = DeliveryExactlyOnce
+		c.PositionsTopic = "a b"
+	}, "positions_topic")
+	f("positions topic unused", func(c *KafkaConfig) { c.PositionsTopic = "" })
 	f("client id", func(c *KafkaConfig) { c.ClientID = string(make([]byte, 300)) }, "client_id")
 }
 

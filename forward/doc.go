@@ -1,6 +1,7 @@
 // Package forward keeps Runnel's outbound records on disk until Kafka has
 // them: durable outboxes, and the producer that drains them at-least-once
-// through outages.
+// (or, with kafka.delivery exactly_once, in Kafka transactions, exactly
+// once for read_committed consumers) through outages.
 //
 // forward knows records (topic, key, value, headers, id), not windows or
 // alerts: the gateway turns closed-window summaries, alert events and
@@ -88,12 +89,52 @@
 // session. Every record carries its deterministic id in the runnel-id
 // header, first among its headers, so consumers drop the duplicates.
 //
+// # Exactly once (kafka.delivery: exactly_once)
+//
+// Each outbox is sent by its own transactional producer, transactional id
+// runnel-<client_id>-<kind> (client_id defaults to the gateway id). A round
+// is one transaction: its records and one position record, the outbox
+// index the round advances to, keyed <client_id>|<kind> in the compacted
+// positions topic (kafka.positions_topic, created with one partition and
+// cleanup.policy=compact when missing). Kafka commits both or neither. The
+// round is flushed and every promise checked; any failure aborts the whole
+// transaction and, after the backoff, the sender synchronises again.
+//
+// Synchronising (at start and after any failure) commits a transaction
+// holding only a sync record in the same partition: its InitProducerID
+// fences any older producer with the same id and aborts its open
+// transaction (a gateway killed between produce and commit), and its
+// offset bounds the read that follows: the partition is read with
+// isolation level read_committed up to it, and sending resumes after the
+// last committed position found, not after the local ack file, which is
+// written after the commit and may lag it (a gateway killed between commit
+// and the local write). The local file is used only while Kafka has no
+// position, or when Kafka's is behind it (the positions topic lost). The
+// outbox is released only behind what Kafka committed; quotas and drop
+// policies apply as in at-least-once mode (a dropped or undeliverable
+// entry is counted and skipped: it is in no transaction, never half-sent).
+//
+// A producer fenced by a newer one with the same transactional id (a
+// second gateway process with the same id) stops forwarding that outbox
+// and reports it in Status.Fenced and FencedReason (the gateway's /readyz
+// turns not ready). A transaction Kafka aborted by its timeout while the
+// uplink was down is recovered by kgo (KIP-360) and redone. The
+// transaction timeout is 2*(request_timeout+linger)+5s, at least 10s.
+//
+// Consumers reading with read_committed see every record once, in per-key
+// order; read_uncommitted consumers also see the records of aborted
+// transactions. Readings enter the gateway at least once from clients and
+// are de-duplicated in windows by the WAL index, so a summary is the same
+// record whatever the crashes.
+//
 // # The idempotent-producer hang
 //
 // An idempotent kgo producer waits forever for the answer to a request it
 // sent, ignoring contexts and record timeouts, so a broker that accepts
 // connections and never answers would hang delivery (LIBRARY-NOTES). The
-// clients set AllowIdempotentProduceCancellation, and every round's
+// at-least-once clients set AllowIdempotentProduceCancellation (kgo
+// refuses it with a transactional id: a transactional round that
+// outlives its deadline is aborted instead), and every round's
 // records share an attempt context cancelled at request_timeout (plus
 // linger): kgo then aborts the request and fails the records, which stay
 // in the outbox for the next round. The context ends by cancellation, not
@@ -111,8 +152,9 @@
 // when Kafka goes silent (a metadata request once Kafka was not heard from
 // for 3s, answered within 5s or the uplink is down: a silent broker is
 // reported within 8s, not at request_timeout); it returns after all have
-// stopped. forward does not deduplicate (consumers do, by id), does not
-// create topics, and does not order records across keys or outboxes. A
+// stopped. At least once, forward does not deduplicate (consumers do, by
+// id); it creates no topic but the positions topic (exactly_once), and
+// does not order records across keys or outboxes. A
 // kgo client never adopts the new id of a recreated topic; the loop purges
 // the topic from its client when Kafka reports UNKNOWN_TOPIC_ID.
 package forward

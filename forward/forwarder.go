@@ -60,6 +60,12 @@ type Forwarder struct {
 	lastContact          atomic.Int64 // unix ns: last acknowledgement or answered probe
 	probes, probeFails   atomic.Uint64
 
+	// exactly_once mode
+	txn                txnStats
+	txnSenders         []*txnSender  // set by Run, read by Status
+	txnSendersMu       sync.Mutex    // guards txnSenders
+	txnTimeoutOverride time.Duration // tests: a shorter transaction timeout
+
 	mu        sync.Mutex // guards the fields below
 	lastErr   string
 	lastErrAt time.Time
@@ -88,6 +94,23 @@ type Status struct {
 	WireBytes                uint64 // compressed batch bytes
 	RawBytes                 uint64 // the same records before compression
 	Outboxes                 map[string]OutboxStats
+
+	// Delivery is the kafka.delivery mode: at_least_once or exactly_once.
+	Delivery string
+	// exactly_once only. Fenced: another producer with the same
+	// transactional id (a second gateway process with this gateway's id)
+	// took over at least one outbox, which this process no longer
+	// forwards; FencedReason says which and why. Restart the gateway once
+	// the other one is gone.
+	Fenced       bool
+	FencedReason string
+	// Transactions committed and aborted (each failed round or sync is
+	// aborted and redone), and producers fenced; TxnRecords are the
+	// records the committed transactions carried.
+	TxnCommitted, TxnAborted, TxnFenced, TxnRecords uint64
+	// Committed is, per outbox kind, the outbox index up to which Kafka
+	// committed (the position record of the last committed transaction).
+	Committed map[string]uint64
 }
 
 // New validates cfg and prepares a forwarder for the outboxes; one outbox
@@ -173,10 +196,15 @@ func (f *Forwarder) Run(ctx context.Context) error {
 			o.detach()
 		}
 	}()
+	exactly := f.cfg.Delivery == DeliveryExactlyOnce
 	// One client per outbox: a sender's rounds must not be flushed by
-	// another's (see sender).
+	// another's (see sender). In exactly_once mode each txnSender makes
+	// its own transactional client.
 	clients := make([]*kgo.Client, len(f.outboxes))
 	for i := range f.outboxes {
+		if exactly {
+			break
+		}
 		cl, err := kgo.NewClient(f.opts...)
 		if err != nil {
 			for _, c := range clients[:i] {
@@ -186,10 +214,30 @@ func (f *Forwarder) Run(ctx context.Context) error {
 		}
 		clients[i] = cl
 	}
-	f.logger.Info("forwarding to kafka", "brokers", f.cfg.Brokers, "client_id", f.cfg.ClientID, "compression", f.cfg.Compression)
+	f.logger.Info("forwarding to kafka", "brokers", f.cfg.Brokers, "client_id", f.cfg.ClientID, "compression", f.cfg.Compression,
+		"delivery", f.delivery())
 	senders := make([]*sender, len(f.outboxes))
 	var wg sync.WaitGroup
+	if exactly {
+		tss := make([]*txnSender, len(f.outboxes))
+		for i, o := range f.outboxes {
+			tss[i] = newTxnSender(f, o, f.topics[i])
+		}
+		f.txnSendersMu.Lock()
+		f.txnSenders = tss
+		f.txnSendersMu.Unlock()
+		for _, ts := range tss {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				ts.run(ctx)
+			}()
+		}
+	}
 	for i, o := range f.outboxes {
+		if exactly {
+			break
+		}
 		senders[i] = newSender(f, clients[i], o, f.topics[i])
 		wg.Add(1)
 		go func(s *sender) {
@@ -220,6 +268,9 @@ func (f *Forwarder) Run(ctx context.Context) error {
 	}
 	wg.Wait()
 	for i, cl := range clients {
+		if cl == nil {
+			continue
+		}
 		cl.Close()
 		senders[i].finish()
 	}
@@ -306,5 +357,30 @@ func (f *Forwarder) Status() Status {
 	for _, o := range f.outboxes {
 		s.Outboxes[o.kind] = o.Stats()
 	}
+	s.Delivery = f.delivery()
+	if s.Delivery == DeliveryExactlyOnce {
+		s.TxnCommitted, s.TxnAborted = f.txn.committed.Load(), f.txn.aborted.Load()
+		s.TxnFenced, s.TxnRecords = f.txn.fenced.Load(), f.txn.records.Load()
+		s.Committed = make(map[string]uint64, len(f.outboxes))
+		f.txnSendersMu.Lock()
+		for _, ts := range f.txnSenders {
+			s.Committed[ts.o.kind] = ts.committedPos.Load()
+			if r := ts.fenced.Load(); r != nil {
+				s.Fenced = true
+				if s.FencedReason != "" {
+					s.FencedReason += "; "
+				}
+				s.FencedReason += *r
+			}
+		}
+		f.txnSendersMu.Unlock()
+	}
 	return s
+}
+
+func (f *Forwarder) delivery() string {
+	if f.cfg.Delivery == "" {
+		return DeliveryAtLeastOnce
+	}
+	return f.cfg.Delivery
 }

@@ -26,12 +26,6 @@ func clientOpts(cfg KafkaConfig, maxBuffered int, logger *slog.Logger, hooks ...
 		// acks=all and idempotence are kgo's defaults; stated so a change
 		// of defaults cannot weaken delivery.
 		kgo.RequiredAcks(kgo.AllISRAcks()),
-		// An idempotent producer waits forever for an answer to a request
-		// it sent (LIBRARY-NOTES): a broker that accepts the connection
-		// and never answers would hang records past every timeout. This
-		// lets the attempt's deadline fail them; the outbox still holds
-		// them, and the next attempt sends them again.
-		kgo.AllowIdempotentProduceCancellation(),
 		// The sender builds each round whole before anything is sent (see
 		// sender); it lingers itself, so kgo's linger is off.
 		kgo.ManualFlushing(),
@@ -49,6 +43,17 @@ func clientOpts(cfg KafkaConfig, maxBuffered int, logger *slog.Logger, hooks ...
 		// blocks per push: on a 40 MiB gateway that was the peak RSS
 		// (+12 MiB every push). Operators watch the gateway's /metrics.
 		kgo.DisableClientMetrics(),
+	}
+	if cfg.Delivery != DeliveryExactlyOnce {
+		// An idempotent producer waits forever for an answer to a request
+		// it sent (LIBRARY-NOTES): a broker that accepts the connection
+		// and never answers would hang records past every timeout. This
+		// lets the attempt's deadline fail them; the outbox still holds
+		// them, and the next attempt sends them again.
+		// kgo refuses it with a transactional id; in exactly_once mode a
+		// round that outlives its deadline is aborted instead, and the
+		// transaction timeout bounds what Kafka holds open.
+		opts = append(opts, kgo.AllowIdempotentProduceCancellation())
 	}
 	if len(hooks) > 0 {
 		opts = append(opts, kgo.WithHooks(hooks...))

@@ -165,8 +165,15 @@ type consumer struct {
 
 func startConsumer(t testing.TB, brokers []string, topics ...string) *consumer {
 	t.Helper()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(topics...),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxWait(100*time.Millisecond))
+	return startConsumerWith(t, brokers, nil, topics...)
+}
+
+// startConsumerWith is startConsumer with extra client options (an
+// isolation level).
+func startConsumerWith(t testing.TB, brokers []string, opts []kgo.Opt, topics ...string) *consumer {
+	t.Helper()
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(topics...),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxWait(100 * time.Millisecond)}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}

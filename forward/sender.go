@@ -311,10 +311,14 @@ func (s *sender) flush(ctx context.Context) {
 	}
 }
 
-func (s *sender) kafkaRecord(rec *Record) *kgo.Record {
+func (s *sender) kafkaRecord(rec *Record) *kgo.Record { return kafkaRecord(rec, s.topic) }
+
+// kafkaRecord turns an outbox record into a Kafka record: its own topic,
+// else the outbox's; the id header first.
+func kafkaRecord(rec *Record, outboxTopic string) *kgo.Record {
 	topic := rec.Topic
 	if topic == "" {
-		topic = s.topic
+		topic = outboxTopic
 	}
 	hs := make([]kgo.RecordHeader, 0, 1+len(rec.Headers))
 	hs = append(hs, kgo.RecordHeader{Key: IDHeader, Value: []byte(rec.ID)})

@@ -402,6 +402,10 @@ func (g *Gateway) readiness() readiness {
 	if g.forwarder != nil {
 		st := g.forwarder.Status()
 		switch {
+		case st.Fenced:
+			// Another process forwards this gateway's outboxes: this one
+			// must not take traffic it will never forward.
+			return readiness{Reason: "kafka producer fenced: " + st.FencedReason, Uplink: "fenced"}
 		case st.Connected:
 			r.Uplink = "ok"
 		case st.LastError != "":

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/runnel-iot/runnel/forward"
 	"github.com/runnel-iot/runnel/ingest"
 	"github.com/runnel-iot/runnel/wal"
 )
@@ -193,6 +194,24 @@ func (g *Gateway) writeForwardMetrics(p promWriter) {
 	p.gauge("runnel_forward_last_success_timestamp_seconds", "When Kafka last acknowledged a record.", one(last))
 	p.counter("runnel_forward_wire_bytes_total", "Compressed record batch bytes written to Kafka.", one(float64(st.WireBytes)))
 	p.counter("runnel_forward_wire_records_total", "Records in the batches written to Kafka.", one(float64(st.WireRecords)))
+	if st.Delivery != forward.DeliveryExactlyOnce {
+		return
+	}
+	p.counter("runnel_forward_transactions_committed_total", "Kafka transactions committed (exactly_once).", one(float64(st.TxnCommitted)))
+	p.counter("runnel_forward_transactions_aborted_total", "Kafka transactions aborted and redone (exactly_once).", one(float64(st.TxnAborted)))
+	p.counter("runnel_forward_transactions_fenced_total", "Outbox producers fenced by another with the same transactional id (a second gateway with this id).", one(float64(st.TxnFenced)))
+	p.counter("runnel_forward_transaction_records_total", "Records carried by committed transactions.", one(float64(st.TxnRecords)))
+	perRecord := 0.0
+	if st.TxnRecords > 0 {
+		perRecord = float64(st.TxnCommitted+st.TxnAborted) / float64(st.TxnRecords)
+	}
+	p.gauge("runnel_forward_transactions_per_record", "Cost per record of exactly_once: transactions (each a position record, an AddPartitionsToTxn, an EndTxn and its markers) per record delivered.", one(perRecord))
+	var committed []sample
+	for k, n := range st.Committed {
+		committed = append(committed, sample{fmt.Sprintf("kind=%q", k), float64(n)})
+	}
+	sort.Slice(committed, func(i, j int) bool { return committed[i].labels < committed[j].labels })
+	p.gauge("runnel_forward_committed_position", "Outbox index up to which Kafka committed (exactly_once).", committed...)
 }
 
 func (g *Gateway) writeIngestMetrics(p promWriter) {
