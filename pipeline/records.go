@@ -173,8 +173,12 @@ func messageID(parts ...string) string {
 	return hex.EncodeToString(h.Sum(nil)[:16])
 }
 
-// recordKey joins key parts with '|' (series keys may hold '|' too; the key
-// only has to be stable per window kind, series and gateway, which it is).
+// recordKey joins key parts with '|', escaping a '|' or '\\' inside a part
+// with a backslash, so two different tuples never give the same key (a
+// compacted topic would otherwise keep only one of them): series
+// "coll,device=x|y" field "z" is coll,device=x\|y|z, series
+// "coll,device=x" field "y|z" is coll,device=x|y\|z. Parts without either
+// character are written as they are.
 func recordKey(parts ...string) []byte {
 	n := len(parts) - 1
 	for _, p := range parts {
@@ -185,7 +189,12 @@ func recordKey(parts ...string) []byte {
 		if i > 0 {
 			b = append(b, '|')
 		}
-		b = append(b, p...)
+		for j := 0; j < len(p); j++ {
+			if p[j] == '|' || p[j] == '\\' {
+				b = append(b, '\\')
+			}
+			b = append(b, p[j])
+		}
 	}
 	return b
 }

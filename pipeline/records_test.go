@@ -147,3 +147,24 @@ func TestSummaryRecordNonFinite(t *testing.T) {
 		}
 	}
 }
+
+// TestRecordKeyNoCollision: parts holding the separator or the escape
+// never make two different tuples share a key.
+func TestRecordKeyNoCollision(t *testing.T) {
+	a := string(recordKey("gw", "coll,device=x|y", "z", "tumbling:1m"))
+	b := string(recordKey("gw", "coll,device=x", "y|z", "tumbling:1m"))
+	if a == b {
+		t.Fatalf("two tuples share the key %q", a)
+	}
+	if a != `gw|coll,device=x\|y|z|tumbling:1m` {
+		t.Errorf("key %q", a)
+	}
+	c := string(recordKey("gw", `s\`, "|f"))
+	d := string(recordKey("gw", `s\|`, "f"))
+	if c == d {
+		t.Fatalf("escape collision: %q", c)
+	}
+	if got := string(recordKey("gw", "env,device=pi-042", "temp", "tumbling:1m")); got != "gw|env,device=pi-042|temp|tumbling:1m" {
+		t.Errorf("a plain key changed: %q", got)
+	}
+}
