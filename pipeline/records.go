@@ -173,8 +173,8 @@ func messageID(parts ...string) string {
 	return hex.EncodeToString(h.Sum(nil)[:16])
 }
 
-// recordKey joins key parts with '|', escaping a '|' or '\\' inside a part
-// with a backslash, so two different tuples never give the same key (a
+// recordKey joins key parts with '|', escaping a '|' or a backslash inside
+// a part with a backslash, so two different tuples never give the same key (a
 // compacted topic would otherwise keep only one of them): series
 // "coll,device=x|y" field "z" is coll,device=x\|y|z, series
 // "coll,device=x" field "y|z" is coll,device=x|y\|z. Parts without either
