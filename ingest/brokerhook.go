@@ -516,7 +516,7 @@ type clientAcks struct {
 	free    []*ackEntry // acknowledged entries, for reuse
 
 	// Used by the acker goroutine only.
-	origin     *mqtt.Client       // the inline client deliver injects with, named after cl
+	origin     *mqtt.Client      // the inline client deliver injects with, named after cl
 	deliveries []*packets.Packet // flush's scratch
 }
 
