@@ -192,6 +192,9 @@ func (h *ingestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 	if cl.Net.Inline {
 		return pk, nil // the gateway's own publish: a durable delivery (deliver), an alert
 	}
+	if !h.allowed(cl, pk.TopicName, true) {
+		return h.refusePublish(cl, pk)
+	}
 	if pk.FixedHeader.Retain && !h.allowRetain(cl, pk) {
 		pk.FixedHeader.Retain = false
 	}
@@ -277,6 +280,40 @@ func (h *ingestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 	return handled(pk), nil
 }
 
+// refusePublish answers a publish the ACL refuses as mochi would have
+// (processPublish): QoS 0 is dropped, a 3.1.1 client is disconnected (it
+// has no negative ack), a v5 client gets PUBACK/PUBREC 0x87, in order with
+// its other acks.
+func (h *ingestHook) refusePublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	switch {
+	case pk.FixedHeader.Qos == 0:
+	case cl.Properties.ProtocolVersion < 5:
+		_ = h.srv.DisconnectClient(cl, packets.ErrNotAuthorized)
+	default:
+		h.refuse(cl, pk, packets.ErrNotAuthorized)
+	}
+	return handled(pk), nil
+}
+
+// refuse answers a v5 QoS 1 or 2 publish with a reason-coded PUBACK or
+// PUBREC on the path its other acks of that kind take: the QoS 1 ack
+// window, or (QoS 2) mochi's WritePacket from the read goroutine, as
+// mochi's own PUBRECs are written. Runs on the client's read goroutine.
+func (h *ingestHook) refuse(cl *mqtt.Client, pk packets.Packet, code packets.Code) {
+	if pk.FixedHeader.Qos == 2 {
+		_ = cl.WritePacket(h.ack(packets.Pubrec, pk.PacketID, code))
+		return
+	}
+	ca := h.acksFor(cl)
+	if ca == nil {
+		return // disconnecting
+	}
+	if e := ca.reserve(h.ctx, pk.PacketID); e != nil {
+		e.reason = code
+		ca.complete(e, nil)
+	}
+}
+
 // publishQoS2 stores a QoS 2 publish's readings before mochi sends PUBREC:
 // it blocks this client's read loop for one group commit. Failures are
 // answered here with a reason-coded PUBREC (v5): mochi would answer a
@@ -284,7 +321,7 @@ func (h *ingestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 // its own with cl.WritePacket on this same goroutine, as these are.
 func (h *ingestHook) publishQoS2(cl *mqtt.Client, pk packets.Packet, batch *wal.Batch, reason packets.Code) (packets.Packet, error) {
 	if reason.Code != 0 {
-		_ = cl.WritePacket(h.ack(packets.Pubrec, pk.PacketID, reason))
+		h.refuse(cl, pk, reason)
 		return handled(pk), nil
 	}
 	if len(batch.Readings) == 0 {
