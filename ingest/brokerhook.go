@@ -24,21 +24,24 @@ import (
 //   - QoS 1: OnPublish decodes the payload, queues the readings in the WAL
 //     (AppendAsync: the read loop goes on to the next message), records the
 //     packet id in the client's ack window, and returns the packet marked
-//     handled (see handled) so mochi neither acks nor delivers. When the group commit holding the
-//     readings is durable, the client's acker goroutine writes the PUBACKs
-//     of every message that became durable, in receive order, in one socket
-//     write, then delivers the messages to local subscribers. Every QoS 1
-//     publish of a client takes this path, stored or not, so PUBACKs never
-//     overtake each other [MQTT-4.6.0-2].
+//     handled (see handled) so mochi neither acks nor delivers. When the
+//     group commit holding the readings is durable, the client's acker
+//     goroutine writes the PUBACKs of every message that became durable, in
+//     receive order, in one socket write, then delivers the messages to
+//     local subscribers as sent (deliver: InjectPacket from an inline
+//     client named after the publisher). Every QoS 1 publish of a client
+//     takes this path, stored, refused or not, reason-coded or not, so
+//     PUBACKs never overtake each other [MQTT-4.6.0-2].
 //   - QoS 2: OnPublish blocks until the readings are durable, then lets
-//     mochi send PUBREC and run the PUBREL/PUBCOMP exchange. Blocking holds
-//     this client's read loop for one fsync per QoS 2 message.
+//     mochi send PUBREC, deliver, and run the PUBREL/PUBCOMP exchange.
+//     Blocking holds this client's read loop for one fsync per QoS 2
+//     message. A v5 failure gets a reason-coded PUBREC from the hook.
 //   - QoS 0: best effort: the readings are queued if the WAL has room now,
-//     else dropped and counted; the message is delivered at once.
+//     else dropped and counted; mochi delivers the message at once.
 //
 // A QoS 1 or 2 publish whose append fails is never acknowledged: a v5
-// client gets a PUBACK with reason 0x80 (QoS 1) and then every client is
-// disconnected, so it resends on reconnect.
+// client gets a PUBACK or PUBREC with reason 0x80 and then every client is
+// disconnected, so it resends on reconnect. See doc.go.
 type ingestHook struct {
 	mqtt.HookBase
 	cfg     BrokerConfig
