@@ -16,13 +16,12 @@ import (
 var badPayloads = []struct {
 	name    string
 	payload string
-	gap     string // non-empty: the gateway acks 0x00 today (issue 16)
 }{
 	{name: "syntax", payload: `{"temp":`},
 	{name: "not-json", payload: `hello`},
-	{name: "empty-object", payload: `{}`, gap: "issue 16: `{}` gets PUBACK 0x00 and no dead letter, though it holds no reading"},
-	{name: "string-field", payload: `{"temp":"hot"}`, gap: "issue 16: `{\"temp\":\"hot\"}` gets PUBACK 0x00 and no dead letter, though it holds no reading"},
-	{name: "empty-array", payload: `[]`, gap: "issue 16: `[]` gets PUBACK 0x00 and no dead letter, though it holds no reading"},
+	{name: "empty-object", payload: `{}`},
+	{name: "string-field", payload: `{"temp":"hot"}`},
+	{name: "empty-array", payload: `[]`},
 }
 
 // TestBadPayloadReason: on the gateway a QoS 1/2 telemetry publish with no
@@ -45,12 +44,6 @@ func TestBadPayloadReason(t *testing.T) {
 					topic := "telemetry/" + uniq("dev") + "/env"
 					if ack := c.publish(topic, []byte(`{"temp":21.5}`), qos, false, nil); ack.ReasonCode != 0 {
 						t.Fatalf("good payload: %s %#x, want 0x00", ackName, ack.ReasonCode)
-					}
-					switch {
-					case bp.gap != "":
-						knownGatewayGap(t, tg, bp.gap)
-					case qos == 2:
-						knownGatewayGap(t, tg, "issue 16: v5 failures carry reason codes on every QoS, but a QoS 2 publish with no usable reading gets PUBREC 0x00")
 					}
 					ack := c.publish(topic, []byte(bp.payload), qos, false, nil)
 					switch {
@@ -79,9 +72,6 @@ func TestAckOrder(t *testing.T) {
 		for _, version := range []byte{4, 5} {
 			t.Run(fmt.Sprintf("v%d", version), func(t *testing.T) {
 				t.Parallel()
-				if version == 5 {
-					knownGatewayGap(t, tg, "issue 16: reason-coded PUBACKs go through cl.WritePacket (buffered while deliveries are queued for the client) while plain ones are written to the socket directly, so later PUBACKs can overtake a 0x99 [MQTT-4.6.0-2]")
-				}
 				dev := uniq("dev")
 				flood := "conf/" + dev + "/flood"
 				c, _ := dialRaw(t, tg, version, uniq("order"), nil)
@@ -150,9 +140,6 @@ func TestAckNoUserProperties(t *testing.T) {
 				t.Run(fmt.Sprintf("%s/qos%d", kind, qos), func(t *testing.T) {
 					t.Parallel()
 					bareDeviation(t, tg, "mochi's default Compatibilities.NoInheritedPropertiesOnAck=false copies the publisher's properties into PUBACK/PUBREC (allowed by the spec, refused by Runnel)")
-					if qos == 2 {
-						knownGatewayGap(t, tg, "issue 16: PUBREC echoes the publisher's user properties (mochi's default)")
-					}
 					topic, payload := topicOf(kind)
 					c, _ := dialRaw(t, tg, 5, uniq("pub"), nil)
 					props := &packets.Properties{User: []packets.UserProperty{{Key: "secret", Val: "s3"}}, ContentType: "application/json"}

@@ -42,49 +42,16 @@
 //
 //	RUNNEL_CONFORMANCE_STRICT=1 go test -count=1 ./conformance/
 //
-// knownGatewayGap — the gateway fails, bare mochi passes (issue 16):
+// knownGatewayGap — the gateway fails, bare mochi passes: none today.
+// Issue 16 closed every gap this suite found (QoS 1 publishes losing their
+// MQTT 5 properties, expiry and origin; PUBACK order with reason codes;
+// PUBREC echoing user properties; no 0x99 for payloads with no usable
+// reading; QoS 2 failures without a reason code; an empty retained QoS 1
+// telemetry publish not clearing the retained message). The ingest package
+// doc explains the mechanism. TestAckOrder/gateway/v5 was a race; check a
+// change to the ack path with
 //
-//   - QoS 1 publishes lose their MQTT 5 properties. The ingest hook acks a
-//     QoS 1 publish itself and re-publishes it with the inline client's
-//     srv.Publish(topic, payload, retain, qos), which keeps no property, no
-//     expiry and not the publisher as origin. Every topic, live and
-//     retained; QoS 0 and 2 are fine. Tests:
-//     TestPublishProperties/gateway/{telemetry,plain}/{live,retained}/qos1
-//     [MQTT-3.3.2-4] [MQTT-3.3.2-15] [MQTT-3.3.2-16] [MQTT-3.3.2-17]
-//     [MQTT-3.3.2-18] [MQTT-3.3.2-20];
-//     TestUserProperties/gateway/qos1 [MQTT-3.3.2-17] [MQTT-3.3.2-18];
-//     TestRequestResponse/gateway/qos1 (§4.10);
-//     TestMessageExpiryLive/gateway/qos1 (60 s arrives as 3600 s)
-//     [MQTT-3.3.2-6];
-//     TestRetainedMessageExpiry/gateway/qos1/60s [MQTT-3.3.2-6] and
-//     /qos1/1s (still retained after 6 s) [MQTT-3.3.2-5];
-//     TestMessageExpiryQueued/gateway/qos1 (a queued message is delivered
-//     after its 1 s expiry) [MQTT-3.3.2-5];
-//     TestNoLocal/gateway/qos1 (the inline client is the origin)
-//     [MQTT-3.8.3-3].
-//   - An empty retained QoS 1 publish on a telemetry topic is answered
-//     PUBACK 0x99 (no readings) and does not clear the retained message:
-//     TestRetainedClear/gateway/telemetry/qos1 [MQTT-3.3.1-6]
-//     [MQTT-3.3.1-7]. Found by this suite; not in issue 16's list. An
-//     empty payload on a telemetry topic is a retained-message deletion
-//     first, and should get 0x00.
-//   - Payloads with no usable reading are acknowledged 0x00 and not
-//     dead-lettered: `{}`, `{"temp":"hot"}`, `[]`:
-//     TestBadPayloadReason/gateway/{empty-object,string-field,empty-array}/qos{1,2}
-//     (README: 0x99 with a reason string; §3.4.2.1) and
-//     TestDeadLetter/gateway/{v4,v5}/{empty-object,string-field,empty-array}.
-//   - A v5 QoS 2 publish with no usable reading gets PUBREC 0x00, even for
-//     a syntax error (issue 16: reason codes on every QoS):
-//     TestBadPayloadReason/gateway/{syntax,not-json}/qos2 [MQTT-3.5.2-1].
-//   - PUBACK order: reason-coded PUBACKs go through cl.WritePacket (held in
-//     mochi's write buffer while deliveries are queued for the same client)
-//     while plain ones are written to the socket at once, so a 0x99 is
-//     overtaken: TestAckOrder/gateway/v5 [MQTT-4.6.0-2]. A race: it fails
-//     6 to 9 runs in 10 here; check a fix with
-//     RUNNEL_CONFORMANCE_STRICT=1 go test -race -count=20 -run TestAckOrder ./conformance/
-//   - PUBREC echoes the publisher's user properties and other properties
-//     (mochi's default; QoS 1 PUBACKs, written by the gateway, carry none):
-//     TestAckNoUserProperties/gateway/{telemetry,plain}/qos2.
+//	RUNNEL_CONFORMANCE_STRICT=1 go test -race -count=20 -run TestAckOrder ./conformance/
 //
 // mochiDeviation — mochi v2.7.9 deviates from the spec and the gateway
 // inherits it (skipped on both targets):
@@ -147,8 +114,11 @@
 //     alerts. Bare mochi routes it. ($SYS/# publishes are dropped by mochi
 //     itself on both, without PUBACK; not tested.)
 //   - TestBadPayloadReason: the gateway answers 0x99 with a reason string
-//     for a telemetry payload with no usable reading; bare mochi does not
-//     decode and answers 0x00.
+//     for a telemetry payload with no usable reading (PUBACK or PUBREC); bare
+//     mochi does not decode and answers 0x00. `{}`, `[]` and
+//     `{"temp":"hot"}` are such payloads; an empty retained payload is a
+//     retained-message deletion, not telemetry, and gets 0x00
+//     (TestRetainedClear).
 //   - TestDurableBeforeAck and TestDeadLetter run on the gateway only (the
 //     bare broker stores nothing; the bare subtests skip saying so): after a
 //     QoS 1/2 ack the readings are counted as stored in the WAL

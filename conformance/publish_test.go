@@ -22,12 +22,6 @@ func topicOf(kind string) (string, []byte) {
 	return "conf/" + uniq("plain") + "/data", []byte("hello")
 }
 
-// qos1Gap is the gap of issue 16 every QoS 1 publish hits on the gateway
-// today: it is acknowledged by the ingest hook and re-published through the
-// inline client with srv.Publish(topic, payload, retain, qos), which keeps
-// no property, no expiry and not the publisher as origin.
-const qos1Gap = "issue 16: QoS 1 publishes are re-published by the inline client, which drops every MQTT 5 property"
-
 func ptr[T any](v T) *T { return &v }
 
 func wantUser() paho.UserProperties {
@@ -75,9 +69,6 @@ func TestPublishProperties(t *testing.T) {
 					}
 					t.Run(fmt.Sprintf("%s/%s/qos%d", kind, mode, qos), func(t *testing.T) {
 						t.Parallel()
-						if qos == 1 {
-							knownGatewayGap(t, tg, qos1Gap)
-						}
 						topic, payload := topicOf(kind)
 						resp := topic + "/reply"
 						sub := dialPaho(t, tg, uniq("sub"), nil)
@@ -128,9 +119,6 @@ func TestUserProperties(t *testing.T) {
 				if got := sub.next(topic); got.Properties != nil && len(got.Properties.User) > 0 {
 					t.Errorf("a message sent without user properties arrived with %v", got.Properties.User)
 				}
-				if qos == 1 {
-					knownGatewayGap(t, tg, qos1Gap)
-				}
 				pub.publish(&paho.Publish{Topic: topic, QoS: qos, Payload: payload,
 					Properties: &paho.PublishProperties{User: wantUser()}})
 				got := sub.next(topic)
@@ -150,9 +138,6 @@ func TestRequestResponse(t *testing.T) {
 		for qos := byte(0); qos <= 2; qos++ {
 			t.Run(fmt.Sprintf("qos%d", qos), func(t *testing.T) {
 				t.Parallel()
-				if qos == 1 {
-					knownGatewayGap(t, tg, qos1Gap+": request/response over the gateway does not work")
-				}
 				reqTopic, payload := topicOf("telemetry")
 				respTopic := "conf/" + uniq("resp") + "/reply"
 				responder := dialPaho(t, tg, uniq("responder"), nil)
@@ -185,9 +170,6 @@ func TestMessageExpiryLive(t *testing.T) {
 		for qos := byte(0); qos <= 2; qos++ {
 			t.Run(fmt.Sprintf("qos%d", qos), func(t *testing.T) {
 				t.Parallel()
-				if qos == 1 {
-					knownGatewayGap(t, tg, qos1Gap+": message expiry is replaced by the session limit (60 s arrives as 3600 s)")
-				}
 				topic, payload := topicOf("telemetry")
 				sub := dialPaho(t, tg, uniq("sub"), nil)
 				sub.subscribe(paho.SubscribeOptions{Topic: topic, QoS: 2})
@@ -213,9 +195,6 @@ func TestNoLocal(t *testing.T) {
 		for qos := byte(0); qos <= 2; qos++ {
 			t.Run(fmt.Sprintf("qos%d", qos), func(t *testing.T) {
 				t.Parallel()
-				if qos == 1 {
-					knownGatewayGap(t, tg, qos1Gap+": the inline client is the origin, so no-local is ignored")
-				}
 				topic, payload := topicOf("telemetry")
 				other, _ := dialRaw(t, tg, 5, uniq("other"), nil)
 				other.mustSubscribe(0, packets.Subscription{Filter: topic, Qos: 2})

@@ -167,9 +167,6 @@ func TestMessageExpiryQueued(t *testing.T) {
 		for qos := byte(1); qos <= 2; qos++ {
 			t.Run(fmt.Sprintf("qos%d", qos), func(t *testing.T) {
 				t.Parallel()
-				if qos == 1 {
-					knownGatewayGap(t, tg, qos1Gap+": a queued message gets the session limit as its expiry and is delivered after its own has passed")
-				}
 				topic, _ := topicOf("telemetry")
 				id := uniq("away")
 				sub, _ := dialRaw(t, tg, 5, id, sessionExpiry(60))

@@ -321,6 +321,8 @@ func (g *Gateway) writeWindowsMetrics(p promWriter) {
 	p.counter("runnel_windows_evictions_total", "Series evicted after windows.series_ttl of silence.", one(float64(st.Evictions)))
 	p.counter("runnel_windows_late_readings_total", "Readings older than their device's watermark (kept in the late log).", one(float64(st.LateReadings)))
 	p.counter("runnel_windows_idle_closes_total", "Devices that went idle, closing their windows.", one(float64(st.IdleCloses)))
+	p.counter("runnel_windows_bad_time_readings_total", "Readings applied nowhere: event time beyond ±2^62 ns (ingest rejects them; WAL records written before it did).", one(float64(st.BadTimeReadings)))
+	p.counter("runnel_windows_group_late_readings_total", "Readings applied to their series but not to their group, whose window had closed.", one(float64(st.GroupLateReadings)))
 	p.gauge("runnel_windows_applied_index", "Last WAL index the windows applied.", one(float64(st.AppliedIndex)))
 	lag := float64(0)
 	if last := g.wal.LastIndex(); last > st.AppliedIndex {

@@ -96,6 +96,9 @@ func TestMetrics(t *testing.T) {
 		{"runnel_wal_disk_bytes", map[string]string{"log": "readings"}, 1},
 		{"runnel_windows_series", nil, 1},
 		{"runnel_windows_budget_bytes", nil, 64 << 20},
+		{"runnel_windows_bad_time_readings_total", nil, 0}, // every windows discard is exported (issue 16)
+		{"runnel_windows_group_late_readings_total", nil, 0},
+		{"runnel_ingest_rejected_total", map[string]string{"listener": "mqtt", "reason": "no_readings"}, 0},
 		{"runnel_ready", nil, 1},
 		{"runnel_dead_letters_total", nil, 1},
 		{"runnel_alerts_fired_total", nil, 0},

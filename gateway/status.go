@@ -42,6 +42,7 @@ func (s statusSource) Status() httpapi.Status {
 		st.Ingest.Late = es.LateReadings
 		st.Windows = httpapi.WindowsStatus{Series: es.Series, Pairs: es.Pairs, Devices: es.Devices,
 			OverflowReadings: es.OverflowReadings, OverflowSeries: es.OverflowSeries, Evictions: es.Evictions,
+			BadTimeReadings: es.BadTimeReadings, GroupLateReadings: es.GroupLateReadings,
 			MemoryBytes: es.MemoryBytes, BudgetBytes: es.BudgetBytes}
 		if st.WAL.LastIndex > es.AppliedIndex {
 			st.WAL.LagRecords = st.WAL.LastIndex - es.AppliedIndex

@@ -192,6 +192,14 @@ func (d *Biosignal) decode(dst []wal.Reading, topic string, body []byte, opt *Op
 		msgErr(ReasonOutOfRange, -1, "ts", "last sample time overflows int64 nanoseconds")
 		return dst
 	}
+	if msg := timeRangeMsg(start); msg != "" {
+		msgErr(ReasonOutOfRange, -1, "ts", "first sample: "+msg)
+		return dst
+	}
+	if msg := timeRangeMsg(start + last); msg != "" {
+		msgErr(ReasonOutOfRange, -1, "ts", "last sample: "+msg)
+		return dst
+	}
 	series := d.tags.series(&d.names, &c)
 	maxTs := opt.maxTimeNs()
 	cut := b.n

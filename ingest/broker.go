@@ -338,6 +338,9 @@ func NewBroker(cfg BrokerConfig, app Appender, rejects RejectSink, stats *Stats,
 	caps.MaximumClientWritesPending = int32(cfg.MaxQueued)
 	caps.MaximumSessionExpiryInterval = uint32(cfg.SessionExpiry / time.Second)
 	caps.MaximumMessageExpiryInterval = int64(cfg.SessionExpiry / time.Second)
+	// Acks carry a reason string at most, never the publisher's user
+	// properties (mochi's default echoes them; some clients reject that).
+	caps.Compatibilities.NoInheritedPropertiesOnAck = true
 	srv := mqtt.New(&mqtt.Options{
 		Capabilities:             caps,
 		InlineClient:             true, // the gateway's own publishes: durable deliveries, alerts

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -105,17 +106,19 @@ func BenchmarkMQTT(b *testing.B) {
 		pubs, window   int
 		qos            byte
 		readingsPerMsg int
+		subscribed     bool // a QoS 0 subscriber to telemetry/# gets every message
 	}
 	var loads []load
 	for _, qos := range []byte{0, 1} {
 		for _, pubs := range []int{1, 4, 16} {
-			loads = append(loads, load{fmt.Sprintf("qos%d/pubs=%d/readings=1", qos, pubs), pubs, 1000, qos, 1})
+			loads = append(loads, load{fmt.Sprintf("qos%d/pubs=%d/readings=1", qos, pubs), pubs, 1000, qos, 1, false})
 		}
 	}
 	loads = append(loads,
-		load{"qos1/pubs=4/readings=10", 4, 1000, 1, 10},
-		load{"qos1/pubs=1/inflight=1", 1, 1, 1, 1},
-		load{"qos1/pubs=1/inflight=1000", 1, 1000, 1, 1},
+		load{"qos1/pubs=4/readings=10", 4, 1000, 1, 10, false},
+		load{"qos1/pubs=1/inflight=1", 1, 1, 1, 1, false},
+		load{"qos1/pubs=1/inflight=1000", 1, 1000, 1, 1, false},
+		load{"qos1/pubs=4/readings=1/subscribed", 4, 1000, 1, 1, true},
 	)
 	for _, ld := range loads {
 		for _, target := range []string{"bare", "runnel"} {
@@ -139,10 +142,16 @@ func BenchmarkMQTT(b *testing.B) {
 					b.Cleanup(func() { br.Close() })
 					addr = br.Addr("tcp").String()
 				}
-				start := time.Now()
+				if ld.subscribed {
+					subscribeAll(b, addr)
+				}
+				start, cpu0 := time.Now(), processCPU()
 				publishLoad(b, addr, ld.pubs, b.N, ld.window, ld.qos, mqttPayload(ld.readingsPerMsg))
 				el := time.Since(start).Seconds()
 				b.ReportMetric(float64(b.N)/el, "msgs/s")
+				// The process's CPU (broker and paho clients alike) per
+				// message: compare it between bare and runnel of one load.
+				b.ReportMetric(float64(processCPU()-cpu0)/float64(b.N), "cpu-ns/msg")
 				b.ReportMetric(float64(b.N*ld.readingsPerMsg)/el, "readings/s")
 				if app != nil && ld.qos == 1 {
 					if got := app.log.Stats().Records; got < uint64(b.N) {
@@ -153,4 +162,30 @@ func BenchmarkMQTT(b *testing.B) {
 			})
 		}
 	}
+}
+
+// subscribeAll connects a paho client subscribed to telemetry/# at QoS 0
+// for the rest of the benchmark.
+func subscribeAll(b *testing.B, addr string) {
+	b.Helper()
+	o := paho.NewClientOptions().AddBroker("tcp://" + addr).SetClientID(fmt.Sprintf("bench-sub-%d", time.Now().UnixNano())).
+		SetAutoReconnect(false)
+	c := paho.NewClient(o)
+	if tok := c.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		b.Fatalf("connect: %v", tok.Error())
+	}
+	b.Cleanup(func() { c.Disconnect(0) })
+	if tok := c.Subscribe("telemetry/#", 0, func(paho.Client, paho.Message) {}); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		b.Fatalf("subscribe: %v", tok.Error())
+	}
+}
+
+// processCPU returns the user and system CPU time this process used, in
+// nanoseconds.
+func processCPU() int64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return ru.Utime.Nano() + ru.Stime.Nano()
 }

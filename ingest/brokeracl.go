@@ -78,10 +78,23 @@ func pubAllowed(u *BrokerUser, user, client, topic string) bool {
 	return aclAllows(u.Publish, user, client, topic)
 }
 
-// OnACLCheck applies the user's publish and subscribe filters (see
-// aclAllows and pubAllowed). Anonymous clients, when allowed, may subscribe to anything
-// and publish anywhere but the reserved topics.
+// OnACLCheck applies the user's subscribe filters (see aclAllows). It
+// lets every publish through: OnPublish checks publishes (allowed), where
+// the QoS is known, so that a refusal's PUBACK takes the ordered ack path
+// like every other (mochi would write it itself, out of order), and after
+// mochi resolved a topic alias (it calls this hook before, with the empty
+// topic name of an aliased publish).
 func (h *ingestHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
+	if write {
+		return true
+	}
+	return h.allowed(cl, topic, write)
+}
+
+// allowed applies the user's publish and subscribe filters (see aclAllows
+// and pubAllowed). Anonymous clients, when allowed, may subscribe to
+// anything and publish anywhere but the reserved topics.
+func (h *ingestHook) allowed(cl *mqtt.Client, topic string, write bool) bool {
 	user := string(cl.Properties.Username)
 	u := h.users[user]
 	if u == nil {
@@ -215,11 +228,8 @@ func (h *ingestHook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.P
 	if cl.Properties.ProtocolVersion < 5 {
 		return pk, packets.ErrRejectPacket // closes the connection
 	}
-	ack := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: pk.PacketID,
-		ReasonCode: packets.ErrNotAuthorized.Code, Properties: packets.Properties{ReasonString: "topic reserved for the gateway"}}
-	if pk.FixedHeader.Qos == 2 {
-		ack.FixedHeader.Type = packets.Pubrec
-	}
-	_ = cl.WritePacket(ack)
+	code := packets.ErrNotAuthorized
+	code.Reason = "topic reserved for the gateway"
+	h.refuse(cl, pk, code)
 	return pk, nil // processPublish drops it
 }

@@ -24,21 +24,24 @@ import (
 //   - QoS 1: OnPublish decodes the payload, queues the readings in the WAL
 //     (AppendAsync: the read loop goes on to the next message), records the
 //     packet id in the client's ack window, and returns the packet marked
-//     handled (see handled) so mochi neither acks nor delivers. When the group commit holding the
-//     readings is durable, the client's acker goroutine writes the PUBACKs
-//     of every message that became durable, in receive order, in one socket
-//     write, then delivers the messages to local subscribers. Every QoS 1
-//     publish of a client takes this path, stored or not, so PUBACKs never
-//     overtake each other [MQTT-4.6.0-2].
+//     handled (see handled) so mochi neither acks nor delivers. When the
+//     group commit holding the readings is durable, the client's acker
+//     goroutine writes the PUBACKs of every message that became durable, in
+//     receive order, in one socket write, then delivers the messages to
+//     local subscribers as sent (deliver: InjectPacket from an inline
+//     client named after the publisher). Every QoS 1 publish of a client
+//     takes this path, stored, refused or not, reason-coded or not, so
+//     PUBACKs never overtake each other [MQTT-4.6.0-2].
 //   - QoS 2: OnPublish blocks until the readings are durable, then lets
-//     mochi send PUBREC and run the PUBREL/PUBCOMP exchange. Blocking holds
-//     this client's read loop for one fsync per QoS 2 message.
+//     mochi send PUBREC, deliver, and run the PUBREL/PUBCOMP exchange.
+//     Blocking holds this client's read loop for one fsync per QoS 2
+//     message. A v5 failure gets a reason-coded PUBREC from the hook.
 //   - QoS 0: best effort: the readings are queued if the WAL has room now,
-//     else dropped and counted; the message is delivered at once.
+//     else dropped and counted; mochi delivers the message at once.
 //
 // A QoS 1 or 2 publish whose append fails is never acknowledged: a v5
-// client gets a PUBACK with reason 0x80 (QoS 1) and then every client is
-// disconnected, so it resends on reconnect.
+// client gets a PUBACK or PUBREC with reason 0x80 and then every client is
+// disconnected, so it resends on reconnect. See doc.go.
 type ingestHook struct {
 	mqtt.HookBase
 	cfg     BrokerConfig
@@ -187,15 +190,23 @@ func (h *ingestHook) codecFor(topic string) string {
 	return ""
 }
 
-// OnPublish is the ingest path; see the type's comment.
+// OnPublish is the ingest path; see the type's comment and doc.go.
 func (h *ingestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
 	if cl.Net.Inline {
-		return pk, nil // the gateway's own publish (a durable delivery, an alert)
+		return pk, nil // the gateway's own publish: a durable delivery (deliver), an alert
+	}
+	if !h.allowed(cl, pk.TopicName, true) {
+		return h.refusePublish(cl, pk)
 	}
 	if pk.FixedHeader.Retain && !h.allowRetain(cl, pk) {
 		pk.FixedHeader.Retain = false
 	}
 	codec := h.codecFor(pk.TopicName)
+	if pk.FixedHeader.Retain && len(pk.Payload) == 0 {
+		// Clears the topic's retained message [MQTT-3.3.1-6]: not
+		// telemetry, whatever the topic.
+		codec = ""
+	}
 	var (
 		res   Result
 		nowNs = time.Now().UnixNano()
@@ -217,12 +228,20 @@ func (h *ingestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 		h.stats.Messages[ListenerMQTT].Add(1)
 		h.stats.Bytes[ListenerMQTT].Add(uint64(len(pk.Payload)))
 		batch.Readings = h.decode(codec, pk, nowNs, batch.Readings, &res)
+		res.requireReadings(pk.Payload)
 		h.stats.CountResult(ListenerMQTT, &res)
 		if res.Problems() > 0 {
 			h.reject(cl, pk, nowNs, &res)
 		}
 	}
 	readings := batch.Readings
+	// Nothing usable, said to a v5 client with a reason [MQTT-3.4.2.1]; a
+	// 3.1.1 client cannot be told: it was counted and dead-lettered.
+	var reason packets.Code
+	if codec != "" && len(readings) == 0 && cl.Properties.ProtocolVersion == 5 {
+		reason = packets.ErrPayloadFormatInvalid
+		reason.Reason = firstError(&res)
+	}
 	switch pk.FixedHeader.Qos {
 	case 0:
 		if len(readings) > 0 {
@@ -233,17 +252,7 @@ func (h *ingestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 		}
 		return pk, nil
 	case 2:
-		if len(readings) > 0 {
-			err := AppendSync(h.ctx, h.app, batch)
-			h.countAppend(uint64(len(readings)), err)
-			if err != nil {
-				h.logger.Warn("mqtt qos 2 publish not stored; disconnecting the client so it resends",
-					"client", cl.ID, "topic", pk.TopicName, "err", err)
-				cl.Stop(fmt.Errorf("wal append failed: %w", err))
-				return pk, packets.ErrRejectPacket
-			}
-		}
-		return pk, nil
+		return h.publishQoS2(cl, pk, batch, reason)
 	}
 	// QoS 1: every publish goes through the client's ordered ack window.
 	ca := h.acksFor(cl)
@@ -256,9 +265,8 @@ func (h *ingestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 	}
 	// Deliver after the ack when someone will get it now, or when it is to
 	// be retained for those who subscribe later.
-	if pk.FixedHeader.Retain || h.hasSubscribers(pk.TopicName) {
-		p := pk.Copy(false)
-		e.deliver = &p
+	if reason.Code == 0 && (pk.FixedHeader.Retain || h.hasSubscribers(pk.TopicName)) {
+		e.deliver = deliverable(pk, nowNs)
 	}
 	switch {
 	case len(readings) > 0:
@@ -266,25 +274,108 @@ func (h *ingestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 		if err := h.app.Append(h.ctx, batch, e.appended); err != nil {
 			e.appended(err)
 		}
-	case codec != "" && res.Problems() > 0 && cl.Properties.ProtocolVersion == 5:
-		// Nothing usable: tell a v5 client why [MQTT-3.4.2.1].
-		e.reason = packets.ErrPayloadFormatInvalid
-		e.reason.Reason = firstError(&res)
-		ca.complete(e, nil)
 	default:
-		// Not telemetry, or a 3.1.1 client that cannot be told (the payload
-		// was counted and kept): acknowledge in order.
+		// Not telemetry, or nothing to store: acknowledge in order, with
+		// the reason if there is one.
+		e.reason = reason
 		ca.complete(e, nil)
 	}
 	return handled(pk), nil
 }
 
-// handled marks a QoS 1 publish the ack window now owns, so mochi neither
-// acks, retains nor delivers it (processPublish treats it as an ignored
-// QoS 0 message). Returning ErrRejectPacket does the same, but mochi's
-// hook dispatcher then boxes the whole packet into a debug log call's
-// arguments, logged or not: one large allocation per message, about 6 % of
-// the gateway's CPU under QoS 1 load.
+// refusePublish answers a publish the ACL refuses as mochi would have
+// (processPublish): QoS 0 is dropped, a 3.1.1 client is disconnected (it
+// has no negative ack), a v5 client gets PUBACK/PUBREC 0x87, in order with
+// its other acks.
+func (h *ingestHook) refusePublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	switch {
+	case pk.FixedHeader.Qos == 0:
+	case cl.Properties.ProtocolVersion < 5:
+		_ = h.srv.DisconnectClient(cl, packets.ErrNotAuthorized)
+	default:
+		h.refuse(cl, pk, packets.ErrNotAuthorized)
+	}
+	return handled(pk), nil
+}
+
+// refuse answers a v5 QoS 1 or 2 publish with a reason-coded PUBACK or
+// PUBREC on the path its other acks of that kind take: the QoS 1 ack
+// window, or (QoS 2) mochi's WritePacket from the read goroutine, as
+// mochi's own PUBRECs are written. Runs on the client's read goroutine.
+func (h *ingestHook) refuse(cl *mqtt.Client, pk packets.Packet, code packets.Code) {
+	if pk.FixedHeader.Qos == 2 {
+		_ = cl.WritePacket(h.ack(packets.Pubrec, pk.PacketID, code))
+		return
+	}
+	ca := h.acksFor(cl)
+	if ca == nil {
+		return // disconnecting
+	}
+	if e := ca.reserve(h.ctx, pk.PacketID); e != nil {
+		e.reason = code
+		ca.complete(e, nil)
+	}
+}
+
+// publishQoS2 stores a QoS 2 publish's readings before mochi sends PUBREC:
+// it blocks this client's read loop for one group commit. Failures are
+// answered here with a reason-coded PUBREC (v5): mochi would answer a
+// hook's reason code with a PUBACK. PUBRECs keep their order: mochi writes
+// its own with cl.WritePacket on this same goroutine, as these are.
+func (h *ingestHook) publishQoS2(cl *mqtt.Client, pk packets.Packet, batch *wal.Batch, reason packets.Code) (packets.Packet, error) {
+	if reason.Code != 0 {
+		h.refuse(cl, pk, reason)
+		return handled(pk), nil
+	}
+	if len(batch.Readings) == 0 {
+		return pk, nil
+	}
+	err := AppendSync(h.ctx, h.app, batch)
+	h.countAppend(uint64(len(batch.Readings)), err)
+	if err == nil {
+		return pk, nil
+	}
+	h.logger.Warn("mqtt qos 2 publish not stored; disconnecting the client so it resends",
+		"client", cl.ID, "topic", pk.TopicName, "err", err)
+	if cl.Properties.ProtocolVersion == 5 {
+		_ = cl.WritePacket(h.ack(packets.Pubrec, pk.PacketID, packets.ErrUnspecifiedError))
+	}
+	cl.Stop(fmt.Errorf("wal append failed: %w", err))
+	return handled(pk), nil
+}
+
+// ack builds a reason-coded PUBACK or PUBREC with the reason string and no
+// other property (none inherited from the publish).
+func (h *ingestHook) ack(typ byte, id uint16, code packets.Code) packets.Packet {
+	return packets.Packet{
+		FixedHeader: packets.FixedHeader{Type: typ},
+		PacketID:    id,
+		ReasonCode:  code.Code,
+		Properties:  packets.Properties{ReasonString: code.Reason},
+	}
+}
+
+// deliverable is the copy of a QoS 1 publish that deliver re-injects once
+// it is acknowledged: every property as sent, the topic alias resolved
+// (mochi resolved pk.TopicName before OnPublish; the alias belongs to the
+// publisher's connection), and the receive time, from which its message
+// expiry counts.
+func deliverable(pk packets.Packet, nowNs int64) *packets.Packet {
+	p := pk.Copy(false)
+	p.PacketID = pk.PacketID // Copy drops it; PublishValidate wants one for QoS > 0
+	p.Properties.TopicAlias, p.Properties.TopicAliasFlag = 0, false
+	p.Properties.SubscriptionIdentifier = nil
+	p.Created = nowNs // nanoseconds until deliver, which sets mochi's seconds
+	return &p
+}
+
+// handled marks a publish the hook has answered itself (a QoS 1 publish
+// the ack window owns, a QoS 2 publish refused with a reason-coded PUBREC),
+// so mochi neither acks, retains nor delivers it (processPublish treats it
+// as an ignored QoS 0 message). Returning ErrRejectPacket does the same,
+// but mochi's hook dispatcher then boxes the whole packet into a debug log
+// call's arguments, logged or not: one large allocation per message, about
+// 6 % of the gateway's CPU under QoS 1 load.
 func handled(pk packets.Packet) packets.Packet {
 	pk.FixedHeader.Qos, pk.FixedHeader.Retain, pk.Ignore = 0, false, true
 	return pk
@@ -463,6 +554,10 @@ type clientAcks struct {
 	mu      sync.Mutex
 	pending []*ackEntry
 	free    []*ackEntry // acknowledged entries, for reuse
+
+	// Used by the acker goroutine only.
+	origin     *mqtt.Client      // the inline client deliver injects with, named after cl
+	deliveries []*packets.Packet // flush's scratch
 }
 
 type ackEntry struct {
@@ -584,11 +679,18 @@ func (ca *clientAcks) run() {
 	}
 }
 
-// flush acknowledges finished entries: the plain PUBACKs of a run of
-// successes go out in one socket write; a failure ends the connection. It
-// returns buf, for reuse.
+// flush acknowledges finished entries, in order, in one socket write:
+// plain PUBACKs (4 bytes) and reason-coded ones (encoded here, not
+// through cl.WritePacket, which could hold them in mochi's write buffer
+// behind queued deliveries while later plain ones overtake them
+// [MQTT-4.6.0-2]). A failure is acknowledged (v5: 0x80) and ends the
+// connection. The successes are then delivered. It returns buf, for reuse.
 func (ca *clientAcks) flush(ready []*ackEntry, buf []byte) ([]byte, bool) {
-	var deliver []*packets.Packet
+	deliver := ca.deliveries[:0]
+	defer func() {
+		clear(deliver)
+		ca.deliveries = deliver[:0]
+	}()
 	write := func() bool {
 		if len(buf) == 0 {
 			return true
@@ -604,23 +706,16 @@ func (ca *clientAcks) flush(ready []*ackEntry, buf []byte) ([]byte, bool) {
 	for _, e := range ready {
 		switch {
 		case e.err != nil:
-			if !write() {
-				return buf, false
+			if ca.cl.Properties.ProtocolVersion == 5 {
+				buf = ca.appendAck(buf, e.id, packets.ErrUnspecifiedError)
 			}
+			write()
 			ca.h.logger.Warn("mqtt publish not stored; disconnecting the client so it resends",
 				"client", ca.cl.ID, "err", e.err)
-			if ca.cl.Properties.ProtocolVersion == 5 {
-				_ = ca.cl.WritePacket(pubackWithReason(e.id, packets.ErrUnspecifiedError))
-			}
 			ca.cl.Stop(fmt.Errorf("wal append failed: %w", e.err))
 			return buf, false
 		case e.reason.Code != 0:
-			if !write() {
-				return buf, false
-			}
-			if err := ca.cl.WritePacket(pubackWithReason(e.id, e.reason)); err != nil {
-				return buf, false
-			}
+			buf = ca.appendAck(buf, e.id, e.reason)
 		default:
 			// PUBACK with success and no properties: 4 bytes in 3.1.1 and
 			// in 5 (reason and properties may be omitted [MQTT-3.4.2.1]).
@@ -634,19 +729,55 @@ func (ca *clientAcks) flush(ready []*ackEntry, buf []byte) ([]byte, bool) {
 		return buf, false
 	}
 	for _, p := range deliver {
-		if err := ca.h.srv.Publish(p.TopicName, p.Payload, p.FixedHeader.Retain, p.FixedHeader.Qos); err != nil {
-			ca.h.logger.Warn("mqtt delivery to local subscribers failed", "topic", p.TopicName, "err", err)
-		}
+		ca.deliver(p)
 	}
 	return buf, true
 }
 
-func pubackWithReason(id uint16, code packets.Code) packets.Packet {
-	return packets.Packet{
-		FixedHeader: packets.FixedHeader{Type: packets.Puback},
-		PacketID:    id,
-		ReasonCode:  code.Code,
-		Properties:  packets.Properties{ReasonString: code.Reason},
+// appendAck appends a v5 PUBACK with a reason code and its reason string,
+// as mochi's WritePacket would encode it for this client (no reason string
+// when it asked for no problem information [MQTT-3.1.2-29], none that
+// would make the packet exceed its maximum packet size [MQTT-3.1.2-25]).
+func (ca *clientAcks) appendAck(buf []byte, id uint16, code packets.Code) []byte {
+	pk := ca.h.ack(packets.Puback, id, code)
+	pk.ProtocolVersion = 5
+	props := &ca.cl.Properties.Props
+	pk.Mods.MaxSize = props.MaximumPacketSize
+	pk.Mods.DisallowProblemInfo = props.RequestProblemInfoFlag && props.RequestProblemInfo == 0
+	var b bytes.Buffer
+	if err := pk.PubackEncode(&b); err != nil {
+		panic("BUG: encode puback: " + err.Error()) // a PUBACK always encodes
+	}
+	return append(buf, b.Bytes()...)
+}
+
+// deliver routes an acknowledged QoS 1 publish to local subscribers as
+// its publisher sent it, through mochi's own publish path
+// (Server.InjectPacket, processPublish): every property is kept, the
+// publisher's client id is the origin (no-local, retain-as-published),
+// retained messages are stored by mochi, subscription identifiers are set
+// per subscriber. The injecting client is an inline client named after the
+// publisher (inline: no ACL, no inflight, no ack), made on first use; its
+// protocol version is 5, so mochi's expiry sweeps apply to what it
+// retains. Message expiry counts from receipt (mochi counts it from the
+// injection, in whole seconds): the interval is reduced by the time spent
+// storing, and a message that expired meanwhile is not delivered
+// [MQTT-3.3.2-5].
+func (ca *clientAcks) deliver(p *packets.Packet) {
+	if ca.origin == nil {
+		ca.origin = ca.h.srv.NewClient(nil, mqtt.LocalListener, ca.cl.ID, true)
+		ca.origin.Properties.ProtocolVersion = 5
+	}
+	if mei := p.Properties.MessageExpiryInterval; mei > 0 {
+		left := time.Duration(mei)*time.Second - time.Duration(time.Now().UnixNano()-p.Created)
+		if left <= 0 {
+			return
+		}
+		p.Properties.MessageExpiryInterval = uint32((left + time.Second - 1) / time.Second)
+	}
+	p.Created = 0
+	if err := ca.h.srv.InjectPacket(ca.origin, *p); err != nil {
+		ca.h.logger.Warn("mqtt delivery to local subscribers failed", "client", ca.cl.ID, "topic", p.TopicName, "err", err)
 	}
 }
 

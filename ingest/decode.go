@@ -1,6 +1,7 @@
 package ingest
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"slices"
@@ -140,6 +141,26 @@ func (o *Options) maxTimeNs() int64 {
 
 const maxInt64 = 1<<63 - 1
 
+// MinTimeNs and MaxTimeNs bound the event times ingest accepts: ±2^62 ns
+// since the epoch (1823 to 2116). The windows engine aligns windows on
+// event times and applies nothing beyond these bounds, so a reading
+// outside them is rejected here (ReasonOutOfRange, with a precise error)
+// rather than acknowledged, stored and then dropped.
+const (
+	MaxTimeNs int64 = 1 << 62
+	MinTimeNs       = -MaxTimeNs
+)
+
+// timeRangeMsg returns "" when ts is within [MinTimeNs, MaxTimeNs], else
+// the error message.
+func timeRangeMsg(ts int64) string {
+	if ts >= MinTimeNs && ts <= MaxTimeNs {
+		return ""
+	}
+	return "event time " + strconv.FormatInt(ts, 10) + " ns is outside the representable range ±2^62 ns (" +
+		time.Unix(0, MinTimeNs).UTC().Format(time.RFC3339) + " to " + time.Unix(0, MaxTimeNs).UTC().Format(time.RFC3339) + ")"
+}
+
 // Precision is the unit of a line protocol timestamp.
 type Precision uint8
 
@@ -226,6 +247,11 @@ const (
 	// ReasonFutureTimestamp: an event time more than Options.MaxFutureSkew
 	// after the receive time.
 	ReasonFutureTimestamp
+	// ReasonNoReadings: a message that decoded cleanly to no reading at
+	// all (see Result.requireReadings, the one definition every listener
+	// applies): `{}`, `[]`, an object or lines of string fields only, an
+	// empty payload.
+	ReasonNoReadings
 
 	numReasons
 )
@@ -242,6 +268,7 @@ var reasonNames = [numReasons]string{
 	ReasonMissingField:    "missing_field",
 	ReasonOutOfRange:      "out_of_range",
 	ReasonFutureTimestamp: "future_timestamp",
+	ReasonNoReadings:      "no_readings",
 }
 
 // String returns the label value of r.
@@ -342,6 +369,9 @@ type Result struct {
 	// uint) whose magnitude exceeds 2^53, so that the float64 reading is
 	// rounded.
 	PrecisionLoss int
+	// skipAt is 1 + the byte offset of the line (or object) holding the
+	// first skipped string field; 0: none. requireReadings names it.
+	skipAt int
 }
 
 // Reset clears r, keeping its capacity.
@@ -400,6 +430,49 @@ func (r *Result) add(reason Reason, e *Error) {
 		e.Reason = reason
 		r.Errors = append(r.Errors, e)
 	}
+}
+
+// skippedAt notes where the first skipped string field is (off: the byte
+// offset of its line or object), for requireReadings.
+func (r *Result) skippedAt(off int) {
+	if r.skipAt == 0 && off >= 0 {
+		r.skipAt = off + 1
+	}
+}
+
+// requireReadings is the one definition of a message with no usable
+// reading, applied by every listener to each message after decoding it
+// (an MQTT payload, a UDP datagram, an HTTP write body): a message that
+// yielded no reading and had nothing else rejected is rejected whole, as
+// ReasonNoReadings, with an error naming the line of its first string field
+// when it has one. A message with readings, or whose problems are already
+// reported (a syntax error, say), is left as it is. It reports whether it
+// added the rejection (the caller counts it when it counted the decode
+// before). body is the message, for the line number.
+func (r *Result) requireReadings(body []byte) bool {
+	if r.Readings > 0 || r.Problems() > 0 {
+		return false
+	}
+	e := &Error{Offset: -1, Index: -1, Msg: "no usable reading: no numeric or boolean field"}
+	switch {
+	case len(bytes.TrimSpace(body)) == 0:
+		e.Msg = "no usable reading: empty payload"
+	case r.SkippedTotal > 0:
+		e.Msg = "no usable reading: string fields are not readings ("
+		for i, f := range r.Skipped {
+			if i > 0 {
+				e.Msg += ", "
+			}
+			e.Msg += strconv.Quote(f.Field)
+		}
+		e.Msg += ")"
+	}
+	if r.skipAt > 0 {
+		e.Offset = r.skipAt - 1
+		e.Line, _ = lineCol(body, e.Offset)
+	}
+	r.add(ReasonNoReadings, e)
+	return true
 }
 
 // skip counts one skipped string field.

@@ -24,14 +24,25 @@
 //     run of finished entries at the head of its window and writes their
 //     PUBACKs, oldest first [MQTT-4.6.0-2], in one socket write (4 bytes
 //     each, under the client's lock, as mochi's own WritePacket writes), then
-//     publishes the messages to local subscribers through mochi's inline
-//     client. One group commit thus releases many messages of one client
+//     delivers the messages to local subscribers (see Delivering a durable
+//     publish below). One group commit thus releases many messages of one client
 //     with one fsync and one write: a client with 1,000 messages in flight
 //     is pipelined, not held to one fsync per message, and the write
 //     coalescing is the main saving of CPU per message against a broker
-//     that writes each PUBACK on its own. Every QoS 1 publish of a client,
-//     stored or not, goes through this window, so no PUBACK overtakes
-//     another.
+//     that writes each PUBACK on its own.
+//   - One ordered path for every QoS 1 acknowledgement. Every QoS 1
+//     publish of a client goes through this window: stored, not telemetry,
+//     with no usable reading (0x99), refused by the ACL (0x87: the publish
+//     ACL is checked in OnPublish, where the QoS is known, rather than in
+//     mochi's OnACLCheck, which would write the PUBACK itself) or on a topic
+//     mochi drops ($SYS, wildcards: 0x87 from OnPacketRead). Reason-coded
+//     PUBACKs are encoded by the acker into the same write as the plain
+//     ones (never through cl.WritePacket, which buffers behind queued
+//     deliveries while a direct write does not), so no PUBACK overtakes
+//     another [MQTT-4.6.0-2]. PUBRECs all go through mochi's WritePacket on
+//     the read goroutine, the Runnel ones included, so they keep their
+//     order too. Acks carry a reason string at most, never the publisher's
+//     user properties (Compatibilities.NoInheritedPropertiesOnAck).
 //   - Bounded memory, backpressure. The window holds at most
 //     mqtt.receive_maximum entries (the receive maximum told to v5
 //     clients). A client at the limit blocks in OnPublish, which stops its
@@ -39,9 +50,12 @@
 //     pending budget is full blocks the same way. Payloads are kept past
 //     the append only when a local subscriber will get them.
 //   - MQTT QoS 2. OnPublish blocks until the readings are durable, then
-//     lets mochi send PUBREC and run PUBREL/PUBCOMP; this holds the
-//     client's read loop for one fsync per QoS 2 message (documented; use
-//     QoS 1 for throughput).
+//     lets mochi send PUBREC, deliver the message itself (properties and
+//     all) and run PUBREL/PUBCOMP; this holds the client's read loop for
+//     one fsync per QoS 2 message (documented; use QoS 1 for throughput).
+//     A v5 failure is answered by the hook with a reason-coded PUBREC
+//     (0x99, 0x87, 0x80): mochi answers a hook's reason code with a PUBACK,
+//     which a QoS 2 exchange does not allow.
 //   - HTTP POST /api/v2/write answers 204 after the points are durable,
 //     503 with Retry-After when the WAL cannot take them.
 //   - A failed append is never acknowledged. An MQTT v5 client gets PUBACK
@@ -52,13 +66,58 @@
 //     else dropped and counted, so they never block a socket reader, and
 //     they ride the next fsync rather than forcing one.
 //
+// # Delivering a durable publish
+//
+// A QoS 1 publish reaches subscribers after its PUBACK exactly as its
+// publisher sent it. The acker re-injects the packet through mochi's own
+// publish path, Server.InjectPacket → processPublish (v2.7.9), not
+// Server.Publish (which builds a new packet with no property and the
+// inline client as origin). The injecting client is an inline client
+// (srv.NewClient(nil, mqtt.LocalListener, id, true)) made once per
+// publishing connection and named after the publisher, protocol version
+// 5. So:
+//
+//   - every MQTT 5 property is kept (payload format, content type,
+//     response topic, correlation data, user properties, expiry);
+//   - the origin is the publisher's client id: no-local [MQTT-3.8.3-3] and
+//     retain-as-published work; mochi sets subscription identifiers per
+//     subscriber (publishToClient) and retains through retainMessage, with
+//     the v5 expiry its sweeps honour [MQTT-3.3.2-5];
+//   - a topic alias belongs to the publisher's connection: mochi resolved
+//     it to the topic name before OnPublish, and the delivered copy drops
+//     the alias (and carries no subscription identifier, which
+//     PublishValidate refuses; its packet id stays non-zero, as it wants
+//     for QoS > 0);
+//   - message expiry counts from receipt: mochi starts it at the injection,
+//     so the acker subtracts the time spent storing (rounded up to whole
+//     seconds, mochi's unit) and drops a message that expired meanwhile.
+//
+// Inline clients skip the ACL check, the inflight store and acks, and
+// OnPublish passes their packets through. Only a publish someone will get
+// (a subscriber now, or retained) is copied for delivery. mochi counts an
+// injected packet as received once more in its $SYS statistics. An empty
+// retained publish deletes the topic's retained message [MQTT-3.3.1-6] and
+// is not decoded as telemetry, whatever its topic.
+//
 // # Bad input
 //
 // A payload with problems is counted by listener and reason (Stats), kept,
 // cut to a limit, in the dead-letter log (DeadLetters, on disk, readable
 // with Recent), and answered precisely where the protocol can carry it:
-// MQTT v5 PUBACK 0x99 with a reason string when a message holds no usable
-// reading; HTTP 400 with the line and column of the first errors. A bad
+// MQTT v5 PUBACK/PUBREC 0x99 with a reason string when a message holds no
+// usable reading; HTTP 400 with the line and column of the first errors.
+//
+// "No usable reading" is defined once (Result.requireReadings) and applied
+// to every message on every listener (MQTT payload, UDP datagram, HTTP
+// body): a message that decodes cleanly to no reading at all — `{}`, `[]`,
+// `{"temp":"hot"}`, lines of string fields only, an empty body — is
+// rejected whole as no_readings, naming its string fields and the line of
+// the first; a message whose problems are already reported (a syntax
+// error) keeps them. MQTT 5 gets 0x99, 3.1.1 is acknowledged, counted and
+// dead-lettered, HTTP gets 400 (InfluxDB 2 also refuses a write with no
+// point). Event times beyond ±2^62 ns (MinTimeNs, MaxTimeNs), which the
+// windows engine cannot place, are rejected at decode as out_of_range,
+// never acknowledged and then dropped. A bad
 // line, object, field or sample never drops its good neighbours: those are
 // stored and acknowledged as usual. MQTT 3.1.1 clients cannot be told; their
 // bad payloads are acknowledged, counted and kept.
@@ -106,7 +165,8 @@
 // client id whose live or persisted session belongs to another username
 // (checks and claims are serialised, so two CONNECTs cannot both pass). A
 // QoS 1/2 publish mochi would drop silently ($SYS, wildcards) is answered:
-// PUBACK 0x87 for MQTT 5, a disconnect for 3.1.1.
+// PUBACK 0x87 for MQTT 5, a disconnect for 3.1.1. Publishes are checked in
+// OnPublish (see the ack path above), after mochi resolved a topic alias.
 //
 // mochi's log lines go through a handler that drops the attributes holding
 // whole packets (payloads) and rate-limits warnings per message; denials
@@ -127,7 +187,8 @@
 // # Goroutines
 //
 // The broker owns mochi's listener and client goroutines and one acker per
-// client that published at QoS 1; Close stops them all and waits. UDP owns
+// client that published at QoS 1 (the inline client it delivers with has
+// no goroutine); Close stops them all and waits. UDP owns
 // its reader goroutines; Serve returns after they exit. DeadLetters owns
 // one writer goroutine; Close drains and stops it. The HTTP handler runs on
 // the gateway's server goroutines.

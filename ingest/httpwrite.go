@@ -18,6 +18,7 @@ import (
 	"net/http"
 	"os"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -307,6 +308,9 @@ func (h *HTTPWrite) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	opt := Options{NowNs: nowNs, MaxFutureSkew: h.cfg.MaxFutureSkew, Precision: prec}
 	stored, err := h.decodeAppend(r.Context(), wk, opt)
 	res := &wk.total
+	if err == nil && res.requireReadings(body) {
+		h.stats.Rejected[ListenerHTTP][ReasonNoReadings].Add(1)
+	}
 	if res.Problems() > 0 && h.rejects != nil {
 		h.rejects.Add(resultReject(ListenerHTTP, nowNs, r.RemoteAddr, r.URL.RequestURI(), res, body))
 	}
@@ -577,6 +581,14 @@ func mergeResult(total, chunk *Result, line, off int) {
 	}
 	total.SkippedTotal += chunk.SkippedTotal
 	total.PrecisionLoss += chunk.PrecisionLoss
+	if total.skipAt == 0 && chunk.skipAt > 0 {
+		total.skipAt = chunk.skipAt + off
+	}
+	for _, f := range chunk.Skipped {
+		if len(total.Skipped) < MaxSkippedFields && !slices.ContainsFunc(total.Skipped, func(t FieldCount) bool { return t.Field == f.Field }) {
+			total.Skipped = append(total.Skipped, f)
+		}
+	}
 	for _, e := range chunk.Errors {
 		if len(total.Errors) >= MaxErrors {
 			break

@@ -369,14 +369,48 @@ func TestHTTPWriteRequestErrors(t *testing.T) {
 	}
 }
 
+// TestHTTPWriteEmptyBody: a body with no line is a write with no usable
+// reading: 400 no_readings (InfluxDB 2 also answers 400, "writing requires
+// points"), nothing stored.
 func TestHTTPWriteEmptyBody(t *testing.T) {
 	app := openTestWAL(t)
 	srv, _ := startHTTPWrite(t, DefaultHTTPWriteConfig(), app, nil)
-	if r := post(t, srv, writeReq{body: []byte("\n# nothing\n")}); r.status != http.StatusNoContent {
+	r := post(t, srv, writeReq{body: []byte("\n# nothing\n")})
+	if r.status != http.StatusBadRequest {
 		t.Fatalf("status %d: %s", r.status, r.body)
+	}
+	if v := errorBody(t, r); len(v.Errors) != 1 || v.Errors[0].Reason != "no_readings" {
+		t.Errorf("reply %s, want one no_readings error", r.body)
 	}
 	if app.log.LastIndex() != 0 {
 		t.Error("empty write appended a batch")
+	}
+}
+
+// TestHTTPWriteNoUsableReading: a body of string fields only holds no
+// reading: 400 naming the line of the first string field and the fields,
+// counted as no_readings and dead-lettered (it used to get 204, issue 16).
+func TestHTTPWriteNoUsableReading(t *testing.T) {
+	app := openTestWAL(t)
+	rejects := &rejectBox{}
+	srv, stats := startHTTPWrite(t, DefaultHTTPWriteConfig(), app, rejects)
+	r := post(t, srv, writeReq{body: []byte("# status\nm,host=a state=\"ok\"\nm,host=b mode=\"auto\",state=\"x\"\n")})
+	if r.status != http.StatusBadRequest {
+		t.Fatalf("status %d: %s", r.status, r.body)
+	}
+	v := errorBody(t, r)
+	if v.Line != 2 || len(v.Errors) != 1 || v.Errors[0].Reason != "no_readings" ||
+		!strings.Contains(v.Message, `"state"`) || !strings.Contains(v.Message, `"mode"`) {
+		t.Errorf("reply %s, want no_readings at line 2 naming the string fields", r.body)
+	}
+	if n := stats.Rejected[ListenerHTTP][ReasonNoReadings].Load(); n != 1 {
+		t.Errorf("no_readings counted %d, want 1", n)
+	}
+	if got := rejects.list(); len(got) != 1 || got[0].Reason != "no_readings" {
+		t.Errorf("dead letters %+v, want one no_readings", got)
+	}
+	if app.log.LastIndex() != 0 {
+		t.Error("a write with no reading appended a batch")
 	}
 }
 

@@ -158,6 +158,7 @@ func (c *objCtx) fieldErr(reason Reason, off int, field []byte, msg string) {
 func (d *JSON) object(dst []wal.Reading, c *objCtx) []wal.Reading {
 	sc := &d.sc
 	start := len(dst)
+	objOff := sc.p
 	sc.p++ // '{'
 	d.tags.reset()
 	d.skips = d.skips[:0]
@@ -234,6 +235,11 @@ func (d *JSON) object(dst []wal.Reading, c *objCtx) []wal.Reading {
 	if !hasTS {
 		tsNs = c.opt.NowNs
 	}
+	if msg := timeRangeMsg(tsNs); msg != "" {
+		c.res.add(ReasonOutOfRange, &Error{Offset: tsOff, Index: c.index, Field: "ts", Msg: msg})
+		clear(dst[start:])
+		return dst[:start]
+	}
 	if maxTs := c.opt.maxTimeNs(); tsNs > maxTs {
 		if c.res.wants() {
 			c.res.add(ReasonFutureTimestamp, &Error{Offset: tsOff, Index: c.index, Field: "ts", Msg: futureMsg(tsNs, c.opt.NowNs, maxTs)})
@@ -248,6 +254,9 @@ func (d *JSON) object(dst []wal.Reading, c *objCtx) []wal.Reading {
 	}
 	for _, f := range d.skips {
 		c.res.skip(f)
+	}
+	if len(d.skips) > 0 {
+		c.res.skippedAt(objOff)
 	}
 	return dst
 }

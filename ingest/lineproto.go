@@ -129,6 +129,9 @@ func (d *LineProtocol) line(lp *lineprotocol.Decoder, dst []wal.Reading, opt *Op
 	for _, f := range d.skips {
 		res.skip(f)
 	}
+	if len(d.skips) > 0 {
+		res.skippedAt(lineOff)
+	}
 	res.PrecisionLoss += d.loss
 	return dst, true
 }
@@ -256,6 +259,14 @@ func (d *LineProtocol) timestamp(lp *lineprotocol.Decoder, opt *Options, lineOff
 			}
 			return 0, false
 		}
+	}
+	if msg := timeRangeMsg(ts); msg != "" {
+		off := offsetIn(d.body, tb)
+		if off < 0 {
+			off = lineOff
+		}
+		res.add(ReasonOutOfRange, d.posErr(off, "", msg))
+		return 0, false
 	}
 	if maxTs := opt.maxTimeNs(); ts > maxTs {
 		if res.wants() {

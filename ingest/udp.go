@@ -416,6 +416,7 @@ func (u *UDP) datagram(r *udpReader, data []byte, from netip.AddrPort, nowNs int
 	opt := u.opt
 	opt.NowNs = nowNs
 	r.readings = r.dec.Decode(r.readings[:0], "", data, opt, &r.res)
+	r.res.requireReadings(data)
 	st.CountResult(ListenerUDP, &r.res)
 	if r.res.Problems() > 0 && u.rejects != nil {
 		u.rejects.Add(resultReject(ListenerUDP, nowNs, from.String(), "", &r.res, data))

@@ -88,6 +88,11 @@ type WindowsStatus struct {
 	Evictions        uint64 `json:"evictions"`
 	MemoryBytes      int64  `json:"memory_bytes"`
 	BudgetBytes      int64  `json:"budget_bytes"`
+
+	// Discards: readings applied nowhere (event time beyond ±2^62 ns) and
+	// readings too late for their group's window.
+	BadTimeReadings   uint64 `json:"bad_time_readings"`
+	GroupLateReadings uint64 `json:"group_late_readings"`
 }
 
 // CheckpointStatus describes the last checkpoint of the windows state.
