@@ -140,9 +140,12 @@ func TestOutboxDropOldest(t *testing.T) {
 
 	c := newCluster(t)
 	cfg := testConfig(c.ListenAddrs())
+	// A round of 10,000 records under -race on a loaded 2-core machine can
+	// take longer than the tests' usual 2 s (every attempt then timed out).
+	cfg.RequestTimeout = 10 * time.Second
 	r := startForwarder(t, cfg, o)
 	cons := startConsumer(t, c.ListenAddrs(), testTopics[0])
-	recs := cons.waitIDs(t, 20*time.Second, "s", int(kept), n)
+	recs := cons.waitIDs(t, 40*time.Second, "s", int(kept), n)
 	for _, g := range recs {
 		if seq, _ := strconv.Atoi(g.id[2:]); seq < int(kept) {
 			t.Fatalf("dropped entry %s was sent", g.id)
@@ -220,14 +223,16 @@ func TestOutboxBlock(t *testing.T) {
 
 	c := newCluster(t)
 	cons := startConsumer(t, c.ListenAddrs(), testTopics[1])
-	startForwarder(t, testConfig(c.ListenAddrs()), o)
+	bcfg := testConfig(c.ListenAddrs())
+	bcfg.RequestTimeout = 10 * time.Second // a 1 MB round under -race on a loaded machine
+	startForwarder(t, bcfg, o)
 	select {
 	case err := <-done:
 		if err != nil {
 			t.Fatalf("blocked append: %v", err)
 		}
-	case <-time.After(15 * time.Second):
-		t.Fatalf("blocked append still waiting 15s after kafka came: %+v", o.Stats())
+	case <-time.After(40 * time.Second):
+		t.Fatalf("blocked append still waiting 40s after kafka came: %+v", o.Stats())
 	}
 	recs := cons.waitIDs(t, 20*time.Second, "a", 0, appended+100)
 	checkKeyOrder(t, recs)
