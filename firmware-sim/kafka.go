@@ -33,18 +33,25 @@ type KafkaOptions struct {
 	Topics []string
 	// Partitions per topic (default 1).
 	Partitions int
+	// Brokers in the cluster (default 1): the first listens on Addr, the
+	// others on free loopback ports (see KafkaBroker.Addrs). The fleet demo
+	// runs three, so partition leaders and transaction coordinators spread
+	// over brokers as they do in a real cluster.
+	Brokers int
 	// Interval of RunKafka's count line (default 5s).
 	Interval time.Duration
 }
 
-// KafkaBroker is a kfake cluster of one broker plus a consumer that counts
-// the records stored per topic, for `make demo`: it stands in for the
+// KafkaBroker is a kfake cluster (one broker unless KafkaOptions.Brokers)
+// plus a consumer that counts the records stored per topic, for `make
+// demo` and `make demo-fleet`: it stands in for the
 // upstream Kafka of a site so the gateway's forwarder has somewhere to
 // deliver. It is not a Kafka: no durability, no limits.
 type KafkaBroker struct {
 	cluster *kfake.Cluster
 	client  *kgo.Client
 	addr    string
+	addrs   []string
 	stop    context.CancelFunc
 	done    chan struct{}
 
@@ -69,7 +76,11 @@ func StartKafka(opt KafkaOptions) (*KafkaBroker, error) {
 	if parts <= 0 {
 		parts = 1
 	}
-	kopts := []kfake.Opt{kfake.Ports(port), kfake.AllowAutoTopicCreation(), kfake.DefaultNumPartitions(parts)}
+	ports := []int{port}
+	for i := 1; i < opt.Brokers; i++ {
+		ports = append(ports, 0)
+	}
+	kopts := []kfake.Opt{kfake.Ports(ports...), kfake.AllowAutoTopicCreation(), kfake.DefaultNumPartitions(parts)}
 	if len(opt.Topics) > 0 {
 		kopts = append(kopts, kfake.SeedTopics(int32(parts), opt.Topics...))
 	}
@@ -95,7 +106,7 @@ func StartKafka(opt KafkaOptions) (*KafkaBroker, error) {
 		return nil, fmt.Errorf("kafka counting consumer: %w", err)
 	}
 	ctx, stop := context.WithCancel(context.Background())
-	k := &KafkaBroker{cluster: c, client: cl, addr: addrs[0], stop: stop, done: make(chan struct{}), counts: map[string]int64{}}
+	k := &KafkaBroker{cluster: c, client: cl, addr: addrs[0], addrs: addrs, stop: stop, done: make(chan struct{}), counts: map[string]int64{}}
 	for _, t := range opt.Topics {
 		k.counts[t] = 0
 	}
@@ -117,6 +128,9 @@ func (k *KafkaBroker) consume(ctx context.Context) {
 
 // Addr is the broker's host:port.
 func (k *KafkaBroker) Addr() string { return k.addr }
+
+// Addrs are the host:port of every broker, Addr first.
+func (k *KafkaBroker) Addrs() []string { return slices.Clone(k.addrs) }
 
 // Counts returns the records stored per topic so far (as the consumer has
 // read them: a produce shows up within about a fetch wait).
