@@ -121,6 +121,7 @@ var benchPhases = []benchPhase{
 	{"udp", "UDP line protocol, 100 lines per datagram: points/s stored (no baseline)", (*bench).phaseUDP},
 	{"http", "HTTP POST /api/v2/write, 1000 lines per request: points/s (no baseline)", (*bench).phaseHTTP},
 	{"query-latency", "ingest-to-queryable latency of a probe series under the QoS 1 load", (*bench).phaseQueryLatency},
+	{"query-latency-paced", "ingest-to-queryable latency of a probe series under the QoS 1 load paced at half the saturating rate", (*bench).phaseQueryLatencyPaced},
 	{"alert-latency", "publish-to-alert latency of a probe rule under the QoS 1 load", (*bench).phaseAlertLatency},
 	{"forward", "summaries/s acknowledged by Kafka (kfake), 10000 series, 10s windows", (*bench).phaseForward},
 	{"mixed", "the issue's workload: QoS 1, 10s windows, forwarding on; CPU, RSS, nothing missing; baseline: bare mochi", (*bench).phaseMixed},

@@ -214,7 +214,11 @@ func (b *bench) bareBaseline(ctx context.Context, r *PhaseResult, qos byte) erro
 }
 
 func (b *bench) phaseQoS1(ctx context.Context, r *PhaseResult) error {
-	return b.mqttVersusBare(ctx, r, 1)
+	if err := b.mqttVersusBare(ctx, r, 1); err != nil {
+		return err
+	}
+	b.qos1Rate = r.Figures["acked_per_s"]
+	return nil
 }
 
 func (b *bench) phaseQoS0(ctx context.Context, r *PhaseResult) error {
