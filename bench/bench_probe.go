@@ -167,7 +167,7 @@ func (b *bench) queryProbes(ctx context.Context, gw *child, probe paho.Client, e
 	)
 	tick := time.NewTicker(probeInterval)
 	defer tick.Stop()
-	for i := 0; time.Now().Before(end) || (len(lat) < minProbes && time.Now().Before(end.Add(probeOverrun))); i++ {
+	for i := 0; time.Now().Before(end) || (len(lat) < b.o.MinProbes && time.Now().Before(end.Add(probeOverrun))); i++ {
 		select {
 		case <-tick.C:
 		case <-ctx.Done():
@@ -295,7 +295,7 @@ func (b *bench) phaseAlertLatency(ctx context.Context, r *PhaseResult) error {
 		var fire, resolve []time.Duration
 		var timeouts int
 		sp, err := b.sustain(ctx, gw, h, func(end time.Time) error {
-			fire, resolve, timeouts, err = alertProbes(ctx, gw, probe, events, end)
+			fire, resolve, timeouts, err = alertProbes(ctx, b.o.MinProbes, gw, probe, events, end)
 			return err
 		})
 		h.finish(15 * time.Second)
@@ -314,7 +314,7 @@ func (b *bench) phaseAlertLatency(ctx context.Context, r *PhaseResult) error {
 		// busy: the figure includes queueing behind it).
 		fire, resolve, timeouts = nil, nil, 0
 		sp, l, err := b.runMQTT(ctx, gw, 1, func(end time.Time) error {
-			fire, resolve, timeouts, err = alertProbes(ctx, gw, probe, events, end)
+			fire, resolve, timeouts, err = alertProbes(ctx, b.o.MinProbes, gw, probe, events, end)
 			return err
 		})
 		if err != nil {
@@ -352,9 +352,10 @@ func alertHandler(events chan<- alertSeen, overrun *atomic.Int64) paho.MessageHa
 }
 
 // alertProbes alternates a crossing reading (150) and a clearing one
-// (10), one pair per alertCycle, until end; each latency runs from the
+// (10), one pair per alertCycle, until end and at least minN firing
+// samples (at most probeOverrun past end); each latency runs from the
 // publish to the receipt of the event it causes.
-func alertProbes(ctx context.Context, gw *child, probe paho.Client, events <-chan alertSeen, end time.Time) (fire, resolve []time.Duration, timeouts int, err error) {
+func alertProbes(ctx context.Context, minN int, gw *child, probe paho.Client, events <-chan alertSeen, end time.Time) (fire, resolve []time.Duration, timeouts int, err error) {
 	var clock probeClock
 	send := func(v int, want string) (time.Duration, bool, error) {
 		ms := clock.next()
@@ -362,7 +363,7 @@ func alertProbes(ctx context.Context, gw *child, probe paho.Client, events <-cha
 		probe.Publish(probeTopic, 1, false, `{"ts":`+strconv.FormatInt(ms, 10)+`,"value":`+strconv.Itoa(v)+`}`)
 		return awaitAlert(ctx, events, want, ms*int64(time.Millisecond), t0)
 	}
-	for time.Now().Before(end) || (len(fire) < minProbes && time.Now().Before(end.Add(probeOverrun))) {
+	for time.Now().Before(end) || (len(fire) < minN && time.Now().Before(end.Add(probeOverrun))) {
 		cycle := time.Now()
 		for _, step := range []struct {
 			v    int
