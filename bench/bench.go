@@ -57,6 +57,10 @@ type BenchOptions struct {
 	// unacknowledged QoS 1 messages, spreading Devices device ids over
 	// their messages (defaults 4, 1000, 1000).
 	Publishers, MaxInFlight, Devices int
+	// MinProbes is the fewest samples each latency percentile is taken
+	// over (default 1000): the probes go on past the span until there
+	// are that many, at most a minute longer.
+	MinProbes int
 	// GatewayEnv are extra RUNNEL_* settings (KEY=VALUE) given to every
 	// gateway child after the bench's own, for configuration experiments;
 	// the published figures use none.
@@ -118,9 +122,10 @@ type benchPhase struct {
 var benchPhases = []benchPhase{
 	{"mqtt-qos1", "MQTT QoS 1: acknowledged readings/s, CPU and RSS; baseline: bare mochi", (*bench).phaseQoS1},
 	{"mqtt-qos0", "MQTT QoS 0: readings/s stored; baseline: bare mochi", (*bench).phaseQoS0},
-	{"udp", "UDP line protocol, 100 lines per datagram: points/s stored (no baseline)", (*bench).phaseUDP},
-	{"http", "HTTP POST /api/v2/write, 1000 lines per request: points/s (no baseline)", (*bench).phaseHTTP},
+	{"udp", "UDP line protocol, 100 lines per datagram: points/s stored; baseline: a decode-only receiver", (*bench).phaseUDP},
+	{"http", "HTTP POST /api/v2/write, 1000 lines per request: points/s; baseline: a decode-only handler", (*bench).phaseHTTP},
 	{"query-latency", "ingest-to-queryable latency of a probe series under the QoS 1 load", (*bench).phaseQueryLatency},
+	{"query-latency-paced", "ingest-to-queryable latency of a probe series under the QoS 1 load paced at half the saturating rate", (*bench).phaseQueryLatencyPaced},
 	{"alert-latency", "publish-to-alert latency of a probe rule under the QoS 1 load", (*bench).phaseAlertLatency},
 	{"forward", "summaries/s acknowledged by Kafka (kfake), 10000 series, 10s windows", (*bench).phaseForward},
 	{"mixed", "the issue's workload: QoS 1, 10s windows, forwarding on; CPU, RSS, nothing missing; baseline: bare mochi", (*bench).phaseMixed},
@@ -149,6 +154,7 @@ func (o BenchOptions) withDefaults() BenchOptions {
 	orDefault(&o.Publishers, 4)
 	orDefault(&o.MaxInFlight, 1000)
 	orDefault(&o.Devices, 1000)
+	orDefault(&o.MinProbes, minProbes)
 	if o.Log == nil {
 		o.Log = io.Discard
 	}

@@ -38,6 +38,10 @@ type mqttLoadConfig struct {
 	devices    int
 	qos        byte
 	drain      time.Duration // finish waits this long at most for acks
+	// rate paces QoS 1 publishing at this many messages/s in all (split
+	// evenly over the publishers); 0 publishes as fast as the in-flight
+	// bound lets.
+	rate float64
 }
 
 // mqttLoad is Publishers paho clients publishing one small JSON reading
@@ -145,7 +149,24 @@ func benchReading(buf []byte, tsMs int64, k int) []byte {
 // broker acks in [MQTT-4.6.0-2].
 func (l *mqttLoad) publishQoS1(ctx context.Context, c paho.Client, topics []string, window chan<- paho.Token, slots chan<- struct{}) {
 	defer close(window)
+	var every time.Duration // per publisher, when paced
+	if l.cfg.rate > 0 {
+		every = time.Duration(float64(time.Second) * float64(l.cfg.publishers) / l.cfg.rate)
+	}
+	start := time.Now()
 	for k := 0; ; k++ {
+		if every > 0 {
+			// Pacing the generator, not synchronisation: sleep only when
+			// a millisecond or more ahead, so timer granularity does not
+			// slow the rate.
+			if d := time.Until(start.Add(time.Duration(k) * every)); d >= time.Millisecond {
+				select {
+				case <-time.After(d):
+				case <-ctx.Done():
+					return
+				}
+			}
+		}
 		select {
 		case slots <- struct{}{}:
 		case <-ctx.Done():

@@ -214,7 +214,11 @@ func (b *bench) bareBaseline(ctx context.Context, r *PhaseResult, qos byte) erro
 }
 
 func (b *bench) phaseQoS1(ctx context.Context, r *PhaseResult) error {
-	return b.mqttVersusBare(ctx, r, 1)
+	if err := b.mqttVersusBare(ctx, r, 1); err != nil {
+		return err
+	}
+	b.qos1Rate = r.Figures["acked_per_s"]
+	return nil
 }
 
 func (b *bench) phaseQoS0(ctx context.Context, r *PhaseResult) error {
@@ -225,29 +229,42 @@ func (b *bench) phaseQoS0(ctx context.Context, r *PhaseResult) error {
 const udpLinesPerDatagram = 100
 
 func (b *bench) phaseUDP(ctx context.Context, r *PhaseResult) error {
-	r.Note = "no bare-broker baseline (not MQTT): absolute figures; one sender, unpaced"
+	r.Note = "baseline: firmware-sim bare-decoder (read datagrams, decode with ingest's line-protocol decoder, store nothing); one sender, unpaced"
 	gw, err := b.startGateway(ctx, b.targetDir(r.Name, "runnel"), "")
-	return withChild(gw, err, func(gw *child) error {
-		u, err := startUDPLoad(ctx, gw.udp, 1, udpLinesPerDatagram, b.o.Devices)
-		if err != nil {
-			return err
-		}
-		sp, err := b.sustain(ctx, gw, u, nil)
-		u.finish()
-		if err != nil {
-			return err
-		}
-		stored := sp.delta(`runnel_ingest_readings_total{listener="udp"}`)
+	if err := withChild(gw, err, func(gw *child) error { return b.udpSpan(ctx, r, r.set, gw, true) }); err != nil {
+		return err
+	}
+	bare, err := b.startBareDecoder(ctx, b.targetDir(r.Name, "bare"))
+	return withChild(bare, err, func(bare *child) error { return b.udpSpan(ctx, r, r.setBase, bare, false) })
+}
+
+// udpSpan puts the UDP load on t for a span and records its figures with
+// set; gateway says whether t is the gateway (else the decode-only
+// baseline).
+func (b *bench) udpSpan(ctx context.Context, r *PhaseResult, set func(string, float64), t *child, gateway bool) error {
+	u, err := startUDPLoad(ctx, t.udp, 1, udpLinesPerDatagram, b.o.Devices)
+	if err != nil {
+		return err
+	}
+	sp, err := b.sustain(ctx, t, u, nil)
+	u.finish()
+	if err != nil {
+		return err
+	}
+	stored := sp.delta(`runnel_ingest_readings_total{listener="udp"}`)
+	if gateway {
 		r.DurationS = sp.dur.Seconds()
-		r.set("sent_per_s", sp.perS(float64(sp.sent)))
-		r.set("stored_per_s", sp.perS(stored))
-		r.set("kernel_drops", sp.delta("runnel_udp_kernel_drops_total"))
-		r.set("dropped_readings", sp.delta(`runnel_ingest_dropped_readings_total{listener="udp"`))
-		r.set("send_errors", float64(u.errs.Load()))
-		r.set("cpu_s_per_100k_points", sp.cpuPer(stored, 1e5))
-		r.set("peak_rss_mib", mib(sp.peakRSS))
-		return nil
-	})
+	}
+	set("sent_per_s", sp.perS(float64(sp.sent)))
+	set("stored_per_s", sp.perS(stored))
+	if gateway {
+		set("kernel_drops", sp.delta("runnel_udp_kernel_drops_total"))
+		set("dropped_readings", sp.delta(`runnel_ingest_dropped_readings_total{listener="udp"`))
+	}
+	set("send_errors", float64(u.errs.Load()))
+	set("cpu_s_per_100k_points", sp.cpuPer(stored, 1e5))
+	set("peak_rss_mib", mib(sp.peakRSS))
+	return t.alive()
 }
 
 const (
@@ -256,36 +273,47 @@ const (
 )
 
 func (b *bench) phaseHTTP(ctx context.Context, r *PhaseResult) error {
-	r.Note = fmt.Sprintf("no baseline: absolute figures; %d writers, %d lines per request", httpWriters, httpBatchSize)
+	r.Note = fmt.Sprintf("baseline: firmware-sim bare-decoder (a handler that decodes with ingest's line-protocol decoder and answers 204, storing nothing); %d writers, %d lines per request", httpWriters, httpBatchSize)
 	gw, err := b.startGateway(ctx, b.targetDir(r.Name, "runnel"), "")
-	return withChild(gw, err, func(gw *child) error {
-		body := func(w, k int, buf []byte) ([]byte, int, bool) {
-			ts := time.Now().UnixNano()
-			for i := range httpBatchSize {
-				// Writer w carries the devices d with d % writers == w.
-				d := (w + httpWriters*(k*httpBatchSize+i)) % b.o.Devices
-				buf = appendBenchLine(buf, benchDevice(d), float64(i%200)/10, ts)
-			}
-			return buf, httpBatchSize, true
+	if err := withChild(gw, err, func(gw *child) error { return b.httpSpan(ctx, r, r.set, gw, true) }); err != nil {
+		return err
+	}
+	bare, err := b.startBareDecoder(ctx, b.targetDir(r.Name, "bare"))
+	return withChild(bare, err, func(bare *child) error { return b.httpSpan(ctx, r, r.setBase, bare, false) })
+}
+
+// httpSpan puts the HTTP write load on t for a span and records its
+// figures with set.
+func (b *bench) httpSpan(ctx context.Context, r *PhaseResult, set func(string, float64), t *child, gateway bool) error {
+	body := func(w, k int, buf []byte) ([]byte, int, bool) {
+		ts := time.Now().UnixNano()
+		for i := range httpBatchSize {
+			// Writer w carries the devices d with d % writers == w.
+			d := (w + httpWriters*(k*httpBatchSize+i)) % b.o.Devices
+			buf = appendBenchLine(buf, benchDevice(d), float64(i%200)/10, ts)
 		}
-		h := b.startHTTPLoad(ctx, gw.base, httpWriters, body)
-		sp, err := b.sustain(ctx, gw, h, nil)
-		h.finish(15 * time.Second)
-		if err != nil {
-			return err
-		}
-		if f := h.failed.Load(); f > 0 {
-			b.logf("  http: %d failed requests, first: %v", f, h.firstErr.Load())
-		}
+		return buf, httpBatchSize, true
+	}
+	h := b.startHTTPLoad(ctx, t.base, httpWriters, body)
+	sp, err := b.sustain(ctx, t, h, nil)
+	h.finish(15 * time.Second)
+	if err != nil {
+		return err
+	}
+	if f := h.failed.Load(); f > 0 {
+		b.logf("  http %s: %d failed requests, first: %v", t.name, f, h.firstErr.Load())
+	}
+	if gateway {
 		r.DurationS = sp.dur.Seconds()
-		r.set("acked_per_s", sp.perS(float64(sp.acked)))
-		r.set("stored_per_s", sp.perS(sp.delta(`runnel_ingest_readings_total{listener="http"}`)))
-		r.set("requests_per_s", sp.perS(float64(sp.acked)/httpBatchSize))
-		r.set("failed_requests", float64(h.failed.Load()))
-		r.set("cpu_s_per_100k_points", sp.cpuPer(float64(sp.acked), 1e5))
-		r.set("peak_rss_mib", mib(sp.peakRSS))
-		return nil
-	})
+	}
+	set("acked_per_s", sp.perS(float64(sp.acked)))
+	set("stored_per_s", sp.perS(sp.delta(`runnel_ingest_readings_total{listener="http"}`)))
+	set("requests_per_s", sp.perS(float64(sp.acked)/httpBatchSize))
+	set("failed_requests", float64(h.failed.Load()))
+	set("cpu_s_per_100k_points", sp.cpuPer(float64(sp.acked), 1e5))
+	set("cpu_us_per_point", sp.cpuPer(float64(sp.acked), 1e6))
+	set("peak_rss_mib", mib(sp.peakRSS))
+	return t.alive()
 }
 
 // percentiles sets <prefix>p50_ms, p99_ms and max_ms (nearest rank).

@@ -22,13 +22,19 @@ import (
 // gateway, not its own queueing.
 
 const (
-	probeDevice      = "bench-probe"
-	probeSeries      = "probe,device=" + probeDevice // measurement from the topic
-	probeTopic       = "telemetry/" + probeDevice + "/probe"
-	probeWindow      = 10 * time.Second
-	probeInterval    = 50 * time.Millisecond  // query probes: 20/s
-	alertCycle       = 100 * time.Millisecond // alert probes: a crossing and a clearing reading per cycle
-	probeTimeout     = 5 * time.Second
+	probeDevice   = "bench-probe"
+	probeSeries   = "probe,device=" + probeDevice // measurement from the topic
+	probeTopic    = "telemetry/" + probeDevice + "/probe"
+	probeWindow   = 10 * time.Second
+	probeInterval = 10 * time.Millisecond // query probes: at most 100/s, one at a time
+	alertCycle    = 20 * time.Millisecond // alert probes: a crossing and a clearing reading per cycle
+	probeTimeout  = 5 * time.Second
+	// minProbes is the fewest samples a latency percentile is taken
+	// over: the probes go on past the span's end until there are that
+	// many (at most probeOverrun longer), so a p99 rests on 10 samples
+	// or more above it.
+	minProbes        = 1000
+	probeOverrun     = 60 * time.Second
 	alertLoadRate    = 50_000 // readings/s of the alert-latency phase's line-protocol load
 	benchAlertRule   = "bench_probe_high"
 	benchAlertsRules = `# firmware-sim bench, phase alert-latency: fires on every crossing reading.
@@ -96,6 +102,57 @@ func (b *bench) phaseQueryLatency(ctx context.Context, r *PhaseResult) error {
 	})
 }
 
+// phaseQueryLatencyPaced is query-latency with the QoS 1 load paced at
+// half the gateway's saturating rate: the latency a reading sees on a
+// busy but not overloaded gateway. The rate is mqtt-qos1's of this run;
+// without that phase, a saturating span on this phase's gateway measures
+// it first.
+func (b *bench) phaseQueryLatencyPaced(ctx context.Context, r *PhaseResult) error {
+	gw, err := b.startGateway(ctx, b.targetDir(r.Name, "runnel"), "")
+	return withChild(gw, err, func(gw *child) error {
+		rate := b.qos1Rate
+		if rate <= 0 {
+			sp, _, err := b.runMQTT(ctx, gw, 1, nil)
+			if err != nil {
+				return err
+			}
+			rate = sp.perS(float64(sp.acked))
+			r.set("saturating_acked_per_s_measured_here", rate)
+		}
+		if rate <= 0 {
+			return fmt.Errorf("query-latency-paced: no saturating QoS 1 rate measured")
+		}
+		r.Note = fmt.Sprintf("QoS 1 load paced at %.0f msgs/s (half the saturating rate); one probe reading at a time, GET /api/v1/windows polled until its window's count moves", rate/2)
+		var lost atomic.Int64
+		probe, err := b.connectProbe(ctx, gw.mqtt, "bench-probe", &lost)
+		if err != nil {
+			return err
+		}
+		defer probe.Disconnect(250)
+		cfg := b.mqttConfig(gw.mqtt, 1)
+		cfg.rate = rate / 2
+		l, err := startMQTTLoad(ctx, cfg)
+		if err != nil {
+			return err
+		}
+		var lat []time.Duration
+		var timeouts int
+		sp, err := b.sustain(ctx, gw, l, func(end time.Time) error {
+			lat, timeouts, err = b.queryProbes(ctx, gw, probe, end)
+			return err
+		})
+		l.finish()
+		if err != nil {
+			return err
+		}
+		percentiles(r.set, "", lat)
+		r.set("probes", float64(len(lat)))
+		r.set("paced_rate_per_s", rate/2)
+		latencyFigures(r, sp, l, timeouts)
+		return gw.alive()
+	})
+}
+
 // queryProbes publishes a probe reading every probeInterval until end and
 // measures, for each, the time from its publish until the count of its
 // 10 s window, read over HTTP, includes it.
@@ -110,7 +167,7 @@ func (b *bench) queryProbes(ctx context.Context, gw *child, probe paho.Client, e
 	)
 	tick := time.NewTicker(probeInterval)
 	defer tick.Stop()
-	for i := 0; time.Now().Before(end); i++ {
+	for i := 0; time.Now().Before(end) || (len(lat) < b.o.MinProbes && time.Now().Before(end.Add(probeOverrun))); i++ {
 		select {
 		case <-tick.C:
 		case <-ctx.Done():
@@ -238,7 +295,7 @@ func (b *bench) phaseAlertLatency(ctx context.Context, r *PhaseResult) error {
 		var fire, resolve []time.Duration
 		var timeouts int
 		sp, err := b.sustain(ctx, gw, h, func(end time.Time) error {
-			fire, resolve, timeouts, err = alertProbes(ctx, gw, probe, events, end)
+			fire, resolve, timeouts, err = alertProbes(ctx, b.o.MinProbes, gw, probe, events, end)
 			return err
 		})
 		h.finish(15 * time.Second)
@@ -257,7 +314,7 @@ func (b *bench) phaseAlertLatency(ctx context.Context, r *PhaseResult) error {
 		// busy: the figure includes queueing behind it).
 		fire, resolve, timeouts = nil, nil, 0
 		sp, l, err := b.runMQTT(ctx, gw, 1, func(end time.Time) error {
-			fire, resolve, timeouts, err = alertProbes(ctx, gw, probe, events, end)
+			fire, resolve, timeouts, err = alertProbes(ctx, b.o.MinProbes, gw, probe, events, end)
 			return err
 		})
 		if err != nil {
@@ -295,9 +352,10 @@ func alertHandler(events chan<- alertSeen, overrun *atomic.Int64) paho.MessageHa
 }
 
 // alertProbes alternates a crossing reading (150) and a clearing one
-// (10), one pair per alertCycle, until end; each latency runs from the
+// (10), one pair per alertCycle, until end and at least minN firing
+// samples (at most probeOverrun past end); each latency runs from the
 // publish to the receipt of the event it causes.
-func alertProbes(ctx context.Context, gw *child, probe paho.Client, events <-chan alertSeen, end time.Time) (fire, resolve []time.Duration, timeouts int, err error) {
+func alertProbes(ctx context.Context, minN int, gw *child, probe paho.Client, events <-chan alertSeen, end time.Time) (fire, resolve []time.Duration, timeouts int, err error) {
 	var clock probeClock
 	send := func(v int, want string) (time.Duration, bool, error) {
 		ms := clock.next()
@@ -305,7 +363,7 @@ func alertProbes(ctx context.Context, gw *child, probe paho.Client, events <-cha
 		probe.Publish(probeTopic, 1, false, `{"ts":`+strconv.FormatInt(ms, 10)+`,"value":`+strconv.Itoa(v)+`}`)
 		return awaitAlert(ctx, events, want, ms*int64(time.Millisecond), t0)
 	}
-	for time.Now().Before(end) {
+	for time.Now().Before(end) || (len(fire) < minN && time.Now().Before(end.Add(probeOverrun))) {
 		cycle := time.Now()
 		for _, step := range []struct {
 			v    int

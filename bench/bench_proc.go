@@ -25,6 +25,9 @@ type bench struct {
 	tempDir bool
 	hc      *http.Client
 	tr      *http.Transport
+	// qos1Rate is the gateway's saturating QoS 1 rate (acked/s) measured
+	// by mqtt-qos1 in this run; 0 until then.
+	qos1Rate float64
 }
 
 func newBench(o BenchOptions) (*bench, error) {

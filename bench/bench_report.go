@@ -44,6 +44,16 @@ func judgeTargets(phases []PhaseResult) []TargetResult {
 		{"gateway peak RSS (mixed)", "<= 40 MiB", "mixed", fig, "peak_rss_mib", func(v float64) bool { return v <= 40 }},
 		{"acknowledged readings missing from closed windows (mixed)", "= 0", "mixed", fig, "missing", func(v float64) bool { return v == 0 }},
 		{"alert latency p99 under load (alert-latency)", "< 20 ms", "alert-latency", fig, "fire_p99_ms", func(v float64) bool { return v < 20 }},
+		// Issue 17: fresh numbers.
+		{"ingest -> queryable p99, saturating QoS 1 load (query-latency)", "<= 20 ms", "query-latency", fig, "p99_ms", func(v float64) bool { return v <= 20 }},
+		{"ingest -> queryable p50, QoS 1 at half the saturating rate (query-latency-paced)", "<= 2 ms", "query-latency-paced", fig, "p50_ms", func(v float64) bool { return v <= 2 }},
+		{"ingest -> queryable p99, QoS 1 at half the saturating rate (query-latency-paced)", "<= 5 ms", "query-latency-paced", fig, "p99_ms", func(v float64) bool { return v <= 5 }},
+		{"reading -> alert p99, saturating QoS 1 load (alert-latency)", "<= 20 ms", "alert-latency", fig, "qos1load_fire_p99_ms", func(v float64) bool { return v <= 20 }},
+		{"MQTT QoS 0 received msgs/s vs bare mochi (mqtt-qos0)", ">= 0.9x bare", "mqtt-qos0", ratio, "received_per_s", func(v float64) bool { return v >= 0.9 }},
+		{"MQTT QoS 0 CPU per message vs bare mochi (mqtt-qos0)", "<= 1.3x bare", "mqtt-qos0", ratio, "cpu_us_per_msg", func(v float64) bool { return v <= 1.3 }},
+		{"CPU per message vs bare mochi, issue 17 (mixed)", "<= 1.10x bare", "mixed", ratio, "cpu_us_per_msg", func(v float64) bool { return v <= 1.10 }},
+		{"gateway peak RSS (mqtt-qos1)", "<= 40 MiB", "mqtt-qos1", fig, "peak_rss_mib", func(v float64) bool { return v <= 40 }},
+		{"gateway peak RSS (forward)", "<= 64 MiB", "forward", fig, "peak_rss_mib", func(v float64) bool { return v <= 64 }},
 	} {
 		if v, ok := get(t.phase, t.m, t.fig); ok {
 			out = append(out, TargetResult{Name: t.name, Target: t.target, Value: v, Met: t.met(v), phase: t.phase, figure: t.fig})
@@ -174,6 +184,7 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.IntVar(&o.Publishers, "publishers", 4, "MQTT publisher connections")
 	fs.IntVar(&o.MaxInFlight, "max-inflight", 1000, "unacknowledged QoS 1 messages per publisher")
 	fs.IntVar(&o.Devices, "devices", 1000, "device ids spread over the MQTT, UDP and HTTP loads")
+	fs.IntVar(&o.MinProbes, "min-probes", minProbes, "fewest samples per latency percentile: probes go on past the phase (at most 1m) until there are that many")
 	fs.Func("gateway-env", "a `RUNNEL_KEY=value` setting for every gateway child, for experiments (repeatable; the published figures use none)", func(kv string) error {
 		o.GatewayEnv = append(o.GatewayEnv, kv)
 		return nil

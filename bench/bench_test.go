@@ -55,14 +55,15 @@ func buildBenchBinaries(t *testing.T) (runnel, fwsim string) {
 // mustPositive lists, per phase, the figures a working run cannot leave
 // at zero (f: figures, b: baseline, r: ratio).
 var mustPositive = map[string][]string{
-	"mqtt-qos1":     {"f:acked_per_s", "f:stored_per_s", "f:cpu_us_per_msg", "f:peak_rss_mib", "b:acked_per_s", "b:cpu_us_per_msg", "b:peak_rss_mib", "r:acked_per_s", "r:cpu_us_per_msg"},
-	"mqtt-qos0":     {"f:received_per_s", "f:sent_per_s", "b:received_per_s", "r:received_per_s"},
-	"udp":           {"f:sent_per_s", "f:stored_per_s", "f:peak_rss_mib"},
-	"http":          {"f:acked_per_s", "f:stored_per_s", "f:requests_per_s"},
-	"query-latency": {"f:p50_ms", "f:p99_ms", "f:probes", "f:background_acked_per_s"},
-	"alert-latency": {"f:fire_p50_ms", "f:fire_p99_ms", "f:resolve_p50_ms", "f:alerts", "f:background_readings_per_s", "f:qos1load_fire_p99_ms", "f:qos1load_background_acked_per_s"},
-	"forward":       {"f:summaries_acked_per_s", "f:summaries_appended_per_s", "f:kafka_summaries_per_s", "f:readings_per_s"},
-	"mixed":         {"f:acked_per_s", "f:cpu_us_per_msg", "f:peak_rss_mib", "f:acked_total", "f:window_count_total", "f:summaries_10s", "b:acked_per_s", "r:cpu_us_per_msg"},
+	"mqtt-qos1":           {"f:acked_per_s", "f:stored_per_s", "f:cpu_us_per_msg", "f:peak_rss_mib", "b:acked_per_s", "b:cpu_us_per_msg", "b:peak_rss_mib", "r:acked_per_s", "r:cpu_us_per_msg"},
+	"mqtt-qos0":           {"f:received_per_s", "f:sent_per_s", "b:received_per_s", "r:received_per_s"},
+	"udp":                 {"f:sent_per_s", "f:stored_per_s", "f:peak_rss_mib", "b:stored_per_s", "r:stored_per_s", "r:cpu_s_per_100k_points"},
+	"http":                {"f:acked_per_s", "f:stored_per_s", "f:requests_per_s", "b:acked_per_s", "r:acked_per_s", "r:cpu_us_per_point"},
+	"query-latency":       {"f:p50_ms", "f:p99_ms", "f:probes", "f:background_acked_per_s"},
+	"query-latency-paced": {"f:p50_ms", "f:p99_ms", "f:probes", "f:paced_rate_per_s", "f:background_acked_per_s"},
+	"alert-latency":       {"f:fire_p50_ms", "f:fire_p99_ms", "f:resolve_p50_ms", "f:alerts", "f:background_readings_per_s", "f:qos1load_fire_p99_ms", "f:qos1load_background_acked_per_s"},
+	"forward":             {"f:summaries_acked_per_s", "f:summaries_appended_per_s", "f:kafka_summaries_per_s", "f:readings_per_s"},
+	"mixed":               {"f:acked_per_s", "f:cpu_us_per_msg", "f:peak_rss_mib", "f:acked_total", "f:window_count_total", "f:summaries_10s", "b:acked_per_s", "r:cpu_us_per_msg"},
 }
 
 func TestRunBench(t *testing.T) {
@@ -112,7 +113,7 @@ func testBenchAllPhases(t *testing.T, runnel, fwsim string) {
 	defer cancel()
 	var table, progress bytes.Buffer
 	o := BenchOptions{Runnel: runnel, FirmwareSim: fwsim, Out: out, PhaseDuration: time.Second,
-		WorkDir: filepath.Join(t.TempDir(), "work"), Keep: true, Log: &progress}
+		WorkDir: filepath.Join(t.TempDir(), "work"), Keep: true, Log: &progress, MinProbes: 20}
 	start := time.Now()
 	_, err := RunBench(ctx, o, &table)
 	t.Logf("bench took %v\n%s", time.Since(start).Round(time.Millisecond), table.String())
@@ -153,8 +154,8 @@ func testBenchAllPhases(t *testing.T, runnel, fwsim string) {
 		t.Errorf("mixed: %v acknowledged, %v counted in closed windows, missing %v",
 			mixed["acked_total"], mixed["window_count_total"], mixed["missing"])
 	}
-	if len(res.Targets) != 7 {
-		t.Errorf("%d targets judged, want 7: %+v", len(res.Targets), res.Targets)
+	if len(res.Targets) != 16 {
+		t.Errorf("%d targets judged, want 16: %+v", len(res.Targets), res.Targets)
 	}
 	for _, s := range []string{"mqtt-qos1 (1s)", "acked_per_s", "targets (from the issues)", "results: " + out} {
 		if !strings.Contains(table.String(), s) {

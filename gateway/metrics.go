@@ -12,6 +12,7 @@ import (
 
 	"github.com/runnel-iot/runnel/forward"
 	"github.com/runnel-iot/runnel/ingest"
+	"github.com/runnel-iot/runnel/pipeline"
 	"github.com/runnel-iot/runnel/wal"
 )
 
@@ -311,6 +312,13 @@ func (g *Gateway) writeWindowsMetrics(p promWriter) {
 	}
 	st := pl.Windows().Stats()
 	ps := pl.Stats()
+	counts, sum := pl.AppliedLatency()
+	bounds := make([]float64, len(pipeline.AppliedBuckets))
+	for i, b := range pipeline.AppliedBuckets {
+		bounds[i] = b.Seconds()
+	}
+	p.histogram("runnel_pipeline_ingest_to_applied_seconds", "From a batch's ingest (before its fsync) to its windows and alerts applied, live batches only.",
+		histSample{bounds: bounds, counts: counts, sum: sum.Seconds()})
 	p.gauge("runnel_windows_series", "Series with window state.", one(float64(st.Series)))
 	p.gauge("runnel_windows_pairs", "Series and field pairs with window state.", one(float64(st.Pairs)))
 	p.gauge("runnel_windows_devices", "Devices with a watermark.", one(float64(st.Devices)))

@@ -8,6 +8,8 @@ import (
 
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
+
+	"github.com/runnel-iot/runnel/pipeline"
 )
 
 // TestMetrics scrapes a running gateway that stored readings and rejected
@@ -116,5 +118,10 @@ func TestMetrics(t *testing.T) {
 	}
 	if f := fams["runnel_wal_fsync_seconds"]; f == nil || f.GetType() != dto.MetricType_HISTOGRAM || len(f.Metric[0].Histogram.Bucket) != 12 {
 		t.Errorf("fsync latency is not a histogram with 12 buckets (11 bounds and +Inf): %v", f)
+	}
+	// The write's batch was applied live: one ingest-to-applied sample.
+	if f := fams["runnel_pipeline_ingest_to_applied_seconds"]; f == nil || f.GetType() != dto.MetricType_HISTOGRAM ||
+		len(f.Metric[0].Histogram.Bucket) != len(pipeline.AppliedBuckets)+1 || f.Metric[0].Histogram.GetSampleCount() < 1 {
+		t.Errorf("ingest-to-applied latency is not a histogram with %d bounds (and +Inf) and a sample: %v", len(pipeline.AppliedBuckets), f)
 	}
 }

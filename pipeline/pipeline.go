@@ -63,6 +63,8 @@ type Config struct {
 //     neither loses nor invents outputs (config.go); a WAL tail lost below
 //     what the state covers is skipped, never reused (skipLost).
 type Pipeline struct {
+	appliedLat latencyHist // ingest-to-applied latency of live batches (latency.go)
+
 	cfg       windows.Config
 	log       Log
 	engine    *windows.Engine
@@ -485,6 +487,9 @@ func (p *Pipeline) Run(ctx context.Context) error {
 			out = p.engine.Apply(idx, &b, out[:0])
 			events = p.alerts.Apply(idx, &b, out, events[:0])
 			p.queue(out, events)
+			if p.replayed.Load() {
+				p.appliedLat.observe(time.Duration(time.Now().UnixNano() - b.IngestNs))
+			}
 			applied++
 			if !p.replayed.Load() {
 				if idx >= target {

@@ -356,6 +356,7 @@ func (e *Engine) UnmarshalBinary(data []byte) error {
 // adopt moves the state of f (decoded, never shared) into e.
 func (e *Engine) adopt(f *Engine) {
 	e.series, e.devices, e.devGen, e.seq = f.series, f.devices, f.devGen, f.seq
+	e.hot = nil
 	e.seriesGen++
 	e.act, e.ttl = f.act, f.ttl
 	e.overflow, e.overflowHLL = f.overflow, f.overflowHLL

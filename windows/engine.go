@@ -204,6 +204,10 @@ type Engine struct {
 	ckptEnc                     enc          // preserve's encoder
 	lastSize                    atomic.Int64 // of the last MarshalBinary: the next one's buffer
 
+	// hot is the series of the last reading (nil after an eviction or a
+	// restore): a cache of e.series, consistent with it.
+	hot *series
+
 	// Apply scratch.
 	out      []Emission
 	closingG []*groupWin
@@ -331,7 +335,12 @@ func (e *Engine) applyReading(r *wal.Reading) {
 		e.st.BadTimeReadings++
 		return
 	}
-	s := e.series[r.Series]
+	// Consecutive readings often share a series (the fields of one line,
+	// a device's batch): the last one saves the map's hash and probe.
+	s := e.hot
+	if s == nil || s.key != r.Series {
+		s = e.series[r.Series]
+	}
 	var p *pair
 	if s != nil {
 		p = s.pair(r.Field)
@@ -374,6 +383,7 @@ func (e *Engine) applyReading(r *wal.Reading) {
 	} else {
 		e.preserve(s) // a checkpoint in progress encodes it first, as it was
 	}
+	e.hot = s
 	if p == nil {
 		p = e.newPair(s, r.Field)
 	}

@@ -225,6 +225,9 @@ func (e *Engine) evict(s *series) {
 	}
 	e.ttl.remove(s)
 	delete(e.series, s.key)
+	if e.hot == s {
+		e.hot = nil
+	}
 	e.seriesGen++
 	e.mem -= s.bytes
 	d := s.dev
