@@ -107,6 +107,11 @@ type SASLConfig struct {
 	Mechanism string `yaml:"mechanism"` // "", PLAIN, SCRAM-SHA-256, SCRAM-SHA-512
 	Username  string `yaml:"username"`
 	Password  string `yaml:"password"`
+	// PasswordFile is a file holding the password (its contents without
+	// the final newline), instead of password: with systemd,
+	// LoadCredential= and RUNNEL_KAFKA_SASL_PASSWORD_FILE=%d/kafka-password.
+	// The gateway's config loader reads it into Password.
+	PasswordFile string `yaml:"password_file"`
 }
 
 // SASL mechanisms.
@@ -321,7 +326,7 @@ func (s SASLConfig) validate(errs *configErrors) {
 		errs.add("sasl.username", "is empty; mechanism %s needs one", s.Mechanism)
 	}
 	if s.Password == "" {
-		errs.add("sasl.password", "is empty; mechanism %s needs one", s.Mechanism)
+		errs.add("sasl.password", "is empty; mechanism %s needs one (password or password_file)", s.Mechanism)
 	}
 }
 

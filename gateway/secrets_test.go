@@ -50,3 +50,45 @@ func TestSecretFiles(t *testing.T) {
 		t.Error("an error shows a secret")
 	}
 }
+
+// TestSASLPasswordFile checks kafka.sasl.password_file: the password is the
+// file's contents without the final newline, from the file or the
+// environment; an empty file, and a password set both ways, are errors
+// that never show the password.
+func TestSASLPasswordFile(t *testing.T) {
+	dir := t.TempDir()
+	pw := filepath.Join(dir, "kafka-password")
+	if err := os.WriteFile(pw, []byte("s3cret #not a comment\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfgFile := filepath.Join(dir, "gateway.yaml")
+	base := "kafka:\n  brokers: [\"127.0.0.1:9092\"]\n  tls:\n    enabled: true\n  sasl:\n    mechanism: PLAIN\n    username: gw\n"
+	cfg, err := testLoader(t).loadBytes(cfgFile, []byte(base+"    password_file: kafka-password\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Kafka.SASL.Password != "s3cret #not a comment" {
+		t.Errorf("password %q, want the file's line", cfg.Kafka.SASL.Password)
+	}
+	cfg, err = testLoader(t, "RUNNEL_KAFKA_SASL_PASSWORD_FILE="+pw).loadBytes(cfgFile, []byte(base))
+	if err != nil || cfg.Kafka.SASL.Password != "s3cret #not a comment" {
+		t.Errorf("from the environment: password %q, err %v", cfg.Kafka.SASL.Password, err)
+	}
+
+	empty := filepath.Join(dir, "empty")
+	if err := os.WriteFile(empty, []byte("\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err = testLoader(t).loadBytes(cfgFile, []byte(base+"    password_file: empty\n"))
+	if msg := errString(err); !strings.Contains(msg, "kafka.sasl.password_file: "+empty+" holds no secret") {
+		t.Errorf("empty file: %s", msg)
+	}
+	_, err = testLoader(t).loadBytes(cfgFile, []byte(base+"    password: inline\n    password_file: kafka-password\n"))
+	msg := errString(err)
+	if !strings.Contains(msg, "kafka.sasl.password_file: set password or password_file, not both") {
+		t.Errorf("both set: %s", msg)
+	}
+	if strings.Contains(msg, "s3cret") || strings.Contains(msg, "inline") {
+		t.Errorf("an error shows the password: %s", msg)
+	}
+}

@@ -63,6 +63,8 @@ type BrokerConfig struct {
 	MaxRetainedMessageBytes wal.ByteSize `yaml:"max_retained_message_bytes"` // largest payload kept as retained; larger ones are delivered, not retained
 	MaxPendingConnects      int          `yaml:"max_pending_connects"`       // sockets that have not sent CONNECT yet (TCP and TLS); more are closed at accept
 	MaxConnectionsPerSource int          `yaml:"max_connections_per_source"` // open sockets per remote host; a CONNECT past it gets 0x9F
+	MaxQueuedBytes          wal.ByteSize `yaml:"max_queued_bytes"`           // payload bytes queued for one session (QoS 1/2, online or offline); a full session misses messages until it drains
+	MaxOfflineSessions      int          `yaml:"max_offline_sessions"`       // persistent sessions kept while disconnected; past it the one offline longest is expired
 
 	// Topics maps topic filters to decoders; the first match wins. A publish
 	// on a topic no filter matches is routed to subscribers but not stored.
@@ -135,6 +137,8 @@ func DefaultBrokerConfig() BrokerConfig {
 		MaxRetainedMessageBytes: 64 * wal.KiB,
 		MaxPendingConnects:      64,
 		MaxConnectionsPerSource: 100,
+		MaxQueuedBytes:          wal.MiB,
+		MaxOfflineSessions:      64,
 		Topics: []TopicCodec{
 			{Filter: "telemetry/+/+", Codec: CodecJSON},
 			{Filter: "biosignal/+/+", Codec: CodecBiosignal},
@@ -259,6 +263,12 @@ func (c BrokerConfig) Validate() error {
 	if c.MaxConnectionsPerSource < 1 || c.MaxConnectionsPerSource > 1<<20 {
 		bad("max_connections_per_source", "%d is out of range 1 to 1048576", c.MaxConnectionsPerSource)
 	}
+	if c.MaxQueuedBytes < wal.KiB || c.MaxQueuedBytes > 4*wal.GiB {
+		bad("max_queued_bytes", "%s is out of range 1KiB to 4GiB (queued messages live in memory)", c.MaxQueuedBytes)
+	}
+	if c.MaxOfflineSessions < 0 || c.MaxOfflineSessions > 1<<20 {
+		bad("max_offline_sessions", "%d is out of range 0 to 1048576", c.MaxOfflineSessions)
+	}
 	for i, t := range c.Topics {
 		key := fmt.Sprintf("topics[%d]", i)
 		if !validFilter(t.Filter) {
@@ -354,6 +364,9 @@ func NewBroker(cfg BrokerConfig, app Appender, rejects RejectSink, stats *Stats,
 	}
 	if err := srv.AddHook(hook, nil); err != nil {
 		return nil, fmt.Errorf("add mqtt hook: %w", err)
+	}
+	if err := srv.AddHook(hook.quota, nil); err != nil {
+		return nil, fmt.Errorf("add mqtt quota hook: %w", err)
 	}
 	return &Broker{cfg: cfg, logger: logger, srv: srv, hook: hook, addrs: map[string]net.Addr{}}, nil
 }

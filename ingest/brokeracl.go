@@ -83,7 +83,9 @@ func pubAllowed(u *BrokerUser, user, client, topic string) bool {
 // the QoS is known, so that a refusal's PUBACK takes the ordered ack path
 // like every other (mochi would write it itself, out of order), and after
 // mochi resolved a topic alias (it calls this hook before, with the empty
-// topic name of an aliased publish).
+// topic name of an aliased publish). mochi also asks it before each
+// delivery to a client (write false, with the topic): a delivery to a
+// session whose queue is full (max_queued_bytes) is refused there.
 func (h *ingestHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 	if write {
 		return true
@@ -97,49 +99,34 @@ func (h *ingestHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool 
 func (h *ingestHook) allowed(cl *mqtt.Client, topic string, write bool) bool {
 	user := string(cl.Properties.Username)
 	u := h.users[user]
-	if u == nil {
-		if write && reservedTopic(topic) {
-			h.deny("publish on a reserved topic", "client", cl.ID, "topic", topic)
-			return false
-		}
-		if !write && !h.subscriptionFits(cl, topic) {
-			return false
-		}
-		return h.anonymous && user == ""
-	}
-	allowed := aclAllows(u.Subscribe, user, cl.ID, topic)
-	if write {
+	var allowed bool
+	switch {
+	case u == nil && write && reservedTopic(topic):
+		h.deny("publish on a reserved topic", "client", cl.ID, "topic", topic)
+		return false
+	case u == nil:
+		allowed = h.anonymous && user == ""
+	case write:
 		allowed = pubAllowed(u, user, cl.ID, topic)
+	default:
+		allowed = aclAllows(u.Subscribe, user, cl.ID, topic)
 	}
-	if allowed && !write && !h.subscriptionFits(cl, topic) {
+	if !allowed {
+		if u == nil {
+			return false
+		}
+		if write {
+			h.deny("publish denied by acl", "user", user, "client", cl.ID, "topic", topic)
+		} else {
+			h.deny("subscribe denied by acl", "user", user, "client", cl.ID, "filter", topic)
+		}
 		return false
 	}
-	if allowed {
-		return true
+	if !write && !cl.Net.Inline && h.quota.queueFull(cl) && !h.quota.subscribeCheck(cl, topic) {
+		h.deny("message not queued: max_queued_bytes reached", "client", cl.ID, "topic", topic)
+		return false
 	}
-	if write {
-		h.deny("publish denied by acl", "user", user, "client", cl.ID, "topic", topic)
-	} else {
-		h.deny("subscribe denied by acl", "user", user, "client", cl.ID, "filter", topic)
-	}
-	return false
-}
-
-// subscriptionFits applies mqtt.max_subscriptions: mochi calls the ACL
-// check of each filter of a SUBSCRIBE just before it adds that filter, so
-// the client's count is current. mochi has no hook to give one filter of a
-// SUBACK its own reason code, so a filter past the quota is refused as the
-// ACL refuses (0x87; 3.1.1: 0x80). Re-subscribing to a filter it holds
-// always fits.
-func (h *ingestHook) subscriptionFits(cl *mqtt.Client, filter string) bool {
-	if _, ok := cl.State.Subscriptions.Get(filter); ok {
-		return true
-	}
-	if cl.State.Subscriptions.Len() < h.cfg.MaxSubscriptions {
-		return true
-	}
-	h.deny("subscribe refused: max_subscriptions reached", "client", cl.ID, "filter", filter)
-	return false
+	return true
 }
 
 // refuseConnect answers a CONNECT with "not authorized" (v5 0x87, 3.1.1

@@ -81,6 +81,8 @@ type ingestHook struct {
 
 	retainedBytes int64            // payload bytes retained by clients, under mu
 	retainedSize  map[string]int64 // topic → retained payload bytes, under mu
+
+	quota *quotaHook // session queues, offline sessions, subscription counts (brokerquota.go)
 }
 
 func newIngestHook(cfg BrokerConfig, srv *mqtt.Server, app Appender, rejects RejectSink, stats *Stats, logger *slog.Logger) (*ingestHook, error) {
@@ -104,6 +106,7 @@ func newIngestHook(cfg BrokerConfig, srv *mqtt.Server, app Appender, rejects Rej
 		h.users[cfg.Users[i].Username] = &cfg.Users[i]
 	}
 	h.auth = newAuthGuard(cfg.Users, stats)
+	h.quota = newQuotaHook(h)
 	if err := h.initDecoders(DecoderConfig{Biosignal: cfg.Biosignal}); err != nil {
 		return nil, err
 	}

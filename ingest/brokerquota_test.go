@@ -4,11 +4,13 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	paho5 "github.com/eclipse/paho.golang/paho"
+	paho "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/runnel-iot/runnel/wal"
 )
@@ -23,7 +25,8 @@ func anon5(t *testing.T, addr, id string) *paho5.Client {
 }
 
 // TestSubscriptionQuota checks mqtt.max_subscriptions: filters past it are
-// refused in the SUBACK, re-subscribing to a held one still works.
+// refused in the SUBACK with 0x97 (quota exceeded), re-subscribing to a
+// held one still works.
 func TestSubscriptionQuota(t *testing.T) {
 	cfg := testBrokerConfig()
 	cfg.MaxSubscriptions = 3
@@ -39,13 +42,170 @@ func TestSubscriptionQuota(t *testing.T) {
 	if sa == nil {
 		t.Fatal(err)
 	}
-	want := []byte{1, 1, 1, 0x87, 0x87}
+	want := []byte{1, 1, 1, 0x97, 0x97}
 	if fmt.Sprint(sa.Reasons) != fmt.Sprint(want) {
 		t.Errorf("SUBACK reasons %v, want %v", sa.Reasons, want)
 	}
 	sa, _ = c.Subscribe(ctx, &paho5.Subscribe{Subscriptions: subs[:1]})
 	if sa == nil || sa.Reasons[0] != 1 {
 		t.Errorf("re-subscribe to a held filter: %+v", sa)
+	}
+	// A 3.1.1 client has no 0x97: its SUBACK says failure (0x80).
+	c3, err := connect3(b.addr, "subs3", "", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c3.Disconnect(100)
+	filters := map[string]byte{"a/1": 1, "a/2": 1, "a/3": 1, "a/4": 1}
+	tok := c3.SubscribeMultiple(filters, nil)
+	if !tok.WaitTimeout(10 * time.Second) {
+		t.Fatal("3.1.1 subscribe: no SUBACK")
+	}
+	refused := 0
+	for _, code := range tok.(*paho.SubscribeToken).Result() {
+		if code == 0x80 {
+			refused++
+		} else if code != 1 {
+			t.Errorf("3.1.1 SUBACK code %#x", code)
+		}
+	}
+	if refused != 1 {
+		t.Errorf("3.1.1: %d filters refused, want 1", refused)
+	}
+}
+
+// TestSubscriptionQuotaDelivers checks that a client holding
+// max_subscriptions wildcard filters still gets the messages they match:
+// the quota applies to SUBSCRIBE, not to deliveries.
+func TestSubscriptionQuotaDelivers(t *testing.T) {
+	cfg := testBrokerConfig()
+	cfg.MaxSubscriptions = 1
+	b := startBroker(t, cfg, openTestWAL(t))
+	got := make(chan string, 4)
+	sub := pahoClient(t, b.addr, "full", nil)
+	tok := sub.Subscribe("cmd/+", 1, func(_ paho.Client, m paho.Message) { got <- m.Topic() })
+	if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	pub := pahoClient(t, b.addr, "pub", nil)
+	publishWait(t, pub, "cmd/a", 1, "x")
+	select {
+	case topic := <-got:
+		if topic != "cmd/a" {
+			t.Errorf("got %q", topic)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a client at its subscription quota got no message")
+	}
+}
+
+// offlineInflight returns the number and payload bytes of the messages
+// queued for a client id's session.
+func offlineInflight(b *testBroker, id string) (n, bytes int) {
+	cl, ok := b.srv.Clients.Get(id)
+	if !ok {
+		return 0, 0
+	}
+	for _, pk := range cl.State.Inflight.GetAll(false) {
+		n, bytes = n+1, bytes+len(pk.Payload)
+	}
+	return n, bytes
+}
+
+// TestQueuedBytesQuota checks mqtt.max_queued_bytes: an offline session
+// queues messages until it holds that many payload bytes, then misses the
+// rest; once it reconnects and drains, it gets messages again.
+func TestQueuedBytesQuota(t *testing.T) {
+	cfg := testBrokerConfig()
+	cfg.MaxQueuedBytes = 4 * wal.KiB
+	b := startBroker(t, cfg, openTestWAL(t))
+	c, err := connect3(b.addr, "off", "", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tok := c.Subscribe("cmd/#", 1, nil); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatal("subscribe", tok.Error())
+	}
+	c.Disconnect(100)
+	waitUntil(t, "session offline", func() bool {
+		cl, ok := b.srv.Clients.Get("off")
+		return ok && cl.Closed()
+	})
+	pub := pahoClient(t, b.addr, "pub", nil)
+	payload := strings.Repeat("x", 1024)
+	for range 20 {
+		publishWait(t, pub, "cmd/off", 1, payload)
+	}
+	// Deliveries happen after each PUBACK: wait for the last to be queued
+	// or refused.
+	waitUntil(t, "deliveries done", func() bool { n, _ := offlineInflight(b, "off"); return n >= 4 })
+	publishWait(t, pub, "cmd/sync", 0, "")
+	n, bytes := offlineInflight(b, "off")
+	if bytes > 4*1024+1024 || n < 4 {
+		t.Errorf("offline session holds %d messages of %d bytes, want 4-5 within max_queued_bytes (4 KiB) plus one message", n, bytes)
+	}
+	// Back online, the session drains and takes messages again.
+	got := make(chan string, 32)
+	c2, err := connect3(b.addr, "off", "", "", func(o *paho.ClientOptions) {
+		o.SetDefaultPublishHandler(func(_ paho.Client, m paho.Message) { got <- m.Topic() })
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Disconnect(100)
+	waitUntil(t, "queue drained", func() bool { n, _ := offlineInflight(b, "off"); return n == 0 })
+	publishWait(t, pub, "cmd/after", 1, payload)
+	deadline := time.After(10 * time.Second)
+	for {
+		select {
+		case topic := <-got:
+			if topic == "cmd/after" {
+				return
+			}
+		case <-deadline:
+			t.Fatal("no delivery after the queue drained")
+		}
+	}
+}
+
+// TestOfflineSessionCap checks mqtt.max_offline_sessions: past it the
+// session that has been offline longest is expired, its subscriptions and
+// queue with it.
+func TestOfflineSessionCap(t *testing.T) {
+	cfg := testBrokerConfig()
+	cfg.MaxOfflineSessions = 3
+	b := startBroker(t, cfg, openTestWAL(t))
+	for i := range 5 {
+		id := fmt.Sprintf("p%d", i)
+		c, err := connect3(b.addr, id, "", "", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tok := c.Subscribe("cmd/"+id, 1, nil); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+			t.Fatal("subscribe", tok.Error())
+		}
+		c.Disconnect(100)
+		waitUntil(t, id+" offline", func() bool {
+			cl, ok := b.srv.Clients.Get(id)
+			return !ok || cl.Closed()
+		})
+	}
+	offline := func() []string {
+		var ids []string
+		for id, cl := range b.srv.Clients.GetAll() {
+			if cl.Closed() && !cl.Net.Inline {
+				ids = append(ids, id)
+			}
+		}
+		slices.Sort(ids)
+		return ids
+	}
+	waitUntil(t, "3 offline sessions", func() bool { return len(offline()) == 3 })
+	if got := fmt.Sprint(offline()); got != "[p2 p3 p4]" {
+		t.Errorf("offline sessions %s, want the newest three [p2 p3 p4]", got)
+	}
+	if subs := b.srv.Topics.Subscribers("cmd/p0"); len(subs.Subscriptions) != 0 {
+		t.Errorf("an expired session's subscription is still routed: %v", subs.Subscriptions)
 	}
 }
 
