@@ -493,5 +493,6 @@ func (q *Quantile) Reset() {
 	*q = Quantile{alpha: q.alpha, lnGamma0: q.lnGamma0, invLnGamma0: q.invLnGamma0}
 }
 
-// SizeBytes reports the in-memory footprint, which is fixed: 1,112 bytes.
+// SizeBytes reports the in-memory footprint, which is fixed: 1,112 bytes
+// (1,108 on 32-bit platforms).
 func (q *Quantile) SizeBytes() int { return int(unsafe.Sizeof(*q)) }
