@@ -100,45 +100,6 @@ func TestReadyzFullDisk(t *testing.T) {
 	}
 }
 
-// startGateway runs a gateway on cfg until stop, which returns Run's
-// error; it fails the test if Run returns on its own.
-func startGateway(t *testing.T, cfg Config) (*Gateway, func() error) {
-	t.Helper()
-	g, err := New(cfg, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- g.Run(ctx) }()
-	select {
-	case <-g.Ready():
-	case err := <-done:
-		cancel()
-		t.Fatalf("gateway Run returned during start: %v", err)
-	case <-time.After(10 * time.Second):
-		cancel()
-		t.Fatal("gateway not ready within 10s")
-	}
-	stopped := false
-	t.Cleanup(func() {
-		if !stopped {
-			cancel()
-			<-done
-		}
-	})
-	return g, func() error {
-		stopped = true
-		cancel()
-		select {
-		case err := <-done:
-			return err
-		case <-time.After(30 * time.Second):
-			return fmt.Errorf("Run did not return within 30s")
-		}
-	}
-}
-
 // TestStartOnFullDisk: a gateway started where the data dir cannot be
 // created (no inode left: a full disk) waits for space, saying so in the
 // log, instead of exiting (a crash loop under a supervisor); it starts once

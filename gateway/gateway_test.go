@@ -348,25 +348,50 @@ func TestAutoLimit(t *testing.T) {
 // cleanly; it returns once the gateway is ready.
 func runGateway(tb testing.TB, cfg Config) *Gateway {
 	tb.Helper()
+	g, stop := startGateway(tb, cfg)
+	tb.Cleanup(func() {
+		if err := stop(); err != nil {
+			tb.Errorf("gateway Run: %v", err)
+		}
+	})
+	return g
+}
+
+// startGateway runs a gateway on cfg until stop, which returns Run's
+// error; it fails the test if Run returns on its own.
+func startGateway(t testing.TB, cfg Config) (*Gateway, func() error) {
+	t.Helper()
 	g, err := New(cfg, nil)
 	if err != nil {
-		tb.Fatal(err)
+		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- g.Run(ctx) }()
-	tb.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			tb.Errorf("gateway Run: %v", err)
-		}
-	})
 	select {
 	case <-g.Ready():
 	case err := <-done:
-		tb.Fatalf("gateway Run: %v", err)
+		cancel()
+		t.Fatalf("gateway Run returned during start: %v", err)
 	case <-time.After(10 * time.Second):
-		tb.Fatal("gateway not ready within 10s")
+		cancel()
+		t.Fatal("gateway not ready within 10s")
 	}
-	return g
+	stopped := false
+	t.Cleanup(func() {
+		if !stopped {
+			cancel()
+			<-done
+		}
+	})
+	return g, func() error {
+		stopped = true
+		cancel()
+		select {
+		case err := <-done:
+			return err
+		case <-time.After(30 * time.Second):
+			return fmt.Errorf("Run did not return within 30s")
+		}
+	}
 }

@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"context"
 	"fmt"
 	"net"
 	"net/http"
@@ -20,21 +19,7 @@ func TestShutdownStalledRequest(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.Gateway.ShutdownTimeout = 8 * time.Second
 	cfg.Checkpoint.Interval = time.Hour // only the final checkpoint
-	g, err := New(cfg, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- g.Run(ctx) }()
-	select {
-	case <-g.Ready():
-	case err := <-done:
-		t.Fatalf("Run: %v", err)
-	case <-time.After(10 * time.Second):
-		t.Fatal("gateway not ready within 10s")
-	}
+	g, stop := startGateway(t, cfg)
 	addr := g.Addr()
 	// One acknowledged reading, so the final checkpoint has something to
 	// cover.
@@ -69,14 +54,8 @@ func TestShutdownStalledRequest(t *testing.T) {
 	}
 
 	start := time.Now()
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Errorf("Run after cancel with a stalled request = %v, want nil", err)
-		}
-	case <-time.After(cfg.Gateway.ShutdownTimeout + 5*time.Second):
-		t.Fatal("Run did not return")
+	if err := stop(); err != nil {
+		t.Errorf("Run after cancel with a stalled request = %v, want nil", err)
 	}
 	if took := time.Since(start); took > cfg.Gateway.ShutdownTimeout/2 {
 		t.Errorf("shutdown took %s, want well under shutdown_timeout %s", took, cfg.Gateway.ShutdownTimeout)
