@@ -65,6 +65,7 @@ type BrokerConfig struct {
 	MaxConnectionsPerSource int          `yaml:"max_connections_per_source"` // open sockets per remote host; a CONNECT past it gets 0x9F
 	MaxQueuedBytes          wal.ByteSize `yaml:"max_queued_bytes"`           // payload bytes queued for one session (QoS 1/2, online or offline); a full session misses messages until it drains
 	MaxOfflineSessions      int          `yaml:"max_offline_sessions"`       // persistent sessions kept while disconnected; past it the one offline longest is expired
+	MaxOfflineQueuedBytes   wal.ByteSize `yaml:"max_offline_queued_bytes"`   // payload bytes queued for all offline sessions together; past it they miss messages until their clients return
 
 	// Topics maps topic filters to decoders; the first match wins. A publish
 	// on a topic no filter matches is routed to subscribers but not stored.
@@ -139,6 +140,7 @@ func DefaultBrokerConfig() BrokerConfig {
 		MaxConnectionsPerSource: 100,
 		MaxQueuedBytes:          wal.MiB,
 		MaxOfflineSessions:      64,
+		MaxOfflineQueuedBytes:   16 * wal.MiB,
 		Topics: []TopicCodec{
 			{Filter: "telemetry/+/+", Codec: CodecJSON},
 			{Filter: "biosignal/+/+", Codec: CodecBiosignal},
@@ -268,6 +270,9 @@ func (c BrokerConfig) Validate() error {
 	}
 	if c.MaxOfflineSessions < 0 || c.MaxOfflineSessions > 1<<20 {
 		bad("max_offline_sessions", "%d is out of range 0 to 1048576", c.MaxOfflineSessions)
+	}
+	if c.MaxOfflineQueuedBytes < wal.KiB || c.MaxOfflineQueuedBytes > 4*wal.GiB {
+		bad("max_offline_queued_bytes", "%s is out of range 1KiB to 4GiB (queued messages live in memory)", c.MaxOfflineQueuedBytes)
 	}
 	for i, t := range c.Topics {
 		key := fmt.Sprintf("topics[%d]", i)

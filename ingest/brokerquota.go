@@ -2,7 +2,8 @@ package ingest
 
 // Per-session quotas mochi does not keep: the subscriptions of one client
 // (refused per filter with 0x97), the payload bytes queued for one session
-// and the number of persistent sessions kept while their clients are away.
+// and for all offline sessions together, and the number of persistent
+// sessions kept while their clients are away.
 
 import (
 	"sync"
@@ -131,14 +132,31 @@ func (q *quotaHook) subscribeCheck(cl *mqtt.Client, filter string) bool {
 }
 
 // queueFull reports whether cl's session holds max_queued_bytes or more of
-// queued payload: it then misses messages until the client acknowledges
-// (or, offline, until it reconnects and drains). The bound is checked
-// before a message is queued, so a session may exceed it by one message.
+// queued payload, or is offline while the offline sessions together hold
+// max_offline_queued_bytes or more: it then misses messages until the
+// client acknowledges (or, offline, until it reconnects and drains). The
+// bounds are checked before a message is queued, so a session (and the
+// offline total) may exceed them by one message. Without the total, the
+// offline sessions could hold max_offline_sessions x max_queued_bytes
+// (64 MiB with the defaults, over the memory budget of a Pi).
 func (q *quotaHook) queueFull(cl *mqtt.Client) bool {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	sq := q.queues[cl.ID]
-	return sq != nil && sq.bytes >= int64(q.h.cfg.MaxQueuedBytes)
+	if sq := q.queues[cl.ID]; sq != nil && sq.bytes >= int64(q.h.cfg.MaxQueuedBytes) {
+		return true
+	}
+	if _, offline := q.offline[cl.ID]; !offline {
+		return false
+	}
+	// A sum over at most max_offline_sessions queues, only for deliveries
+	// to offline sessions.
+	var total int64
+	for id := range q.offline {
+		if sq := q.queues[id]; sq != nil {
+			total += sq.bytes
+		}
+	}
+	return total >= int64(q.h.cfg.MaxOfflineQueuedBytes)
 }
 
 // OnQosPublish counts an outbound QoS 1/2 message stored in the session's

@@ -168,6 +168,74 @@ func TestQueuedBytesQuota(t *testing.T) {
 	}
 }
 
+// TestOfflineQueuedBytesTotal checks mqtt.max_offline_queued_bytes: the
+// offline sessions together queue at most that many payload bytes (plus
+// one message), however many there are, each within max_queued_bytes.
+func TestOfflineQueuedBytesTotal(t *testing.T) {
+	cfg := testBrokerConfig()
+	cfg.MaxQueuedBytes = 4 * wal.KiB
+	cfg.MaxOfflineQueuedBytes = 8 * wal.KiB
+	b := startBroker(t, cfg, openTestWAL(t))
+	var ids []string
+	for i := range 5 {
+		id := fmt.Sprintf("off%d", i)
+		ids = append(ids, id)
+		c, err := connect3(b.addr, id, "", "", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tok := c.Subscribe("cmd/#", 1, nil); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+			t.Fatal("subscribe", tok.Error())
+		}
+		c.Disconnect(100)
+		waitUntil(t, id+" offline", func() bool {
+			cl, ok := b.srv.Clients.Get(id)
+			return ok && cl.Closed()
+		})
+	}
+	total := func() (n, bytes int) {
+		for _, id := range ids {
+			m, b := offlineInflight(b, id)
+			n, bytes = n+m, bytes+b
+		}
+		return n, bytes
+	}
+	pub := pahoClient(t, b.addr, "pub", nil)
+	payload := strings.Repeat("x", 1024)
+	for range 20 {
+		publishWait(t, pub, "cmd/x", 1, payload)
+	}
+	// Deliveries happen after each PUBACK: a QoS 0 publish after them all
+	// goes through the same queues last.
+	publishWait(t, pub, "cmd/sync", 0, "")
+	waitUntil(t, "deliveries queued", func() bool { n, _ := total(); return n >= 8 })
+	if n, bytes := total(); bytes > 8*1024+1024 {
+		t.Errorf("5 offline sessions hold %d messages of %d bytes together, want at most max_offline_queued_bytes (8 KiB) plus one message", n, bytes)
+	}
+	// A session back online drains and is served again.
+	got := make(chan string, 32)
+	c2, err := connect3(b.addr, "off4", "", "", func(o *paho.ClientOptions) {
+		o.SetDefaultPublishHandler(func(_ paho.Client, m paho.Message) { got <- m.Topic() })
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Disconnect(100)
+	waitUntil(t, "queue drained", func() bool { n, _ := offlineInflight(b, "off4"); return n == 0 })
+	publishWait(t, pub, "cmd/after", 1, payload)
+	deadline := time.After(10 * time.Second)
+	for {
+		select {
+		case topic := <-got:
+			if topic == "cmd/after" {
+				return
+			}
+		case <-deadline:
+			t.Fatal("no delivery to a session back online while the others stay full")
+		}
+	}
+}
+
 // TestOfflineSessionCap checks mqtt.max_offline_sessions: past it the
 // session that has been offline longest is expired, its subscriptions and
 // queue with it.
