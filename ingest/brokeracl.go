@@ -162,7 +162,7 @@ func (h *ingestHook) checkWill(cl *mqtt.Client, user string) (packets.Code, bool
 		h.deny("will refused by acl", "user", user, "client", cl.ID, "topic", w.TopicName)
 		return packets.ErrNotAuthorized, false
 	}
-	if w.Retain && len(w.Payload) > 0 && !h.allowRetainTopic(cl.ID, w.TopicName, len(w.Payload)) {
+	if w.Retain && len(w.Payload) > 0 && !h.allowRetainedWill(cl, w.TopicName, len(w.Payload)) {
 		h.deny("retained will over the retained limits", "client", cl.ID, "topic", w.TopicName)
 		return packets.ErrQuotaExceeded, false
 	}

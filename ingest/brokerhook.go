@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
@@ -81,6 +82,10 @@ type ingestHook struct {
 
 	retainedBytes int64            // payload bytes retained by clients, under mu
 	retainedSize  map[string]int64 // topic → retained payload bytes, under mu
+	// willPending holds the retained wills charged at CONNECT and not yet
+	// in mochi's store (their clients are connected, or the will is
+	// delayed), topic → client, under mu: a recount must keep them.
+	willPending map[string]*mqtt.Client
 
 	quota *quotaHook // session queues, offline sessions, subscription counts (brokerquota.go)
 }
@@ -100,6 +105,7 @@ func newIngestHook(cfg BrokerConfig, srv *mqtt.Server, app Appender, rejects Rej
 		conns:   newConnTracker(cfg.MaxPendingConnects, cfg.MaxConnectionsPerSource),
 
 		retainedSize: map[string]int64{},
+		willPending:  map[string]*mqtt.Client{},
 		denials:      newRateLimiter(denialLogEvery),
 	}
 	for i := range cfg.Users {
@@ -119,7 +125,7 @@ func (h *ingestHook) ID() string { return "runnel-ingest" }
 func (h *ingestHook) Provides(b byte) bool {
 	switch b {
 	case mqtt.OnConnect, mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnPublish, mqtt.OnDisconnect,
-		mqtt.OnPacketRead, mqtt.OnSessionEstablished:
+		mqtt.OnPacketRead, mqtt.OnSessionEstablished, mqtt.OnWillSent:
 		return true
 	}
 	return false
@@ -178,6 +184,11 @@ func (h *ingestHook) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
 	h.mu.Lock()
 	ca := h.clients[cl]
 	delete(h.clients, cl)
+	// mochi has sent the will (into the retained store) or dropped it
+	// (DISCONNECT) by now, unless it is delayed.
+	if atomic.LoadUint32(&cl.Properties.Will.Flag) == 0 {
+		h.forgetPendingWillLocked(cl)
+	}
 	h.mu.Unlock()
 	if ca != nil {
 		ca.stop()
@@ -436,11 +447,51 @@ func (h *ingestHook) allowRetainTopic(clientID, topic string, size int) bool {
 	return true
 }
 
+// OnWillSent forgets the pending charge of a will now in the retained
+// store (a delayed will is sent after its client's OnDisconnect).
+func (h *ingestHook) OnWillSent(cl *mqtt.Client, _ packets.Packet) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.forgetPendingWillLocked(cl)
+}
+
+// forgetPendingWillLocked drops cl's pending retained will, if any; the
+// topic's charge stays until a recount finds it absent from the store.
+// Called under h.mu.
+func (h *ingestHook) forgetPendingWillLocked(cl *mqtt.Client) {
+	for topic, c := range h.willPending {
+		if c == cl {
+			delete(h.willPending, topic)
+		}
+	}
+}
+
+// allowRetainedWill is allowRetainTopic for cl's retained will at CONNECT;
+// an accepted will stays charged while it waits to be sent. A delayed
+// will of an earlier connection with the same client id was cancelled by
+// this one [MQTT-3.1.3-9]: its pending charge goes.
+func (h *ingestHook) allowRetainedWill(cl *mqtt.Client, topic string, size int) bool {
+	h.mu.Lock()
+	for t, c := range h.willPending {
+		if c != cl && c.ID == cl.ID && c.Closed() {
+			delete(h.willPending, t)
+		}
+	}
+	h.mu.Unlock()
+	if !h.allowRetainTopic(cl.ID, topic, size) {
+		return false
+	}
+	h.mu.Lock()
+	h.willPending[topic] = cl
+	h.mu.Unlock()
+	return true
+}
+
 // chargeRetained charges a retained payload of size bytes on topic to
 // max_retained_bytes (replacing what the topic held), or reports that it
 // does not fit. mochi drops expired retained messages on its own, so when
-// the count says full it is recounted from mochi's store first. Called
-// under h.mu.
+// the count says full it is recounted from mochi's store first, keeping
+// the wills charged but not stored yet. Called under h.mu.
 func (h *ingestHook) chargeRetained(topic string, size int64) bool {
 	limit := int64(h.cfg.MaxRetainedBytes)
 	if h.retainedBytes-h.retainedSize[topic]+size > limit {
@@ -449,6 +500,8 @@ func (h *ingestHook) chargeRetained(topic string, size int64) bool {
 			if pk, ok := h.srv.Topics.Retained.Get(t); ok {
 				h.retainedSize[t] = int64(len(pk.Payload))
 				h.retainedBytes += int64(len(pk.Payload))
+			} else if _, pending := h.willPending[t]; pending {
+				h.retainedBytes += h.retainedSize[t]
 			} else {
 				delete(h.retainedSize, t)
 			}

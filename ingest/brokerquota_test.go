@@ -320,6 +320,68 @@ func TestRetainedQuota(t *testing.T) {
 
 // TestPendingConnects checks mqtt.max_pending_connects: sockets from one
 // host that send nothing take at most half the slots; the next is closed
+// TestRetainedQuotaPendingWills checks that retained wills charged at
+// CONNECT still count while their clients are connected: a full count is
+// recounted from mochi's store, where those wills are not yet, and must
+// not forget them, or retained messages and then the wills together pass
+// max_retained_bytes.
+func TestRetainedQuotaPendingWills(t *testing.T) {
+	cfg := testBrokerConfig()
+	cfg.MaxRetainedBytes = 4 * wal.KiB
+	cfg.MaxRetainedMessageBytes = wal.KiB
+	b := startBroker(t, cfg, openTestWAL(t))
+	payload := make([]byte, 1000)
+	var wills []net.Conn
+	for i := range 3 {
+		conn, err := net.Dial("tcp", b.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wills = append(wills, conn)
+		defer conn.Close()
+		c := paho5.NewClient(paho5.ClientConfig{ClientID: fmt.Sprintf("will-%d", i), Conn: conn})
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		ca, err := c.Connect(ctx, &paho5.Connect{ClientID: fmt.Sprintf("will-%d", i), KeepAlive: 30, CleanStart: true,
+			WillMessage: &paho5.WillMessage{Retain: true, Topic: fmt.Sprintf("state/will/%d", i), Payload: payload}})
+		cancel()
+		if ca == nil || ca.ReasonCode != 0 {
+			t.Fatalf("connect with a retained will: %v, %v", ca, err)
+		}
+	}
+	// 3 KB of wills charged: one 1000-byte retained message still fits,
+	// the rest must not.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	pub := anon5(t, b.addr, "ret")
+	for i := range 6 {
+		if _, err := pub.Publish(ctx, &paho5.Publish{QoS: 1, Retain: true, Topic: fmt.Sprintf("state/r/%d", i), Payload: payload}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, conn := range wills {
+		conn.Close() // no DISCONNECT: the wills go
+	}
+	clientRetained := func() (n, bytes int) {
+		for topic, pk := range b.srv.Topics.Retained.GetAll() {
+			if strings.HasPrefix(topic, "state/") {
+				n, bytes = n+1, bytes+len(pk.Payload)
+			}
+		}
+		return n, bytes
+	}
+	waitUntil(t, "wills retained", func() bool {
+		for i := range 3 {
+			if _, ok := b.srv.Topics.Retained.Get(fmt.Sprintf("state/will/%d", i)); !ok {
+				return false
+			}
+		}
+		return true
+	})
+	if n, total := clientRetained(); total > 4*1024 {
+		t.Errorf("%d retained messages and wills of %d bytes, want at most max_retained_bytes (4 KiB)", n, total)
+	}
+}
+
 // at once, and a real client still gets in once they are gone.
 func TestPendingConnects(t *testing.T) {
 	cfg := testBrokerConfig()
