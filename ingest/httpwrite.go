@@ -59,12 +59,12 @@ type HTTPWriteConfig struct {
 }
 
 // DefaultHTTPWriteConfig returns the defaults, sized for a small device:
-// 16 MiB bodies, 32 MiB for all writes in flight, 30s to send a body, no
+// 16 MiB bodies, 20 MiB for all writes in flight, 30s to send a body, no
 // tokens, 1m of future skew.
 func DefaultHTTPWriteConfig() HTTPWriteConfig {
 	return HTTPWriteConfig{
 		MaxBodyBytes:     16 * wal.MiB,
-		MaxInflightBytes: 32 * wal.MiB,
+		MaxInflightBytes: 20 * wal.MiB,
 		ReadTimeout:      30 * time.Second,
 		MaxFutureSkew:    DefaultMaxFutureSkew,
 	}
