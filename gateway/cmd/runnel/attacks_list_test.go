@@ -231,13 +231,9 @@ func attackSubscriptions(t *testing.T, g *attackGW) {
 const retainedPayload = 60_000
 
 // attackRetained retains 60 KB messages from many client ids (the old
-// limit was per client id: 100 each): 12 MB by default, 240 MB with
-// RUNNEL_ATTACKS=full.
+// limit was per client id: 100 each): 240 MB asked.
 func attackRetained(t *testing.T, g *attackGW) {
-	ids, per := 20, 10
-	if attacksFull {
-		ids, per = 40, 100
-	}
+	const ids, per = 40, 100
 	payload := bytes.Repeat([]byte("r"), retainedPayload)
 	var wg sync.WaitGroup
 	errs := make(chan error, ids)
@@ -277,13 +273,9 @@ func attackRetained(t *testing.T, g *attackGW) {
 }
 
 // attackRetainedWills connects clients with 60 KB retained wills and
-// drops each connection at once, so the will is published: 9 MB by
-// default, 150 MB with RUNNEL_ATTACKS=full.
+// drops each connection at once, so the will is published: 150 MB asked.
 func attackRetainedWills(t *testing.T, g *attackGW) {
-	n := 150
-	if attacksFull {
-		n = 2500
-	}
+	const n = 2500
 	payload := bytes.Repeat([]byte("w"), retainedPayload)
 	accepted, refused := 0, 0
 	for i := range n {
