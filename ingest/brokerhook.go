@@ -82,6 +82,7 @@ type ingestHook struct {
 
 	retainedBytes int64            // payload bytes retained by clients, under mu
 	retainedSize  map[string]int64 // topic → retained payload bytes, under mu
+	retainedAt    map[string]int64 // topic → when it was charged (unix ns), under mu
 	// willPending holds the retained wills charged at CONNECT and not yet
 	// in mochi's store (their clients are connected, or the will is
 	// delayed), topic → client, under mu: a recount must keep them.
@@ -105,6 +106,7 @@ func newIngestHook(cfg BrokerConfig, srv *mqtt.Server, app Appender, rejects Rej
 		conns:   newConnTracker(cfg.MaxPendingConnects, cfg.MaxConnectionsPerSource),
 
 		retainedSize: map[string]int64{},
+		retainedAt:   map[string]int64{},
 		willPending:  map[string]*mqtt.Client{},
 		denials:      newRateLimiter(denialLogEvery),
 	}
@@ -424,6 +426,7 @@ func (h *ingestHook) allowRetainTopic(clientID, topic string, size int) bool {
 		delete(set, topic)
 		h.retainedBytes -= h.retainedSize[topic]
 		delete(h.retainedSize, topic)
+		delete(h.retainedAt, topic)
 		return true
 	}
 	if int64(size) > int64(h.cfg.MaxRetainedMessageBytes) || !h.chargeRetained(topic, int64(size)) {
@@ -490,20 +493,26 @@ func (h *ingestHook) allowRetainedWill(cl *mqtt.Client, topic string, size int) 
 // chargeRetained charges a retained payload of size bytes on topic to
 // max_retained_bytes (replacing what the topic held), or reports that it
 // does not fit. mochi drops expired retained messages on its own, so when
-// the count says full it is recounted from mochi's store first, keeping
-// the wills charged but not stored yet. Called under h.mu.
+// the count says full it is recounted from mochi's store first. What is
+// charged but not in the store yet keeps its charge: the wills of
+// connected clients, and messages charged within retainStoreGrace (mochi
+// stores a publish after OnPublish returns, a durable one after its group
+// commit, so a concurrent recount would miss them). Called under h.mu.
 func (h *ingestHook) chargeRetained(topic string, size int64) bool {
 	limit := int64(h.cfg.MaxRetainedBytes)
+	now := time.Now().UnixNano()
 	if h.retainedBytes-h.retainedSize[topic]+size > limit {
 		h.retainedBytes = 0
 		for t := range h.retainedSize {
+			_, pendingWill := h.willPending[t]
 			if pk, ok := h.srv.Topics.Retained.Get(t); ok {
 				h.retainedSize[t] = int64(len(pk.Payload))
 				h.retainedBytes += int64(len(pk.Payload))
-			} else if _, pending := h.willPending[t]; pending {
+			} else if pendingWill || now-h.retainedAt[t] < int64(retainStoreGrace) {
 				h.retainedBytes += h.retainedSize[t]
 			} else {
 				delete(h.retainedSize, t)
+				delete(h.retainedAt, t)
 			}
 		}
 		if h.retainedBytes-h.retainedSize[topic]+size > limit {
@@ -512,8 +521,14 @@ func (h *ingestHook) chargeRetained(topic string, size int64) bool {
 	}
 	h.retainedBytes += size - h.retainedSize[topic]
 	h.retainedSize[topic] = size
+	h.retainedAt[topic] = now
 	return true
 }
+
+// retainStoreGrace is how long a charged retained message keeps its charge
+// while it is not in mochi's store (see chargeRetained); one that never
+// gets there (its publish failed) is released after it.
+const retainStoreGrace = 10 * time.Second
 
 // pooledDecoder is a decoder with the Result it decodes into. The Result
 // travels with the decoder because a *Result passed through the Decoder

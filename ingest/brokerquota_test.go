@@ -382,6 +382,29 @@ func TestRetainedQuotaPendingWills(t *testing.T) {
 	}
 }
 
+// TestRetainedQuotaChargedNotStored checks that a retained publish charged
+// in OnPublish counts before mochi has stored it: when the count says
+// full it is recounted from mochi's store, and a concurrent publisher's
+// message, charged but not stored yet, must not be forgotten there (the
+// attack suite's 4 concurrent retainers kept 4,200,000 bytes against
+// 4 MiB).
+func TestRetainedQuotaChargedNotStored(t *testing.T) {
+	cfg := testBrokerConfig()
+	cfg.MaxRetainedBytes = 4 * wal.KiB
+	cfg.MaxRetainedMessageBytes = wal.KiB
+	b := startBroker(t, cfg, openTestWAL(t))
+	// As OnPublish does for 5 publishers at once, before mochi stores any.
+	charged := 0
+	for i := range 5 {
+		if b.hook.allowRetainTopic(fmt.Sprintf("pub-%d", i), fmt.Sprintf("state/%d", i), 1000) {
+			charged++
+		}
+	}
+	if charged != 4 {
+		t.Errorf("%d retained messages of 1000 bytes charged before any is stored, want 4 within 4 KiB", charged)
+	}
+}
+
 // at once, and a real client still gets in once they are gone.
 func TestPendingConnects(t *testing.T) {
 	cfg := testBrokerConfig()
