@@ -23,10 +23,10 @@ package main
 // loopback on Linux), so per-source limits and login back-off hit them
 // and not the legitimate client.
 //
-// Sizes: every attack is large enough that the unprotected gateway of
-// 74c12ea passes the budget (most of them 1 GiB: see the before/after
-// figures in the README's Security section); the suite takes about a
-// minute under -race on a 2-core VM.
+// Sizes: each memory attack is large enough that the unprotected gateway
+// of 74c12ea passes the budget (106 MiB to over 1 GiB: see the
+// before/after figures in the README's Security section); the suite takes
+// about a minute under -race on a 2-core VM.
 //
 // Before/after: RUNNEL_ATTACK_BINARY=/path/to/runnel runs the suite
 // against another build, with its defaults from the environment only (no
