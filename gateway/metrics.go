@@ -351,6 +351,7 @@ func (g *Gateway) writeWindowsMetrics(p promWriter) {
 	}
 	p.gauge("runnel_pipeline_held", "1 while the pipeline is held by a storage error (retried with backoff; see /readyz).", one(held))
 	p.counter("runnel_pipeline_storage_errors_total", "Failed outbox appends and WAL reads of the pipeline (each retried).", one(float64(ps.StorageErrors)))
+	p.counter("runnel_pipeline_admit_waits_total", "Appends ingest held back (at most 100 ms each) while the pipeline was over 128 WAL records behind.", one(float64(ps.AdmitWaits)))
 	p.counter("runnel_wal_lost_records_total", "WAL indexes found missing at start below what the checkpoint or an outbox covered (a lost tail); skipped, never reused.", one(float64(ps.LostRecords)))
 }
 

@@ -65,6 +65,7 @@ func (p *Pipeline) resumed() { p.hold.resumed(p.logger) }
 func (h *hold) retryAfter(ctx context.Context, p *Pipeline, op string, err error) error {
 	reason := op + ": " + err.Error()
 	h.held.Store(&reason)
+	p.admitAll() // held: ingest does not wait for the stream
 	p.holdErrors.Add(1)
 	h.retries++
 	if now := time.Now(); now.Sub(h.logAt) >= holdLogEvery {

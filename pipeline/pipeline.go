@@ -108,6 +108,8 @@ type Pipeline struct {
 	hold       hold
 	holdErrors atomic.Uint64
 
+	adm admission // ingest's wait for a stream that fell behind (admit.go)
+
 	// The outbox writer (writer.go), started by Run; writerRef for Health.
 	writer    *outWriter
 	writerRef atomic.Pointer[outWriter]
@@ -204,12 +206,15 @@ type Stats struct {
 	// StorageErrors counts failed outbox appends and WAL reads (each
 	// retried; see Health).
 	StorageErrors uint64
+	// AdmitWaits counts the appends ingest held back while the stream
+	// was behind (Admit).
+	AdmitWaits uint64
 }
 
 // Stats returns a snapshot. Safe for concurrent use.
 func (p *Pipeline) Stats() Stats {
 	s := Stats{Checkpoints: p.checkpoints.Load(), CheckpointTook: time.Duration(p.ckptNs.Load()), CheckpointBytes: p.ckptBytes.Load(),
-		CheckpointStall: time.Duration(p.ckptStall.Load()), LostRecords: p.lost.Load(), StorageErrors: p.holdErrors.Load()}
+		CheckpointStall: time.Duration(p.ckptStall.Load()), LostRecords: p.lost.Load(), StorageErrors: p.holdErrors.Load(), AdmitWaits: p.adm.waits.Load()}
 	if at := p.ckptAt.Load(); at != 0 {
 		s.CheckpointAt = time.Unix(0, at)
 	}
@@ -471,6 +476,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 		ticker  = time.NewTicker(p.interval)
 	)
 	defer ticker.Stop()
+	p.adm.applied.Store(from - 1)
 	p.startWriter(ctx)
 	defer p.stopWriter() // after the final checkpoint's flush
 
@@ -492,6 +498,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 			out = p.engine.Apply(idx, &b, out[:0])
 			events = p.alerts.Apply(idx, &b, out, events[:0])
 			p.queue(out, events)
+			p.admitApplied(idx)
 			if p.replayed.Load() {
 				p.appliedLat.observe(time.Duration(time.Now().UnixNano() - b.IngestNs))
 			}
@@ -536,6 +543,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 		if ctx.Err() == nil || !p.drainOver() {
 			readTo = max(readTo, end)
 		}
+		p.admitApplied(max(readTo, p.adm.applied.Load())) // skipped records count as read
 		if !p.replayed.Load() && ctx.Err() == nil {
 			p.finishReplay(ctx, applied, started)
 		}
