@@ -17,7 +17,9 @@ type gateLog struct {
 	open   chan struct{}
 }
 
-func (g gateLog) NewReader(from uint64) Reader { return &gateReader{Reader: g.Log.NewReader(from), g: g} }
+func (g gateLog) NewReader(from uint64) Reader {
+	return &gateReader{Reader: g.Log.NewReader(from), g: g}
+}
 
 type gateReader struct {
 	Reader
