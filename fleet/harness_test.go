@@ -51,7 +51,17 @@ func testConfig(brokers []string, instance string) Config {
 // (or the test ends). stop cancels it as a crash would not: see kill tests.
 func startInstance(t testing.TB, brokers []string, instance string) (*Service, func()) {
 	t.Helper()
-	s := New(testConfig(brokers, instance), slog.New(slog.NewTextHandler(testLogOut(), nil)))
+	return startInstanceWith(t, brokers, instance, nil)
+}
+
+// startInstanceWith is startInstance with the test config changed by edit.
+func startInstanceWith(t testing.TB, brokers []string, instance string, edit func(*Config)) (*Service, func()) {
+	t.Helper()
+	cfg := testConfig(brokers, instance)
+	if edit != nil {
+		edit(&cfg)
+	}
+	s := New(cfg, slog.New(slog.NewTextHandler(testLogOut(), nil)))
 	s.sessionTimeout, s.txnTimeout, s.tick = 1500*time.Millisecond, 10*time.Second, 100*time.Millisecond
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
