@@ -8,7 +8,12 @@
 //     writes each record, unchanged with its headers, to the repartition
 //     topic keyed by fleet key: measurement, field, window spec, the
 //     fleet.group_by tags and the window start (never gateway or device);
-//     group sketches by group, group key, size and start. The partition is
+//     group sketches by group, group key, size, the fleet.group_by tags and
+//     start: a gateway group by several attributes (by: measurement,tag:site)
+//     writes its key as a series key, env,site=plant1, whose measurement is
+//     the group key and whose tags give the group-by values, so sketches
+//     merge per site as summaries do (other gateway keys carry no tags:
+//     empty values). The partition is
 //     a hash of the key without the start (the lineage), so a window and
 //     the one before it live together.
 //   - merge reads the repartition topic, so one instance owns each fleet

@@ -113,19 +113,21 @@ func (s *Service) handleSketch(w http.ResponseWriter, r *http.Request, distinct 
 		return
 	}
 	type row struct {
-		Group    string     `json:"group"`
-		Start    string     `json:"start"`
-		End      string     `json:"end"`
-		Closed   string     `json:"closed"`
-		Gateways []string   `json:"gateways"`
-		Readings uint64     `json:"readings"`
-		Distinct *uint64    `json:"distinct,omitempty"`
-		TopK     []TopKItem `json:"topk,omitempty"`
+		Group    string            `json:"group"`
+		Tags     map[string]string `json:"tags,omitempty"`
+		Start    string            `json:"start"`
+		End      string            `json:"end"`
+		Closed   string            `json:"closed"`
+		Gateways []string          `json:"gateways"`
+		Readings uint64            `json:"readings"`
+		Distinct *uint64           `json:"distinct,omitempty"`
+		TopK     []TopKItem        `json:"topk,omitempty"`
 	}
-	meas, size := q.Get("measurement"), q.Get("size")
+	meas, size, group := q.Get("measurement"), q.Get("size"), q.Get("group")
 	all, partial := s.snapshot(func(k string) bool {
 		p, ok := keyParts(k, "k")
-		return ok && (meas == "" || p[2] == meas) && sizeMatches(":"+p[3], size)
+		return ok && (meas == "" || p[2] == meas) && sizeMatches(":"+p[3], size) &&
+			(group == "" || slices.Contains(p[4:len(p)-1], group))
 	})
 	out := []row{}
 	for _, o := range all {
@@ -133,7 +135,7 @@ func (s *Service) handleSketch(w http.ResponseWriter, r *http.Request, distinct 
 		if sk == nil || (distinct && sk.Distinct == 0 && sk.TopK != nil) || (!distinct && sk.TopK == nil) {
 			continue
 		}
-		rw := row{Group: sk.Group, Start: o.Start, End: o.End, Closed: o.Closed, Gateways: o.Gateways, Readings: sk.Readings}
+		rw := row{Group: sk.Group, Tags: o.Group, Start: o.Start, End: o.End, Closed: o.Closed, Gateways: o.Gateways, Readings: sk.Readings}
 		if distinct {
 			d := sk.Distinct
 			rw.Distinct = &d
