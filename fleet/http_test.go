@@ -12,6 +12,7 @@ import (
 	"github.com/cespare/xxhash/v2"
 
 	"github.com/runnel-iot/runnel/internal/testutil"
+	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 func getJSON(t *testing.T, s *Service, url string, v any) int {
@@ -195,5 +196,58 @@ func TestFleetOpenWindowsFromAnyInstance(t *testing.T) {
 	}
 	if answers[a] != answers[b] {
 		t.Errorf("the same query answers differently:\na: %s\nb: %s", answers[a], answers[b])
+	}
+}
+
+// TestViewCatchUpAndClose: answers are partial until every partition has
+// been read to its target; an open window leaves the view's open part
+// when its closing changelog state or its output record arrives.
+func TestViewCatchUpAndClose(t *testing.T) {
+	s := New(testConfig([]string{"127.0.0.1:1"}, "v"), nil)
+	v := s.view
+	v.pending = map[topicPart]int64{{"runnel.fleet", 0}: 5, {"runnel.fleet.changelog", 1}: 3}
+	all := func(string) bool { return true }
+	steps := []struct {
+		topic   string
+		part    int32
+		offset  int64
+		partial bool
+	}{
+		{"runnel.fleet", 0, 3, true},
+		{"runnel.fleet", 0, 4, true},           // output done, changelog left
+		{"runnel.fleet.changelog", 0, 9, true}, // not a pending partition
+		{"runnel.fleet.changelog", 1, 7, false},
+	}
+	for _, st := range steps {
+		v.reached(st.topic, st.part, st.offset)
+		if _, partial := s.snapshot(all); partial != st.partial {
+			t.Fatalf("after %s[%d]@%d: partial %v, want %v", st.topic, st.part, st.offset, partial, st.partial)
+		}
+	}
+
+	key := "s|vibration|rms|tumbling:1m|site=1|60"
+	state := func(closed string) *kgo.Record {
+		w := &windowState{Key: key, Kind: "summary", StartNs: 60, EndNs: 120, Count: 2, Sum: 3, Min: 1, Max: 2, Mean: 1.5,
+			Gateways: map[string]int{"gw-0": 1}, Closed: closed}
+		return &kgo.Record{Key: []byte(key), Value: marshal(changelogValue{Window: w})}
+	}
+	v.applyChangelog(&kgo.Record{Key: []byte(idKey(key, "ab")), Value: []byte("1")})
+	v.applyChangelog(state(""))
+	if got, _ := s.snapshot(all); len(got) != 1 || got[0].Closed != "" || got[0].Summary.Count != 2 || got[0].Group["site"] != "1" {
+		t.Fatalf("open window: %+v", got)
+	}
+	v.applyChangelog(state("grace"))
+	if got, _ := s.snapshot(all); len(got) != 1 || got[0].Closed != "grace" {
+		t.Fatalf("closed state before its output record: %+v, want it answered closed", got)
+	}
+	v.applyOutput(&kgo.Record{Key: []byte(key), Value: marshal(Output{Key: key, Kind: "summary", Closed: "complete", EndNs: 120,
+		Summary: &SummaryOut{Count: 2}})})
+	if got, _ := s.snapshot(all); len(got) != 1 || got[0].Closed != "complete" || len(v.open) != 0 {
+		t.Fatalf("after the output record: %+v, open %d", got, len(v.open))
+	}
+	// The other order: the output record first, then the closing state.
+	v.applyChangelog(state("complete"))
+	if got, _ := s.snapshot(all); len(got) != 1 || len(v.open) != 0 {
+		t.Fatalf("closing state after its output record: %+v, open %d, want it dropped", got, len(v.open))
 	}
 }

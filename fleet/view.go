@@ -25,7 +25,8 @@ import (
 //     windows ending within fleet.retain of the newest;
 //   - the changelog: the latest committed state of every open window, the
 //     same state a new owner restores from. A window leaves this part when
-//     its closing record (or tombstone) arrives.
+//     its output record (or a tombstone) is read; its closing state
+//     answers until then, as the two topics are read in any order.
 //
 // So an answer holds what the merge transactions committed (never a merge
 // that may still abort), lags the owner by one transaction, and survives
@@ -43,7 +44,7 @@ import (
 type view struct {
 	mu      sync.Mutex
 	windows map[string]Output      // closed, from the output topic
-	open    map[string]*openWindow // open, from the changelog
+	open    map[string]*openWindow // from the changelog: open, or closed until its output record is read
 	newest  int64                  // the latest window end seen
 
 	// pending are the partitions not yet read up to their target, the
@@ -121,12 +122,14 @@ func (v *view) applyChangelog(r *kgo.Record) {
 	if json.Unmarshal(r.Value, &c) != nil || c.Window == nil {
 		return
 	}
-	if c.Window.Closed != "" {
-		// Its output record, written in the same transaction, is the
-		// closed window's answer.
+	if o, ok := v.windows[k]; ok && c.Window.Closed != "" && o.Revision >= c.Window.Revision {
+		// Its output record, written in the same transaction, was read
+		// first and answers for the closed window.
 		delete(v.open, k)
 		return
 	}
+	// A closing state answers until its output record is read (the two
+	// topics' records arrive in any order); applyOutput then drops it.
 	v.open[k] = &openWindow{w: c.Window}
 }
 
@@ -258,9 +261,10 @@ func (s *Service) snapshot(keep func(key string) bool) (out []Output, partial bo
 		}
 	}
 	for k, ow := range v.open {
-		if _, closed := v.windows[k]; !closed && keep(k) {
-			out = append(out, ow.render(s.cfg.GroupBy))
+		if _, closed := v.windows[k]; closed || !keep(k) {
+			continue
 		}
+		out = append(out, ow.render(s.cfg.GroupBy))
 	}
 	v.mu.Unlock()
 	slices.SortFunc(out, func(a, b Output) int {
