@@ -125,7 +125,7 @@ func TestFleetOpenWindowsFromAnyInstance(t *testing.T) {
 		t.Fatalf("simulation: the summary lineages use %d of 6 partitions; want 4 or more so both instances own some", len(lineageParts))
 	}
 	long := func(c *Config) { c.Fleet.Grace, c.Fleet.Retain = 10*time.Minute, time.Hour }
-	a, _ := startInstanceWith(t, brokers, "a", long)
+	a, stopA := startInstanceWith(t, brokers, "a", long)
 	b, _ := startInstanceWith(t, brokers, "b", long)
 	testutil.WaitFor(t, 30*time.Second, func() (bool, string) {
 		pa, pb := ownedParts(a), ownedParts(b)
@@ -196,6 +196,14 @@ func TestFleetOpenWindowsFromAnyInstance(t *testing.T) {
 	}
 	if answers[a] != answers[b] {
 		t.Errorf("the same query answers differently:\na: %s\nb: %s", answers[a], answers[b])
+	}
+	// With a stopped, b still answers a's open windows: from its view,
+	// never from a.
+	stopA()
+	rec := httptest.NewRecorder()
+	b.Handler().ServeHTTP(rec, httptest.NewRequest("GET", q, nil))
+	if rec.Body.String() != answers[b] {
+		t.Errorf("b's answer changed with a stopped:\nbefore: %s\nafter: %s", answers[b], rec.Body)
 	}
 }
 
