@@ -161,28 +161,22 @@ func (ow *openWindow) render(groupBy []string) Output {
 // viewLoop keeps v until ctx ends.
 func (s *Service) viewLoop(ctx context.Context, v *view) error {
 	topics := []string{s.cfg.Topics.Output, s.cfg.Topics.Changelog}
-	pending := map[topicPart]int64{}
-	for _, t := range topics {
-		n := s.nOut
-		if t == s.cfg.Topics.Changelog {
-			n = s.nChangelog
+	// The targets are retried, not fatal: right after the topics were
+	// created a partition may have no leader yet. Answers stay partial.
+	var pending map[topicPart]int64
+	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 5*time.Second) {
+		var err error
+		if pending, err = s.viewTargets(ctx, topics); err == nil {
+			break
 		}
-		parts := make([]int32, n)
-		for i := range parts {
-			parts[i] = int32(i)
+		if ctx.Err() != nil {
+			return nil
 		}
-		starts, err := s.listOffsets(ctx, t, parts, -2)
-		if err != nil {
-			return err
-		}
-		ends, err := s.listOffsets(ctx, t, parts, -1)
-		if err != nil {
-			return err
-		}
-		for _, p := range parts {
-			if ends[p] > starts[p] {
-				pending[topicPart{t, p}] = ends[p]
-			}
+		s.log.Warn("fleet query view: cannot list the topics' offsets yet", "err", err, "retry_in", wait)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(wait):
 		}
 	}
 	v.mu.Lock()
@@ -217,6 +211,37 @@ func (s *Service) viewLoop(ctx context.Context, v *view) error {
 		v.prune(s.cfg.Retain)
 		v.mu.Unlock()
 	}
+}
+
+// viewTargets lists, per partition of topics that holds records, the
+// offset the view must read up to before it has caught up: the last
+// stable offset now.
+func (s *Service) viewTargets(ctx context.Context, topics []string) (map[topicPart]int64, error) {
+	pending := map[topicPart]int64{}
+	for _, t := range topics {
+		n := s.nOut
+		if t == s.cfg.Topics.Changelog {
+			n = s.nChangelog
+		}
+		parts := make([]int32, n)
+		for i := range parts {
+			parts[i] = int32(i)
+		}
+		starts, err := s.listOffsets(ctx, t, parts, -2)
+		if err != nil {
+			return nil, err
+		}
+		ends, err := s.listOffsets(ctx, t, parts, -1)
+		if err != nil {
+			return nil, err
+		}
+		for _, p := range parts {
+			if ends[p] > starts[p] {
+				pending[topicPart{t, p}] = ends[p]
+			}
+		}
+	}
+	return pending, nil
 }
 
 // listOffsets lists topic's partition offsets at ts (-1: the last stable
