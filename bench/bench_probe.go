@@ -333,6 +333,9 @@ func (b *bench) phaseAlertLatency(ctx context.Context, r *PhaseResult) error {
 			return err
 		}
 		percentiles(r.set, "qos1load_fire_", fire)
+		r.set("qos1load_gw_alert_p50_ms", sp.histQuantile("runnel_pipeline_ingest_to_alert_seconds", "", 0.5))
+		r.set("qos1load_gw_alert_p99_ms", sp.histQuantile("runnel_pipeline_ingest_to_alert_seconds", "", 0.99))
+		r.set("qos1load_gw_applied_p99_ms", sp.histQuantile("runnel_pipeline_ingest_to_applied_seconds", "", 0.99))
 		r.set("qos1load_background_acked_per_s", sp.perS(float64(sp.acked)))
 		r.set("qos1load_timeouts", float64(timeouts))
 		r.set("publish_errors", float64(l.failed.Load()+l.unacked.Load()+l.lost.Load()))

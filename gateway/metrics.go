@@ -319,6 +319,9 @@ func (g *Gateway) writeWindowsMetrics(p promWriter) {
 	}
 	p.histogram("runnel_pipeline_ingest_to_applied_seconds", "From a batch's ingest (before its fsync) to its windows and alerts applied, live batches only.",
 		histSample{bounds: bounds, counts: counts, sum: sum.Seconds()})
+	counts, sum = pl.AlertLatency()
+	p.histogram("runnel_pipeline_ingest_to_alert_seconds", "From the ingest of the batch that raised an alert event (before its fsync) to its publication on MQTT and the live stream, live events only.",
+		histSample{bounds: bounds, counts: counts, sum: sum.Seconds()})
 	p.gauge("runnel_windows_series", "Series with window state.", one(float64(st.Series)))
 	p.gauge("runnel_windows_pairs", "Series and field pairs with window state.", one(float64(st.Pairs)))
 	p.gauge("runnel_windows_devices", "Devices with a watermark.", one(float64(st.Devices)))

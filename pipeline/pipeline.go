@@ -64,6 +64,7 @@ type Config struct {
 //     what the state covers is skipped, never reused (skipLost).
 type Pipeline struct {
 	appliedLat latencyHist // ingest-to-applied latency of live batches (latency.go)
+	alertLat   latencyHist // ingest-to-published latency of live alert events
 
 	cfg       windows.Config
 	log       Log
@@ -651,6 +652,9 @@ func (p *Pipeline) queue(out []windows.Emission, events []alerts.Event) {
 		ev := &events[i]
 		if p.emit(output{ev: ev}, outboxPos{ev.Index, ev.Seq}) && p.OnAlert != nil {
 			p.OnAlert(*ev)
+			if p.replayed.Load() {
+				p.alertLat.observe(time.Duration(time.Now().UnixNano() - p.lastIngest))
+			}
 		}
 	}
 }

@@ -62,6 +62,14 @@ func TestSlowOutboxDoesNotStallTheStream(t *testing.T) {
 	if blocked.Load() == 0 {
 		t.Fatal("the outbox append returned before the checks")
 	}
+	var n uint64
+	counts, _ := r.p.AlertLatency()
+	for _, c := range counts {
+		n += c
+	}
+	if n != 1 {
+		t.Fatalf("ingest-to-alert histogram holds %d events, want 1", n)
+	}
 	close(release)
 	r.setFailNone()
 	r.stop()
