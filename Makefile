@@ -123,7 +123,7 @@ demo-fleet: build
 
 # The fleet demo, headless, on free loopback ports: waits (at most 75 s)
 # until both fleet instances serve a closed window merged from all three
-# gateways (CI runs it). Its temp dir goes on success, failure and Ctrl-C
+# gateways and the true distinct device counts (CI runs it). Its temp dir goes on success, failure and Ctrl-C
 # alike, as demo-check's.
 demo-fleet-check: build
 	d=$$(mktemp -d) && trap 'rm -rf "$$d"' EXIT && trap 'exit 130' INT TERM && \

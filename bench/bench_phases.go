@@ -1,11 +1,13 @@
 package bench
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"math"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -333,4 +335,47 @@ func percentiles(set func(string, float64), prefix string, lat []time.Duration) 
 	set(prefix+"p50_ms", at(0.50))
 	set(prefix+"p99_ms", at(0.99))
 	set(prefix+"max_ms", at(1))
+}
+
+// histQuantile estimates the q quantile, in ms, of a gateway histogram
+// over the span: the delta of each `name_bucket{...le="X"}` sample whose
+// labels contain match, linearly interpolated inside the bucket, as
+// Prometheus's histogram_quantile does. NaN without observations; the
+// top finite bound when q falls in +Inf.
+func (s span) histQuantile(name, match string, q float64) float64 {
+	type bucket struct{ le, cum float64 }
+	var bs []bucket
+	for k, v := range s.m1 {
+		if !strings.HasPrefix(k, name+"_bucket{") || !strings.Contains(k, match) {
+			continue
+		}
+		i := strings.Index(k, `le="`)
+		if i < 0 {
+			continue
+		}
+		le, err := strconv.ParseFloat(strings.TrimSuffix(k[i+4:], `"}`), 64)
+		if err != nil {
+			continue
+		}
+		bs = append(bs, bucket{le, v - s.m0[k]})
+	}
+	slices.SortFunc(bs, func(a, b bucket) int { return cmp.Compare(a.le, b.le) })
+	if len(bs) == 0 || bs[len(bs)-1].cum <= 0 {
+		return math.NaN()
+	}
+	rank := q * bs[len(bs)-1].cum
+	lo, below := 0.0, 0.0
+	for _, b := range bs {
+		if b.cum >= rank {
+			if math.IsInf(b.le, 1) {
+				return lo * 1000
+			}
+			if b.cum == below {
+				return b.le * 1000
+			}
+			return (lo + (b.le-lo)*(rank-below)/(b.cum-below)) * 1000
+		}
+		lo, below = b.le, b.cum
+	}
+	return lo * 1000
 }

@@ -74,6 +74,18 @@ func latencyFigures(r *PhaseResult, sp span, l *mqttLoad, timeouts int) {
 	r.set("cpu_s_per_100k_msgs", sp.cpuPer(float64(sp.acked), 1e5))
 	r.set("peak_rss_mib", mib(sp.peakRSS))
 	r.set("publish_errors", float64(l.failed.Load()+l.unacked.Load()+l.lost.Load()))
+	internalLatency(r, sp)
+}
+
+// internalLatency adds the gateway's own view of where a reading waits,
+// from its histograms over the span (bucket-interpolated, so coarse): the
+// group-commit fsync, and ingest (before the fsync) to applied in the
+// windows and alerts. The probe's latency minus applied is the read path.
+func internalLatency(r *PhaseResult, sp span) {
+	r.set("gw_fsync_p50_ms", sp.histQuantile("runnel_wal_fsync_seconds", `log="readings"`, 0.5))
+	r.set("gw_fsync_p99_ms", sp.histQuantile("runnel_wal_fsync_seconds", `log="readings"`, 0.99))
+	r.set("gw_applied_p50_ms", sp.histQuantile("runnel_pipeline_ingest_to_applied_seconds", "", 0.5))
+	r.set("gw_applied_p99_ms", sp.histQuantile("runnel_pipeline_ingest_to_applied_seconds", "", 0.99))
 }
 
 func (b *bench) phaseQueryLatency(ctx context.Context, r *PhaseResult) error {
@@ -321,6 +333,9 @@ func (b *bench) phaseAlertLatency(ctx context.Context, r *PhaseResult) error {
 			return err
 		}
 		percentiles(r.set, "qos1load_fire_", fire)
+		r.set("qos1load_gw_alert_p50_ms", sp.histQuantile("runnel_pipeline_ingest_to_alert_seconds", "", 0.5))
+		r.set("qos1load_gw_alert_p99_ms", sp.histQuantile("runnel_pipeline_ingest_to_alert_seconds", "", 0.99))
+		r.set("qos1load_gw_applied_p99_ms", sp.histQuantile("runnel_pipeline_ingest_to_applied_seconds", "", 0.99))
 		r.set("qos1load_background_acked_per_s", sp.perS(float64(sp.acked)))
 		r.set("qos1load_timeouts", float64(timeouts))
 		r.set("publish_errors", float64(l.failed.Load()+l.unacked.Load()+l.lost.Load()))

@@ -364,3 +364,24 @@ func FuzzParseProcStatCPU(f *testing.F) {
 		}
 	})
 }
+
+func TestHistQuantile(t *testing.T) {
+	// 100 observations over the span: 50 at <= 1 ms, 40 in (1, 2] ms, 10
+	// in (2, 5] ms; the start scrape already held 7 older ones.
+	m0 := promSamples{`h_bucket{log="r",le="0.001"}`: 7, `h_bucket{log="r",le="0.002"}`: 7, `h_bucket{log="r",le="0.005"}`: 7, `h_bucket{log="r",le="+Inf"}`: 7}
+	m1 := promSamples{`h_bucket{log="r",le="0.001"}`: 57, `h_bucket{log="r",le="0.002"}`: 97, `h_bucket{log="r",le="0.005"}`: 107, `h_bucket{log="r",le="+Inf"}`: 107,
+		`h_bucket{log="other",le="0.001"}`: 1000, `h_bucket{log="other",le="+Inf"}`: 1000}
+	sp := span{m0: m0, m1: m1}
+	for _, c := range []struct{ q, want float64 }{{0.5, 1}, {0.25, 0.5}, {0.7, 1.5}, {0.95, 3.5}, {1, 5}} {
+		if got := sp.histQuantile("h", `log="r"`, c.q); math.Abs(got-c.want) > 1e-9 {
+			t.Errorf("q%v = %v ms, want %v", c.q, got, c.want)
+		}
+	}
+	if got := sp.histQuantile("h", `log="none"`, 0.5); !math.IsNaN(got) {
+		t.Errorf("no observations: %v, want NaN", got)
+	}
+	inf := span{m0: promSamples{}, m1: promSamples{`h_bucket{le="0.001"}`: 1, `h_bucket{le="+Inf"}`: 10}}
+	if got := inf.histQuantile("h", "", 0.99); got != 1 {
+		t.Errorf("q in +Inf = %v, want the top finite bound 1 ms", got)
+	}
+}

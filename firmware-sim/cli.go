@@ -138,6 +138,7 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.Username, "username", "", "MQTT username")
 	fs.StringVar(&o.Password, "password", "", "MQTT password")
 	fs.StringVar(&o.ClientIDPrefix, "client-id-prefix", d.ClientIDPrefix, "prefix of each device's MQTT client id")
+	fs.StringVar(&o.DevicePrefix, "device-prefix", "", "prefix of each device id (distinct devices per simulator, e.g. per gateway)")
 	fs.Uint64Var(&o.Seed, "seed", d.Seed, "seed of every random stream")
 	fs.StringVar(&start, "start", "", "event time of the first tick, RFC 3339 (default: now)")
 	fs.IntVar(&o.Sites, "sites", d.Sites, "number of distinct site tags")

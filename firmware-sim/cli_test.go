@@ -40,7 +40,7 @@ func TestMainUsage(t *testing.T) {
 	}
 	// -h documents every flag with its default.
 	f([]string{"-h"}, ExitOK, nil, []string{"-scenario", "(default \"mix\")", "-devices", "-rate", "-readings", "-duration",
-		"-count", "-qos", "-transport", "-format", "-broker", "-udp", "-http", "-username", "-password", "-client-id-prefix",
+		"-count", "-qos", "-transport", "-format", "-broker", "-udp", "-http", "-username", "-password", "-client-id-prefix", "-device-prefix",
 		"-seed", "-malformed", "-out-of-order", "-late", "-reconnect-every", "-burst-every", "-burst-factor",
 		"-high-cardinality", "-max-inflight", "percent", "probability", "ticks per second"})
 	f([]string{"help"}, ExitOK, []string{"subscribe", "kafka", "bare-broker"}, nil)

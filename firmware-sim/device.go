@@ -115,7 +115,7 @@ func NewDevice(opt Options, index int) (*Device, error) {
 		}
 	}
 	prefix := map[Scenario]string{ScenarioEnv: "env", ScenarioVibration: "vib", ScenarioBiosignal: "bio"}[d.Kind]
-	d.ID = fmt.Sprintf("%s-%04d", prefix, index+1)
+	d.ID = fmt.Sprintf("%s%s-%04d", opt.DevicePrefix, prefix, index+1)
 	d.enc = encoder{site: "site-" + strconv.Itoa(index%opt.Sites+1)}
 	if opt.Format == "lp" || opt.Transport != TransportMQTT {
 		d.enc.format = FormatLineProtocol

@@ -615,3 +615,21 @@ func TestLowRateSplitsBatches(t *testing.T) {
 		}
 	}
 }
+
+// TestDevicePrefix: the prefix makes a simulator's devices its own (the
+// fleet demo's gateways must not share device ids); a prefix that would
+// break the topic or the series key is refused.
+func TestDevicePrefix(t *testing.T) {
+	opt := DefaultOptions()
+	opt.Scenario, opt.DevicePrefix = ScenarioEnv, "gw-a-"
+	d, err := NewDevice(opt, 0)
+	if err != nil || d.ID != "gw-a-env-0001" {
+		t.Fatalf("device 0 with prefix gw-a-: %v %v, want gw-a-env-0001", d, err)
+	}
+	for _, bad := range []string{"a/b", "a,b", "a=b", "a b", "+", strings.Repeat("x", 65)} {
+		opt.DevicePrefix = bad
+		if _, err := NewDevice(opt, 0); err == nil {
+			t.Errorf("prefix %q accepted", bad)
+		}
+	}
+}

@@ -94,6 +94,9 @@ type Options struct {
 	Username, Password string
 	// ClientIDPrefix prefixes each device id to form its MQTT client id.
 	ClientIDPrefix string
+	// DevicePrefix prefixes each device id ("" : env-0001, ...), so
+	// simulators feeding different gateways can have distinct devices.
+	DevicePrefix string
 	// Seed seeds every random stream (math/rand/v2 PCG): the same seed and
 	// options give the same payloads per device.
 	Seed uint64
@@ -272,6 +275,9 @@ func (o Options) Validate() error {
 	}
 	if o.Format != "json" && o.Format != "lp" {
 		bad("format", o.Format, "want json or lp")
+	}
+	if len(o.DevicePrefix) > 64 || strings.ContainsAny(o.DevicePrefix, "/+#,= \\\"") {
+		bad("device-prefix", o.DevicePrefix, "at most 64 bytes, none of / + # , = space backslash or quote (it is an MQTT topic level and a tag value)")
 	}
 	if o.Sites < 1 || o.Sites > 100_000 {
 		bad("sites", o.Sites, "out of range 1 to 100000")

@@ -8,7 +8,12 @@
 //     writes each record, unchanged with its headers, to the repartition
 //     topic keyed by fleet key: measurement, field, window spec, the
 //     fleet.group_by tags and the window start (never gateway or device);
-//     group sketches by group, group key, size and start. The partition is
+//     group sketches by group, group key, size, the fleet.group_by tags and
+//     start: a gateway group by several attributes (by: measurement,tag:site)
+//     writes its key as a series key, env,site=plant1, whose measurement is
+//     the group key and whose tags give the group-by values, so sketches
+//     merge per site as summaries do (other gateway keys carry no tags:
+//     empty values). The partition is
 //     a hash of the key without the start (the lineage), so a window and
 //     the one before it live together.
 //   - merge reads the repartition topic, so one instance owns each fleet
@@ -37,10 +42,17 @@
 // longer held (fleet.retain) is dropped and counted, never re-opened as a
 // partial window that would overwrite the full one on the compacted topic.
 //
-// HTTP (Handler): any instance answers every query. Closed windows come
-// from a read_committed view of runnel.fleet that each instance keeps;
-// open windows from local state only (an open window owned by another
-// instance shows once it closes). Nothing is forwarded between instances.
+// HTTP (Handler): every instance answers every query alike, whoever owns
+// the keys. Answers come from a view each instance keeps of two topics,
+// read_committed, all partitions: runnel.fleet for closed windows and the
+// changelog for the latest committed state of every open window (as a
+// Kafka Streams standby replica of every partition would). Nothing is
+// forwarded, so an answer never depends on another instance being up; it
+// holds only committed merges and lags the owner by one transaction. The
+// price is that each instance reads the whole changelog and holds every
+// open window's state (sketches encoded until a query renders them).
+// Until the view has read both topics to their ends as of its start, an
+// answer carries "partial": true.
 //
 // Formats: input by gateway/schema/summary.schema.json and
 // sketch.schema.json (decoded by the fleet's own structs), output by

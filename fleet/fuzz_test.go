@@ -4,6 +4,7 @@ import (
 	"io"
 	"log/slog"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -13,6 +14,7 @@ func FuzzDecodeInput(f *testing.F) {
 	f.Add([]byte(`{"schema":"runnel.summary/v1","gateway":"g","series":"m,site=1","field":"f","window":"tumbling:1m","start_ns":0,"end_ns":60,"count":2,"sum":3,"min":1,"max":2,"mean":1.5,"stddev":0.7}`))
 	f.Add([]byte(`{"schema":"runnel.sketch/v1","gateway":"g","group":"x","key":"m","start_ns":0,"end_ns":60,"readings":3,"hll":"AAE="}`))
 	f.Add([]byte(`{"schema":"runnel.summary/v1","gateway":"g","series":"m\\,a,t\\=x=v\\|w","field":"f|g","window":"w","start_ns":1,"end_ns":2,"quantiles":"AQ=="}`))
+	f.Add([]byte(`{"schema":"runnel.sketch/v1","gateway":"g","group":"x","key":"m,site=a\\,b","start_ns":0,"end_ns":60,"readings":3}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		in, err := decodeInput(b, []string{"site"})
 		if err != nil {
@@ -59,6 +61,58 @@ func FuzzChangelogRecord(f *testing.F) {
 			w.encode()
 			_ = w.output([]string{"site"})
 			_ = w.complete(s.lineages[w.Lineage])
+		}
+	})
+}
+
+// escapeGroupPart escapes as windows writes a several-attribute group key.
+func escapeGroupPart(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		switch s[i] {
+		case ',', '=', ' ', '\\':
+			b.WriteByte('\\')
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+// FuzzGroupKeyParts: a group key written as windows writes it parses back
+// to its measurement and tags; any other key never panics.
+func FuzzGroupKeyParts(f *testing.F) {
+	f.Add("env", "site", "plant 1", "env,site=x")
+	f.Add(`a\,b`, "t=x", `v\`, `\`)
+	f.Fuzz(func(t *testing.T, meas, tag, val, raw string) {
+		groupKeyParts(raw)
+		if tag == "" {
+			return
+		}
+		k := escapeGroupPart(meas) + "," + escapeGroupPart(tag) + "=" + escapeGroupPart(val)
+		m, tags := groupKeyParts(k)
+		if m != meas || len(tags) != 1 || tags[tag] != val {
+			t.Fatalf("key %q parsed as %q %v, want %q %s=%q", k, m, tags, meas, tag, val)
+		}
+	})
+}
+
+// FuzzViewRecord: a changelog or output record, whatever its bytes, is
+// kept or skipped by the query view, and what it keeps renders.
+func FuzzViewRecord(f *testing.F) {
+	f.Add(true, []byte("k|g|m|1m0s|site=|1"), []byte(`{"window":{"key":"k|g|m|1m0s|site=|1","kind":"sketch","hll":"AUg=","countmin":"AVQ="}}`))
+	f.Add(true, []byte("s|m|f|w|site=1|1"), []byte(`{"window":{"key":"s|m|f|w|site=1|1","kind":"summary","count":2,"gateways":{"g":1},"quantiles":"AQ=="}}`))
+	f.Add(false, []byte("s|m|f|w|site=1|1"), []byte(`{"schema":"runnel.fleet/v1","key":"s|m|f|w|site=1|1","end_ns":5}`))
+	f.Add(true, []byte("I|x|1"), []byte("1"))
+	f.Fuzz(func(t *testing.T, changelog bool, key, value []byte) {
+		v := newView()
+		r := &kgo.Record{Key: key, Value: value}
+		if changelog {
+			v.applyChangelog(r)
+		} else {
+			v.applyOutput(r)
+		}
+		for _, ow := range v.open {
+			_ = ow.render([]string{"site"})
 		}
 	})
 }

@@ -1,11 +1,13 @@
 package fleet
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"math"
 	"math/rand/v2"
 	"net/http/httptest"
@@ -51,7 +53,17 @@ func testConfig(brokers []string, instance string) Config {
 // (or the test ends). stop cancels it as a crash would not: see kill tests.
 func startInstance(t testing.TB, brokers []string, instance string) (*Service, func()) {
 	t.Helper()
-	s := New(testConfig(brokers, instance), slog.New(slog.NewTextHandler(testLogOut(), nil)))
+	return startInstanceWith(t, brokers, instance, nil)
+}
+
+// startInstanceWith is startInstance with the test config changed by edit.
+func startInstanceWith(t testing.TB, brokers []string, instance string, edit func(*Config)) (*Service, func()) {
+	t.Helper()
+	cfg := testConfig(brokers, instance)
+	if edit != nil {
+		edit(&cfg)
+	}
+	s := New(cfg, slog.New(slog.NewTextHandler(testLogOut(), nil)))
 	s.sessionTimeout, s.txnTimeout, s.tick = 1500*time.Millisecond, 10*time.Second, 100*time.Millisecond
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -81,6 +93,10 @@ type reading struct {
 type sim struct {
 	base     int64
 	readings []reading
+	// siteSketches adds a third group sketch per gateway, window and
+	// site: devices_per_site, by measurement and site (key
+	// "vibration,site=<site>"), with an HLL and a top-k of devices.
+	siteSketches bool
 }
 
 const (
@@ -157,6 +173,12 @@ func (s *sim) records(t testing.TB) []*kgo.Record {
 	}
 	hlls, tops := map[gwk]*sketches.HLL{}, map[gwk]*sketches.TopK{}
 	readings := map[gwk]uint64{}
+	type siteGW struct {
+		gw, site string
+		w        int
+	}
+	siteHLLs, siteTops := map[siteGW]*sketches.HLL{}, map[siteGW]*sketches.TopK{}
+	siteReadings := map[siteGW]uint64{}
 	for _, k := range keys {
 		vs := series[k]
 		q := sketches.NewQuantile()
@@ -196,6 +218,31 @@ func (s *sim) records(t testing.TB) []*kgo.Record {
 		hlls[g].AddString(k.dev)
 		tops[g].AddString(k.dev, uint64(len(vs)))
 		readings[g] += uint64(len(vs))
+		if s.siteSketches {
+			sg := siteGW{k.gw, k.site, k.w}
+			if siteHLLs[sg] == nil {
+				siteHLLs[sg], siteTops[sg] = sketches.NewHLL(), sketches.NewTopKDefault()
+			}
+			siteHLLs[sg].AddString(k.dev)
+			siteTops[sg].AddString(k.dev, uint64(len(vs)))
+			siteReadings[sg] += uint64(len(vs))
+		}
+	}
+	sgs := slices.SortedFunc(maps.Keys(siteHLLs), func(a, b siteGW) int {
+		return cmp.Or(cmp.Compare(a.w, b.w), cmp.Compare(a.gw, b.gw), cmp.Compare(a.site, b.site))
+	})
+	for _, sg := range sgs {
+		st := s.start(sg.w)
+		hb, _ := siteHLLs[sg].MarshalBinary()
+		tb, _ := siteTops[sg].MarshalBinary()
+		key := simMeas + ",site=" + sg.site
+		v := map[string]any{
+			"schema": schemaSketch, "gateway": sg.gw, "group": "devices_per_site", "key": key,
+			"start": rfc3339(st), "end": rfc3339(st + simWindow), "start_ns": st, "end_ns": st + simWindow,
+			"readings": siteReadings[sg], "distinct": siteHLLs[sg].Estimate(), "hll": hb, "countmin": tb,
+		}
+		id := messageID(sg.gw, "devices_per_site", key, strconv.FormatInt(st, 10))
+		out = append(out, gatewayRecord("runnel.sketches", schemaSketch, id, sg.gw+"|devices_per_site|"+key, v))
 	}
 	gks := make([]gwk, 0, len(hlls))
 	for g := range hlls {
@@ -261,12 +308,24 @@ type expected struct {
 	devices  map[int]map[string]bool
 	perDev   map[int]map[string]uint64
 	gateways map[string][]string
+	// sitePerDev is the readings per device of each window and site.
+	sitePerDev map[siteWin]map[string]uint64
+}
+
+type siteWin struct {
+	w    int
+	site string
 }
 
 func (s *sim) expect(groupBy string) expected {
 	e := expected{values: map[string][]float64{}, devices: map[int]map[string]bool{}, perDev: map[int]map[string]uint64{},
-		gateways: map[string][]string{}}
+		gateways: map[string][]string{}, sitePerDev: map[siteWin]map[string]uint64{}}
 	for _, r := range s.readings {
+		sw := siteWin{r.window, r.site}
+		if e.sitePerDev[sw] == nil {
+			e.sitePerDev[sw] = map[string]uint64{}
+		}
+		e.sitePerDev[sw][r.device]++
 		k := joinKey("s", simMeas, simField, simSpec, groupBy+"="+r.site) + "|" + strconv.FormatInt(s.start(r.window), 10)
 		e.values[k] = append(e.values[k], r.v)
 		if !slices.Contains(e.gateways[k], r.gateway) {
@@ -281,8 +340,15 @@ func (s *sim) expect(groupBy string) expected {
 	return e
 }
 
+// sketchKey is the fleet key of a by-measurement group sketch window:
+// its gateway key carries no site, so the group-by part is empty.
 func (s *sim) sketchKey(group string, w int) string {
-	return joinKey("k", group, simMeas, time.Duration(simWindow).String()) + "|" + strconv.FormatInt(s.start(w), 10)
+	return joinKey("k", group, simMeas, time.Duration(simWindow).String(), "site=") + "|" + strconv.FormatInt(s.start(w), 10)
+}
+
+// siteSketchKey is the fleet key of a devices_per_site window.
+func (s *sim) siteSketchKey(w int, site string) string {
+	return joinKey("k", "devices_per_site", simMeas, time.Duration(simWindow).String(), "site="+site) + "|" + strconv.FormatInt(s.start(w), 10)
 }
 
 // collector reads runnel.fleet read_committed and keeps every record.

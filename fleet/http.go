@@ -1,8 +1,6 @@
 package fleet
 
 import (
-	"cmp"
-	"context"
 	"encoding/json"
 	"fmt"
 	"maps"
@@ -10,104 +8,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
-
-	"github.com/twmb/franz-go/pkg/kgo"
 )
-
-// The HTTP API answers from any instance. Closed windows come from a
-// read_committed view of the output topic that every instance keeps (all
-// partitions, the latest record per key, without the sketch bytes, for the
-// windows ending within fleet.retain of the newest); open
-// windows come from the local state, so an open window owned by another
-// instance is not listed until it closes. No request is forwarded: the
-// output topic is the one source every instance shares.
-
-// view is the latest output record per fleet key, for the windows that
-// end within fleet.retain of the newest (event time), so it stays bounded.
-type view struct {
-	mu      sync.Mutex
-	windows map[string]Output
-	newest  int64 // the latest window end seen
-}
-
-// prune forgets windows that ended more than horizon before the newest.
-func (v *view) prune(horizon time.Duration) {
-	for k, o := range v.windows {
-		if o.EndNs < v.newest-int64(horizon) {
-			delete(v.windows, k)
-		}
-	}
-}
-
-func (s *Service) viewLoop(ctx context.Context, v *view) error {
-	cl, err := kgo.NewClient(s.seeds(), kgo.ConsumeTopics(s.cfg.Topics.Output),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchIsolationLevel(kgo.ReadCommitted()))
-	if err != nil {
-		return fmt.Errorf("output view client: %w", err)
-	}
-	defer cl.Close()
-	for {
-		fs := cl.PollFetches(ctx)
-		if ctx.Err() != nil {
-			return nil
-		}
-		v.mu.Lock()
-		fs.EachRecord(func(r *kgo.Record) {
-			var o Output
-			if len(r.Value) == 0 {
-				delete(v.windows, string(r.Key))
-				return
-			}
-			if json.Unmarshal(r.Value, &o) != nil {
-				return
-			}
-			if o.Summary != nil {
-				o.Summary.Quantiles = nil
-			}
-			if o.Sketch != nil {
-				o.Sketch.HLL, o.Sketch.CountMin = nil, nil
-			}
-			v.windows[string(r.Key)] = o
-			v.newest = max(v.newest, o.EndNs)
-		})
-		v.prune(s.cfg.Retain)
-		v.mu.Unlock()
-	}
-}
-
-// snapshot merges the output view with the local open windows.
-func (s *Service) snapshot() []Output {
-	all := map[string]Output{}
-	if s.view != nil {
-		s.view.mu.Lock()
-		maps.Copy(all, s.view.windows)
-		s.view.mu.Unlock()
-	}
-	s.mu.Lock()
-	for k, w := range s.windows {
-		if w.Closed == "" {
-			w.encode()
-			o := w.output(s.cfg.GroupBy)
-			if o.Summary != nil {
-				o.Summary.Quantiles = nil
-			}
-			if o.Sketch != nil {
-				o.Sketch.HLL, o.Sketch.CountMin = nil, nil
-			}
-			if _, closed := all[k]; !closed {
-				all[k] = o
-			}
-		}
-	}
-	s.mu.Unlock()
-	out := slices.Collect(maps.Values(all))
-	slices.SortFunc(out, func(a, b Output) int {
-		return cmp.Or(cmp.Compare(b.StartNs, a.StartNs), cmp.Compare(a.Key, b.Key))
-	})
-	return out
-}
 
 // Handler is the fleet HTTP API.
 func (s *Service) Handler() http.Handler {
@@ -163,6 +65,26 @@ func sizeMatches(spec, size string) bool {
 	return false
 }
 
+// keyParts splits a fleet key into its parts (the last is the start) when
+// it is of kind ("s" summary, "k" sketch).
+func keyParts(key, kind string) ([]string, bool) {
+	if !strings.HasPrefix(key, kind+"|") {
+		return nil, false
+	}
+	p := splitKey(key)
+	return p, len(p) >= 5
+}
+
+// answer writes a list answer; partial marks one given before the view
+// caught up (some committed windows may be missing).
+func answer(w http.ResponseWriter, name string, list any, partial bool) {
+	v := map[string]any{name: list, "partial": partial}
+	if partial {
+		v["partial_reason"] = "this instance's view of the fleet topics is still catching up"
+	}
+	writeJSON(w, v)
+}
+
 func (s *Service) handleWindows(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	last, err := lastParam(r)
@@ -171,23 +93,16 @@ func (s *Service) handleWindows(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	meas, field, size, group := q.Get("measurement"), q.Get("field"), q.Get("size"), q.Get("group")
-	out := []Output{}
-	for _, o := range s.snapshot() {
-		sm := o.Summary
-		if sm == nil || (meas != "" && sm.Measurement != meas) || (field != "" && sm.Field != field) || !sizeMatches(sm.Window, size) {
-			continue
-		}
-		if group != "" {
-			k, v, _ := strings.Cut(group, "=")
-			if got, ok := o.Group[k]; !ok || got != v {
-				continue
-			}
-		}
-		if out = append(out, o); len(out) == last {
-			break
-		}
+	all, partial := s.snapshot(func(k string) bool {
+		p, ok := keyParts(k, "s")
+		return ok && (meas == "" || p[1] == meas) && (field == "" || p[2] == field) && sizeMatches(p[3], size) &&
+			(group == "" || slices.Contains(p[4:len(p)-1], group))
+	})
+	out := all[:min(last, len(all))]
+	if out == nil {
+		out = []Output{}
 	}
-	writeJSON(w, map[string]any{"windows": out})
+	answer(w, "windows", out, partial)
 }
 
 func (s *Service) handleSketch(w http.ResponseWriter, r *http.Request, distinct bool) {
@@ -198,25 +113,29 @@ func (s *Service) handleSketch(w http.ResponseWriter, r *http.Request, distinct 
 		return
 	}
 	type row struct {
-		Group    string     `json:"group"`
-		Start    string     `json:"start"`
-		End      string     `json:"end"`
-		Closed   string     `json:"closed"`
-		Gateways []string   `json:"gateways"`
-		Readings uint64     `json:"readings"`
-		Distinct *uint64    `json:"distinct,omitempty"`
-		TopK     []TopKItem `json:"topk,omitempty"`
+		Group    string            `json:"group"`
+		Tags     map[string]string `json:"tags,omitempty"`
+		Start    string            `json:"start"`
+		End      string            `json:"end"`
+		Closed   string            `json:"closed"`
+		Gateways []string          `json:"gateways"`
+		Readings uint64            `json:"readings"`
+		Distinct *uint64           `json:"distinct,omitempty"`
+		TopK     []TopKItem        `json:"topk,omitempty"`
 	}
+	meas, size, group := q.Get("measurement"), q.Get("size"), q.Get("group")
+	all, partial := s.snapshot(func(k string) bool {
+		p, ok := keyParts(k, "k")
+		return ok && (meas == "" || p[2] == meas) && sizeMatches(":"+p[3], size) &&
+			(group == "" || slices.Contains(p[4:len(p)-1], group))
+	})
 	out := []row{}
-	for _, o := range s.snapshot() {
+	for _, o := range all {
 		sk := o.Sketch
-		if sk == nil || (q.Get("measurement") != "" && sk.GroupKey != q.Get("measurement")) || !sizeMatches(":"+sk.Size, q.Get("size")) {
+		if sk == nil || (distinct && sk.Distinct == 0 && sk.TopK != nil) || (!distinct && sk.TopK == nil) {
 			continue
 		}
-		if (distinct && sk.Distinct == 0 && sk.TopK != nil) || (!distinct && sk.TopK == nil) {
-			continue
-		}
-		rw := row{Group: sk.Group, Start: o.Start, End: o.End, Closed: o.Closed, Gateways: o.Gateways, Readings: sk.Readings}
+		rw := row{Group: sk.Group, Tags: o.Group, Start: o.Start, End: o.End, Closed: o.Closed, Gateways: o.Gateways, Readings: sk.Readings}
 		if distinct {
 			d := sk.Distinct
 			rw.Distinct = &d
@@ -227,9 +146,12 @@ func (s *Service) handleSketch(w http.ResponseWriter, r *http.Request, distinct 
 			break
 		}
 	}
-	writeJSON(w, map[string]any{"windows": out})
+	answer(w, "windows", out, partial)
 }
 
+// handleGateways lists every gateway of the view's windows with its
+// latest window end; last_seen is when this instance last merged one of
+// its records (empty when it merged none).
 func (s *Service) handleGateways(w http.ResponseWriter, _ *http.Request) {
 	type row struct {
 		Gateway       string  `json:"gateway"`
@@ -237,18 +159,11 @@ func (s *Service) handleGateways(w http.ResponseWriter, _ *http.Request) {
 		LagSeconds    float64 `json:"lag_seconds"`
 		LastSeen      string  `json:"last_seen,omitempty"`
 	}
-	ends := map[string]int64{}
-	for _, o := range s.snapshot() {
-		for _, g := range o.Gateways {
-			ends[g] = max(ends[g], o.EndNs)
-		}
-	}
+	ends := s.gatewayEnds()
+	partial := !s.view.caughtUp.Load()
 	s.mu.Lock()
 	seen := maps.Clone(s.gwSeen)
 	s.mu.Unlock()
-	for g, v := range seen {
-		ends[g] = max(ends[g], v.LastEndNs)
-	}
 	now := s.now()
 	out := []row{}
 	for _, g := range slices.Sorted(maps.Keys(ends)) {
@@ -258,7 +173,7 @@ func (s *Service) handleGateways(w http.ResponseWriter, _ *http.Request) {
 		}
 		out = append(out, rw)
 	}
-	writeJSON(w, map[string]any{"gateways": out})
+	answer(w, "gateways", out, partial)
 }
 
 func (s *Service) handleMetrics(w http.ResponseWriter, _ *http.Request) {
@@ -274,6 +189,13 @@ func (s *Service) handleMetrics(w http.ResponseWriter, _ *http.Request) {
 		}
 	}
 	s.mu.Unlock()
+	s.view.mu.Lock()
+	viewOpen := len(s.view.open)
+	s.view.mu.Unlock()
+	viewCaught := uint64(0)
+	if s.view.caughtUp.Load() {
+		viewCaught = 1
+	}
 	m := &s.m
 	for _, c := range []struct {
 		name, help string
@@ -296,6 +218,8 @@ func (s *Service) handleMetrics(w http.ResponseWriter, _ *http.Request) {
 		{"runnel_fleet_outputs_total", "fleet window records committed to the output topic", m.outputs.Load(), false},
 		{"runnel_fleet_open_windows", "open fleet windows owned here", uint64(open), true},
 		{"runnel_fleet_owned_partitions", "repartition partitions owned here", uint64(owned), true},
+		{"runnel_fleet_view_open_windows", "open fleet windows (of every instance) in this instance's query view", uint64(viewOpen), true},
+		{"runnel_fleet_view_caught_up", "1 once the query view has read the output and changelog topics to their ends of its start", viewCaught, true},
 	} {
 		typ := "counter"
 		if c.gauge {

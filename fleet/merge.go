@@ -11,9 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // Changelog keys: a window's key (starting "s|" or "k|") holds its state;
@@ -383,28 +381,9 @@ func (s *Service) restorePending(ctx context.Context) error {
 
 // stableEnds lists the changelog partitions' last stable offsets.
 func (s *Service) stableEnds(ctx context.Context, parts []int32) (map[int32]int64, error) {
-	req := kmsg.NewPtrListOffsetsRequest()
-	req.IsolationLevel = 1
-	rt := kmsg.NewListOffsetsRequestTopic()
-	rt.Topic = s.cfg.Topics.Changelog
-	for _, p := range parts {
-		rp := kmsg.NewListOffsetsRequestTopicPartition()
-		rp.Partition, rp.Timestamp = p, -1
-		rt.Partitions = append(rt.Partitions, rp)
-	}
-	req.Topics = append(req.Topics, rt)
-	resp, err := req.RequestWith(ctx, s.admin)
+	ends, err := s.listOffsets(ctx, s.cfg.Topics.Changelog, parts, -1)
 	if err != nil {
-		return nil, fmt.Errorf("restore: list changelog offsets: %w", err)
-	}
-	ends := map[int32]int64{}
-	for _, t := range resp.Topics {
-		for _, p := range t.Partitions {
-			if err := kerr.ErrorForCode(p.ErrorCode); err != nil {
-				return nil, fmt.Errorf("restore: changelog %s[%d] offset: %w", t.Topic, p.Partition, err)
-			}
-			ends[p.Partition] = p.Offset
-		}
+		return nil, fmt.Errorf("restore: %w", err)
 	}
 	return ends, nil
 }

@@ -100,10 +100,52 @@ func decodeInput(value []byte, groupBy []string) (input, error) {
 		if s.Gateway == "" || s.Group == "" || s.EndNs <= s.StartNs {
 			return input{}, fmt.Errorf("decode %s: gateway, group and a window span are required", head.Schema)
 		}
-		lin := joinKey("k", s.Group, s.Key, time.Duration(s.EndNs-s.StartNs).String())
+		key, tags := groupKeyParts(s.Key)
+		parts := []string{"k", s.Group, key, time.Duration(s.EndNs - s.StartNs).String()}
+		for _, t := range groupBy {
+			parts = append(parts, t+"="+tags[t])
+		}
+		lin := joinKey(parts...)
 		return input{key: lin + "|" + strconv.FormatInt(s.StartNs, 10), lineage: lin, gateway: s.Gateway, sketch: &s}, nil
 	}
 	return input{}, fmt.Errorf("decode gateway record schema %q: %w", head.Schema, errSchema)
+}
+
+// groupKeyParts splits a gateway group key. A key of a group by several
+// attributes is written as a series key, "env,site=plant1" (windows
+// GroupSpec.By): the part without '=' is the measurement, the others are
+// tags, all unescaped. Any other key (no unescaped '=') is returned whole,
+// without tags.
+func groupKeyParts(k string) (string, map[string]string) {
+	if _, _, ok := cutUnescaped(k, '='); !ok {
+		return k, nil
+	}
+	var key string
+	tags := map[string]string{}
+	for _, p := range splitUnescaped(k, ',') {
+		t, v, ok := cutUnescaped(p, '=')
+		if !ok {
+			key = unescape(p)
+			continue
+		}
+		tags[unescape(t)] = unescape(v)
+	}
+	return key, tags
+}
+
+func splitUnescaped(s string, sep byte) []string {
+	var out []string
+	start := 0
+	for i := 0; i < len(s); i++ {
+		switch s[i] {
+		case '\\':
+			i++
+		case sep:
+			out = append(out, s[start:i])
+			start = i + 1
+		}
+	}
+	return append(out, s[start:])
 }
 
 // joinKey joins key parts with '|', escaping '\' and '|' in each part with

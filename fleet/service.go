@@ -28,7 +28,7 @@ type Service struct {
 	txnTimeout     time.Duration
 	tick           time.Duration
 
-	nRepart, nOut int32 // partition counts, learnt at start
+	nRepart, nOut, nChangelog int32 // partition counts, learnt at start
 
 	mu       sync.Mutex
 	windows  map[string]*windowState
@@ -71,7 +71,7 @@ func New(cfg Config, log *slog.Logger) *Service {
 		sessionTimeout: cfg.Fleet.SessionTimeout, txnTimeout: cfg.Fleet.TransactionTimeout, tick: time.Second,
 		windows: map[string]*windowState{}, lineages: map[string]*lineageState{}, linPart: map[string]int32{},
 		owned: map[int32]bool{}, pending: map[int32]bool{}, dropped: map[int32]bool{}, gwSeen: map[string]gatewaySeen{},
-		view: &view{windows: map[string]Output{}}}
+		view: newView()}
 }
 
 func (s *Service) seeds() kgo.Opt { return kgo.SeedBrokers(s.cfg.Brokers...) }
@@ -166,7 +166,7 @@ func (s *Service) ensureTopics(ctx context.Context) error {
 		}
 		counts[*t.Topic] = int32(len(t.Partitions))
 	}
-	s.nRepart, s.nOut = counts[s.cfg.Topics.Repartition], counts[s.cfg.Topics.Output]
+	s.nRepart, s.nOut, s.nChangelog = counts[s.cfg.Topics.Repartition], counts[s.cfg.Topics.Output], counts[s.cfg.Topics.Changelog]
 	if c := counts[s.cfg.Topics.Changelog]; c < s.nRepart || s.nRepart == 0 || s.nOut == 0 {
 		return fmt.Errorf("fleet: topic %s has %d partitions, %s %d: the changelog needs at least the repartition topic's",
 			s.cfg.Topics.Changelog, c, s.cfg.Topics.Repartition, s.nRepart)

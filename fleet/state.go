@@ -280,16 +280,16 @@ func (w *windowState) output(groupBy []string) Output {
 		if w.q != nil && w.q.Count() > 0 {
 			s.P50, s.P90, s.P99 = w.q.Quantile(0.5), w.q.Quantile(0.9), w.q.Quantile(0.99)
 		}
-		for i, t := range groupBy {
-			if 4+i < len(parts)-1 {
-				if o.Group == nil {
-					o.Group = map[string]string{}
-				}
-				_, v, _ := cutUnescaped(parts[4+i], '=')
-				o.Group[t] = v
-			}
-		}
 		o.Summary = s
+	}
+	for i, t := range groupBy {
+		if len(parts) >= 5 && 4+i < len(parts)-1 {
+			if o.Group == nil {
+				o.Group = map[string]string{}
+			}
+			_, v, _ := cutUnescaped(parts[4+i], '=')
+			o.Group[t] = v
+		}
 	}
 	if w.Kind == "sketch" && len(parts) >= 5 {
 		s := &SketchOut{Group: parts[1], GroupKey: parts[2], Size: parts[3], Readings: w.Readings,

@@ -239,7 +239,7 @@ func (g *Gateway) startDeadLetters(ctx context.Context, grp *group) error {
 
 // startMQTT starts the embedded broker.
 func (g *Gateway) startMQTT(_ context.Context, grp *group) error {
-	b, err := ingest.NewBroker(g.cfg.MQTT, newReadings(g.wal), g.deadLetters, &g.ingestStats, g.logger.With("component", "mqtt"))
+	b, err := ingest.NewBroker(g.cfg.MQTT, newReadings(g.wal, g.pipeline), g.deadLetters, &g.ingestStats, g.logger.With("component", "mqtt"))
 	if err != nil {
 		return err
 	}
@@ -262,7 +262,7 @@ func (g *Gateway) startUDP(ctx context.Context, grp *group) error {
 	if g.cfg.UDP.Addr == "" {
 		return nil
 	}
-	u, err := ingest.NewUDP(g.cfg.UDP, newReadings(g.wal), g.deadLetters, &g.ingestStats, g.logger.With("component", "udp"))
+	u, err := ingest.NewUDP(g.cfg.UDP, newReadings(g.wal, g.pipeline), g.deadLetters, &g.ingestStats, g.logger.With("component", "udp"))
 	if err != nil {
 		return err
 	}
@@ -290,7 +290,7 @@ func addrString(a net.Addr) string {
 
 // startHTTP binds the HTTP listener; the group serves on it.
 func (g *Gateway) startHTTP(ctx context.Context, grp *group) error {
-	w, err := ingest.NewHTTPWrite(g.cfg.HTTPWrite, newReadings(g.wal), g.deadLetters, &g.ingestStats, g.logger.With("component", "http_write"))
+	w, err := ingest.NewHTTPWrite(g.cfg.HTTPWrite, newReadings(g.wal, g.pipeline), g.deadLetters, &g.ingestStats, g.logger.With("component", "http_write"))
 	if err != nil {
 		return err
 	}

@@ -319,6 +319,9 @@ func (g *Gateway) writeWindowsMetrics(p promWriter) {
 	}
 	p.histogram("runnel_pipeline_ingest_to_applied_seconds", "From a batch's ingest (before its fsync) to its windows and alerts applied, live batches only.",
 		histSample{bounds: bounds, counts: counts, sum: sum.Seconds()})
+	counts, sum = pl.AlertLatency()
+	p.histogram("runnel_pipeline_ingest_to_alert_seconds", "From the ingest of the batch that raised an alert event (before its fsync) to its publication on MQTT and the live stream, live events only.",
+		histSample{bounds: bounds, counts: counts, sum: sum.Seconds()})
 	p.gauge("runnel_windows_series", "Series with window state.", one(float64(st.Series)))
 	p.gauge("runnel_windows_pairs", "Series and field pairs with window state.", one(float64(st.Pairs)))
 	p.gauge("runnel_windows_devices", "Devices with a watermark.", one(float64(st.Devices)))
@@ -351,6 +354,7 @@ func (g *Gateway) writeWindowsMetrics(p promWriter) {
 	}
 	p.gauge("runnel_pipeline_held", "1 while the pipeline is held by a storage error (retried with backoff; see /readyz).", one(held))
 	p.counter("runnel_pipeline_storage_errors_total", "Failed outbox appends and WAL reads of the pipeline (each retried).", one(float64(ps.StorageErrors)))
+	p.counter("runnel_pipeline_admit_waits_total", "Appends ingest held back (at most 100 ms each) while the pipeline was over 128 WAL records behind.", one(float64(ps.AdmitWaits)))
 	p.counter("runnel_wal_lost_records_total", "WAL indexes found missing at start below what the checkpoint or an outbox covered (a lost tail); skipped, never reused.", one(float64(ps.LostRecords)))
 }
 

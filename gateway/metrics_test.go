@@ -124,4 +124,8 @@ func TestMetrics(t *testing.T) {
 		len(f.Metric[0].Histogram.Bucket) != len(pipeline.AppliedBuckets)+1 || f.Metric[0].Histogram.GetSampleCount() < 1 {
 		t.Errorf("ingest-to-applied latency is not a histogram with %d bounds (and +Inf) and a sample: %v", len(pipeline.AppliedBuckets), f)
 	}
+	if f := fams["runnel_pipeline_ingest_to_alert_seconds"]; f == nil || f.GetType() != dto.MetricType_HISTOGRAM ||
+		len(f.Metric[0].Histogram.Bucket) != len(pipeline.AppliedBuckets)+1 {
+		t.Errorf("ingest-to-alert latency is not a histogram with %d bounds (and +Inf): %v", len(pipeline.AppliedBuckets), f)
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"sync"
 
 	"github.com/runnel-iot/runnel/ingest"
+	"github.com/runnel-iot/runnel/pipeline"
 	"github.com/runnel-iot/runnel/wal"
 )
 
@@ -14,7 +15,8 @@ import (
 // clients) and appended as one record.
 type readings struct {
 	log  *wal.Log
-	encs sync.Pool // *encoder; AppendAsync copies the record, so both are reused at once
+	pipe *pipeline.Pipeline // nil: no stream to wait for
+	encs sync.Pool          // *encoder; AppendAsync copies the record, so both are reused at once
 }
 
 type encoder struct {
@@ -23,7 +25,9 @@ type encoder struct {
 	recs [1][]byte // the records argument, without an allocation per append
 }
 
-func newReadings(log *wal.Log) *readings { return &readings{log: log} }
+func newReadings(log *wal.Log, pipe *pipeline.Pipeline) *readings {
+	return &readings{log: log, pipe: pipe}
+}
 
 func (r *readings) encode(b *wal.Batch) *encoder {
 	e, _ := r.encs.Get().(*encoder)
@@ -35,8 +39,13 @@ func (r *readings) encode(b *wal.Batch) *encoder {
 	return e
 }
 
-// Append implements ingest.Appender.
+// Append implements ingest.Appender. It first waits (briefly) while the
+// pipeline is far behind the WAL (pipeline.Admit), so a saturating client
+// slows to the pace the windows keep.
 func (r *readings) Append(ctx context.Context, b *wal.Batch, done func(error)) error {
+	if r.pipe != nil {
+		r.pipe.Admit(ctx)
+	}
 	e := r.encode(b)
 	defer r.encs.Put(e)
 	return r.log.AppendAsync(ctx, e.recs[:], func(_, _ uint64, err error) { done(err) })

@@ -199,6 +199,7 @@ func (h *ingestHook) releaseClaim(cl *mqtt.Client) {
 // session under the client id, and claimClientID finds it there.
 func (h *ingestHook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
 	h.releaseClaim(cl)
+	h.subs.added() // a resumed session brought its subscriptions back
 }
 
 // OnPacketRead answers QoS 1/2 publishes that mochi would drop without a

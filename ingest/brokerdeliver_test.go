@@ -352,3 +352,34 @@ func TestNoUsableReadingMQTT(t *testing.T) {
 		}
 	}
 }
+
+// TestSubscriberCacheSeesNewSubscriptions: a topic published on while
+// nobody subscribed (the hook then skips mochi's fan-out and caches "no
+// subscribers") is delivered, at QoS 0 and 1, to a subscription made
+// afterwards, exact or by wildcard, and to a session resumed with its
+// subscriptions.
+func TestSubscriberCacheSeesNewSubscriptions(t *testing.T) {
+	b := startBroker(t, testBrokerConfig(), openTestWAL(t))
+	const topic = "telemetry/dev9/env"
+	pub := dialRaw(t, b.addr, 5, "pub-cache")
+	for i := range 3 {
+		pub.write(publishPacket(topic, 0, 0, false, fmt.Sprintf(`{"temp":%d}`, i), packets.Properties{}))
+	}
+	pub.write(publishPacket(topic, 1, 1, false, `{"temp":3}`, packets.Properties{}))
+	if ack := pub.next(); ack.FixedHeader.Type != packets.Puback {
+		t.Fatalf("got %v, want PUBACK", packets.PacketNames[ack.FixedHeader.Type])
+	}
+	for _, filter := range []string{topic, "telemetry/+/env", "#"} {
+		sub := dialRaw(t, b.addr, 5, "sub-cache-"+filter)
+		sub.subscribe(packets.Subscription{Filter: filter, Qos: 1})
+		pub.write(publishPacket(topic, 0, 0, false, `{"temp":10}`, packets.Properties{}))
+		if got, _ := sub.untilPublish(topic); string(got.Payload) != `{"temp":10}` {
+			t.Fatalf("%s: QoS 0 delivery %s", filter, got.Payload)
+		}
+		pub.write(publishPacket(topic, 1, 2, false, `{"temp":11}`, packets.Properties{}))
+		if got, _ := sub.untilPublish(topic); string(got.Payload) != `{"temp":11}` {
+			t.Fatalf("%s: QoS 1 delivery %s", filter, got.Payload)
+		}
+		sub.conn.Close()
+	}
+}

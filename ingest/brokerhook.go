@@ -89,6 +89,7 @@ type ingestHook struct {
 	willPending map[string]*mqtt.Client
 
 	quota *quotaHook // session queues, offline sessions, subscription counts (brokerquota.go)
+	subs  subscriberCache
 }
 
 func newIngestHook(cfg BrokerConfig, srv *mqtt.Server, app Appender, rejects RejectSink, stats *Stats, logger *slog.Logger) (*ingestHook, error) {
@@ -127,7 +128,7 @@ func (h *ingestHook) ID() string { return "runnel-ingest" }
 func (h *ingestHook) Provides(b byte) bool {
 	switch b {
 	case mqtt.OnConnect, mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnPublish, mqtt.OnDisconnect,
-		mqtt.OnPacketRead, mqtt.OnSessionEstablished, mqtt.OnWillSent:
+		mqtt.OnPacketRead, mqtt.OnSessionEstablished, mqtt.OnSubscribed, mqtt.OnWillSent:
 		return true
 	}
 	return false
@@ -265,6 +266,9 @@ func (h *ingestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 			if err := h.app.TryAppend(batch, func(err error) { h.countAppend(n, err) }); err != nil {
 				h.stats.Dropped[ListenerMQTT][DropBusy].Add(n)
 			}
+		}
+		if !pk.FixedHeader.Retain && !h.hasSubscribers(pk.TopicName) {
+			return handled(pk), nil // nobody to deliver to: skip mochi's fan-out
 		}
 		return pk, nil
 	case 2:
@@ -406,8 +410,10 @@ func (h *ingestHook) countAppend(n uint64, err error) {
 }
 
 func (h *ingestHook) hasSubscribers(topic string) bool {
-	subs := h.srv.Topics.Subscribers(topic)
-	return len(subs.Subscriptions) > 0 || len(subs.Shared) > 0 || len(subs.InlineSubscriptions) > 0
+	return h.subs.has(topic, func(topic string) bool {
+		subs := h.srv.Topics.Subscribers(topic)
+		return len(subs.Subscriptions) > 0 || len(subs.Shared) > 0 || len(subs.InlineSubscriptions) > 0
+	})
 }
 
 // allowRetain bounds the retained topics one client may set; past the

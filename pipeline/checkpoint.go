@@ -81,7 +81,7 @@ func (p *Pipeline) beginCheckpoint(ctx context.Context, force bool) bool {
 	if applied == 0 || applied == p.lastCkpt && !force {
 		return false
 	}
-	if err := p.flush(ctx); err != nil {
+	if err := p.flush(); err != nil {
 		p.logger.Error("checkpoint skipped: outbox not durable", "err", err)
 		return false
 	}

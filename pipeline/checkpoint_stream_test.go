@@ -276,6 +276,8 @@ func driven(t testing.TB, r *rig, spy *ckSpy) *Pipeline {
 	if err != nil {
 		t.Fatal(err)
 	}
+	p.startWriter(context.Background()) // as Run does
+	t.Cleanup(p.stopWriter)
 	return p
 }
 

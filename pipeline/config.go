@@ -210,7 +210,7 @@ func (p *Pipeline) reload(ctx context.Context, cfg alerts.Config) error {
 	}
 	p.alerts.Record(events)
 	p.queue(nil, events)
-	if err := p.flush(ctx); err != nil {
+	if err := p.flush(); err != nil {
 		p.logger.Error("reload: resolved events not durable; the checkpoint waits", "err", err)
 		return nil // the rules are in force; the next flush emits them
 	}

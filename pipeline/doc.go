@@ -3,8 +3,9 @@
 // newest checkpoint, then follows it; feeds each batch to the windows
 // engine and, with the windows it closed, to the alerts engine; turns
 // every output into a record in the outbox of its kind (Kinds, the one
-// table of record kinds: outbox and topic, schema, key and id); publishes
-// alert events once durable; and checkpoints the engines' state once the
+// table of record kinds: outbox and topic, schema, key and id), appended
+// off the stream goroutine (writer.go); publishes alert events as they
+// are emitted; and checkpoints the engines' state once the
 // WAL has fsynced what it covers and the outboxes hold what it emitted.
 //
 // # Seams

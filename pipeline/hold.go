@@ -2,6 +2,8 @@ package pipeline
 
 import (
 	"context"
+	"log/slog"
+	"sync/atomic"
 	"time"
 )
 
@@ -18,30 +20,60 @@ const (
 	holdLogEvery = 30 * time.Second
 )
 
+// hold is the state of one goroutine held by a storage error: the
+// stream's (a WAL read) and the outbox writer's (an append).
+type hold struct {
+	held    atomic.Pointer[string]
+	retries int       // since the hold began
+	logAt   time.Time // last hold log line
+}
+
 // Health reports whether the pipeline runs, or the storage error it is
 // held by ("held by storage error: <op>: <err>"), for the readiness probe.
 // Safe for concurrent use.
 func (p *Pipeline) Health() (ok bool, reason string) {
-	if r := p.held.Load(); r != nil {
-		return false, "held by storage error: " + *r
+	for _, h := range []*hold{&p.hold, p.writerHold()} {
+		if h == nil {
+			continue
+		}
+		if r := h.held.Load(); r != nil {
+			return false, "held by storage error: " + *r
+		}
 	}
 	return true, ""
 }
 
-// retryAfter holds the pipeline after a storage error: it records the
-// reason, logs (at most every holdLogEvery), and waits the backoff. It
-// returns ctx's error if ctx ends.
-func (p *Pipeline) retryAfter(ctx context.Context, op string, err error) error {
-	reason := op + ": " + err.Error()
-	p.held.Store(&reason)
-	p.holdErrors.Add(1)
-	p.retries++
-	if now := time.Now(); now.Sub(p.holdLogAt) >= holdLogEvery {
-		p.logger.Error("pipeline held by a storage error; retrying until it clears", "op", op, "err", err,
-			"retries", p.retries)
-		p.holdLogAt = now
+// writerHold is the outbox writer's hold (nil before Run started it).
+func (p *Pipeline) writerHold() *hold {
+	if w := p.writerRef.Load(); w != nil {
+		return &w.hold
 	}
-	d := retryMin << min(p.retries-1, 6)
+	return nil
+}
+
+// retryAfter holds the stream after a storage error (see hold.retryAfter).
+func (p *Pipeline) retryAfter(ctx context.Context, op string, err error) error {
+	return p.hold.retryAfter(ctx, p, op, err)
+}
+
+// resumed clears the stream's hold once the operation that failed
+// succeeded.
+func (p *Pipeline) resumed() { p.hold.resumed(p.logger) }
+
+// retryAfter records the reason, logs (at most every holdLogEvery), and
+// waits the backoff. It returns ctx's error if ctx ends.
+func (h *hold) retryAfter(ctx context.Context, p *Pipeline, op string, err error) error {
+	reason := op + ": " + err.Error()
+	h.held.Store(&reason)
+	p.admitAll() // held: ingest does not wait for the stream
+	p.holdErrors.Add(1)
+	h.retries++
+	if now := time.Now(); now.Sub(h.logAt) >= holdLogEvery {
+		p.logger.Error("pipeline held by a storage error; retrying until it clears", "op", op, "err", err,
+			"retries", h.retries)
+		h.logAt = now
+	}
+	d := retryMin << min(h.retries-1, 6)
 	t := time.NewTimer(min(d, retryMax))
 	defer t.Stop()
 	// Alert reloads wait meanwhile (a reload flushes and checkpoints,
@@ -55,12 +87,12 @@ func (p *Pipeline) retryAfter(ctx context.Context, op string, err error) error {
 }
 
 // resumed clears a hold once the operation that failed succeeded.
-func (p *Pipeline) resumed() {
-	if p.held.Load() == nil {
+func (h *hold) resumed(logger *slog.Logger) {
+	if h.held.Load() == nil {
 		return
 	}
-	p.logger.Info("storage error cleared; pipeline resumed", "retries", p.retries)
-	p.held.Store(nil)
-	p.retries = 0
-	p.holdLogAt = time.Time{}
+	logger.Info("storage error cleared; pipeline resumed", "retries", h.retries)
+	h.held.Store(nil)
+	h.retries = 0
+	h.logAt = time.Time{}
 }

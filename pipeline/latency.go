@@ -37,9 +37,20 @@ func (h *latencyHist) observe(d time.Duration) {
 // counts per AppliedBuckets bound, then +Inf, not cumulative, and their sum.
 // Safe for concurrent use.
 func (p *Pipeline) AppliedLatency() (counts []uint64, sum time.Duration) {
-	counts = make([]uint64, len(p.appliedLat.counts))
+	return p.appliedLat.snapshot()
+}
+
+// AlertLatency returns the ingest-to-published histogram of the alert
+// events published live: from the ingest time stamp of the batch that
+// raised one to its OnAlert call, in AppliedLatency's form.
+func (p *Pipeline) AlertLatency() (counts []uint64, sum time.Duration) {
+	return p.alertLat.snapshot()
+}
+
+func (h *latencyHist) snapshot() (counts []uint64, sum time.Duration) {
+	counts = make([]uint64, len(h.counts))
 	for i := range counts {
-		counts[i] = p.appliedLat.counts[i].Load()
+		counts[i] = h.counts[i].Load()
 	}
-	return counts, time.Duration(p.appliedLat.sumNs.Load())
+	return counts, time.Duration(h.sumNs.Load())
 }

@@ -50,9 +50,9 @@ type Config struct {
 //     regenerates the outputs after the checkpoint identically (both
 //     engines are deterministic, fed by the WAL's ingest stamps), and those
 //     an outbox already holds are skipped: nothing lost, nothing repeated.
-//   - Alert events are published (OnAlert) once durable in their outbox;
-//     after the replay, the newest event of each alert topic is handed to
-//     OnRestore.
+//   - Alert events are published (OnAlert) as they are emitted, and
+//     appended to their outbox off the stream (writer.go); after the
+//     replay, the newest event of each alert topic is handed to OnRestore.
 //   - A checkpoint covering index i is committed only once i is fsynced in
 //     the WAL (Log.Sync, a barrier that forces the fsync) and every
 //     emission up to i is durable in its outbox. It is streamed, a chunk
@@ -64,6 +64,7 @@ type Config struct {
 //     what the state covers is skipped, never reused (skipLost).
 type Pipeline struct {
 	appliedLat latencyHist // ingest-to-applied latency of live batches (latency.go)
+	alertLat   latencyHist // ingest-to-published latency of live alert events
 
 	cfg       windows.Config
 	log       Log
@@ -91,8 +92,7 @@ type Pipeline struct {
 	replayTarget atomic.Uint64
 	replayed     atomic.Bool
 
-	published   []alerts.Event // alert events to publish once the next flush made them durable
-	lastCkpt    uint64         // index of the last checkpoint written
+	lastCkpt    uint64 // index of the last checkpoint written
 	checkpoints atomic.Uint64
 	ckptNs      atomic.Int64 // duration of the last checkpoint
 	ckptAt      atomic.Int64 // when it was written, unix ns
@@ -104,17 +104,22 @@ type Pipeline struct {
 	drainFrom   time.Time         // when Run first saw its ctx end (drainOver)
 	lostLogged  uint64            // the covered index the loss was logged for
 
-	// A storage error the pipeline is held by (hold.go).
-	held       atomic.Pointer[string]
+	// A storage error the stream is held by (hold.go), and the count of
+	// storage errors of the stream and the writer.
+	hold       hold
 	holdErrors atomic.Uint64
-	retries    int       // since the hold began
-	holdLogAt  time.Time // last hold log line
+
+	adm admission // ingest's wait for a stream that fell behind (admit.go)
+
+	// The outbox writer (writer.go), started by Run; writerRef for Health.
+	writer    *outWriter
+	writerRef atomic.Pointer[outWriter]
 
 	reloads chan reloadRequest
 
 	// Hooks, set before Run.
 	OnEmit    func(windows.Emission) // live stream; must not block
-	OnAlert   func(alerts.Event)     // once durable: MQTT, live stream; must not block
+	OnAlert   func(alerts.Event)     // when emitted: MQTT, live stream; must not block
 	OnRestore func(alerts.Event)     // after replay: the retained state of each alert topic
 }
 
@@ -202,12 +207,15 @@ type Stats struct {
 	// StorageErrors counts failed outbox appends and WAL reads (each
 	// retried; see Health).
 	StorageErrors uint64
+	// AdmitWaits counts the appends ingest held back while the stream
+	// was behind (Admit).
+	AdmitWaits uint64
 }
 
 // Stats returns a snapshot. Safe for concurrent use.
 func (p *Pipeline) Stats() Stats {
 	s := Stats{Checkpoints: p.checkpoints.Load(), CheckpointTook: time.Duration(p.ckptNs.Load()), CheckpointBytes: p.ckptBytes.Load(),
-		CheckpointStall: time.Duration(p.ckptStall.Load()), LostRecords: p.lost.Load(), StorageErrors: p.holdErrors.Load()}
+		CheckpointStall: time.Duration(p.ckptStall.Load()), LostRecords: p.lost.Load(), StorageErrors: p.holdErrors.Load(), AdmitWaits: p.adm.waits.Load()}
 	if at := p.ckptAt.Load(); at != 0 {
 		s.CheckpointAt = time.Unix(0, at)
 	}
@@ -469,6 +477,10 @@ func (p *Pipeline) Run(ctx context.Context) error {
 		ticker  = time.NewTicker(p.interval)
 	)
 	defer ticker.Stop()
+	p.adm.applied.Store(from - 1)
+	p.startWriter(ctx)
+	defer p.stopWriter() // after the final checkpoint's flush
+
 	var readTo uint64 // the reader has passed every index up to here
 	defer p.endCheckpoints()
 	for {
@@ -487,6 +499,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 			out = p.engine.Apply(idx, &b, out[:0])
 			events = p.alerts.Apply(idx, &b, out, events[:0])
 			p.queue(out, events)
+			p.admitApplied(idx)
 			if p.replayed.Load() {
 				p.appliedLat.observe(time.Duration(time.Now().UnixNano() - b.IngestNs))
 			}
@@ -504,9 +517,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 			// Alert events go out at once (their latency is the point);
 			// summaries in batches.
 			if len(p.outs[KindAlerts].pending) > 0 || len(p.outs[KindSummaries].pending)+len(p.outs[KindSketches].pending) >= 1024 {
-				if err := p.flush(ctx); err != nil {
-					return p.stopped(ctx, err)
-				}
+				p.handOff(nil)
 			}
 			p.stepCheckpoint(ctx)
 			select {
@@ -533,12 +544,11 @@ func (p *Pipeline) Run(ctx context.Context) error {
 		if ctx.Err() == nil || !p.drainOver() {
 			readTo = max(readTo, end)
 		}
+		p.admitApplied(max(readTo, p.adm.applied.Load())) // skipped records count as read
 		if !p.replayed.Load() && ctx.Err() == nil {
 			p.finishReplay(ctx, applied, started)
 		}
-		if err := p.flush(ctx); err != nil {
-			return p.stopped(ctx, err)
-		}
+		p.handOff(nil)
 		if p.ck != nil {
 			// Nothing to apply: the checkpoint in flight goes on.
 			select {
@@ -640,8 +650,11 @@ func (p *Pipeline) queue(out []windows.Emission, events []alerts.Event) {
 	}
 	for i := range events {
 		ev := &events[i]
-		if p.emit(output{ev: ev}, outboxPos{ev.Index, ev.Seq}) {
-			p.published = append(p.published, *ev)
+		if p.emit(output{ev: ev}, outboxPos{ev.Index, ev.Seq}) && p.OnAlert != nil {
+			p.OnAlert(*ev)
+			if p.replayed.Load() {
+				p.alertLat.observe(time.Duration(time.Now().UnixNano() - p.lastIngest))
+			}
 		}
 	}
 }
@@ -685,48 +698,4 @@ func (o *outlet) take(pos outboxPos) bool {
 	}
 	o.last = pos
 	return true
-}
-
-// flush appends the pending records to their outboxes and waits until they
-// are durable; then the alert events among them are published. A failed
-// append is retried with backoff until it succeeds (the pipeline holds
-// meanwhile, see hold.go) or ctx ends; a record an outbox refuses as
-// invalid is logged and dropped (retrying cannot fix it).
-func (p *Pipeline) flush(ctx context.Context) error {
-	for _, o := range p.outlets() {
-		// One append per chunk: a batch can close thousands of windows at
-		// once (a tick idles every device).
-		for rest := o.pending; len(rest) > 0; {
-			n, size := 0, 0
-			for n < len(rest) && (n == 0 || size+recordSize(&rest[n]) <= o.limit) {
-				size += recordSize(&rest[n])
-				n++
-			}
-			err := o.box.Append(context.WithoutCancel(ctx), rest[:n])
-			var rerr *forward.RecordError
-			switch {
-			case err == nil:
-				p.resumed()
-				rest = rest[n:]
-			case errors.As(err, &rerr) && rerr.Index >= 0 && rerr.Index < n:
-				p.logger.Error("outbox refused a record; dropped", "kind", o.box.Kind(), "err", err)
-				rest = append(rest[:rerr.Index], rest[rerr.Index+1:]...)
-			default:
-				op := fmt.Sprintf("append %d records to the %s outbox", n, o.box.Kind())
-				if err := p.retryAfter(ctx, op, err); err != nil {
-					return fmt.Errorf("%s: %w", op, err)
-				}
-			}
-		}
-		clear(o.pending)
-		o.pending = o.pending[:0]
-	}
-	if p.OnAlert != nil {
-		for _, ev := range p.published {
-			p.OnAlert(ev)
-		}
-	}
-	clear(p.published)
-	p.published = p.published[:0]
-	return nil
 }

@@ -3,6 +3,7 @@ package windows
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -50,6 +51,10 @@ type GroupSpec struct {
 	Name string `yaml:"name"`
 	// By is "measurement" or "tag:<key>": the group key of a reading's
 	// series. A series without that tag is in no window of the group.
+	// Several, comma-separated ("measurement,tag:site"; measurement
+	// first), key a window per combination, written as a series key:
+	// env,site=plant1 (',', '=', ' ' and '\' escaped with '\'), so the
+	// fleet can merge the group's sketches per fleet.group_by tag.
 	By string `yaml:"by"`
 	// Size is the tumbling window size.
 	Size time.Duration `yaml:"size"`
@@ -195,8 +200,8 @@ func (c Config) validateGroup(i int, g GroupSpec, bad func(key, format string, a
 			break
 		}
 	}
-	if _, ok := parseAttr(g.By, false); !ok || g.By == "device" || g.By == "series" {
-		bad(key+".by", "%q is not measurement or tag:<key>", g.By)
+	if _, ok := parseBy(g.By); !ok {
+		bad(key+".by", "%q is not measurement or tag:<key>, or several comma-separated (measurement first, no repeats)", g.By)
 	}
 	if g.Size < minWindow || g.Size > maxWindow {
 		bad(key+".size", "%s is out of range %s to %s", g.Size, minWindow, maxWindow)
@@ -236,11 +241,34 @@ const (
 	attrDevice
 	attrSeries
 	attrTag
+	attrMulti // several: a series-key-like group key
 )
 
 type attr struct {
-	kind attrKind
-	tag  string
+	kind  attrKind
+	tag   string
+	parts []attr // attrMulti: measurement and tags, in key order
+}
+
+// parseBy parses a group's by: "measurement", "tag:<key>", or several of
+// them comma-separated, measurement (if any) first, none repeated.
+func parseBy(s string) (attr, bool) {
+	if !strings.Contains(s, ",") {
+		a, ok := parseAttr(s, false)
+		return a, ok && (a.kind == attrMeasurement || a.kind == attrTag)
+	}
+	var m attr
+	m.kind = attrMulti
+	for i, e := range strings.Split(s, ",") {
+		a, ok := parseAttr(strings.TrimSpace(e), false)
+		switch {
+		case !ok, a.kind == attrMeasurement && i > 0, a.kind != attrMeasurement && a.kind != attrTag,
+			slices.ContainsFunc(m.parts, func(o attr) bool { return o.kind == a.kind && o.tag == a.tag }):
+			return attr{}, false
+		}
+		m.parts = append(m.parts, a)
+	}
+	return m, true
 }
 
 // parseAttr parses "measurement", "device", "series" or "tag:<key>"; ""

@@ -50,7 +50,7 @@ const groupPoolMax = 2
 
 func newGroupState(i int, g GroupSpec) *groupState {
 	gs := &groupState{gi: i, spec: g, size: int64(g.Size), keys: make(map[string]*groupKey)}
-	gs.by, _ = parseAttr(g.By, false)
+	gs.by, _ = parseBy(g.By)
 	gs.distinct, _ = parseAttr(g.Distinct, true)
 	gs.topk, _ = parseAttr(g.TopK, true)
 	if gs.distinct.kind != attrNone {

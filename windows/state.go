@@ -271,8 +271,44 @@ func attrValue(a attr, key string, p *parsedKey, dev string) (string, bool) {
 		return key, true
 	case attrTag:
 		return p.tag(a.tag)
+	case attrMulti:
+		return multiValue(a, p)
 	}
 	return "", false
+}
+
+// multiValue is a several-attribute group key, "env,site=plant1": the
+// measurement, then tag=value, escaped as a series key. A series without
+// one of the tags is in no window of the group.
+func multiValue(a attr, p *parsedKey) (string, bool) {
+	var b strings.Builder
+	for i, e := range a.parts {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		if e.kind == attrMeasurement {
+			escapeKeyPart(&b, p.meas)
+			continue
+		}
+		v, ok := p.tag(e.tag)
+		if !ok {
+			return "", false
+		}
+		escapeKeyPart(&b, e.tag)
+		b.WriteByte('=')
+		escapeKeyPart(&b, v)
+	}
+	return b.String(), true
+}
+
+func escapeKeyPart(b *strings.Builder, s string) {
+	for i := 0; i < len(s); i++ {
+		switch s[i] {
+		case ',', '=', ' ', '\\':
+			b.WriteByte('\\')
+		}
+		b.WriteByte(s[i])
+	}
 }
 
 func floorDiv(a, b int64) int64 {

@@ -28,11 +28,13 @@ var FleetCommand = firmwaresim.Command{
 
 const fleetDesc = `Runs the fleet demo: a DEV-ONLY in-memory Kafka-protocol broker (kfake,
 three brokers), three runnel gateways (gw-a, gw-b, gw-c; child processes,
-each with its own data dir and simulated environment sensors tagged
-site-1/site-2) and two runnel fleet instances (group_by: site) that merge
-the gateways' windows into fleet windows. Prints example fleet queries;
-Ctrl-C stops everything. With -check it waits until both instances answer
-a closed fleet window with all three gateways, then stops (exit 1 if not).
+each with its own data dir and its own simulated environment sensors,
+gw-a-env-0001 ..., tagged site-1/site-2) and two runnel fleet instances
+(group_by: site) that merge the gateways' windows into fleet windows.
+Prints example fleet queries; Ctrl-C stops everything. With -check it
+waits until both instances answer a closed fleet window with all three
+gateways and the true distinct device counts (fleet-wide and at site-1),
+then stops (exit 1 if not).
 `
 
 // FleetOptions configures `firmware-sim demo-fleet`.
@@ -294,7 +296,9 @@ func RunFleetDemo(ctx context.Context, o FleetOptions, out io.Writer) (err error
 		opt := firmwaresim.DefaultOptions()
 		opt.Scenario, opt.Devices, opt.Rate, opt.Broker = firmwaresim.ScenarioEnv, o.Devices, o.Rate, broker
 		opt.Sites, opt.Seed = 2, uint64(i+1)
-		opt.ClientIDPrefix = fleetGateways[i] + "-"
+		// Each gateway's sensors are its own devices (gw-a-env-0001, ...),
+		// so fleet-wide distinct devices is the sum over the gateways.
+		opt.ClientIDPrefix, opt.DevicePrefix = fleetGateways[i]+"-", fleetGateways[i]+"-"
 		go func() {
 			_, err := firmwaresim.Run(simCtx, opt, io.Discard)
 			simDone <- err
@@ -338,7 +342,7 @@ loop:
 				continue
 			}
 			var ok bool
-			ok, state = fleetCheck(d)
+			ok, state = fleetCheck(d, o.Devices)
 			if ok {
 				fmt.Fprintf(out, "demo-fleet check: ok: %s\n", state)
 				break loop
@@ -360,10 +364,13 @@ loop:
 // fleetCheck reports whether every fleet instance answers a closed
 // 10 s env/temp window (the same one) merged from all three gateways,
 // and lists the three gateways.
-func fleetCheck(d *fleetDemo) (bool, string) {
+func fleetCheck(d *fleetDemo, devices int) (bool, string) {
 	complete := map[string]int{} // fleet key -> instances that serve it closed with 3 gateways
 	var notes []string
 	for _, f := range d.fleets {
+		if ok, note := distinctCheck(f, devices); !ok {
+			return false, f.name + ": " + note
+		}
 		var w struct{ Windows []Output }
 		if err := getJSON("http://"+f.http+"/api/v1/fleet/windows?measurement=env&field=temp&size=10s&last=100", &w); err != nil {
 			return false, err.Error()
@@ -390,10 +397,57 @@ func fleetCheck(d *fleetDemo) (bool, string) {
 	}
 	for key, n := range complete {
 		if n == len(d.fleets) {
-			return true, fmt.Sprintf("window %s closed with gateways %v on every instance; %s", key, fleetGateways, strings.Join(notes, "; "))
+			return true, fmt.Sprintf("window %s closed with gateways %v on every instance; distinct devices %d fleet-wide, %d at site-1; %s",
+				key, fleetGateways, devices*len(fleetGateways), siteDevices(devices, 1)*len(fleetGateways), strings.Join(notes, "; "))
 		}
 	}
 	return false, strings.Join(notes, "; ")
+}
+
+// siteDevices is how many of a gateway's n simulated devices are at
+// site-<site> (the simulator puts device i at site i%2+1).
+func siteDevices(n, site int) int {
+	c := 0
+	for i := range n {
+		if i%2+1 == site {
+			c++
+		}
+	}
+	return c
+}
+
+// distinctCheck reports whether f answers a closed 10 s window of distinct
+// env devices merged from all three gateways with the true fleet total
+// (every gateway's devices are its own), and the same per site for
+// site-1; no window may count more.
+func distinctCheck(f *child, devices int) (bool, string) {
+	type row struct {
+		Group    string
+		Tags     map[string]string
+		Closed   string
+		Gateways []string
+		Distinct uint64
+	}
+	want := map[string]uint64{"": uint64(devices * len(fleetGateways)), "site-1": uint64(siteDevices(devices, 1) * len(fleetGateways))}
+	var notes []string
+	for _, site := range []string{"", "site-1"} {
+		var r struct{ Windows []row }
+		if err := getJSON("http://"+f.http+"/api/v1/fleet/distinct?measurement=env&size=10s&last=100&group="+url.QueryEscape("site="+site), &r); err != nil {
+			return false, err.Error()
+		}
+		found := false
+		for _, x := range r.Windows {
+			if x.Distinct > want[site] {
+				return false, fmt.Sprintf("distinct %s window (site %q) counts %d devices, more than the %d simulated", x.Group, site, x.Distinct, want[site])
+			}
+			found = found || (x.Closed != "" && len(x.Gateways) == len(fleetGateways) && x.Distinct == want[site])
+		}
+		if !found {
+			return false, fmt.Sprintf("no closed distinct window (site %q) of all gateways with %d devices yet (%d windows)", site, want[site], len(r.Windows))
+		}
+		notes = append(notes, fmt.Sprintf("site %q: %d", site, want[site]))
+	}
+	return true, strings.Join(notes, ", ")
 }
 
 // Output is the part of a fleet window record (fleet.Output) the check
@@ -418,6 +472,7 @@ func printFleetGuide(out io.Writer, d *fleetDemo) {
   one site:        curl -s '%[2]s/api/v1/fleet/windows?measurement=env&field=temp&group=%[3]s&last=2'
   gateways:        curl -s '%[1]s/api/v1/fleet/gateways'
   distinct:        curl -s '%[2]s/api/v1/fleet/distinct?measurement=env&last=2'
+  per site:        curl -s '%[1]s/api/v1/fleet/distinct?measurement=env&group=%[3]s&last=2'
   top devices:     curl -s '%[1]s/api/v1/fleet/topk?measurement=env&last=2'
   metrics:         curl -s %[2]s/metrics | grep runnel_fleet
 

@@ -73,6 +73,10 @@ func TestFleetDemo(t *testing.T) {
 		if !regexp.MustCompile(`demo-fleet check: ok: window \S+ closed with gateways \[gw-a gw-b gw-c\] on every instance`).MatchString(s) {
 			t.Errorf("no check line with the three gateways:\n%s", s)
 		}
+		// Each gateway simulates its own four devices, two per site.
+		if !strings.Contains(s, "distinct devices 12 fleet-wide, 6 at site-1") {
+			t.Errorf("no check line with the true distinct device counts:\n%s", s)
+		}
 		if !strings.Contains(s, "demo-fleet: stopped") || strings.Contains(s, "stopped on its own") {
 			t.Errorf("want a clean stop:\n%s", s)
 		}
