@@ -452,7 +452,7 @@ func (h *ingestHook) allowRetainTopic(clientID, topic string, size int) bool {
 		set = map[string]struct{}{}
 		h.retain[clientID] = set
 	}
-	set[topic] = struct{}{}
+	set[strings.Clone(topic)] = struct{}{} // not the packet buffer TopicName aliases
 	return true
 }
 
@@ -491,7 +491,7 @@ func (h *ingestHook) allowRetainedWill(cl *mqtt.Client, topic string, size int) 
 		return false
 	}
 	h.mu.Lock()
-	h.willPending[topic] = cl
+	h.willPending[strings.Clone(topic)] = cl // not the CONNECT packet's buffer
 	h.mu.Unlock()
 	return true
 }
@@ -524,6 +524,9 @@ func (h *ingestHook) chargeRetained(topic string, size int64) bool {
 		if h.retainedBytes-h.retainedSize[topic]+size > limit {
 			return false
 		}
+	}
+	if _, ok := h.retainedSize[topic]; !ok {
+		topic = strings.Clone(topic) // not the packet buffer TopicName aliases
 	}
 	h.retainedBytes += size - h.retainedSize[topic]
 	h.retainedSize[topic] = size

@@ -1,6 +1,7 @@
 package ingest
 
 import (
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -52,7 +53,9 @@ func (c *subscriberCache) has(topic string, any func(string) bool) bool {
 	if c.m == nil || len(c.m) >= subscriberCacheMax {
 		c.m = make(map[string]subscriberEntry)
 	}
-	c.m[topic] = subscriberEntry{gen: g, any: v}
+	// A copy: mochi's TopicName aliases the packet's read buffer, payload
+	// included, which the key would otherwise keep alive.
+	c.m[strings.Clone(topic)] = subscriberEntry{gen: g, any: v}
 	c.mu.Unlock()
 	return v
 }
