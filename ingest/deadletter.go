@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -180,10 +181,12 @@ func deadLetterWALConfig(cfg DeadLetterConfig) wal.Config {
 
 // Add queues r for the log and returns at once; when the queue is full r is
 // dropped and counted. It copies r.Raw, cut to MaxRawBytes (RawBytes keeps
-// the full length), so the caller may reuse its buffer. A zero TimeNs is
-// set to now. After Close, Add drops.
+// the full length), and the strings, so the caller may reuse its buffer
+// (an MQTT topic aliases the whole packet's). A zero TimeNs is set to now.
+// After Close, Add drops.
 func (d *DeadLetters) Add(r Reject) {
 	d.added.Add(1)
+	r.Topic, r.Source = strings.Clone(r.Topic), strings.Clone(r.Source)
 	if r.RawBytes < len(r.Raw) {
 		r.RawBytes = len(r.Raw)
 	}

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/runnel-iot/runnel/wal"
 )
@@ -235,5 +236,20 @@ func TestDeadLettersAsSink(t *testing.T) {
 	got, err := d.Recent(1, RejectFilter{Listener: "udp", Source: c.LocalAddr().String()})
 	if err != nil || len(got) != 1 || got[0].Reason != "syntax" || got[0].Error[:15] != "line 2, column " {
 		t.Fatalf("got %+v, %v", got, err)
+	}
+}
+
+// TestDeadLettersAddOwnsTopic: an MQTT reject's Topic is mochi's
+// TopicName, an unsafe string over the packet's read buffer (payload
+// included); a queued reject must not keep that buffer alive (a flood of
+// bad 256 KiB publishes would pin queue × 256 KiB while the log catches up).
+func TestDeadLettersAddOwnsTopic(t *testing.T) {
+	d := &DeadLetters{cfg: DefaultDeadLetterConfig(), queue: make(chan Reject, 1)}
+	buf := append([]byte("telemetry/x/y"), make([]byte, 60_000)...)
+	topic := unsafe.String(&buf[0], len("telemetry/x/y")) // as mochi decodes it
+	d.Add(Reject{Topic: topic, Raw: buf[13:20]})
+	buf[0] = 'X'
+	if r := <-d.queue; r.Topic != "telemetry/x/y" {
+		t.Errorf("queued reject's topic %q changed with the packet buffer: it aliases (and pins) it", r.Topic)
 	}
 }
