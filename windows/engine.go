@@ -208,6 +208,13 @@ type Engine struct {
 	// restore): a cache of e.series, consistent with it.
 	hot *series
 
+	// Apply scratch: the series and pairs prefetch found for the readings
+	// of the current chunk, and the sum of what it loaded.
+	pre        [prefetchChunk]*series
+	prePair    [prefetchChunk]*pair
+	prePV      [prefetchChunk]sketches.QuantileValue
+	preWins    []preWin
+	prefetched int64
 	// Apply scratch.
 	out      []Emission
 	closingG []*groupWin
@@ -304,8 +311,12 @@ func (e *Engine) Apply(index uint64, b *wal.Batch, out []Emission) []Emission {
 	if b.IngestNs > e.procNs {
 		e.procNs = b.IngestNs
 	}
-	for i := range b.Readings {
-		e.applyReading(&b.Readings[i])
+	for i := 0; i < len(b.Readings); i += prefetchChunk {
+		rs := b.Readings[i:min(i+prefetchChunk, len(b.Readings))]
+		e.prefetch(rs)
+		for j := range rs {
+			e.applyReading(&rs[j], e.pre[j], &e.prePV[j])
+		}
 	}
 	if e.procNs >= e.nextCheck {
 		e.idleSweep()
@@ -330,15 +341,12 @@ func satAdd(a, b int64) int64 {
 }
 
 // applyReading is the per-reading hot path.
-func (e *Engine) applyReading(r *wal.Reading) {
+func (e *Engine) applyReading(r *wal.Reading, s *series, pv *sketches.QuantileValue) {
 	if r.TimeNs < -timeLimit || r.TimeNs > timeLimit {
 		e.st.BadTimeReadings++
 		return
 	}
-	// Consecutive readings often share a series (the fields of one line,
-	// a device's batch): the last one saves the map's hash and probe.
-	s := e.hot
-	if s == nil || s.key != r.Series {
+	if s == nil { // new since prefetch looked, or new
 		s = e.series[r.Series]
 	}
 	var p *pair
@@ -387,7 +395,7 @@ func (e *Engine) applyReading(r *wal.Reading) {
 	if p == nil {
 		p = e.newPair(s, r.Field)
 	}
-	e.applyToPair(p, r.Value, r.TimeNs)
+	e.applyToPair(p, r.Value, pv, r.TimeNs)
 	e.applyToGroups(s, d, r.TimeNs)
 	s.readings++
 	s.lastEventNs = max(s.lastEventNs, r.TimeNs)
@@ -414,14 +422,15 @@ func (s *series) pair(field string) *pair {
 	return nil
 }
 
-// applyToPair adds one value to every window of its pair.
-func (e *Engine) applyToPair(p *pair, v float64, t int64) {
+// applyToPair adds one value (pv: v prepared for the quantile sketches)
+// to every window of its pair.
+func (e *Engine) applyToPair(p *pair, v float64, pv *sketches.QuantileValue, t int64) {
 	d := p.s.dev
 	for i := range e.specs {
 		sp := &e.specs[i]
 		ps := &p.specs[i]
 		if sp.kind == KindTumbling {
-			e.addTumbling(p, sp, ps, d, v, t)
+			e.addTumbling(p, sp, ps, d, v, pv, t)
 		} else {
 			e.addSliding(p, sp, ps, d, v, t)
 		}
@@ -429,13 +438,13 @@ func (e *Engine) applyToPair(p *pair, v float64, t int64) {
 	p.res.Add(sketches.Sample{Value: v, TimeNs: t})
 }
 
-func (e *Engine) addTumbling(p *pair, sp *spec, ps *specState, d *device, v float64, t int64) {
+func (e *Engine) addTumbling(p *pair, sp *spec, ps *specState, d *device, v float64, pv *sketches.QuantileValue, t int64) {
 	ws := alignDown(t, sp.size)
 	// Most readings go to the window the previous one went to: skip the
 	// lookup (a cache miss on the window list with many pairs).
 	if c := ps.cur; c != nil && c.start == ws {
 		c.agg.add(v, t)
-		c.q.Add(v)
+		c.q.AddPrepared(*pv)
 		return
 	}
 	var w *tumWin
@@ -458,7 +467,7 @@ func (e *Engine) addTumbling(p *pair, sp *spec, ps *specState, d *device, v floa
 	}
 	ps.cur = w
 	w.agg.add(v, t)
-	w.q.Add(v)
+	w.q.AddPrepared(*pv)
 }
 
 func (e *Engine) addSliding(p *pair, sp *spec, ps *specState, d *device, v float64, t int64) {
