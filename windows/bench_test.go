@@ -249,3 +249,44 @@ func benchCheckpointStreamed(b *testing.B, batchN int) {
 	b.ReportMetric(float64(int64(ckptAlloc)-int64(baseAlloc))/float64(b.N), "ckpt-alloc-B/op")
 	b.ReportMetric(float64(size), "bytes")
 }
+
+// BenchmarkPairMemory reports the live heap and the accounted bytes per
+// (series, field) pair of 10,000 pairs after 30 rounds of one reading per
+// pair, 10 s of event time apart: with the default windows, and with the
+// make-bench forward phase's single 10 s tumbling window (allowed lateness
+// 0, so each round closes the window of the round before). It measures
+// memory, not time: run it with -benchtime 1x.
+func BenchmarkPairMemory(b *testing.B) {
+	fwd := benchConfig()
+	fwd.Tumbling = []time.Duration{10 * time.Second}
+	fwd.Sliding = nil
+	fwd.AllowedLateness = 0
+	for _, tc := range []struct {
+		name string
+		c    Config
+	}{{"default", benchConfig()}, {"forward", fwd}} {
+		b.Run(tc.name, func(b *testing.B) {
+			series, fields := benchKeys()
+			var heap, acct float64
+			for range b.N {
+				base := heapAlloc()
+				e := mustNew(b, tc.c)
+				batch := wal.Batch{Readings: make([]wal.Reading, benchPairs)}
+				var out []Emission
+				for round := range int64(30) {
+					for k := range batch.Readings {
+						batch.Readings[k] = wal.Reading{Series: series[k/2], Field: fields[k%2], Value: float64(k%97) + float64(round%13), TimeNs: round * 10 * sec}
+					}
+					batch.IngestNs = round * 10 * sec
+					out = e.Apply(uint64(round+1), &batch, out[:0])
+				}
+				out, batch.Readings = nil, nil
+				heap = float64(heapAlloc()-base) / benchPairs
+				acct = float64(e.Stats().MemoryBytes) / benchPairs
+				runtime.KeepAlive(e)
+			}
+			b.ReportMetric(heap, "heap-B/pair")
+			b.ReportMetric(acct, "accounted-B/pair")
+		})
+	}
+}

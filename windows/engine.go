@@ -214,6 +214,7 @@ type Engine struct {
 	prePair    [prefetchChunk]*pair
 	prePV      [prefetchChunk]sketches.QuantileValue
 	preWins    []preWin
+	scratchQ   sketches.Quantile // the sketch of a window without one, as it closes
 	prefetched int64
 	// Apply scratch.
 	out      []Emission
@@ -443,8 +444,7 @@ func (e *Engine) addTumbling(p *pair, sp *spec, ps *specState, d *device, v floa
 	// Most readings go to the window the previous one went to: skip the
 	// lookup (a cache miss on the window list with many pairs).
 	if c := ps.cur; c != nil && c.start == ws {
-		c.agg.add(v, t)
-		c.q.AddPrepared(*pv)
+		c.add(v, pv, t)
 		return
 	}
 	var w *tumWin
@@ -466,8 +466,7 @@ func (e *Engine) addTumbling(p *pair, sp *spec, ps *specState, d *device, v floa
 		d.nextEnd = min(d.nextEnd, ws+sp.size)
 	}
 	ps.cur = w
-	w.agg.add(v, t)
-	w.q.AddPrepared(*pv)
+	w.add(v, pv, t)
 }
 
 func (e *Engine) addSliding(p *pair, sp *spec, ps *specState, d *device, v float64, t int64) {
@@ -603,14 +602,15 @@ func (e *Engine) closeTumbling(p *pair, i int, wm int64, reason uint8) {
 			break
 		}
 		a := &w.agg
+		q := w.sketch(&e.scratchQ)
 		rec := closedRec{
 			start: w.start, count: a.count, sum: a.sum, min: a.min, max: a.max, std: a.stddev(),
 			first: a.first, last: a.last,
-			p50: w.q.Quantile(0.5), p90: w.q.Quantile(0.9), p99: w.q.Quantile(0.99),
+			p50: q.Quantile(0.5), p90: q.Quantile(0.9), p99: q.Quantile(0.99),
 			reason: reason,
 		}
 		e.emitWindow(p, i, &rec)
-		if q, err := w.q.MarshalBinary(); err == nil {
+		if q, err := q.MarshalBinary(); err == nil {
 			e.out[len(e.out)-1].Window.Quantiles = q
 		}
 		e.pushHist(p, ps, rec)
@@ -736,7 +736,9 @@ func (e *Engine) putWin(p *pair, w *tumWin) {
 	}
 	w.start = 0
 	w.agg = agg{}
-	w.q.Reset()
+	if w.q != nil {
+		w.q.Reset()
+	}
 	e.winPool = append(e.winPool, w)
 	e.mem += winBytes
 }

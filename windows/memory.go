@@ -27,7 +27,12 @@ const (
 )
 
 var (
-	winBytes    = allocSize(int64(unsafe.Sizeof(tumWin{})))
+	// An open or pooled tumbling window is charged as if its quantile
+	// sketch were embedded, whether it has one yet or not (tumWin.q): a
+	// window of one value grows one with its next, which the budget must
+	// already hold. This is what windows were charged when the sketch was
+	// embedded, so checkpoints keep their accounting.
+	winBytes    = allocSize(int64(unsafe.Sizeof(tumWin{})) + int64(unsafe.Sizeof(sketches.Quantile{})))
 	paneBytes   = int64(unsafe.Sizeof(pane{}))
 	recBytes    = int64(unsafe.Sizeof(closedRec{}))
 	groupRecB   = int64(unsafe.Sizeof(GroupSummary{}))

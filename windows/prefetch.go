@@ -6,21 +6,26 @@ import (
 )
 
 // prefetchChunk is how many readings prefetch looks up ahead of applying
-// them: their state must stay in the L1/L2 caches until applied (about 40
-// lines a reading).
+// them: their state (about 40 cache lines a reading) must still be in the
+// L2 cache when they are applied.
 const prefetchChunk = 16
 
-// prefetch looks up the series of each reading of rs into e.pre and loads
-// the cache lines its update will touch, breadth first: all series, then
-// all pairs, then all windows. With thousands of pairs visited in turn,
-// each update's state is in no cache, and the update is a chain of
-// dependent loads (series, pair, spec states, window, sketch); walking the
-// chains of many readings side by side lets the CPU wait for their misses
-// together instead of one after the other. It changes no state: the
-// values loaded are folded into e.prefetched only so the compiler keeps
-// the loads.
+// prefetch looks up the series and pair of each reading of rs into e.pre
+// and e.prePair, computes its quantile key into e.prePV, and loads the
+// cache lines its update will touch, breadth first: all series, then all
+// pairs, then all spec states, then all windows, then all sketch bins.
+//
+// With thousands of pairs visited in turn, no update finds its state in a
+// cache, and an update is a chain of dependent loads (series map, series,
+// pair, spec states, window, sketch header, sketch bin). Walking one step
+// of the chains of 16 readings at a time, each step a short loop of
+// independent loads, lets the CPU wait for those misses together instead
+// of one after the other.
+//
+// It changes no state. The values it loads are summed into e.prefetched
+// only so that the compiler keeps the loads.
 func (e *Engine) prefetch(rs []wal.Reading) {
-	pre := e.pre[:len(rs)]
+	pre, pairs := e.pre[:len(rs)], e.prePair[:len(rs)]
 	var acc int64
 	hot := e.hot
 	for i := range rs {
@@ -35,43 +40,63 @@ func (e *Engine) prefetch(rs []wal.Reading) {
 		}
 		e.prePV[i] = sketches.PrepareQuantile(r.Value)
 	}
-	for i := range rs {
-		s := pre[i]
-		if s == nil {
-			e.prePair[i] = nil
-			continue
+	for _, s := range pre {
+		if s != nil {
+			if len(s.pairs) > 0 {
+				acc += s.pairs[0].bytes
+			}
+			acc += s.dev.maxT + int64(len(s.gattrs))
 		}
-		p := s.pair(rs[i].Field)
-		e.prePair[i] = p
-		d := s.dev
-		acc += d.maxT + int64(len(d.groups)) + int64(len(s.gattrs))
+	}
+	for i, s := range pre {
+		pairs[i] = nil
+		if s != nil {
+			pairs[i] = s.pair(rs[i].Field)
+			acc += int64(len(s.dev.groups))
+		}
 	}
 	wins := e.preWins[:0]
-	for i := range rs {
-		p := e.prePair[i]
+	for _, p := range pairs {
+		if p != nil {
+			for k := range p.specs {
+				if c := p.specs[k].cur; c != nil {
+					wins = append(wins, preWin{w: c})
+				}
+			}
+			acc += int64(p.res.Seen())
+		}
+	}
+	w := 0
+	for i, p := range pairs {
 		if p == nil {
 			continue
 		}
 		for k := range p.specs {
 			ps := &p.specs[k]
-			if c := ps.cur; c != nil {
-				acc += c.start + int64(c.q.Level())
-				wins = append(wins, preWin{c, int32(i)})
+			if ps.cur != nil {
+				c := wins[w].w
+				wins[w].i = int32(i)
+				w++
+				acc += c.start + int64(c.agg.lastT)
+				if c.q != nil {
+					acc += int64(c.q.Level())
+				}
 			}
 			if n := len(ps.panes); n > 0 {
 				acc += ps.panes[n-1].start
 			}
 		}
-		acc += int64(p.res.Seen())
 	}
 	for _, w := range wins {
-		acc += int64(w.w.q.Peek(e.prePV[w.i]))
+		if q := w.w.q; q != nil {
+			acc += int64(q.Peek(e.prePV[w.i]))
+		}
 	}
 	e.preWins = wins[:0]
 	e.prefetched += acc
 }
 
-// preWin is a window prefetch loads the sketch bin of, for reading i.
+// preWin is a window prefetch loads, for reading i of the chunk.
 type preWin struct {
 	w *tumWin
 	i int32
