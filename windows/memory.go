@@ -12,7 +12,8 @@ import (
 // accounted MemoryBytes stays above the live heap the state really uses.
 //
 // A pair is charged at least pairReserve: its open windows (one per
-// tumbling spec with its quantile sketch), a full pane ring per sliding
+// tumbling spec with its quantile sketch, charged whether the window has
+// made its sketch yet or not), a full pane ring per sliding
 // spec, its reservoir and a full closed history per spec. Admission of a new
 // pair checks that reservation against the budget less a headroom for the
 // overflow state, so the history pairs grow into later is already paid for
