@@ -440,13 +440,16 @@ func (e *Engine) applyToPair(p *pair, v float64, pv *sketches.QuantileValue, t i
 }
 
 func (e *Engine) addTumbling(p *pair, sp *spec, ps *specState, d *device, v float64, pv *sketches.QuantileValue, t int64) {
-	ws := alignDown(t, sp.size)
 	// Most readings go to the window the previous one went to: skip the
-	// lookup (a cache miss on the window list with many pairs).
-	if c := ps.cur; c != nil && c.start == ws {
+	// lookup (a cache miss on the window list with many pairs), and the
+	// division that aligns t (starts are aligned, so this is
+	// alignDown(t, size) == c.start; start+size cannot overflow, both are
+	// within 2^62 + a week).
+	if c := ps.cur; c != nil && c.start <= t && t < c.start+sp.size {
 		c.add(v, pv, t)
 		return
 	}
+	ws := alignDown(t, sp.size)
 	var w *tumWin
 	k := len(ps.wins)
 	for ; k > 0; k-- {
@@ -470,8 +473,14 @@ func (e *Engine) addTumbling(p *pair, sp *spec, ps *specState, d *device, v floa
 }
 
 func (e *Engine) addSliding(p *pair, sp *spec, ps *specState, d *device, v float64, t int64) {
-	start := alignDown(t, sp.slide)
 	k := len(ps.panes)
+	if k > 0 { // the newest pane, without a division (as in addTumbling)
+		if c := &ps.panes[k-1]; c.start <= t && t < c.start+sp.slide {
+			c.agg.add(v, t)
+			return
+		}
+	}
+	start := alignDown(t, sp.slide)
 	for ; k > 0; k-- {
 		if c := &ps.panes[k-1]; c.start <= start {
 			if c.start == start {

@@ -95,3 +95,42 @@ func TestLazySketchQueries(t *testing.T) {
 		}
 	}
 }
+
+// TestExtremeTimesFindTheirWindow checks the division-free window and
+// pane lookups at the ends of the time range: a reading at +2^62 after one
+// at −2^62 must open a new window, pane and group window, not land in the
+// previous one through an overflow.
+func TestExtremeTimesFindTheirWindow(t *testing.T) {
+	c := testConfig()
+	c.Sliding = []SlidingSpec{{Size: 8e9, Slide: 4e9}}
+	c.Groups = []GroupSpec{{Name: "g", By: "measurement", Size: 4e9, Distinct: "device"}}
+	e := mustNew(t, c)
+	var out []Emission
+	for i, ts := range []int64{-timeLimit, timeLimit} {
+		out = e.Apply(uint64(i+1), &wal.Batch{Readings: []wal.Reading{{Series: "m,device=d", Field: "v", Value: float64(i), TimeNs: ts}}}, out)
+	}
+	starts := map[Kind][]int64{}
+	for _, em := range out {
+		if em.Kind == KindGroup {
+			starts[em.Kind] = append(starts[em.Kind], em.Group.StartNs)
+			continue
+		}
+		if em.Window.Count != 1 {
+			t.Errorf("%s window at %d holds %d readings, want 1", em.Window.Spec, em.Window.StartNs, em.Window.Count)
+		}
+		starts[em.Kind] = append(starts[em.Kind], em.Window.StartNs)
+	}
+	if got, want := starts[KindTumbling], []int64{alignDown(-timeLimit, 4e9)}; len(got) != 1 || got[0] != want[0] {
+		t.Errorf("tumbling closed %v, want %v", got, want)
+	}
+	if got := starts[KindGroup]; len(got) != 1 || got[0] != alignDown(-timeLimit, 4e9) {
+		t.Errorf("group closed %v", got)
+	}
+	if len(starts[KindSliding]) == 0 {
+		t.Errorf("no sliding window closed")
+	}
+	open, _, _ := e.Windows("m,device=d", "v", TumblingName(4e9), 1)
+	if len(open) != 1 || open[0].StartNs != alignDown(timeLimit, 4e9) || open[0].Count != 1 {
+		t.Errorf("open tumbling %+v", open)
+	}
+}
