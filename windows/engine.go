@@ -341,7 +341,8 @@ func satAdd(a, b int64) int64 {
 	return a + b
 }
 
-// applyReading is the per-reading hot path.
+// applyReading is the per-reading hot path. s is the series prefetch found
+// (nil: none then), pv the reading's value prepared for the sketches.
 func (e *Engine) applyReading(r *wal.Reading, s *series, pv *sketches.QuantileValue) {
 	if r.TimeNs < -timeLimit || r.TimeNs > timeLimit {
 		e.st.BadTimeReadings++
