@@ -82,15 +82,16 @@ func (s *qstore) hi() int32 { return s.lo + int32(s.n) - 1 }
 // The zero value is an empty sketch with the fleet α. A Quantile is not safe
 // for concurrent use.
 type Quantile struct {
-	alpha       float64 // worst-case α, the resolution of level QuantileMaxLevel
-	lnGamma0    float64 // ln γ at level 0: ln((1+α)/(1−α)) / 2^QuantileMaxLevel
-	invLnGamma0 float64
+	// What Add reads comes first, so that it shares cache lines.
 	count       uint64 // values in the sketch, ≤ 2^32−1
-	zero        uint64
-	dropped     uint64
 	min, max    float64
 	neg, pos    qstore
 	level       uint8
+	alpha       float64 // worst-case α, the resolution of level QuantileMaxLevel
+	invLnGamma0 float64
+	lnGamma0    float64 // ln γ at level 0: ln((1+α)/(1−α)) / 2^QuantileMaxLevel
+	zero        uint64
+	dropped     uint64
 	bins        [QuantileBins]uint32 // neg bins, then pos bins, then unused zeros
 }
 
@@ -210,6 +211,80 @@ func (q *Quantile) Add(v float64) {
 	default:
 		q.zero++
 	}
+}
+
+// QuantileValue is a value with its bin key at level 0 for the fleet α,
+// computed once by PrepareQuantile for the several sketches that take the
+// same value (one per window of a reading): the logarithm is most of
+// Add's arithmetic.
+type QuantileValue struct {
+	v    float64
+	key0 int32
+	sign int8 // 1 positive, -1 negative, 0 the zero bin, 2 not added (NaN, ±Inf)
+}
+
+// fleetInvLnGamma0 is 1/ln γ₀ for QuantileAlpha, as setAlpha computes it.
+var fleetInvLnGamma0 = NewQuantile().invLnGamma0
+
+// PrepareQuantile returns v with its level-0 key for the fleet α.
+func PrepareQuantile(v float64) QuantileValue {
+	switch {
+	case math.IsNaN(v) || math.IsInf(v, 0):
+		return QuantileValue{v: v, sign: 2}
+	case v >= quantileMinMagnitude:
+		return QuantileValue{v: v, key0: int32(math.Ceil(math.Log(v) * fleetInvLnGamma0)), sign: 1}
+	case v <= -quantileMinMagnitude:
+		return QuantileValue{v: v, key0: int32(math.Ceil(math.Log(-v) * fleetInvLnGamma0)), sign: -1}
+	}
+	return QuantileValue{v: v}
+}
+
+// AddPrepared adds pv's value, exactly as Add(v) does, without its
+// logarithm when the sketch has the fleet α.
+func (q *Quantile) AddPrepared(pv QuantileValue) {
+	if pv.sign == 2 || q.count >= quantileMaxCount || (q.alpha != QuantileAlpha && q.alpha != 0) {
+		q.Add(pv.v)
+		return
+	}
+	q.init()
+	v := pv.v
+	if q.count == 0 {
+		q.min, q.max = v, v
+	} else {
+		q.min, q.max = min(q.min, v), max(q.max, v)
+	}
+	q.count++
+	switch pv.sign {
+	case 1:
+		q.addKey(true, ceilShift(pv.key0, q.level), 1)
+	case -1:
+		q.addKey(false, ceilShift(pv.key0, q.level), 1)
+	default:
+		q.zero++
+	}
+}
+
+// Peek returns the count of the bin pv would be added to (0 when it lies
+// outside the bins in use), changing nothing. It reads the cache lines an
+// AddPrepared of pv will write, so a caller updating many sketches can
+// load them ahead, several sketches at a time.
+func (q *Quantile) Peek(pv QuantileValue) uint32 {
+	var s *qstore
+	switch pv.sign {
+	case 1:
+		s = &q.pos
+	case -1:
+		s = &q.neg
+	case 0:
+		return uint32(q.zero)
+	default:
+		return 0
+	}
+	k := ceilShift(pv.key0, q.level)
+	if s.n == 0 || k < s.lo || k > s.hi() {
+		return 0
+	}
+	return q.storeBins(pv.sign == 1)[k-s.lo]
 }
 
 func (q *Quantile) stores(pos bool) (s, o *qstore) {

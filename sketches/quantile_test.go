@@ -558,3 +558,67 @@ func TestQuantileBinsMatchReference(t *testing.T) {
 		}
 	}
 }
+
+// AddPrepared must leave exactly the sketch Add leaves, for every kind of
+// value, at every level, and for sketches of another α (which fall back to
+// Add).
+func TestQuantileAddPreparedMatchesAdd(t *testing.T) {
+	special := []float64{0, math.Copysign(0, -1), math.NaN(), math.Inf(1), math.Inf(-1), 0x1p-1030, -0x1p-1030,
+		math.MaxFloat64, -math.MaxFloat64, math.SmallestNonzeroFloat64, 1, -1}
+	gens := append(slices.Clone(quantileCases), quantileCase{name: "wide ±1e300", gen: func(r *rand.Rand) float64 {
+		return math.Copysign(math.Pow(10, 600*r.Float64()-300), r.Float64()-0.3)
+	}})
+	for i, tc := range gens {
+		for _, alpha := range []float64{0, QuantileAlpha, 0.01} {
+			t.Run(tc.name+"/alpha="+strconv.FormatFloat(alpha, 'g', -1, 64), func(t *testing.T) {
+				r := rand.New(rand.NewPCG(uint64(i), 7))
+				a, b := &Quantile{}, &Quantile{}
+				if alpha != 0 {
+					a, _ = NewQuantileAlpha(alpha)
+					b, _ = NewQuantileAlpha(alpha)
+				}
+				for j := range 20_000 {
+					v := tc.gen(r)
+					if j%997 == 0 {
+						v = special[(j/997)%len(special)]
+					}
+					pv := PrepareQuantile(v)
+					_ = b.Peek(pv)
+					a.Add(v)
+					b.AddPrepared(pv)
+					if j%1000 == 0 || j == 19_999 {
+						ab, _ := a.MarshalBinary()
+						bb, _ := b.MarshalBinary()
+						if !bytes.Equal(ab, bb) || a.Dropped() != b.Dropped() {
+							t.Fatalf("after %d values (last %v): AddPrepared differs from Add", j+1, v)
+						}
+					}
+				}
+				if *a != *b {
+					t.Fatalf("in-memory state differs")
+				}
+			})
+		}
+	}
+}
+
+// Peek reports the bin a value would go to and changes nothing.
+func TestQuantilePeek(t *testing.T) {
+	q := NewQuantile()
+	for _, v := range []float64{17, 17, 17.5, 0} {
+		q.Add(v)
+	}
+	if q.Level() != 0 {
+		t.Fatalf("level %d, want 0", q.Level())
+	}
+	before := *q
+	for v, want := range map[float64]uint32{17: 2, 17.5: 1, 17.25: 0, -17: 0, 1e300: 0} {
+		if got := q.Peek(PrepareQuantile(v)); got != want {
+			t.Errorf("Peek(%v) = %d, want %d", v, got, want)
+		}
+	}
+	_ = q.Peek(PrepareQuantile(math.NaN()))
+	if *q != before {
+		t.Errorf("Peek changed the sketch")
+	}
+}

@@ -249,3 +249,51 @@ func benchCheckpointStreamed(b *testing.B, batchN int) {
 	b.ReportMetric(float64(int64(ckptAlloc)-int64(baseAlloc))/float64(b.N), "ckpt-alloc-B/op")
 	b.ReportMetric(float64(size), "bytes")
 }
+
+// BenchmarkPairMemory reports the live heap and the accounted bytes per
+// (series, field) pair of 10,000 pairs after 30 rounds of readings, 10 s
+// of event time apart: one reading per pair and round with the default
+// windows ("default") and with the make-bench forward phase's single 10 s
+// tumbling window (allowed lateness 0, so each round closes the window of
+// the round before: "forward"); ten readings per pair and round, 1 s
+// apart, with the default windows ("dense": every window has its quantile
+// sketch). It measures memory, not time: run it with -benchtime 1x.
+func BenchmarkPairMemory(b *testing.B) {
+	fwd := benchConfig()
+	fwd.Tumbling = []time.Duration{10 * time.Second}
+	fwd.Sliding = nil
+	fwd.AllowedLateness = 0
+	for _, tc := range []struct {
+		name  string
+		c     Config
+		burst int64
+	}{{"default", benchConfig(), 1}, {"forward", fwd, 1}, {"dense", benchConfig(), 10}} {
+		b.Run(tc.name, func(b *testing.B) {
+			series, fields := benchKeys()
+			var heap, acct float64
+			for range b.N {
+				base := heapAlloc()
+				e := mustNew(b, tc.c)
+				batch := wal.Batch{Readings: make([]wal.Reading, benchPairs)}
+				var out []Emission
+				idx := uint64(0)
+				for round := range int64(30) {
+					for j := range tc.burst {
+						for k := range batch.Readings {
+							batch.Readings[k] = wal.Reading{Series: series[k/2], Field: fields[k%2], Value: float64(k%97) + float64((round+j)%13), TimeNs: round*10*sec + j*sec}
+						}
+						batch.IngestNs = round*10*sec + j*sec
+						idx++
+						out = e.Apply(idx, &batch, out[:0])
+					}
+				}
+				out, batch.Readings = nil, nil
+				heap = float64(heapAlloc()-base) / benchPairs
+				acct = float64(e.Stats().MemoryBytes) / benchPairs
+				runtime.KeepAlive(e)
+			}
+			b.ReportMetric(heap, "heap-B/pair")
+			b.ReportMetric(acct, "accounted-B/pair")
+		})
+	}
+}

@@ -1,6 +1,7 @@
 package windows
 
 import (
+	"bytes"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -175,6 +176,9 @@ func brief(es []Emission) string {
 }
 
 func compareWindow(g, w WindowSummary) error {
+	if w.Quantiles != nil && !bytes.Equal(g.Quantiles, w.Quantiles) {
+		return fmt.Errorf("quantile sketch differs from the sketch of the window's values in arrival order")
+	}
 	ge, we := g, w
 	ge.Stddev, we.Stddev = 0, 0
 	ge.P50, ge.P90, ge.P99, we.P50, we.P90, we.P99 = 0, 0, 0, 0, 0, 0

@@ -9,6 +9,7 @@ import (
 
 	"github.com/cespare/xxhash/v2"
 	"github.com/runnel-iot/runnel/internal/binc"
+	"github.com/runnel-iot/runnel/sketches"
 )
 
 // Checkpoint format: see CHECKPOINT.md.
@@ -29,7 +30,8 @@ func configFingerprint(c Config) uint64 {
 // the engine's own records.
 type enc struct {
 	binc.Enc
-	scratch []byte // a sketch's encoding before its length is known; reused
+	scratch []byte            // a sketch's encoding before its length is known; reused
+	q       sketches.Quantile // the sketch of a window without one
 }
 
 // blob writes a sketch's encoding (length, bytes), appended through
@@ -211,7 +213,7 @@ func (e *Engine) marshalSeries(w *enc, s *series) error {
 				for _, tw := range ps.wins {
 					w.I(tw.start)
 					w.agg(&tw.agg)
-					if err := w.blob(tw.q.AppendBinary); err != nil {
+					if err := w.blob(tw.sketch(&w.q).AppendBinary); err != nil {
 						return fmt.Errorf("marshal series %q field %q: %w", s.key, p.field, err)
 					}
 				}

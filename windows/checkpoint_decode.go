@@ -212,9 +212,16 @@ func (f *Engine) decodeWins(r *dec, sp *spec, ps *specState) {
 			r.Fail("window start %d", w.start)
 			return
 		}
-		if err := w.q.UnmarshalBinary(qb); err != nil {
+		q := new(sketches.Quantile)
+		if err := q.UnmarshalBinary(qb); err != nil {
 			r.Fail("window quantile: %v", err)
 			return
+		}
+		// A window of one value keeps no sketch when it can rebuild this
+		// one (as Apply leaves it); any other sketch is kept as decoded.
+		var one sketches.Quantile
+		if w.agg.count > 1 || *w.sketch(&one) != *q {
+			w.q = q
 		}
 		ps.wins = append(ps.wins, w)
 	}

@@ -41,6 +41,19 @@
 // Evicted series and closed windows return their sketches to small pools,
 // so steady-state updates do not allocate.
 //
+// # The update path
+//
+// Apply works through a batch 16 readings at a time: prefetch.go first
+// finds their series and pairs and loads the state their updates touch,
+// one step of every reading's chain of pointers at a time, then the
+// readings are applied in order. With thousands of pairs visited in turn
+// no update finds its state in a cache, and this lets their cache misses
+// overlap instead of queueing. The lookups change nothing, so results are
+// those of applying the readings one by one. A tumbling window makes its
+// quantile sketch on its second value (a window of one value has the
+// sketch of that value, built when needed), so a series reporting less
+// often than the window size costs no sketch memory.
+//
 // # Guarantees and limits
 //
 //   - Updates are O(1) per reading and window spec; a sliding window merges

@@ -208,6 +208,14 @@ type Engine struct {
 	// restore): a cache of e.series, consistent with it.
 	hot *series
 
+	// Apply scratch: the series and pairs prefetch found for the readings
+	// of the current chunk, and the sum of what it loaded.
+	pre        [prefetchChunk]*series
+	prePair    [prefetchChunk]*pair
+	prePV      [prefetchChunk]sketches.QuantileValue
+	preWins    []preWin
+	scratchQ   sketches.Quantile // the sketch of a window without one, as it closes
+	prefetched int64
 	// Apply scratch.
 	out      []Emission
 	closingG []*groupWin
@@ -304,8 +312,12 @@ func (e *Engine) Apply(index uint64, b *wal.Batch, out []Emission) []Emission {
 	if b.IngestNs > e.procNs {
 		e.procNs = b.IngestNs
 	}
-	for i := range b.Readings {
-		e.applyReading(&b.Readings[i])
+	for i := 0; i < len(b.Readings); i += prefetchChunk {
+		rs := b.Readings[i:min(i+prefetchChunk, len(b.Readings))]
+		e.prefetch(rs)
+		for j := range rs {
+			e.applyReading(&rs[j], e.pre[j], &e.prePV[j])
+		}
 	}
 	if e.procNs >= e.nextCheck {
 		e.idleSweep()
@@ -329,16 +341,14 @@ func satAdd(a, b int64) int64 {
 	return a + b
 }
 
-// applyReading is the per-reading hot path.
-func (e *Engine) applyReading(r *wal.Reading) {
+// applyReading is the per-reading hot path. s is the series prefetch found
+// (nil: none then), pv the reading's value prepared for the sketches.
+func (e *Engine) applyReading(r *wal.Reading, s *series, pv *sketches.QuantileValue) {
 	if r.TimeNs < -timeLimit || r.TimeNs > timeLimit {
 		e.st.BadTimeReadings++
 		return
 	}
-	// Consecutive readings often share a series (the fields of one line,
-	// a device's batch): the last one saves the map's hash and probe.
-	s := e.hot
-	if s == nil || s.key != r.Series {
+	if s == nil { // new since prefetch looked, or new
 		s = e.series[r.Series]
 	}
 	var p *pair
@@ -387,7 +397,7 @@ func (e *Engine) applyReading(r *wal.Reading) {
 	if p == nil {
 		p = e.newPair(s, r.Field)
 	}
-	e.applyToPair(p, r.Value, r.TimeNs)
+	e.applyToPair(p, r.Value, pv, r.TimeNs)
 	e.applyToGroups(s, d, r.TimeNs)
 	s.readings++
 	s.lastEventNs = max(s.lastEventNs, r.TimeNs)
@@ -414,14 +424,15 @@ func (s *series) pair(field string) *pair {
 	return nil
 }
 
-// applyToPair adds one value to every window of its pair.
-func (e *Engine) applyToPair(p *pair, v float64, t int64) {
+// applyToPair adds one value (pv: v prepared for the quantile sketches)
+// to every window of its pair.
+func (e *Engine) applyToPair(p *pair, v float64, pv *sketches.QuantileValue, t int64) {
 	d := p.s.dev
 	for i := range e.specs {
 		sp := &e.specs[i]
 		ps := &p.specs[i]
 		if sp.kind == KindTumbling {
-			e.addTumbling(p, sp, ps, d, v, t)
+			e.addTumbling(p, sp, ps, d, v, pv, t)
 		} else {
 			e.addSliding(p, sp, ps, d, v, t)
 		}
@@ -429,15 +440,17 @@ func (e *Engine) applyToPair(p *pair, v float64, t int64) {
 	p.res.Add(sketches.Sample{Value: v, TimeNs: t})
 }
 
-func (e *Engine) addTumbling(p *pair, sp *spec, ps *specState, d *device, v float64, t int64) {
-	ws := alignDown(t, sp.size)
+func (e *Engine) addTumbling(p *pair, sp *spec, ps *specState, d *device, v float64, pv *sketches.QuantileValue, t int64) {
 	// Most readings go to the window the previous one went to: skip the
-	// lookup (a cache miss on the window list with many pairs).
-	if c := ps.cur; c != nil && c.start == ws {
-		c.agg.add(v, t)
-		c.q.Add(v)
+	// lookup (a cache miss on the window list with many pairs), and the
+	// division that aligns t (starts are aligned, so this is
+	// alignDown(t, size) == c.start; start+size cannot overflow, both are
+	// within 2^62 + a week).
+	if c := ps.cur; c != nil && c.start <= t && t < c.start+sp.size {
+		c.add(v, pv, t)
 		return
 	}
+	ws := alignDown(t, sp.size)
 	var w *tumWin
 	k := len(ps.wins)
 	for ; k > 0; k-- {
@@ -457,13 +470,18 @@ func (e *Engine) addTumbling(p *pair, sp *spec, ps *specState, d *device, v floa
 		d.nextEnd = min(d.nextEnd, ws+sp.size)
 	}
 	ps.cur = w
-	w.agg.add(v, t)
-	w.q.Add(v)
+	w.add(v, pv, t)
 }
 
 func (e *Engine) addSliding(p *pair, sp *spec, ps *specState, d *device, v float64, t int64) {
-	start := alignDown(t, sp.slide)
 	k := len(ps.panes)
+	if k > 0 { // the newest pane, without a division (as in addTumbling)
+		if c := &ps.panes[k-1]; c.start <= t && t < c.start+sp.slide {
+			c.agg.add(v, t)
+			return
+		}
+	}
+	start := alignDown(t, sp.slide)
 	for ; k > 0; k-- {
 		if c := &ps.panes[k-1]; c.start <= start {
 			if c.start == start {
@@ -594,14 +612,15 @@ func (e *Engine) closeTumbling(p *pair, i int, wm int64, reason uint8) {
 			break
 		}
 		a := &w.agg
+		q := w.sketch(&e.scratchQ)
 		rec := closedRec{
 			start: w.start, count: a.count, sum: a.sum, min: a.min, max: a.max, std: a.stddev(),
 			first: a.first, last: a.last,
-			p50: w.q.Quantile(0.5), p90: w.q.Quantile(0.9), p99: w.q.Quantile(0.99),
+			p50: q.Quantile(0.5), p90: q.Quantile(0.9), p99: q.Quantile(0.99),
 			reason: reason,
 		}
 		e.emitWindow(p, i, &rec)
-		if q, err := w.q.MarshalBinary(); err == nil {
+		if q, err := q.MarshalBinary(); err == nil {
 			e.out[len(e.out)-1].Window.Quantiles = q
 		}
 		e.pushHist(p, ps, rec)
@@ -727,7 +746,9 @@ func (e *Engine) putWin(p *pair, w *tumWin) {
 	}
 	w.start = 0
 	w.agg = agg{}
-	w.q.Reset()
+	if w.q != nil {
+		w.q.Reset()
+	}
 	e.winPool = append(e.winPool, w)
 	e.mem += winBytes
 }

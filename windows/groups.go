@@ -85,8 +85,15 @@ func (e *Engine) applyToGroups(s *series, d *device, t int64) {
 			gk = e.groupKeyFor(g, ga.key)
 			s.gks[gi] = gk
 		}
-		ws := alignDown(t, g.size)
-		gw := gk.find(ws)
+		var ws int64
+		var gw *groupWin
+		if n := len(gk.open); n > 0 && gk.open[n-1].start <= t && t < gk.open[n-1].end {
+			gw = gk.open[n-1] // the newest window, without a division
+			ws = gw.start
+		} else {
+			ws = alignDown(t, g.size)
+			gw = gk.find(ws)
+		}
 		if gw == nil {
 			if gk.maxClosedStart != noTime && ws <= gk.maxClosedStart {
 				e.st.GroupLateReadings++

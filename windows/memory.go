@@ -12,7 +12,8 @@ import (
 // accounted MemoryBytes stays above the live heap the state really uses.
 //
 // A pair is charged at least pairReserve: its open windows (one per
-// tumbling spec with its quantile sketch), a full pane ring per sliding
+// tumbling spec with its quantile sketch, charged whether the window has
+// made its sketch yet or not), a full pane ring per sliding
 // spec, its reservoir and a full closed history per spec. Admission of a new
 // pair checks that reservation against the budget less a headroom for the
 // overflow state, so the history pairs grow into later is already paid for
@@ -27,7 +28,12 @@ const (
 )
 
 var (
-	winBytes    = allocSize(int64(unsafe.Sizeof(tumWin{})))
+	// An open or pooled tumbling window is charged as if its quantile
+	// sketch were embedded, whether it has one yet or not (tumWin.q): a
+	// window of one value grows one with its next, which the budget must
+	// already hold. This is what windows were charged when the sketch was
+	// embedded, so checkpoints keep their accounting.
+	winBytes    = allocSize(int64(unsafe.Sizeof(tumWin{})) + int64(unsafe.Sizeof(sketches.Quantile{})))
 	paneBytes   = int64(unsafe.Sizeof(pane{}))
 	recBytes    = int64(unsafe.Sizeof(closedRec{}))
 	groupRecB   = int64(unsafe.Sizeof(GroupSummary{}))

@@ -150,12 +150,14 @@ func (e *Engine) openWindows(p *pair, i int, out []WindowSummary) []WindowSummar
 	sp := &e.specs[i]
 	ps := &p.specs[i]
 	if sp.kind == KindTumbling {
+		var scratch sketches.Quantile // readers share the engine: no scratch of its own
 		for _, w := range ps.wins {
 			a := &w.agg
+			q := w.sketch(&scratch)
 			rec := closedRec{
 				start: w.start, count: a.count, sum: a.sum, min: a.min, max: a.max, std: a.stddev(),
 				first: a.first, last: a.last,
-				p50: w.q.Quantile(0.5), p90: w.q.Quantile(0.9), p99: w.q.Quantile(0.99),
+				p50: q.Quantile(0.5), p90: q.Quantile(0.9), p99: q.Quantile(0.99),
 			}
 			out = append(out, p.summary(sp, &rec))
 		}
@@ -195,10 +197,11 @@ func (e *Engine) Quantiles(series, field, spec string, qs []float64) (values []f
 	if len(wins) == 0 {
 		return nil, false
 	}
-	w := wins[len(wins)-1]
+	var scratch sketches.Quantile
+	sk := wins[len(wins)-1].sketch(&scratch)
 	values = make([]float64, len(qs))
 	for i, q := range qs {
-		values[i] = w.q.Quantile(q)
+		values[i] = sk.Quantile(q)
 	}
 	return values, true
 }

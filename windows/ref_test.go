@@ -295,6 +295,13 @@ func refSummary(series, field string, i int, sp spec, start int64, vals []refVal
 		w.Stddev = math.Sqrt(ss / float64(len(vals)-1))
 	}
 	if sp.kind == KindTumbling {
+		// The sketch of every value in arrival order, as an eager sketch
+		// per window holds it: the engine's must be byte for byte equal.
+		var sk sketches.Quantile
+		for _, v := range vals {
+			sk.Add(v.v)
+		}
+		w.Quantiles, _ = sk.MarshalBinary()
 		sort.Float64s(xs)
 		q := func(x float64) float64 { return xs[int(x*float64(len(xs)-1))] }
 		w.P50, w.P90, w.P99 = q(0.5), q(0.9), q(0.99)

@@ -84,12 +84,44 @@ func (a *agg) stddev() float64 {
 	return math.Sqrt(a.m2 / float64(a.count-1))
 }
 
-// tumWin is one open tumbling window. The quantile sketch is embedded so a
-// window is one allocation, pooled by the engine.
+// tumWin is one open tumbling window, pooled by the engine.
 type tumWin struct {
 	start int64
 	agg   agg
-	q     sketches.Quantile
+	// q is the window's quantile sketch, nil while the window holds at
+	// most one value: its sketch is then the sketch of agg.first (or empty),
+	// built on demand by sketch. A window of a series that reports less
+	// often than its size never needs one, and a sketch is most of a
+	// window's memory. A pooled window keeps its sketch, reset.
+	q *sketches.Quantile
+}
+
+// add adds one value (pv: v prepared for the quantile sketch). The sketch
+// is made on the second value, from the first (agg.first, read before
+// agg.add moves it), so it holds exactly what it would have held from the
+// start.
+func (w *tumWin) add(v float64, pv *sketches.QuantileValue, t int64) {
+	if w.q == nil && w.agg.count > 0 {
+		w.q = new(sketches.Quantile)
+		w.q.Add(w.agg.first)
+	}
+	if w.q != nil {
+		w.q.AddPrepared(*pv)
+	}
+	w.agg.add(v, t)
+}
+
+// sketch returns the window's quantile sketch: q, or else scratch, reset
+// and given the window's one value, if any.
+func (w *tumWin) sketch(scratch *sketches.Quantile) *sketches.Quantile {
+	if w.q != nil {
+		return w.q
+	}
+	scratch.Reset()
+	if w.agg.count == 1 {
+		scratch.Add(w.agg.first)
+	}
+	return scratch
 }
 
 // pane is one slide-wide slice of a sliding window's time axis.

@@ -1,0 +1,103 @@
+package windows
+
+import (
+	"github.com/runnel-iot/runnel/sketches"
+	"github.com/runnel-iot/runnel/wal"
+)
+
+// prefetchChunk is how many readings prefetch looks up ahead of applying
+// them: their state (about 40 cache lines a reading) must still be in the
+// L2 cache when they are applied.
+const prefetchChunk = 16
+
+// prefetch looks up the series and pair of each reading of rs into e.pre
+// and e.prePair, computes its quantile key into e.prePV, and loads the
+// cache lines its update will touch, breadth first: all series, then all
+// pairs, then all spec states, then all windows, then all sketch bins.
+//
+// With thousands of pairs visited in turn, no update finds its state in a
+// cache, and an update is a chain of dependent loads (series map, series,
+// pair, spec states, window, sketch header, sketch bin). Walking one step
+// of the chains of 16 readings at a time, each step a short loop of
+// independent loads, lets the CPU wait for those misses together instead
+// of one after the other.
+//
+// It changes no state. The values it loads are summed into e.prefetched
+// only so that the compiler keeps the loads.
+func (e *Engine) prefetch(rs []wal.Reading) {
+	pre, pairs := e.pre[:len(rs)], e.prePair[:len(rs)]
+	var acc int64
+	hot := e.hot
+	for i := range rs {
+		r := &rs[i]
+		s := hot
+		if s == nil || s.key != r.Series {
+			s = e.series[r.Series]
+		}
+		pre[i] = s
+		if s != nil {
+			hot = s
+		}
+		e.prePV[i] = sketches.PrepareQuantile(r.Value)
+	}
+	for _, s := range pre {
+		if s != nil {
+			if len(s.pairs) > 0 {
+				acc += s.pairs[0].bytes
+			}
+			acc += s.dev.maxT + int64(len(s.gattrs))
+		}
+	}
+	for i, s := range pre {
+		pairs[i] = nil
+		if s != nil {
+			pairs[i] = s.pair(rs[i].Field)
+			acc += int64(len(s.dev.groups))
+		}
+	}
+	wins := e.preWins[:0]
+	for _, p := range pairs {
+		if p != nil {
+			for k := range p.specs {
+				if c := p.specs[k].cur; c != nil {
+					wins = append(wins, preWin{w: c})
+				}
+			}
+			acc += int64(p.res.Seen())
+		}
+	}
+	w := 0
+	for i, p := range pairs {
+		if p == nil {
+			continue
+		}
+		for k := range p.specs {
+			ps := &p.specs[k]
+			if ps.cur != nil {
+				c := wins[w].w
+				wins[w].i = int32(i)
+				w++
+				acc += c.start + int64(c.agg.lastT)
+				if c.q != nil {
+					acc += int64(c.q.Level())
+				}
+			}
+			if n := len(ps.panes); n > 0 {
+				acc += ps.panes[n-1].start
+			}
+		}
+	}
+	for _, w := range wins {
+		if q := w.w.q; q != nil {
+			acc += int64(q.Peek(e.prePV[w.i]))
+		}
+	}
+	e.preWins = wins[:0]
+	e.prefetched += acc
+}
+
+// preWin is a window prefetch loads, for reading i of the chunk.
+type preWin struct {
+	w *tumWin
+	i int32
+}
