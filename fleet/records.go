@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/runnel-iot/runnel/internal/serieskey"
 )
 
 // The gateway's records, decoded by their documented JSON Schemas
@@ -122,7 +124,7 @@ func groupKeyParts(k string) (string, map[string]string) {
 	}
 	var key string
 	tags := map[string]string{}
-	for _, p := range splitUnescaped(k, ',') {
+	for _, p := range serieskey.Split(k, ',') {
 		t, v, ok := cutUnescaped(p, '=')
 		if !ok {
 			key = unescape(p)
@@ -131,21 +133,6 @@ func groupKeyParts(k string) (string, map[string]string) {
 		tags[unescape(t)] = unescape(v)
 	}
 	return key, tags
-}
-
-func splitUnescaped(s string, sep byte) []string {
-	var out []string
-	start := 0
-	for i := 0; i < len(s); i++ {
-		switch s[i] {
-		case '\\':
-			i++
-		case sep:
-			out = append(out, s[start:i])
-			start = i + 1
-		}
-	}
-	return append(out, s[start:])
 }
 
 // joinKey joins key parts with '|', escaping '\' and '|' in each part with

@@ -4,6 +4,7 @@ import (
 	"math"
 	"strings"
 
+	"github.com/runnel-iot/runnel/internal/serieskey"
 	"github.com/runnel-iot/runnel/sketches"
 )
 
@@ -232,10 +233,10 @@ type parsedKey struct {
 // see ingest/series.go).
 func parseSeriesKey(s string) parsedKey {
 	var p parsedKey
-	parts := splitUnescaped(s, ',')
+	parts := serieskey.Split(s, ',')
 	p.meas = unescape(parts[0])
 	for _, t := range parts[1:] {
-		kv := splitUnescaped(t, '=')
+		kv := serieskey.Split(t, '=')
 		if len(kv) < 2 {
 			continue
 		}
@@ -261,21 +262,6 @@ func deviceOf(key string, p *parsedKey) string {
 		return d
 	}
 	return key
-}
-
-func splitUnescaped(s string, sep byte) []string {
-	var out []string
-	start := 0
-	for i := 0; i < len(s); i++ {
-		switch s[i] {
-		case '\\':
-			i++
-		case sep:
-			out = append(out, s[start:i])
-			start = i + 1
-		}
-	}
-	return append(out, s[start:])
 }
 
 func unescape(s string) string {

@@ -21,6 +21,7 @@ var layer = map[string]int{
 	"wal":                0,
 	"sketches":           0,
 	"internal/binc":      0,
+	"internal/serieskey": 0,
 	"ingest":             1,
 	"forward":            1,
 	"windows":            1,
