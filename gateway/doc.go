@@ -24,8 +24,9 @@
 // :8080) with its ServeMux: /healthz, /readyz, /metrics, the write
 // endpoint (ingest), the JSON API, live stream and dashboard (httpapi).
 //
-// Alert events, once durable in their outbox, go to the broker (retained
-// QoS 1 on alerts/<rule>/<series>) and to the live stream. SIGHUP (handled
+// Alert events go to the broker (retained QoS 1 on alerts/<rule>/<series>)
+// and to the live stream as they are emitted; their outbox append runs off
+// the stream (package pipeline). SIGHUP (handled
 // by the runnel command) reloads the alert rules through ReloadAlerts.
 //
 // # Lifecycle
