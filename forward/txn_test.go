@@ -420,8 +420,13 @@ func TestExactlyOnceThroughFaults(t *testing.T) {
 			if st.Fenced {
 				t.Errorf("fenced: %s", st.FencedReason)
 			}
-			if tc.aborts && st.TxnAborted == 0 {
-				t.Errorf("no transaction aborted")
+			// The outage must have hit the forwarder: a transaction in
+			// flight aborted, or the uplink probe found the link silent
+			// and held the forwarder before one began. Which of the two
+			// depends on where in its round the silence starts (the
+			// probe alone was seen in about one run in four).
+			if tc.aborts && st.TxnAborted == 0 && st.ProbeFailures == 0 {
+				t.Errorf("the outage went unnoticed: no transaction aborted, no probe failed")
 			}
 			if s := sums.Stats(); s.Acked != n || s.Undeliverable != 0 || s.Dropped != 0 || s.AckedIndex != n {
 				t.Errorf("outbox: %+v", s)
