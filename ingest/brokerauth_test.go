@@ -44,26 +44,35 @@ func TestAuthTimingUnknownVsKnown(t *testing.T) {
 	// machine only ever adds time, so the fastest of many refusals is the
 	// work itself (a median of ratios swung from 0.5 to 5 under -race on
 	// a loaded 2-core machine).
-	const n = 31
-	minKnown, minUnknown := time.Duration(1<<62), time.Duration(1<<62)
-	for i := range n {
-		// A fresh source each time: back-off must not shorten a refusal.
-		start := time.Now()
-		if login(h, fmt.Sprintf("10.0.1.%d:1", i), "known", "wrong") {
-			t.Fatal("wrong password accepted")
+	// Up to three rounds: a round whose fastest samples still caught a
+	// burst of load (seen once in a CI run under -race, ratio 0.77) is
+	// taken again; a real difference in the work (the defect: 0.3 ms
+	// against 62 ms) fails every round.
+	const n, rounds = 31, 3
+	var ratios []float64
+	for round := range rounds {
+		minKnown, minUnknown := time.Duration(1<<62), time.Duration(1<<62)
+		for i := range n {
+			// A fresh source each time: back-off must not shorten a refusal.
+			start := time.Now()
+			if login(h, fmt.Sprintf("10.%d.1.%d:1", round, i), "known", "wrong") {
+				t.Fatal("wrong password accepted")
+			}
+			minKnown = min(minKnown, time.Since(start))
+			start = time.Now()
+			if login(h, fmt.Sprintf("10.%d.2.%d:1", round, i), "nobody", "wrong") {
+				t.Fatal("unknown user accepted")
+			}
+			minUnknown = min(minUnknown, time.Since(start))
 		}
-		minKnown = min(minKnown, time.Since(start))
-		start = time.Now()
-		if login(h, fmt.Sprintf("10.0.2.%d:1", i), "nobody", "wrong") {
-			t.Fatal("unknown user accepted")
+		r := float64(minUnknown) / float64(minKnown)
+		t.Logf("round %d: refusal: known user %s, unknown user %s at the fastest of %d; ratio %.2f", round+1, minKnown, minUnknown, n, r)
+		if r >= 0.8 && r <= 1.2 {
+			return
 		}
-		minUnknown = min(minUnknown, time.Since(start))
+		ratios = append(ratios, r)
 	}
-	r := float64(minUnknown) / float64(minKnown)
-	t.Logf("refusal: known user %s, unknown user %s at the fastest of %d; ratio %.2f", minKnown, minUnknown, n, r)
-	if r < 0.8 || r > 1.2 {
-		t.Errorf("unknown/known refusal time: ratio %.2f of the fastest refusals, want within 20 %%", r)
-	}
+	t.Errorf("unknown/known refusal time: ratios %.2f of the fastest refusals in %d rounds, want one within 20 %%", ratios, rounds)
 }
 
 // TestAuthBackoff checks the per-source back-off: after the free failures
