@@ -145,27 +145,7 @@ func TestQueuedBytesQuota(t *testing.T) {
 		t.Errorf("offline session holds %d messages of %d bytes, want 4-5 within max_queued_bytes (4 KiB) plus one message", n, bytes)
 	}
 	// Back online, the session drains and takes messages again.
-	got := make(chan string, 32)
-	c2, err := connect3(b.addr, "off", "", "", func(o *paho.ClientOptions) {
-		o.SetDefaultPublishHandler(func(_ paho.Client, m paho.Message) { got <- m.Topic() })
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c2.Disconnect(100)
-	waitUntil(t, "queue drained", func() bool { n, _ := offlineInflight(b, "off"); return n == 0 })
-	publishWait(t, pub, "cmd/after", 1, payload)
-	deadline := time.After(10 * time.Second)
-	for {
-		select {
-		case topic := <-got:
-			if topic == "cmd/after" {
-				return
-			}
-		case <-deadline:
-			t.Fatal("no delivery after the queue drained")
-		}
-	}
+	backOnline(t, b, pub, "off", payload, "no delivery after the queue drained")
 }
 
 // TestOfflineQueuedBytesTotal checks mqtt.max_offline_queued_bytes: the
@@ -213,15 +193,23 @@ func TestOfflineQueuedBytesTotal(t *testing.T) {
 		t.Errorf("5 offline sessions hold %d messages of %d bytes together, want at most max_offline_queued_bytes (8 KiB) plus one message", n, bytes)
 	}
 	// A session back online drains and is served again.
+	backOnline(t, b, pub, "off4", payload, "no delivery to a session back online while the others stay full")
+}
+
+// backOnline reconnects the offline session id, waits until its queue
+// drained, and fails with failMsg unless a QoS 1 publish on cmd/after then
+// reaches it.
+func backOnline(t *testing.T, b *testBroker, pub paho.Client, id, payload, failMsg string) {
+	t.Helper()
 	got := make(chan string, 32)
-	c2, err := connect3(b.addr, "off4", "", "", func(o *paho.ClientOptions) {
+	c2, err := connect3(b.addr, id, "", "", func(o *paho.ClientOptions) {
 		o.SetDefaultPublishHandler(func(_ paho.Client, m paho.Message) { got <- m.Topic() })
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c2.Disconnect(100)
-	waitUntil(t, "queue drained", func() bool { n, _ := offlineInflight(b, "off4"); return n == 0 })
+	waitUntil(t, "queue drained", func() bool { n, _ := offlineInflight(b, id); return n == 0 })
 	publishWait(t, pub, "cmd/after", 1, payload)
 	deadline := time.After(10 * time.Second)
 	for {
@@ -231,7 +219,7 @@ func TestOfflineQueuedBytesTotal(t *testing.T) {
 				return
 			}
 		case <-deadline:
-			t.Fatal("no delivery to a session back online while the others stay full")
+			t.Fatal(failMsg)
 		}
 	}
 }

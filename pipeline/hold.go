@@ -45,7 +45,7 @@ func (p *Pipeline) Health() (ok bool, reason string) {
 
 // writerHold is the outbox writer's hold (nil before Run started it).
 func (p *Pipeline) writerHold() *hold {
-	if w := p.writerRef.Load(); w != nil {
+	if w := p.writer.Load(); w != nil {
 		return &w.hold
 	}
 	return nil

@@ -111,9 +111,8 @@ type Pipeline struct {
 
 	adm admission // ingest's wait for a stream that fell behind (admit.go)
 
-	// The outbox writer (writer.go), started by Run; writerRef for Health.
-	writer    *outWriter
-	writerRef atomic.Pointer[outWriter]
+	// The outbox writer (writer.go), started by Run; atomic for Health.
+	writer atomic.Pointer[outWriter]
 
 	reloads chan reloadRequest
 

@@ -53,17 +53,17 @@ func (p *Pipeline) startWriter(ctx context.Context) {
 	ctx, cancel := context.WithCancel(ctx)
 	w := &outWriter{p: p, jobs: make(chan writeJob, writerQueue),
 		spare: make(chan [NumKinds][]forward.Record, writerQueue+1), done: make(chan struct{}), cancel: cancel}
-	p.writer = w
-	p.writerRef.Store(w)
+	p.writer.Store(w)
 	go w.run(ctx)
 }
 
 // stopWriter ends the writer: Run's last flush has returned, so what it
 // still holds is given up on if it fails (the next start replays it).
 func (p *Pipeline) stopWriter() {
-	close(p.writer.jobs)
-	p.writer.cancel()
-	<-p.writer.done
+	w := p.writer.Load()
+	close(w.jobs)
+	w.cancel()
+	<-w.done
 }
 
 func (w *outWriter) run(ctx context.Context) {
@@ -126,11 +126,12 @@ func (w *outWriter) write(ctx context.Context, j *writeJob) error {
 // them, unless writerQueue hand-overs wait already; barrier, if not nil,
 // gets the writer's answer once they (and all before) are durable.
 func (p *Pipeline) handOff(barrier chan error) {
+	w := p.writer.Load()
 	j := writeJob{barrier: barrier}
 	any := false
 	var spare [NumKinds][]forward.Record
 	select {
-	case spare = <-p.writer.spare:
+	case spare = <-w.spare:
 	default:
 	}
 	for k := range p.outs {
@@ -142,7 +143,7 @@ func (p *Pipeline) handOff(barrier chan error) {
 	if !any && barrier == nil {
 		return
 	}
-	p.writer.jobs <- j
+	w.jobs <- j
 }
 
 // flush hands over what is pending and waits until every record handed
