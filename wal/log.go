@@ -392,9 +392,6 @@ func (l *Log) run() {
 				l.enforceRetention(l.now())
 			}
 		}
-		if l.syncWanted() {
-			forceSync = true // a Sync barrier waits: no best-effort grace
-		}
 		// A release applies before the group taken next: an append made
 		// after Release returns finds retention done.
 		if l.released != l.release.Load() {
@@ -402,6 +399,12 @@ func (l *Log) run() {
 		}
 		if l.cfg.Sync == SyncBatch && !draining {
 			l.gather(prevGroup)
+		}
+		// After gather, which may take the wake of a Sync registered
+		// meanwhile: checked before it, such a barrier waited for the
+		// best-effort backstop (a second) instead of an fsync now.
+		if l.syncWanted() {
+			forceSync = true // a Sync barrier waits: no best-effort grace
 		}
 		reqs, closing := l.take()
 		if len(reqs) > 0 {
