@@ -19,6 +19,7 @@ type span struct {
 	dur         time.Duration
 	sent, acked int64
 	cpuS        float64
+	runqWaitS   float64 // the gateway's threads waiting for a CPU (procUsage.runqWaitS)
 	peakRSS     int64
 	m0, m1      promSamples
 }
@@ -113,7 +114,7 @@ func (b *bench) sustain(ctx context.Context, t *child, l loadCounters, during fu
 	}
 	return span{
 		dur: s1.at.Sub(s0.at), sent: s1.sent - s0.sent, acked: s1.acked - s0.acked,
-		cpuS: s1.use.cpuS - s0.use.cpuS, peakRSS: s1.use.hwmBytes, m0: s0.m, m1: s1.m,
+		cpuS: s1.use.cpuS - s0.use.cpuS, runqWaitS: s1.use.runqWaitS - s0.use.runqWaitS, peakRSS: s1.use.hwmBytes, m0: s0.m, m1: s1.m,
 	}, nil
 }
 

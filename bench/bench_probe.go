@@ -81,7 +81,15 @@ func latencyFigures(r *PhaseResult, sp span, l *mqttLoad, timeouts int) {
 // from its histograms over the span (bucket-interpolated, so coarse): the
 // group-commit fsync, and ingest (before the fsync) to applied in the
 // windows and alerts. The probe's latency minus applied is the read path.
+// Two figures say how much of it is waiting for a CPU rather than work:
+// the Go scheduler's latency (a runnable goroutine to running, from
+// go_sched_latencies_seconds) and the milliseconds per second the
+// gateway's threads were runnable while the kernel ran something else
+// (the load generator shares the machine).
 func internalLatency(r *PhaseResult, sp span) {
+	r.set("gw_sched_p50_ms", sp.histQuantile("go_sched_latencies_seconds", "", 0.5))
+	r.set("gw_sched_p99_ms", sp.histQuantile("go_sched_latencies_seconds", "", 0.99))
+	r.set("gw_runq_wait_ms_per_s", 1000*sp.runqWaitS/sp.dur.Seconds())
 	r.set("gw_fsync_p50_ms", sp.histQuantile("runnel_wal_fsync_seconds", `log="readings"`, 0.5))
 	r.set("gw_fsync_p99_ms", sp.histQuantile("runnel_wal_fsync_seconds", `log="readings"`, 0.99))
 	r.set("gw_applied_p50_ms", sp.histQuantile("runnel_pipeline_ingest_to_applied_seconds", "", 0.5))

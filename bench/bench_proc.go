@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -294,6 +295,11 @@ type procUsage struct {
 	cpuS     float64 // utime + stime, seconds
 	hwmBytes int64   // VmHWM: peak resident set
 	rssBytes int64   // VmRSS
+	// runqWaitS is the time the process's threads spent runnable but
+	// waiting for a CPU (the second field of each
+	// /proc/<pid>/task/<tid>/schedstat, summed; a thread that exited
+	// takes its share with it); NaN where the kernel does not say.
+	runqWaitS float64
 }
 
 // clockTicks is USER_HZ, the unit of utime and stime in /proc/<pid>/stat:
@@ -321,6 +327,7 @@ func readProcUsage(pid int) (procUsage, error) {
 		return u, fmt.Errorf("/proc/%d/stat: %w", pid, err)
 	}
 	u.cpuS = cpu
+	u.runqWaitS = readRunqWait(pid)
 	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return u, err
@@ -343,6 +350,32 @@ func readProcUsage(pid int) (procUsage, error) {
 		}
 	}
 	return u, sc.Err()
+}
+
+// readRunqWait returns the seconds pid's threads have spent waiting on a
+// run queue (see procUsage.runqWaitS), or NaN.
+func readRunqWait(pid int) float64 {
+	tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/schedstat", pid))
+	if err != nil || len(tasks) == 0 {
+		return math.NaN()
+	}
+	var ns uint64
+	for _, t := range tasks {
+		b, err := os.ReadFile(t)
+		if err != nil {
+			continue // the thread exited
+		}
+		f := strings.Fields(string(b))
+		if len(f) < 2 {
+			return math.NaN()
+		}
+		w, err := strconv.ParseUint(f[1], 10, 64)
+		if err != nil {
+			return math.NaN()
+		}
+		ns += w
+	}
+	return float64(ns) / 1e9
 }
 
 // parseProcStatCPU returns (utime+stime)/USER_HZ from a /proc/<pid>/stat
