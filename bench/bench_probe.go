@@ -58,7 +58,7 @@ func (c *probeClock) next() int64 {
 	return c.last
 }
 
-func (b *bench) connectProbe(ctx context.Context, addr, id string, lost *atomic.Int64) (paho.Client, error) {
+func connectProbe(ctx context.Context, addr, id string, lost *atomic.Int64) (paho.Client, error) {
 	c := newBenchClient(addr, id, lost)
 	if err := waitToken(ctx, c.Connect(), 10*time.Second); err != nil {
 		return nil, fmt.Errorf("connect %s to %s: %w", id, addr, err)
@@ -100,24 +100,17 @@ func (b *bench) phaseQueryLatency(ctx context.Context, r *PhaseResult) error {
 	r.Note = fmt.Sprintf("under the mqtt-qos1 load; a probe reading every %v, GET /api/v1/windows polled until its window's count moves", probeInterval)
 	gw, err := b.startGateway(ctx, b.targetDir(r.Name, "runnel"), "")
 	return withChild(gw, err, func(gw *child) error {
-		var lost atomic.Int64
-		probe, err := b.connectProbe(ctx, gw.mqtt, "bench-probe", &lost)
-		if err != nil {
-			return err
-		}
-		defer probe.Disconnect(250)
-		var lat []time.Duration
-		var timeouts int
+		var po probeOut
 		sp, l, err := b.runMQTT(ctx, gw, 1, func(end time.Time) error {
-			lat, timeouts, err = b.queryProbes(ctx, gw, probe, end)
+			po, err = b.runProbes(ctx, gw, "query", end)
 			return err
 		})
 		if err != nil {
 			return err
 		}
-		percentiles(r.set, "", lat)
-		r.set("probes", float64(len(lat)))
-		latencyFigures(r, sp, l, timeouts)
+		percentiles(r.set, "", po.Lat)
+		r.set("probes", float64(len(po.Lat)))
+		latencyFigures(r, sp, l, po.Timeouts)
 		return nil
 	})
 }
@@ -143,32 +136,25 @@ func (b *bench) phaseQueryLatencyPaced(ctx context.Context, r *PhaseResult) erro
 			return fmt.Errorf("query-latency-paced: no saturating QoS 1 rate measured")
 		}
 		r.Note = fmt.Sprintf("QoS 1 load paced at %.0f msgs/s (half the saturating rate); one probe reading at a time, GET /api/v1/windows polled until its window's count moves", rate/2)
-		var lost atomic.Int64
-		probe, err := b.connectProbe(ctx, gw.mqtt, "bench-probe", &lost)
-		if err != nil {
-			return err
-		}
-		defer probe.Disconnect(250)
 		cfg := b.mqttConfig(gw.mqtt, 1)
 		cfg.rate = rate / 2
 		l, err := startMQTTLoad(ctx, cfg)
 		if err != nil {
 			return err
 		}
-		var lat []time.Duration
-		var timeouts int
+		var po probeOut
 		sp, err := b.sustain(ctx, gw, l, func(end time.Time) error {
-			lat, timeouts, err = b.queryProbes(ctx, gw, probe, end)
+			po, err = b.runProbes(ctx, gw, "query", end)
 			return err
 		})
 		l.finish()
 		if err != nil {
 			return err
 		}
-		percentiles(r.set, "", lat)
-		r.set("probes", float64(len(lat)))
+		percentiles(r.set, "", po.Lat)
+		r.set("probes", float64(len(po.Lat)))
 		r.set("paced_rate_per_s", rate/2)
-		latencyFigures(r, sp, l, timeouts)
+		latencyFigures(r, sp, l, po.Timeouts)
 		return gw.alive()
 	})
 }
@@ -176,9 +162,9 @@ func (b *bench) phaseQueryLatencyPaced(ctx context.Context, r *PhaseResult) erro
 // queryProbes publishes a probe reading every probeInterval until end and
 // measures, for each, the time from its publish until the count of its
 // 10 s window, read over HTTP, includes it.
-func (b *bench) queryProbes(ctx context.Context, gw *child, probe paho.Client, end time.Time) ([]time.Duration, int, error) {
+func queryProbes(ctx context.Context, hc *http.Client, base string, minN int, probe paho.Client, end time.Time) ([]time.Duration, int, error) {
 	q := url.Values{"series": {probeSeries}, "field": {"v"}, "size": {"10s"}, "last": {"1"}}
-	u := gw.base + "/api/v1/windows?" + q.Encode()
+	u := base + "/api/v1/windows?" + q.Encode()
 	sent := map[int64]uint64{} // readings sent per window start
 	var (
 		lat      []time.Duration
@@ -187,7 +173,7 @@ func (b *bench) queryProbes(ctx context.Context, gw *child, probe paho.Client, e
 	)
 	tick := time.NewTicker(probeInterval)
 	defer tick.Stop()
-	for i := 0; time.Now().Before(end) || (len(lat) < b.o.MinProbes && time.Now().Before(end.Add(probeOverrun))); i++ {
+	for i := 0; time.Now().Before(end) || (len(lat) < minN && time.Now().Before(end.Add(probeOverrun))); i++ {
 		select {
 		case <-tick.C:
 		case <-ctx.Done():
@@ -198,7 +184,7 @@ func (b *bench) queryProbes(ctx context.Context, gw *child, probe paho.Client, e
 		sent[start]++
 		t0 := time.Now()
 		probe.Publish(probeTopic, 1, false, fmt.Sprintf(`{"ts":%d,"v":%d}`, ms, i))
-		ok, err := b.pollWindow(ctx, u, start, sent[start], t0.Add(probeTimeout))
+		ok, err := pollWindow(ctx, hc, u, start, sent[start], t0.Add(probeTimeout))
 		if err != nil {
 			return lat, timeouts, err
 		}
@@ -206,9 +192,6 @@ func (b *bench) queryProbes(ctx context.Context, gw *child, probe paho.Client, e
 			lat = append(lat, time.Since(t0))
 		} else {
 			timeouts++
-		}
-		if err := gw.alive(); err != nil {
-			return lat, timeouts, err
 		}
 	}
 	return lat, timeouts, nil
@@ -225,7 +208,7 @@ func alignDownNs(t, size int64) int64 {
 // pollWindow GETs u in a tight loop (each request is the wait) until the
 // window starting at start counts at least want readings, or deadline.
 // 404 means the probe series does not exist yet.
-func (b *bench) pollWindow(ctx context.Context, u string, start int64, want uint64, deadline time.Time) (bool, error) {
+func pollWindow(ctx context.Context, hc *http.Client, u string, start int64, want uint64, deadline time.Time) (bool, error) {
 	var wr struct {
 		Windows []struct {
 			StartNs int64  `json:"start_ns"`
@@ -236,7 +219,7 @@ func (b *bench) pollWindow(ctx context.Context, u string, start int64, want uint
 		if err := ctx.Err(); err != nil {
 			return false, err
 		}
-		resp, err := b.hc.Get(u)
+		resp, err := hc.Get(u)
 		if err != nil {
 			return false, fmt.Errorf("GET %s: %w", u, err)
 		}
@@ -280,22 +263,6 @@ func (b *bench) phaseAlertLatency(ctx context.Context, r *PhaseResult) error {
 	}
 	gw, err := b.startGateway(ctx, b.targetDir(r.Name, "runnel"), "", "RUNNEL_ALERTS_RULES_FILE="+rules)
 	return withChild(gw, err, func(gw *child) error {
-		var lost atomic.Int64
-		events := make(chan alertSeen, 256)
-		var overrun atomic.Int64
-		sub, err := b.connectProbe(ctx, gw.mqtt, "bench-alerts", &lost)
-		if err != nil {
-			return err
-		}
-		defer sub.Disconnect(250)
-		if err := waitToken(ctx, sub.Subscribe("alerts/#", 1, alertHandler(events, &overrun)), 10*time.Second); err != nil {
-			return fmt.Errorf("subscribe alerts/#: %w", err)
-		}
-		probe, err := b.connectProbe(ctx, gw.mqtt, "bench-probe", &lost)
-		if err != nil {
-			return err
-		}
-		defer probe.Disconnect(250)
 		// The target's load first: alertLoadRate readings/s of batched
 		// line protocol (POST /api/v2/write, one request of
 		// httpBatchSize lines every 1/(rate/batch) s).
@@ -312,43 +279,42 @@ func (b *bench) phaseAlertLatency(ctx context.Context, r *PhaseResult) error {
 			return buf, httpBatchSize, true
 		}
 		h := b.startHTTPLoad(ctx, gw.base, 1, paced)
-		var fire, resolve []time.Duration
-		var timeouts int
+		var po probeOut
 		sp, err := b.sustain(ctx, gw, h, func(end time.Time) error {
-			fire, resolve, timeouts, err = alertProbes(ctx, b.o.MinProbes, gw, probe, events, end)
+			po, err = b.runProbes(ctx, gw, "alert", end)
 			return err
 		})
 		h.finish(15 * time.Second)
 		if err != nil {
 			return err
 		}
-		percentiles(r.set, "fire_", fire)
-		percentiles(r.set, "resolve_", resolve)
+		percentiles(r.set, "fire_", po.Lat)
+		percentiles(r.set, "resolve_", po.Resolve)
 		r.DurationS = sp.dur.Seconds()
-		r.set("alerts", float64(len(fire)))
-		r.set("timeouts", float64(timeouts))
+		r.set("alerts", float64(len(po.Lat)))
+		r.set("timeouts", float64(po.Timeouts))
+		overruns := po.Overruns
 		r.set("background_readings_per_s", sp.perS(sp.delta(`runnel_ingest_readings_total{listener="http"}`)))
 		r.set("peak_rss_mib", mib(sp.peakRSS))
 
 		// Then under the saturating QoS 1 load of mqtt-qos1 (both cores
 		// busy: the figure includes queueing behind it).
-		fire, resolve, timeouts = nil, nil, 0
 		sp, l, err := b.runMQTT(ctx, gw, 1, func(end time.Time) error {
-			fire, resolve, timeouts, err = alertProbes(ctx, b.o.MinProbes, gw, probe, events, end)
+			po, err = b.runProbes(ctx, gw, "alert", end)
 			return err
 		})
 		if err != nil {
 			return err
 		}
-		percentiles(r.set, "qos1load_fire_", fire)
+		percentiles(r.set, "qos1load_fire_", po.Lat)
 		r.set("qos1load_gw_alert_p50_ms", sp.histQuantile("runnel_pipeline_ingest_to_alert_seconds", "", 0.5))
 		r.set("qos1load_gw_alert_p99_ms", sp.histQuantile("runnel_pipeline_ingest_to_alert_seconds", "", 0.99))
 		r.set("qos1load_gw_applied_p99_ms", sp.histQuantile("runnel_pipeline_ingest_to_applied_seconds", "", 0.99))
 		r.set("qos1load_background_acked_per_s", sp.perS(float64(sp.acked)))
-		r.set("qos1load_timeouts", float64(timeouts))
+		r.set("qos1load_timeouts", float64(po.Timeouts))
 		r.set("publish_errors", float64(l.failed.Load()+l.unacked.Load()+l.lost.Load()))
 		r.set("peak_rss_mib", max(r.Figures["peak_rss_mib"], mib(sp.peakRSS)))
-		r.set("subscriber_overruns", float64(overrun.Load()))
+		r.set("subscriber_overruns", float64(overruns+po.Overruns))
 		return nil
 	})
 }
@@ -378,7 +344,7 @@ func alertHandler(events chan<- alertSeen, overrun *atomic.Int64) paho.MessageHa
 // (10), one pair per alertCycle, until end and at least minN firing
 // samples (at most probeOverrun past end); each latency runs from the
 // publish to the receipt of the event it causes.
-func alertProbes(ctx context.Context, minN int, gw *child, probe paho.Client, events <-chan alertSeen, end time.Time) (fire, resolve []time.Duration, timeouts int, err error) {
+func alertProbes(ctx context.Context, minN int, probe paho.Client, events <-chan alertSeen, end time.Time) (fire, resolve []time.Duration, timeouts int, err error) {
 	var clock probeClock
 	send := func(v int, want string) (time.Duration, bool, error) {
 		ms := clock.next()
@@ -403,7 +369,7 @@ func alertProbes(ctx context.Context, minN int, gw *child, probe paho.Client, ev
 				timeouts++
 			}
 		}
-		if err := pause(ctx, gw, time.Until(cycle.Add(alertCycle))); err != nil {
+		if err := sleepCtx(ctx, time.Until(cycle.Add(alertCycle))); err != nil {
 			return fire, resolve, timeouts, err
 		}
 	}

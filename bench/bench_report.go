@@ -175,7 +175,7 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	var phases string
 	fs := firmwaresim.NewFlagSet("bench", benchDesc+strings.Join(BenchPhases(), ", ")+"\n", stderr)
 	fs.StringVar(&o.Runnel, "runnel", "bin/runnel", "the runnel binary")
-	fs.StringVar(&o.FirmwareSim, "firmware-sim", "", "binary run as `<it> bare-broker` for the baseline (default: this one)")
+	fs.StringVar(&o.FirmwareSim, "firmware-sim", "", "binary run as `<it> bare-broker` (and bare-decoder) for the baselines and as `<it> bench-probe` for the latency probes (default: this one)")
 	fs.StringVar(&o.Out, "out", "", "write the JSON results here (e.g. bench/results/latest.json)")
 	fs.DurationVar(&o.PhaseDuration, "phase-duration", 20*time.Second, "measured load per phase and target (after a warm-up of a fifth of it, at most 2s)")
 	fs.StringVar(&phases, "phases", "", "comma-separated phases to run (default: all)")

@@ -23,7 +23,7 @@ func main() {
 		<-ctx.Done()
 		stop()
 	}()
-	code := firmwaresim.Main(ctx, os.Args[1:], os.Stdout, os.Stderr, demo.Command, demo.FleetCommand, bench.Command, bench.BareDecoderCommand)
+	code := firmwaresim.Main(ctx, os.Args[1:], os.Stdout, os.Stderr, demo.Command, demo.FleetCommand, bench.Command, bench.BareDecoderCommand, bench.ProbeCommand)
 	stop()
 	os.Exit(code)
 }
