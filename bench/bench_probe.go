@@ -110,6 +110,7 @@ func (b *bench) phaseQueryLatency(ctx context.Context, r *PhaseResult) error {
 		}
 		percentiles(r.set, "", po.Lat)
 		r.set("probes", float64(len(po.Lat)))
+		r.set("polls_per_probe", float64(po.Polls)/float64(max(len(po.Lat)+po.Timeouts, 1)))
 		latencyFigures(r, sp, l, po.Timeouts)
 		return nil
 	})
@@ -153,6 +154,7 @@ func (b *bench) phaseQueryLatencyPaced(ctx context.Context, r *PhaseResult) erro
 		}
 		percentiles(r.set, "", po.Lat)
 		r.set("probes", float64(len(po.Lat)))
+		r.set("polls_per_probe", float64(po.Polls)/float64(max(len(po.Lat)+po.Timeouts, 1)))
 		r.set("paced_rate_per_s", rate/2)
 		latencyFigures(r, sp, l, po.Timeouts)
 		return gw.alive()
@@ -162,31 +164,28 @@ func (b *bench) phaseQueryLatencyPaced(ctx context.Context, r *PhaseResult) erro
 // queryProbes publishes a probe reading every probeInterval until end and
 // measures, for each, the time from its publish until the count of its
 // 10 s window, read over HTTP, includes it.
-func queryProbes(ctx context.Context, hc *http.Client, base string, minN int, probe paho.Client, end time.Time) ([]time.Duration, int, error) {
+func queryProbes(ctx context.Context, hc *http.Client, base string, minN int, probe paho.Client, end time.Time) (lat []time.Duration, timeouts, polls int, err error) {
 	q := url.Values{"series": {probeSeries}, "field": {"v"}, "size": {"10s"}, "last": {"1"}}
 	u := base + "/api/v1/windows?" + q.Encode()
 	sent := map[int64]uint64{} // readings sent per window start
-	var (
-		lat      []time.Duration
-		timeouts int
-		clock    probeClock
-	)
+	var clock probeClock
 	tick := time.NewTicker(probeInterval)
 	defer tick.Stop()
 	for i := 0; time.Now().Before(end) || (len(lat) < minN && time.Now().Before(end.Add(probeOverrun))); i++ {
 		select {
 		case <-tick.C:
 		case <-ctx.Done():
-			return lat, timeouts, ctx.Err()
+			return lat, timeouts, polls, ctx.Err()
 		}
 		ms := clock.next()
 		start := alignDownNs(ms*int64(time.Millisecond), int64(probeWindow))
 		sent[start]++
 		t0 := time.Now()
 		probe.Publish(probeTopic, 1, false, fmt.Sprintf(`{"ts":%d,"v":%d}`, ms, i))
-		ok, err := pollWindow(ctx, hc, u, start, sent[start], t0.Add(probeTimeout))
+		ok, n, err := pollWindow(ctx, hc, u, start, sent[start], t0.Add(probeTimeout))
+		polls += n
 		if err != nil {
-			return lat, timeouts, err
+			return lat, timeouts, polls, err
 		}
 		if ok {
 			lat = append(lat, time.Since(t0))
@@ -194,7 +193,7 @@ func queryProbes(ctx context.Context, hc *http.Client, base string, minN int, pr
 			timeouts++
 		}
 	}
-	return lat, timeouts, nil
+	return lat, timeouts, polls, nil
 }
 
 func alignDownNs(t, size int64) int64 {
@@ -207,21 +206,21 @@ func alignDownNs(t, size int64) int64 {
 
 // pollWindow GETs u in a tight loop (each request is the wait) until the
 // window starting at start counts at least want readings, or deadline.
-// 404 means the probe series does not exist yet.
-func pollWindow(ctx context.Context, hc *http.Client, u string, start int64, want uint64, deadline time.Time) (bool, error) {
+// 404 means the probe series does not exist yet. polls counts the GETs.
+func pollWindow(ctx context.Context, hc *http.Client, u string, start int64, want uint64, deadline time.Time) (ok bool, polls int, err error) {
 	var wr struct {
 		Windows []struct {
 			StartNs int64  `json:"start_ns"`
 			Count   uint64 `json:"count"`
 		} `json:"windows"`
 	}
-	for time.Now().Before(deadline) {
+	for ; time.Now().Before(deadline); polls++ {
 		if err := ctx.Err(); err != nil {
-			return false, err
+			return false, polls, err
 		}
 		resp, err := hc.Get(u)
 		if err != nil {
-			return false, fmt.Errorf("GET %s: %w", u, err)
+			return false, polls, fmt.Errorf("GET %s: %w", u, err)
 		}
 		switch resp.StatusCode {
 		case http.StatusOK:
@@ -234,15 +233,15 @@ func pollWindow(ctx context.Context, hc *http.Client, u string, start int64, wan
 		io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
 		if err != nil {
-			return false, err
+			return false, polls + 1, err
 		}
 		for _, w := range wr.Windows {
 			if w.StartNs == start && w.Count >= want {
-				return true, nil
+				return true, polls + 1, nil
 			}
 		}
 	}
-	return false, nil
+	return false, polls, nil
 }
 
 // alertSeen is an alert event as the subscriber received it.

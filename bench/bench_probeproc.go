@@ -30,6 +30,7 @@ type probeOut struct {
 	Lat      []time.Duration `json:"lat_ns"`               // query: ingest to queryable; alert: to the firing event
 	Resolve  []time.Duration `json:"resolve_ns,omitempty"` // alert: the clearing reading to the resolved event
 	Timeouts int             `json:"timeouts"`
+	Polls    int             `json:"polls"`    // query: GETs of the window, all probes
 	Overruns int64           `json:"overruns"` // alert events the subscriber had no room for
 }
 
@@ -109,7 +110,7 @@ func probe(ctx context.Context, kind, mqttAddr, base string, end time.Time, minN
 			return po, err
 		}
 		defer p.Disconnect(250)
-		po.Lat, po.Timeouts, err = queryProbes(ctx, &http.Client{Transport: tr, Timeout: 30 * time.Second}, base, minN, p, end)
+		po.Lat, po.Timeouts, po.Polls, err = queryProbes(ctx, &http.Client{Transport: tr, Timeout: 30 * time.Second}, base, minN, p, end)
 		return po, err
 	case "alert":
 		events := make(chan alertSeen, 256)
