@@ -154,8 +154,8 @@ func testBenchAllPhases(t *testing.T, runnel, fwsim string) {
 		t.Errorf("mixed: %v acknowledged, %v counted in closed windows, missing %v",
 			mixed["acked_total"], mixed["window_count_total"], mixed["missing"])
 	}
-	if len(res.Targets) != 16 {
-		t.Errorf("%d targets judged, want 16: %+v", len(res.Targets), res.Targets)
+	if len(res.Targets) != 17 {
+		t.Errorf("%d targets judged, want 17: %+v", len(res.Targets), res.Targets)
 	}
 	for _, s := range []string{"mqtt-qos1 (1s)", "acked_per_s", "targets (from the issues)", "results: " + out} {
 		if !strings.Contains(table.String(), s) {
