@@ -65,6 +65,12 @@ type BenchOptions struct {
 	// gateway child after the bench's own, for configuration experiments;
 	// the published figures use none.
 	GatewayEnv []string
+	// ProfileDir, when set, receives a CPU profile of each gateway over
+	// each measured span and a heap profile at its end
+	// (<phase>.cpu.pprof, <phase>.heap.pprof), the gateway's pprof
+	// endpoints on for it. The profiler costs a little CPU: profiled
+	// figures are for finding what limits one, not for the table.
+	ProfileDir string
 	// Log gets progress lines (nil: none).
 	Log io.Writer
 }
@@ -252,6 +258,7 @@ func (b *bench) optionsJSON() map[string]any {
 		"publishers":       b.o.Publishers,
 		"max_inflight":     b.o.MaxInFlight,
 		"gateway_env":      b.o.GatewayEnv,
+		"profile_dir":      b.o.ProfileDir,
 		"devices":          b.o.Devices,
 		"work_dir":         b.dir,
 	}

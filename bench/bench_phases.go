@@ -4,11 +4,15 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"io"
 	"math"
+	"net/http"
+	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -100,6 +104,8 @@ func (b *bench) sustain(ctx context.Context, t *child, l loadCounters, during fu
 		return span{}, err
 	}
 	end := s0.at.Add(b.o.PhaseDuration)
+	stopProfile := b.profile(ctx, t)
+	defer stopProfile()
 	if during != nil {
 		if err := during(end); err != nil {
 			return span{}, err
@@ -108,6 +114,7 @@ func (b *bench) sustain(ctx context.Context, t *child, l loadCounters, during fu
 	if err := pause(ctx, t, time.Until(end)); err != nil {
 		return span{}, err
 	}
+	stopProfile()
 	s1, err := b.snap(t, l)
 	if err != nil {
 		return span{}, err
@@ -379,4 +386,70 @@ func (s span) histQuantile(name, match string, q float64) float64 {
 		lo, below = b.le, b.cum
 	}
 	return lo * 1000
+}
+
+// profile starts, with ProfileDir set and t a gateway, a CPU profile of t
+// for the span (PhaseDuration, whole seconds); the function it returns
+// waits for that profile (once; later calls return at once) and then
+// takes a heap profile. Files are named by phase, with .2, .3... for a
+// phase's later spans. A profile that fails is logged, not fatal: the
+// figures do not depend on it.
+func (b *bench) profile(ctx context.Context, t *child) func() {
+	if b.o.ProfileDir == "" || t.name != "runnel" {
+		return func() {}
+	}
+	phase := filepath.Base(filepath.Dir(t.dir))
+	name := filepath.Join(b.o.ProfileDir, phase)
+	for i := 2; ; i++ {
+		if _, err := os.Stat(name + ".cpu.pprof"); err != nil {
+			break
+		}
+		name = filepath.Join(b.o.ProfileDir, fmt.Sprintf("%s.%d", phase, i))
+	}
+	fetch := func(path, file string) {
+		if err := b.fetchTo(ctx, t.base+path, file); err != nil {
+			b.logf("  profile %s: %v", file, err)
+		}
+	}
+	secs := max(1, int(b.o.PhaseDuration/time.Second))
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		fetch(fmt.Sprintf("/debug/pprof/profile?seconds=%d", secs), name+".cpu.pprof")
+	}()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			<-done
+			fetch("/debug/pprof/heap", name+".heap.pprof")
+		})
+	}
+}
+
+// fetchTo GETs u into file.
+func (b *bench) fetchTo(ctx context.Context, u, file string) error {
+	if err := os.MkdirAll(filepath.Dir(file), 0o755); err != nil {
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := b.hc.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %s", u, resp.Status)
+	}
+	f, err := os.Create(file)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }

@@ -223,6 +223,9 @@ func (b *bench) startGateway(ctx context.Context, dir, config string, env ...str
 		"RUNNEL_GATEWAY_ID=bench", "RUNNEL_DATA_DIR=" + filepath.Join(dir, "data"),
 		"RUNNEL_HTTP_ADDR=" + httpA, "RUNNEL_MQTT_ADDR=" + mqttA, "RUNNEL_UDP_ADDR=" + udpA,
 	}
+	if b.o.ProfileDir != "" {
+		base = append(base, "RUNNEL_HTTP_PPROF=true")
+	}
 	env = append(append(base, env...), b.o.GatewayEnv...)
 	c, err := startChild("runnel", b.o.Runnel, dir, args, env)
 	if err != nil {

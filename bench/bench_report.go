@@ -186,6 +186,7 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.IntVar(&o.MaxInFlight, "max-inflight", 1000, "unacknowledged QoS 1 messages per publisher")
 	fs.IntVar(&o.Devices, "devices", 1000, "device ids spread over the MQTT, UDP and HTTP loads")
 	fs.IntVar(&o.MinProbes, "min-probes", minProbes, "fewest samples per latency percentile: probes go on past the phase (at most 1m) until there are that many")
+	fs.StringVar(&o.ProfileDir, "profile-dir", "", "write a CPU profile of each gateway's measured span and a heap profile at its end here (`dir`; figures of a profiled run carry the profiler's cost)")
 	fs.Func("gateway-env", "a `RUNNEL_KEY=value` setting for every gateway child, for experiments (repeatable; the published figures use none)", func(kv string) error {
 		o.GatewayEnv = append(o.GatewayEnv, kv)
 		return nil
