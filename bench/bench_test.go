@@ -106,14 +106,16 @@ func testBenchInterrupted(t *testing.T, runnel, fwsim string) {
 // testBenchAllPhases runs every phase against the built binaries with 1 s
 // phases and checks the JSON results: parseable, every phase there, its
 // figures positive, nothing acknowledged missing from the windows, the
-// targets judged, and the table printed.
+// targets judged, the table printed, and a CPU and heap profile of every
+// gateway phase written.
 func testBenchAllPhases(t *testing.T, runnel, fwsim string) {
 	out := filepath.Join(t.TempDir(), "results", "latest.json")
+	profiles := filepath.Join(t.TempDir(), "profiles")
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	var table, progress bytes.Buffer
 	o := BenchOptions{Runnel: runnel, FirmwareSim: fwsim, Out: out, PhaseDuration: time.Second,
-		WorkDir: filepath.Join(t.TempDir(), "work"), Keep: true, Log: &progress, MinProbes: 20}
+		WorkDir: filepath.Join(t.TempDir(), "work"), Keep: true, Log: &progress, MinProbes: 20, ProfileDir: profiles}
 	start := time.Now()
 	_, err := RunBench(ctx, o, &table)
 	t.Logf("bench took %v\n%s", time.Since(start).Round(time.Millisecond), table.String())
@@ -160,6 +162,14 @@ func testBenchAllPhases(t *testing.T, runnel, fwsim string) {
 	for _, s := range []string{"mqtt-qos1 (1s)", "acked_per_s", "targets (from the issues)", "results: " + out} {
 		if !strings.Contains(table.String(), s) {
 			t.Errorf("table lacks %q", s)
+		}
+	}
+	for _, p := range res.Phases {
+		for _, kind := range []string{"cpu", "heap"} {
+			f := filepath.Join(profiles, p.Name+"."+kind+".pprof")
+			if fi, err := os.Stat(f); err != nil || fi.Size() == 0 {
+				t.Errorf("phase %s: no %s profile (%v)", p.Name, kind, err)
+			}
 		}
 	}
 }
