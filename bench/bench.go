@@ -65,6 +65,9 @@ type BenchOptions struct {
 	// gateway child after the bench's own, for configuration experiments;
 	// the published figures use none.
 	GatewayEnv []string
+	// Telegraf and Mosquitto are the binaries of the telegraf phase (the
+	// peer the issue compares against); without both it is skipped.
+	Telegraf, Mosquitto string
 	// ProfileDir, when set, receives a CPU profile of each gateway over
 	// each measured span and a heap profile at its end
 	// (<phase>.cpu.pprof, <phase>.heap.pprof), the gateway's pprof
@@ -104,6 +107,9 @@ type PhaseResult struct {
 	Baseline  map[string]float64 `json:"baseline"`
 	Ratio     map[string]float64 `json:"ratio"`
 	Note      string             `json:"note,omitempty"`
+	// Skipped says the phase did not run (the telegraf phase without
+	// its binaries); Note says why.
+	Skipped bool `json:"skipped,omitempty"`
 
 	order []string // figure names in the order the table shows them
 }
@@ -134,6 +140,7 @@ var benchPhases = []benchPhase{
 	{"query-latency-paced", "ingest-to-queryable latency of a probe series under the QoS 1 load paced at half the saturating rate", (*bench).phaseQueryLatencyPaced},
 	{"alert-latency", "publish-to-alert latency of a probe rule under the QoS 1 load", (*bench).phaseAlertLatency},
 	{"forward", "summaries/s acknowledged by Kafka (kfake), 10000 series, 10s windows", (*bench).phaseForward},
+	{"telegraf", "the mixed workload through mosquitto and Telegraf (with -telegraf and -mosquitto); CPU per message consumed", (*bench).phaseTelegraf},
 	{"mixed", "the issue's workload: QoS 1, 10s windows, forwarding on; CPU, RSS, nothing missing; baseline: bare mochi", (*bench).phaseMixed},
 }
 

@@ -29,6 +29,9 @@ type bench struct {
 	// qos1Rate is the gateway's saturating QoS 1 rate (acked/s) measured
 	// by mqtt-qos1 in this run; 0 until then.
 	qos1Rate float64
+	// telegrafCPUPer100k is Telegraf's CPU-s per 100,000 messages
+	// measured by the telegraf phase in this run; 0 until then.
+	telegrafCPUPer100k float64
 }
 
 func newBench(o BenchOptions) (*bench, error) {
@@ -275,19 +278,28 @@ func (b *bench) startBare(ctx context.Context, dir string) (*child, error) {
 		return nil, err
 	}
 	c.mqtt = addr
+	if err := waitAccepting(ctx, c, addr); err != nil {
+		_ = c.stop()
+		return nil, err
+	}
+	return c, nil
+}
+
+// waitAccepting waits (at most 20 s) until child c accepts TCP
+// connections on addr.
+func waitAccepting(ctx context.Context, c *child, addr string) error {
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		conn, err := net.DialTimeout("tcp", addr, time.Second)
 		if err == nil {
 			conn.Close()
-			return c, nil
+			return nil
 		}
 		if err := c.alive(); err != nil {
-			return nil, err
+			return err
 		}
 		if ctx.Err() != nil || time.Now().After(deadline) {
-			_ = c.stop()
-			return nil, fmt.Errorf("bare broker on %s not accepting within 20s: %w", addr, errors.Join(err, ctx.Err()))
+			return fmt.Errorf("%s on %s not accepting within 20s: %w", c.name, addr, errors.Join(err, ctx.Err()))
 		}
 		time.Sleep(50 * time.Millisecond) // poll interval
 	}
