@@ -11,7 +11,7 @@ CONFIG   ?=
 SHELL    := /bin/bash
 .SHELLFLAGS := -o pipefail -ec
 
-.PHONY: all build build-arm64 build-armv7 test check-tree fmt-check vet test-race test-386 fuzz bench bench-go torture run demo demo-check demo-fleet demo-fleet-check clean
+.PHONY: all build build-arm64 build-armv7 test check-tree fmt-check vet test-race test-386 fuzz bench bench-go telegraf torture run demo demo-check demo-fleet demo-fleet-check clean
 
 all: build
 
@@ -74,10 +74,22 @@ fuzz:
 # to bench/results/latest.json. About 5 minutes. Data dirs go to
 # data/bench (a disk, not tmpfs: fsync must cost what it costs) and are
 # removed after a successful run; BENCH_FLAGS adds flags, e.g.
-# BENCH_FLAGS='-phases mqtt-qos1,mixed -phase-duration 30s'.
+# BENCH_FLAGS='-phases mqtt-qos1,mixed -phase-duration 30s'. The telegraf
+# phase (the peer the issues compare against) runs when bin/telegraf
+# (make telegraf) and mosquitto (apt install mosquitto) are there.
 BENCH_FLAGS ?=
+MOSQUITTO ?= $(shell command -v mosquitto || ls /usr/sbin/mosquitto 2>/dev/null)
 bench: build
-	./bin/firmware-sim bench -runnel bin/runnel -out bench/results/latest.json -work-dir data/bench $(BENCH_FLAGS)
+	./bin/firmware-sim bench -runnel bin/runnel -out bench/results/latest.json -work-dir data/bench \
+	  $(if $(wildcard bin/telegraf),-telegraf bin/telegraf) $(if $(MOSQUITTO),-mosquitto $(MOSQUITTO)) $(BENCH_FLAGS)
+
+# Telegraf for make bench's telegraf phase, from the Go module proxy with
+# only the plugins the phase uses (Telegraf's custom build tags): about
+# 4 minutes on 2 cores, once.
+TELEGRAF_VERSION ?= v1.37.2
+telegraf:
+	GOBIN=$(CURDIR)/bin go install -tags "custom,inputs.mqtt_consumer,aggregators.basicstats,outputs.kafka,parsers.json,serializers.json" \
+	  github.com/influxdata/telegraf/cmd/telegraf@$(TELEGRAF_VERSION)
 
 # The fault suite against the built binary (torture/doc.go): SIGKILL
 # loops, torn and bit-flipped WAL segments, full disks (tmpfs, as root),
