@@ -37,8 +37,10 @@ import (
 //     mochi send PUBREC, deliver, and run the PUBREL/PUBCOMP exchange.
 //     Blocking holds this client's read loop for one fsync per QoS 2
 //     message. A v5 failure gets a reason-coded PUBREC from the hook.
-//   - QoS 0: best effort: the readings are queued if the WAL has room now,
-//     else dropped and counted; mochi delivers the message at once.
+//   - QoS 0: best effort: the readings are gathered with other QoS 0
+//     readings into shared WAL appends (coalesce.go) and queued if the WAL
+//     has room then, else dropped and counted; mochi delivers the message
+//     at once.
 //
 // A QoS 1 or 2 publish whose append fails is never acknowledged: a v5
 // client gets a PUBACK or PUBREC with reason 0x80 and then every client is
@@ -90,6 +92,7 @@ type ingestHook struct {
 
 	quota *quotaHook // session queues, offline sessions, subscription counts (brokerquota.go)
 	subs  subscriberCache
+	qos0  *coalescer // QoS 0 readings, gathered into shared appends; started by Broker.Start
 }
 
 func newIngestHook(cfg BrokerConfig, srv *mqtt.Server, app Appender, rejects RejectSink, stats *Stats, logger *slog.Logger) (*ingestHook, error) {
@@ -116,6 +119,7 @@ func newIngestHook(cfg BrokerConfig, srv *mqtt.Server, app Appender, rejects Rej
 	}
 	h.auth = newAuthGuard(cfg.Users, stats)
 	h.quota = newQuotaHook(h)
+	h.qos0 = newCoalescer(app, stats, ListenerMQTT, coalesceMaxReadings)
 	if err := h.initDecoders(DecoderConfig{Biosignal: cfg.Biosignal}); err != nil {
 		return nil, err
 	}
@@ -261,11 +265,10 @@ func (h *ingestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 	}
 	switch pk.FixedHeader.Qos {
 	case 0:
-		if len(readings) > 0 {
-			n := uint64(len(readings))
-			if err := h.app.TryAppend(batch, func(err error) { h.countAppend(n, err) }); err != nil {
-				h.stats.Dropped[ListenerMQTT][DropBusy].Add(n)
-			}
+		// Gathered with other clients' QoS 0 readings into shared WAL
+		// records (coalesce.go); refused only when that is full.
+		if len(readings) > 0 && !h.qos0.add(readings, nowNs) {
+			h.stats.Dropped[ListenerMQTT][DropBusy].Add(uint64(len(readings)))
 		}
 		if !pk.FixedHeader.Retain && !h.hasSubscribers(pk.TopicName) {
 			return handled(pk), nil // nobody to deliver to: skip mochi's fan-out
