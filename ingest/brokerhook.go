@@ -119,7 +119,7 @@ func newIngestHook(cfg BrokerConfig, srv *mqtt.Server, app Appender, rejects Rej
 	}
 	h.auth = newAuthGuard(cfg.Users, stats)
 	h.quota = newQuotaHook(h)
-	h.qos0 = newCoalescer(app, stats, ListenerMQTT, coalesceMaxReadings)
+	h.qos0 = newCoalescer(app, stats, ListenerMQTT, coalesceFlushAt)
 	if err := h.initDecoders(DecoderConfig{Biosignal: cfg.Biosignal}); err != nil {
 		return nil, err
 	}
@@ -266,7 +266,7 @@ func (h *ingestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 	switch pk.FixedHeader.Qos {
 	case 0:
 		// Gathered with other clients' QoS 0 readings into shared WAL
-		// records (coalesce.go); refused only when that is full.
+		// records (coalesce.go); refused only once it is closed.
 		if len(readings) > 0 && !h.qos0.add(readings, nowNs) {
 			h.stats.Dropped[ListenerMQTT][DropBusy].Add(uint64(len(readings)))
 		}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -22,7 +23,7 @@ type heldAppender struct {
 	mu      sync.Mutex
 	batches []wal.Batch
 	entered chan struct{} // closed when the first TryAppend began
-	once    sync.Once
+	first   atomic.Bool
 }
 
 func newHeldAppender() *heldAppender {
@@ -30,10 +31,10 @@ func newHeldAppender() *heldAppender {
 }
 
 func (a *heldAppender) TryAppend(b *wal.Batch, done func(error)) error {
-	a.once.Do(func() {
+	if a.first.CompareAndSwap(false, true) { // only the first is held; the others go on
 		close(a.entered)
 		<-a.release
-	})
+	}
 	if a.busy {
 		return ErrBusy
 	}
@@ -96,23 +97,28 @@ func TestCoalescerGathersWhileAppending(t *testing.T) {
 	}
 }
 
-// The gathered readings are bounded: past maxReadings, a publish is
-// refused at once (the caller drops and counts it), never blocked.
-func TestCoalescerFullRefuses(t *testing.T) {
+// The gathered readings are bounded whatever becomes of the flusher: the
+// publish that brings them to flushAt appends them itself, at once, on its
+// own goroutine, while the flusher is still busy.
+func TestCoalescerAppendsInlineAtFlushAt(t *testing.T) {
 	app, stats := newHeldAppender(), &Stats{}
 	c := newCoalescer(app, stats, ListenerMQTT, 3)
 	c.start()
 	defer c.close()
 
 	c.add(reading(0), 1)
-	<-app.entered
+	<-app.entered // the flusher is held with reading 0
 	for i := 1; i <= 3; i++ {
-		if !c.add(reading(i), 1) {
-			t.Fatalf("add %d refused below the bound", i)
+		if !c.add(reading(i), int64(10+i)) {
+			t.Fatalf("add %d refused", i)
 		}
 	}
-	if c.add(reading(4), 1) {
-		t.Fatal("add past the bound accepted")
+	got := app.got()
+	if len(got) != 1 || len(got[0].Readings) != 3 || got[0].IngestNs != 11 {
+		t.Fatalf("appended while the flusher is held: %+v; want readings 1-3 appended by the third add, at ingest time 11", got)
+	}
+	if n := c.gathered(); n != 0 {
+		t.Errorf("%d readings still gathered", n)
 	}
 	close(app.release)
 	testutil.WaitFor(t, 10*time.Second, func() (bool, string) {
