@@ -222,7 +222,8 @@ func (h *ingestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 	if pk.FixedHeader.Retain && !h.allowRetain(cl, pk) {
 		pk.FixedHeader.Retain = false
 	}
-	codec := h.codecFor(pk.TopicName)
+	topic := h.subs.lookup(pk.TopicName, h.codecFor)
+	codec := topic.codec
 	if pk.FixedHeader.Retain && len(pk.Payload) == 0 {
 		// Clears the topic's retained message [MQTT-3.3.1-6]: not
 		// telemetry, whatever the topic.
@@ -270,7 +271,7 @@ func (h *ingestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 		if len(readings) > 0 && !h.qos0.add(readings, nowNs) {
 			h.stats.Dropped[ListenerMQTT][DropBusy].Add(uint64(len(readings)))
 		}
-		if !pk.FixedHeader.Retain && !h.hasSubscribers(pk.TopicName) {
+		if !pk.FixedHeader.Retain && !h.hasSubscribers(pk.TopicName, topic) {
 			return handled(pk), nil // nobody to deliver to: skip mochi's fan-out
 		}
 		return pk, nil
@@ -288,7 +289,7 @@ func (h *ingestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 	}
 	// Deliver after the ack when someone will get it now, or when it is to
 	// be retained for those who subscribe later.
-	if reason.Code == 0 && (pk.FixedHeader.Retain || h.hasSubscribers(pk.TopicName)) {
+	if reason.Code == 0 && (pk.FixedHeader.Retain || h.hasSubscribers(pk.TopicName, topic)) {
 		e.deliver = deliverable(pk, nowNs)
 	}
 	switch {
@@ -412,8 +413,10 @@ func (h *ingestHook) countAppend(n uint64, err error) {
 	h.stats.Readings[ListenerMQTT].Add(n)
 }
 
-func (h *ingestHook) hasSubscribers(topic string) bool {
-	return h.subs.has(topic, func(topic string) bool {
+// hasSubscribers reports whether a publish on topic has subscribers; e is
+// topic's entry in the subscriber cache.
+func (h *ingestHook) hasSubscribers(topic string, e subscriberEntry) bool {
+	return h.subs.has(topic, e, func(topic string) bool {
 		subs := h.srv.Topics.Subscribers(topic)
 		return len(subs.Subscriptions) > 0 || len(subs.Shared) > 0 || len(subs.InlineSubscriptions) > 0
 	})
