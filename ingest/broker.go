@@ -423,6 +423,8 @@ func (b *Broker) Start() error {
 		b.srv.Close()
 		return fmt.Errorf("start mqtt broker: %w", err)
 	}
+	// Publishes that come before it are gathered and wait for it.
+	b.hook.qos0.start()
 	return nil
 }
 
@@ -518,6 +520,7 @@ func (b *Broker) Close() error {
 	err := b.srv.Close()
 	b.srv.Listeners.ClientsWg.Wait()
 	b.hook.wait()
+	b.hook.qos0.close() // the QoS 0 readings gathered by the last publishes
 	return err
 }
 

@@ -37,8 +37,10 @@ import (
 //     mochi send PUBREC, deliver, and run the PUBREL/PUBCOMP exchange.
 //     Blocking holds this client's read loop for one fsync per QoS 2
 //     message. A v5 failure gets a reason-coded PUBREC from the hook.
-//   - QoS 0: best effort: the readings are queued if the WAL has room now,
-//     else dropped and counted; mochi delivers the message at once.
+//   - QoS 0: best effort: the readings are gathered with other QoS 0
+//     readings into shared WAL appends (coalesce.go) and queued if the WAL
+//     has room then, else dropped and counted; mochi delivers the message
+//     at once.
 //
 // A QoS 1 or 2 publish whose append fails is never acknowledged: a v5
 // client gets a PUBACK or PUBREC with reason 0x80 and then every client is
@@ -90,6 +92,7 @@ type ingestHook struct {
 
 	quota *quotaHook // session queues, offline sessions, subscription counts (brokerquota.go)
 	subs  subscriberCache
+	qos0  *coalescer // QoS 0 readings, gathered into shared appends; started by Broker.Start
 }
 
 func newIngestHook(cfg BrokerConfig, srv *mqtt.Server, app Appender, rejects RejectSink, stats *Stats, logger *slog.Logger) (*ingestHook, error) {
@@ -116,6 +119,7 @@ func newIngestHook(cfg BrokerConfig, srv *mqtt.Server, app Appender, rejects Rej
 	}
 	h.auth = newAuthGuard(cfg.Users, stats)
 	h.quota = newQuotaHook(h)
+	h.qos0 = newCoalescer(app, stats, ListenerMQTT, coalesceFlushAt)
 	if err := h.initDecoders(DecoderConfig{Biosignal: cfg.Biosignal}); err != nil {
 		return nil, err
 	}
@@ -218,7 +222,8 @@ func (h *ingestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 	if pk.FixedHeader.Retain && !h.allowRetain(cl, pk) {
 		pk.FixedHeader.Retain = false
 	}
-	codec := h.codecFor(pk.TopicName)
+	topic := h.subs.lookup(pk.TopicName, h.codecFor)
+	codec := topic.codec
 	if pk.FixedHeader.Retain && len(pk.Payload) == 0 {
 		// Clears the topic's retained message [MQTT-3.3.1-6]: not
 		// telemetry, whatever the topic.
@@ -261,13 +266,12 @@ func (h *ingestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 	}
 	switch pk.FixedHeader.Qos {
 	case 0:
-		if len(readings) > 0 {
-			n := uint64(len(readings))
-			if err := h.app.TryAppend(batch, func(err error) { h.countAppend(n, err) }); err != nil {
-				h.stats.Dropped[ListenerMQTT][DropBusy].Add(n)
-			}
+		// Gathered with other clients' QoS 0 readings into shared WAL
+		// records (coalesce.go); refused only once it is closed.
+		if len(readings) > 0 && !h.qos0.add(readings, nowNs) {
+			h.stats.Dropped[ListenerMQTT][DropBusy].Add(uint64(len(readings)))
 		}
-		if !pk.FixedHeader.Retain && !h.hasSubscribers(pk.TopicName) {
+		if !pk.FixedHeader.Retain && !h.hasSubscribers(pk.TopicName, topic) {
 			return handled(pk), nil // nobody to deliver to: skip mochi's fan-out
 		}
 		return pk, nil
@@ -285,7 +289,7 @@ func (h *ingestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 	}
 	// Deliver after the ack when someone will get it now, or when it is to
 	// be retained for those who subscribe later.
-	if reason.Code == 0 && (pk.FixedHeader.Retain || h.hasSubscribers(pk.TopicName)) {
+	if reason.Code == 0 && (pk.FixedHeader.Retain || h.hasSubscribers(pk.TopicName, topic)) {
 		e.deliver = deliverable(pk, nowNs)
 	}
 	switch {
@@ -409,8 +413,10 @@ func (h *ingestHook) countAppend(n uint64, err error) {
 	h.stats.Readings[ListenerMQTT].Add(n)
 }
 
-func (h *ingestHook) hasSubscribers(topic string) bool {
-	return h.subs.has(topic, func(topic string) bool {
+// hasSubscribers reports whether a publish on topic has subscribers; e is
+// topic's entry in the subscriber cache.
+func (h *ingestHook) hasSubscribers(topic string, e subscriberEntry) bool {
+	return h.subs.has(topic, e, func(topic string) bool {
 		subs := h.srv.Topics.Subscribers(topic)
 		return len(subs.Subscriptions) > 0 || len(subs.Shared) > 0 || len(subs.InlineSubscriptions) > 0
 	})

@@ -343,3 +343,21 @@ func BenchmarkBiosignal(b *testing.B) {
 		return d.Decode(dst, "biosignal/pi-042/ecg", body, opt, res)
 	})
 }
+
+// BenchmarkJSONDevices is the payload of make bench's MQTT phases, one
+// reading per message, each message from the next of 1,000 devices.
+func BenchmarkJSONDevices(b *testing.B) {
+	const devices = 1000
+	topics := make([]string, devices)
+	for i := range topics {
+		topics[i] = "telemetry/dev-" + strconv.Itoa(i) + "/env"
+	}
+	body := []byte(`{"ts":1700000000000,"temp":21.5}`)
+	d := NewJSON()
+	opt := Options{NowNs: testNow}
+	k := 0
+	benchDecode(b, body, 1, func(dst []wal.Reading, res *Result) []wal.Reading {
+		k++
+		return d.Decode(dst, topics[k%devices], body, opt, res)
+	})
+}

@@ -64,7 +64,11 @@
 //   - UDP and MQTT QoS 0 carry no acknowledgement: they are best effort.
 //     Their readings are queued only if the WAL has room now (TryAppend),
 //     else dropped and counted, so they never block a socket reader, and
-//     they ride the next fsync rather than forcing one.
+//     they ride the next fsync rather than forcing one. QoS 0 readings of
+//     every client are gathered into shared appends (coalesce.go): a lone
+//     publish is appended at once, and publishes that arrive while the
+//     previous group is being appended share one WAL record, so a flood of
+//     one-reading messages does not cost a record each.
 //
 // # Delivering a durable publish
 //

@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"slices"
+	"strconv"
 	"testing"
 	"time"
 
@@ -197,6 +198,32 @@ func TestAppendSeriesKey(t *testing.T) {
 	} {
 		if got := string(AppendSeriesKey(nil, tc.meas, []Tag{{tc.k, tc.v}})); got != tc.want {
 			t.Errorf("%q %q=%q: got %s, want %s", tc.meas, tc.k, tc.v, got, tc.want)
+		}
+	}
+}
+
+// msToNs's integer fast path agrees with strconv on every shape, the
+// limits included.
+func TestMsToNsIntegers(t *testing.T) {
+	ref := func(lit string) (int64, bool) {
+		n, err := strconv.ParseInt(lit, 10, 64)
+		if err != nil || n > maxInt64/1_000_000 || n < -maxInt64/1_000_000 {
+			return 0, false
+		}
+		return n * 1e6, true
+	}
+	lits := []string{"0", "-0", "1", "-1", "007", "1700000000000", "-1700000000000",
+		"9223372036854", "9223372036855", "-9223372036854", "-9223372036855",
+		"999999999999999999", "-999999999999999999", "1000000000000000000", "9223372036854775807",
+		"9223372036854775808", "-9223372036854775808", "-", ""}
+	for i := range 1000 {
+		lits = append(lits, strconv.FormatInt(int64(i)*7919*1_000_003-3_000_000_000, 10))
+	}
+	for _, lit := range lits {
+		gotN, gotOK := msToNs([]byte(lit), true)
+		wantN, wantOK := ref(lit)
+		if gotN != wantN || gotOK != wantOK {
+			t.Errorf("msToNs(%q) = %d, %v; strconv says %d, %v", lit, gotN, gotOK, wantN, wantOK)
 		}
 	}
 }

