@@ -68,7 +68,10 @@
 //     every client are gathered into shared appends (coalesce.go): a lone
 //     publish is appended at once, and publishes that arrive while the
 //     previous group is being appended share one WAL record, so a flood of
-//     one-reading messages does not cost a record each.
+//     one-reading messages does not cost a record each. A client that
+//     mixes QoS levels on one series may see a QoS 0 reading stored after
+//     its next QoS 1 one; windows place both by event time, and an alert
+//     rule, which skips readings older than the last it saw, may skip it.
 //
 // # Delivering a durable publish
 //
