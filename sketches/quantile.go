@@ -239,6 +239,26 @@ func PrepareQuantile(v float64) QuantileValue {
 	return QuantileValue{v: v}
 }
 
+// Key0 reports pv's level-0 key (0 for the zero bin and for values not
+// added), so a caller that keeps prepared values can store them in 12
+// bytes and rebuild them with PreparedQuantile.
+func (pv QuantileValue) Key0() int32 { return pv.key0 }
+
+// PreparedQuantile rebuilds the QuantileValue of v whose level-0 key
+// PrepareQuantile(v) gave as key0 (pv.Key0()), without the logarithm: it is
+// PrepareQuantile(v) when key0 is that key.
+func PreparedQuantile(v float64, key0 int32) QuantileValue {
+	switch {
+	case math.IsNaN(v) || math.IsInf(v, 0):
+		return QuantileValue{v: v, sign: 2}
+	case v >= quantileMinMagnitude:
+		return QuantileValue{v: v, key0: key0, sign: 1}
+	case v <= -quantileMinMagnitude:
+		return QuantileValue{v: v, key0: key0, sign: -1}
+	}
+	return QuantileValue{v: v}
+}
+
 // AddPrepared adds pv's value, exactly as Add(v) does, without its
 // logarithm when the sketch has the fleet α.
 func (q *Quantile) AddPrepared(pv QuantileValue) {

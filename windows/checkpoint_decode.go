@@ -217,10 +217,19 @@ func (f *Engine) decodeWins(r *dec, sp *spec, ps *specState) {
 			r.Fail("window quantile: %v", err)
 			return
 		}
-		// A window of one value keeps no sketch when it can rebuild this
-		// one (as Apply leaves it); any other sketch is kept as decoded.
+		// A window of one value keeps it pending and no sketch when that
+		// rebuilds this one (as Apply leaves it); any other sketch is kept
+		// as decoded, nothing pending: the values it will be given next
+		// make the same sketch as they would have in the encoded engine,
+		// since both give them in arrival order after the same ones.
 		var one sketches.Quantile
-		if w.agg.count > 1 || *w.sketch(&one) != *q {
+		if w.agg.count == 1 {
+			w.setPending(w.agg.first)
+			if *w.sketch(&one) != *q {
+				w.n = 0
+				w.q = q
+			}
+		} else {
 			w.q = q
 		}
 		ps.wins = append(ps.wins, w)

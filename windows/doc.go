@@ -49,10 +49,13 @@
 // readings are applied in order. With thousands of pairs visited in turn
 // no update finds its state in a cache, and this lets their cache misses
 // overlap instead of queueing. The lookups change nothing, so results are
-// those of applying the readings one by one. A tumbling window makes its
-// quantile sketch on its second value (a window of one value has the
-// sketch of that value, built when needed), so a series reporting less
-// often than the window size costs no sketch memory.
+// those of applying the readings one by one. A tumbling window holds its
+// latest values (up to 4) back from its quantile sketch and gives them to
+// it in arrival order, five at a time: an update writes the window alone,
+// and the sketch's cache lines are loaded once per five values. A window
+// makes its sketch on its fifth value (one of fewer values has the sketch
+// of its pending values, built when needed), so a series reporting less
+// often than that costs no sketch memory.
 //
 // # Guarantees and limits
 //

@@ -612,7 +612,7 @@ func (e *Engine) closeTumbling(p *pair, i int, wm int64, reason uint8) {
 			break
 		}
 		a := &w.agg
-		q := w.sketch(&e.scratchQ)
+		q := w.closingSketch(&e.scratchQ)
 		rec := closedRec{
 			start: w.start, count: a.count, sum: a.sum, min: a.min, max: a.max, std: a.stddev(),
 			first: a.first, last: a.last,
@@ -746,6 +746,7 @@ func (e *Engine) putWin(p *pair, w *tumWin) {
 	}
 	w.start = 0
 	w.agg = agg{}
+	w.n = 0
 	if w.q != nil {
 		w.q.Reset()
 	}

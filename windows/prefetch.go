@@ -13,7 +13,8 @@ const prefetchChunk = 16
 // prefetch looks up the series and pair of each reading of rs into e.pre
 // and e.prePair, computes its quantile key into e.prePV, and loads the
 // cache lines its update will touch, breadth first: all series, then all
-// pairs, then all spec states, then all windows, then all sketch bins.
+// pairs, then all spec states, then all windows, then the sketch bins of
+// the windows whose pending values this reading flushes.
 //
 // With thousands of pairs visited in turn, no update finds its state in a
 // cache, and an update is a chain of dependent loads (series map, series,
@@ -77,9 +78,14 @@ func (e *Engine) prefetch(rs []wal.Reading) {
 				c := wins[w].w
 				wins[w].i = int32(i)
 				w++
-				acc += c.start + int64(c.agg.lastT)
-				if c.q != nil {
+				// The window's lines: its aggregate, and the pending
+				// values past it; the sketch only when this value
+				// flushes them into it.
+				acc += c.start + c.agg.lastT + int64(c.keys[winBuf-1])
+				if c.n == winBuf && c.q != nil {
 					acc += int64(c.q.Level())
+				} else {
+					wins[w-1].w = nil
 				}
 			}
 			if n := len(ps.panes); n > 0 {
@@ -88,8 +94,14 @@ func (e *Engine) prefetch(rs []wal.Reading) {
 		}
 	}
 	for _, w := range wins {
+		if w.w == nil {
+			continue
+		}
 		if q := w.w.q; q != nil {
 			acc += int64(q.Peek(e.prePV[w.i]))
+			for k := range w.w.n {
+				acc += int64(q.Peek(sketches.PreparedQuantile(w.w.vals[k], w.w.keys[k])))
+			}
 		}
 	}
 	e.preWins = wins[:0]
