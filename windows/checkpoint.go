@@ -32,6 +32,7 @@ type enc struct {
 	binc.Enc
 	scratch []byte            // a sketch's encoding before its length is known; reused
 	q       sketches.Quantile // the sketch of a window without one
+	recs    []closedRec       // a closed history, decoded; reused
 }
 
 // blob writes a sketch's encoding (length, bytes), appended through
@@ -226,11 +227,14 @@ func (e *Engine) marshalSeries(w *enc, s *series) error {
 					w.agg(&ps.panes[k].agg)
 				}
 			}
+			// The layout of a ring of structs: slot k holds the record
+			// (k - histHead) mod n, oldest first.
 			w.Bool(ps.hist != nil)
-			w.U(uint64(len(ps.hist)))
+			w.U(uint64(ps.histN))
 			w.U(uint64(ps.histHead))
-			for k := range ps.hist {
-				w.rec(&ps.hist[k])
+			w.recs = ps.histOldestFirst(e.specs[i].histUnit(), w.recs[:0])
+			for k := range w.recs {
+				w.rec(&w.recs[(k-int(ps.histHead)+len(w.recs))%len(w.recs)])
 			}
 		}
 	}

@@ -179,11 +179,17 @@ func (f *Engine) decodePair(r *dec, s *series) *pair {
 			return nil
 		}
 		if hasHist {
-			ps.hist = make([]closedRec, n, h)
-			for k := range ps.hist {
-				ps.hist[k] = r.rec()
+			// Slot k of the encoded ring holds record (k - head) mod n.
+			recs := make([]closedRec, n)
+			for k := range recs {
+				recs[(k-int(head)+int(n))%int(n)] = r.rec()
 			}
-			ps.histHead = int(head)
+			unit := sp.histUnit()
+			ps.hist = make([]byte, 0, 2*histRecHint)
+			for k := range recs {
+				ps.hist = appendRec(ps.hist, &recs[k], unit)
+			}
+			ps.histN, ps.histHead = int32(n), int32(head)
 		}
 	}
 	if r.Err != nil {

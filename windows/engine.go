@@ -623,7 +623,7 @@ func (e *Engine) closeTumbling(p *pair, i int, wm int64, reason uint8) {
 		if q, err := q.MarshalBinary(); err == nil {
 			e.out[len(e.out)-1].Window.Quantiles = q
 		}
-		e.pushHist(p, ps, rec)
+		e.pushHist(p, ps, sp, rec)
 		e.putWin(p, w)
 		n++
 	}
@@ -659,7 +659,7 @@ func (e *Engine) closeSliding(p *pair, i int, wm int64, reason uint8) {
 			first: a.first, last: a.last, reason: reason,
 		}
 		e.emitWindow(p, i, &rec)
-		e.pushHist(p, ps, rec)
+		e.pushHist(p, ps, sp, rec)
 		ps.nextStart = w + sp.slide
 		drop := 0
 		for drop < len(ps.panes) && ps.panes[drop].start < ps.nextStart {
@@ -697,33 +697,33 @@ func (p *pair) summary(sp *spec, rec *closedRec) WindowSummary {
 	return ws
 }
 
-// pushHist keeps rec in the spec's closed history ring.
-func (e *Engine) pushHist(p *pair, ps *specState, rec closedRec) {
+// pushHist keeps rec in the spec's closed history. The pair is charged a
+// full history of structs when it begins, as before the history was
+// encoded: the reservation the budget admitted it with, and the same
+// accounting whatever the records' sizes, so checkpoints and replays
+// account alike.
+func (e *Engine) pushHist(p *pair, ps *specState, sp *spec, rec closedRec) {
 	n := e.cfg.ClosedHistory
 	if n == 0 {
 		return
 	}
 	if ps.hist == nil {
-		ps.hist = make([]closedRec, 0, n)
+		ps.hist = make([]byte, 0, 2*histRecHint)
 		e.chargePair(p, int64(n)*recBytes)
 	}
-	if len(ps.hist) < n {
-		ps.hist = append(ps.hist, rec)
-		return
-	}
-	ps.hist[ps.histHead] = rec
-	ps.histHead = (ps.histHead + 1) % n
+	ps.pushHist(&rec, n, sp.histUnit())
 }
 
-// histNewestFirst calls f for each kept record, newest first.
-func (ps *specState) histNewestFirst(f func(*closedRec) bool) {
-	n := len(ps.hist)
-	for k := range n {
-		i := (ps.histHead - 1 - k + 2*n) % n
-		if !f(&ps.hist[i]) {
-			return
-		}
+// histRecHint is the encoded size of a typical record of a window of one
+// value, for the first allocation of a history.
+const histRecHint = 20
+
+// histUnit is what a closed window's start is a multiple of.
+func (sp *spec) histUnit() int64 {
+	if sp.kind == KindSliding {
+		return sp.slide
 	}
+	return sp.size
 }
 
 func (e *Engine) getWin() *tumWin {

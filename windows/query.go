@@ -121,7 +121,7 @@ func (e *Engine) Windows(series, field, spec string, last int) (open []WindowSum
 		}
 		open = e.openWindows(p, i, open)
 		sp := &e.specs[i]
-		p.specs[i].histNewestFirst(func(r *closedRec) bool {
+		p.specs[i].histNewestFirst(sp.histUnit(), func(r *closedRec) bool {
 			closed = append(closed, p.summary(sp, r))
 			return true
 		})

@@ -198,8 +198,9 @@ type specState struct {
 	cur       *tumWin   // tumbling: the window the last reading went to (a cache: nil or in wins)
 	panes     []pane    // sliding: non-empty panes by start
 	nextStart int64     // sliding: first window start not yet emitted (noTime: none)
-	hist      []closedRec
-	histHead  int // when full, the index of the oldest record
+	hist      []byte    // closed history, encoded (hist.go)
+	histN     int32     // records in hist
+	histHead  int32     // when full, the slot of the oldest record in a ring of structs
 }
 
 // pair is the state of one (series, field).

@@ -1,0 +1,113 @@
+package windows
+
+import (
+	"math"
+	"math/rand/v2"
+	"testing"
+)
+
+// TestHistRing checks the encoded closed history against a ring of
+// structs, the layout it replaced: the same records newest first, oldest
+// first, and in the checkpoint's slot order, bit for bit, for records of
+// every shape (special floats, fields equal to each other or to zero,
+// starts off the unit, huge counts).
+func TestHistRing(t *testing.T) {
+	specials := []float64{0, math.Copysign(0, -1), math.NaN(), math.Float64frombits(0x7ff8000000000001), math.Inf(1), math.Inf(-1), 1, -1, 17.25, math.MaxFloat64, 0x1p-1074}
+	r := rand.New(rand.NewPCG(1, 2))
+	pick := func(prev []float64) float64 {
+		switch r.IntN(4) {
+		case 0:
+			return specials[r.IntN(len(specials))]
+		case 1:
+			if len(prev) > 0 {
+				return prev[r.IntN(len(prev))]
+			}
+		}
+		return r.NormFloat64() * 1e3
+	}
+	randRec := func(unit int64) closedRec {
+		var fs []float64
+		for range 9 {
+			fs = append(fs, pick(fs))
+		}
+		rec := closedRec{min: fs[0], max: fs[1], sum: fs[2], std: fs[3], first: fs[4], last: fs[5], p50: fs[6], p90: fs[7], p99: fs[8]}
+		rec.reason = uint8(1 + r.IntN(3))
+		switch r.IntN(4) {
+		case 0:
+			rec.count = r.Uint64()
+		case 1:
+			rec.count = 1
+		default:
+			rec.count = uint64(r.IntN(1000))
+		}
+		rec.start = (r.Int64N(1<<40) - 1<<39) * unit
+		switch r.IntN(5) {
+		case 0:
+			rec.start += 1 + r.Int64N(unit-1) // off the unit: raw
+		case 1:
+			rec.start = []int64{-timeLimit, timeLimit, math.MinInt64 + 1, math.MaxInt64}[r.IntN(4)]
+		}
+		return rec
+	}
+	same := func(a, b closedRec) bool {
+		fa, fb := recFloats(&a), recFloats(&b)
+		for i := range fa {
+			if math.Float64bits(*fa[i]) != math.Float64bits(*fb[i]) {
+				return false
+			}
+		}
+		return a.start == b.start && a.count == b.count && a.reason == b.reason
+	}
+	for _, n := range []int{1, 2, 3, 10} {
+		for _, unit := range []int64{3, 10e9} {
+			var ps specState
+			var ring []closedRec // the struct ring pushHist used to keep
+			head := 0
+			for step := range 200 {
+				rec := randRec(unit)
+				if len(ring) < n {
+					ring = append(ring, rec)
+				} else {
+					ring[head] = rec
+					head = (head + 1) % n
+				}
+				ps.pushHist(&rec, n, unit)
+				if int(ps.histN) != len(ring) || int(ps.histHead) != head {
+					t.Fatalf("n %d step %d: %d records head %d, want %d head %d", n, step, ps.histN, ps.histHead, len(ring), head)
+				}
+				var newest []closedRec
+				ps.histNewestFirst(unit, func(c *closedRec) bool { newest = append(newest, *c); return true })
+				oldest := ps.histOldestFirst(unit, nil)
+				if len(oldest) != len(ring) {
+					t.Fatalf("n %d step %d: %d records oldest first, want %d", n, step, len(oldest), len(ring))
+				}
+				for k := range ring {
+					want := ring[(head-1-k+2*len(ring))%len(ring)]
+					if !same(newest[k], want) {
+						t.Fatalf("n %d step %d: newest-first %d is %+v, want %+v", n, step, k, newest[k], want)
+					}
+					if slot := oldest[(k-head+len(ring))%len(ring)]; !same(slot, ring[k]) {
+						t.Fatalf("n %d step %d: slot %d is %+v, want %+v", n, step, k, slot, ring[k])
+					}
+				}
+				if len(ps.hist) > n*(recMaxLen+1) {
+					t.Fatalf("n %d: history of %d bytes", n, len(ps.hist))
+				}
+			}
+		}
+	}
+}
+
+// A window of one value, the common closed record of a series that
+// reports about once per window, takes a fraction of its struct.
+func TestHistRecordOfOneValue(t *testing.T) {
+	v := 21.5
+	rec := closedRec{start: 1_700_000_000 * 1e9, count: 1, sum: v, min: v, max: v, first: v, last: v, p50: v, p90: v, p99: v, reason: reasonWatermark}
+	b := appendRec(nil, &rec, 10e9)
+	if len(b) > 20 {
+		t.Errorf("one-value record takes %d bytes, want at most 20", len(b))
+	}
+	if got := decodeRec(b[:len(b)-1], 10e9); got != rec {
+		t.Errorf("decoded %+v, want %+v", got, rec)
+	}
+}
