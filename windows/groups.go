@@ -122,7 +122,7 @@ func (e *Engine) applyToGroups(s *series, d *device, t int64) {
 			gw.hll.AddString(ga.distinct)
 		}
 		if gw.topk != nil && ga.hasTopK {
-			gw.topk.AddString(ga.topk, 1)
+			gw.topk.AddStringHashed(ga.topk, ga.topkHash, 1)
 		}
 		gk.lastActive = e.procNs
 	}

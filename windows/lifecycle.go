@@ -23,6 +23,7 @@ func (e *Engine) newSeries(key string, pk parsedKey, d *device) *series {
 			ga.key, ga.hasKey = attrValue(g.by, key, &pk, d.key)
 			ga.distinct, ga.hasDistinct = attrValue(g.distinct, key, &pk, d.key)
 			ga.topk, ga.hasTopK = attrValue(g.topk, key, &pk, d.key)
+			ga.topkHash = sketches.TopKHash(ga.topk)
 		}
 	}
 	s.bytes = seriesBytes(len(key), len(e.groups))

@@ -46,7 +46,13 @@ func (e *Engine) prefetch(rs []wal.Reading) {
 			if len(s.pairs) > 0 {
 				acc += s.pairs[0].bytes
 			}
-			acc += s.dev.maxT + int64(len(s.gattrs))
+			acc += s.dev.maxT
+			if len(s.gattrs) > 0 {
+				acc += int64(s.gattrs[0].topkHash)
+				if gk := s.gks[0]; gk != nil {
+					acc += int64(len(gk.open))
+				}
+			}
 		}
 	}
 	for i, s := range pre {
@@ -54,6 +60,23 @@ func (e *Engine) prefetch(rs []wal.Reading) {
 		if s != nil {
 			pairs[i] = s.pair(rs[i].Field)
 			acc += int64(len(s.dev.groups))
+		}
+	}
+	// The Count-Min counters of the readings' top-k keys: a few lines
+	// apiece, at random in a sketch of about 100 KiB per group window.
+	for _, s := range pre {
+		if s == nil {
+			continue
+		}
+		for gi := range s.gattrs {
+			ga := &s.gattrs[gi]
+			gk := s.gks[gi]
+			if !ga.hasTopK || gk == nil || len(gk.open) == 0 {
+				continue
+			}
+			if gw := gk.open[len(gk.open)-1]; gw.topk != nil {
+				acc += int64(gw.topk.PeekHash(ga.topkHash))
+			}
 		}
 	}
 	wins := e.preWins[:0]

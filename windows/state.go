@@ -237,6 +237,7 @@ type series struct {
 // groupAttrs are the attribute values a series gives one group.
 type groupAttrs struct {
 	key, distinct, topk          string
+	topkHash                     uint64 // sketches.TopKHash(topk)
 	hasKey, hasDistinct, hasTopK bool
 }
 
