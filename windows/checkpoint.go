@@ -369,4 +369,5 @@ func (e *Engine) adopt(f *Engine) {
 	e.applied, e.procNs, e.nextCheck = f.applied, f.procNs, f.nextCheck
 	e.mem, e.winPool, e.st = f.mem, f.winPool, f.st
 	e.groups = f.groups
+	e.fieldNames = f.fieldNames
 }

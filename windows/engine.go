@@ -204,6 +204,9 @@ type Engine struct {
 	ckptEnc                     enc          // preserve's encoder
 	lastSize                    atomic.Int64 // of the last MarshalBinary: the next one's buffer
 
+	// fieldNames caches field names for pairs to share (internField).
+	fieldNames [64]string
+
 	// hot is the series of the last reading (nil after an eviction or a
 	// restore): a cache of e.series, consistent with it.
 	hot *series

@@ -4,6 +4,9 @@ import (
 	"math"
 	"math/rand/v2"
 	"testing"
+	"unsafe"
+
+	"github.com/runnel-iot/runnel/wal"
 )
 
 // TestHistRing checks the encoded closed history against a ring of
@@ -109,5 +112,28 @@ func TestHistRecordOfOneValue(t *testing.T) {
 	}
 	if got := decodeRec(b[:len(b)-1], 10e9); got != rec {
 		t.Errorf("decoded %+v, want %+v", got, rec)
+	}
+}
+
+// Pairs of one field name share its text (one copy stays in the CPU
+// cache), restored ones too, and the shared copy is not the caller's.
+func TestFieldNamesShared(t *testing.T) {
+	e := mustNew(t, testConfig())
+	field := string([]byte("temp"))
+	e.Apply(1, &wal.Batch{Readings: []wal.Reading{{Series: "a", Field: field, Value: 1}, {Series: "b", Field: "temp", Value: 2}}}, nil)
+	pa, pb := e.series["a"].pair("temp"), e.series["b"].pair("temp")
+	if unsafe.StringData(pa.field) != unsafe.StringData(pb.field) {
+		t.Errorf("two pairs of field temp keep two copies of its name")
+	}
+	if unsafe.StringData(pa.field) == unsafe.StringData(field) {
+		t.Errorf("the pair keeps the reading's field string")
+	}
+	ck, _ := e.MarshalBinary()
+	f := mustNew(t, testConfig())
+	if err := f.UnmarshalBinary(ck); err != nil {
+		t.Fatal(err)
+	}
+	if unsafe.StringData(f.series["a"].pair("temp").field) != unsafe.StringData(f.series["b"].pair("temp").field) {
+		t.Errorf("restored pairs of field temp keep two copies of its name")
 	}
 }

@@ -104,7 +104,7 @@ func (e *Engine) prefetch(rs []wal.Reading) {
 				// The window's lines: its aggregate, and the pending
 				// values past it; the sketch only when this value
 				// flushes them into it.
-				acc += c.start + c.agg.lastT + int64(c.keys[winBuf-1])
+				acc += c.start + c.agg.lastT + int64(c.keys[winBuf-1]) + int64(c.vals[winBuf-1])
 				if c.n == winBuf && c.q != nil {
 					acc += int64(c.q.Level())
 				} else {
@@ -112,7 +112,8 @@ func (e *Engine) prefetch(rs []wal.Reading) {
 				}
 			}
 			if n := len(ps.panes); n > 0 {
-				acc += ps.panes[n-1].start
+				// A pane spans two lines.
+				acc += ps.panes[n-1].start + ps.panes[n-1].agg.lastT
 			}
 		}
 	}
