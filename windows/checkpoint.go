@@ -81,7 +81,7 @@ func (e *Engine) MarshalBinary() ([]byte, error) {
 	// append (1.25x a step) allocates about five times its final size.
 	hint := max(e.lastSize.Load()+e.lastSize.Load()/8, 1<<16)
 	w := &enc{Enc: binc.Enc{B: make([]byte, 0, hint)}}
-	ss := sortedValues(e.series, func(s *series) string { return s.key })
+	ss := slices.SortedFunc(e.series.all(), func(a, b *series) int { return strings.Compare(a.key, b.key) })
 	if err := e.marshalHead(w, len(ss)); err != nil {
 		return nil, err
 	}
@@ -340,7 +340,7 @@ func (e *Engine) UnmarshalBinary(data []byte) error {
 	if sum := binary.LittleEndian.Uint64(data[len(data)-8:]); sum != xxhash.Sum64(body) {
 		return fmt.Errorf("%w: checksum mismatch", ErrCheckpoint)
 	}
-	if e.applied != 0 || len(e.series) != 1 || e.ckpt != nil {
+	if e.applied != 0 || e.series.len() != 1 || e.ckpt != nil {
 		return fmt.Errorf("%w: engine is not fresh", ErrCheckpoint)
 	}
 	fresh, err := New(e.cfg)

@@ -35,7 +35,7 @@ func (f *Engine) decode(r *dec) error {
 			r.Fail("overflow hll: %v", err)
 		}
 	}
-	f.series = make(map[string]*series)
+	f.series = seriesIndex{}
 	f.devices = make(map[string]*device)
 	f.overflow = nil
 	f.act, f.ttl = list[device, *device]{}, list[series, *series]{}
@@ -147,7 +147,8 @@ func (f *Engine) decodeAllSeries(r *dec) {
 			s.overflow = true
 			f.overflow = s
 		}
-		f.series[key] = s
+		s.hash = seriesHash(key)
+		f.series.put(s)
 	}
 }
 
@@ -375,7 +376,7 @@ func (f *Engine) link(r *dec, refs map[*device]*devRefs) {
 	for d, dr := range refs {
 		d.series = make([]*series, 0, dr.capS)
 		for _, k := range dr.series {
-			s := f.series[k]
+			s := f.series.get(k)
 			if s == nil || s.dev != d || slices.Contains(d.series, s) {
 				r.Fail("device %q series %q", d.key, k)
 				return
@@ -404,7 +405,7 @@ func (f *Engine) link(r *dec, refs map[*device]*devRefs) {
 			}
 		}
 	}
-	if seen != len(f.series) {
+	if seen != f.series.len() {
 		r.Fail("series not listed by their devices")
 		return
 	}
@@ -429,8 +430,8 @@ func (f *Engine) link(r *dec, refs map[*device]*devRefs) {
 	for _, d := range devs {
 		f.act.pushBack(d)
 	}
-	ss := make([]*series, 0, len(f.series))
-	for _, s := range f.series {
+	ss := make([]*series, 0, f.series.len())
+	for s := range f.series.all() {
 		if !s.overflow {
 			ss = append(ss, s)
 		}

@@ -163,7 +163,7 @@ type Engine struct {
 	groups                          []*groupState
 	fingerprint                     uint64
 
-	series  map[string]*series
+	series  seriesIndex
 	devices map[string]*device
 	devGen  uint64
 	seq     uint64
@@ -216,6 +216,7 @@ type Engine struct {
 	pre        [prefetchChunk]*series
 	prePair    [prefetchChunk]*pair
 	prePV      [prefetchChunk]sketches.QuantileValue
+	preHash    [prefetchChunk]uint64
 	preWins    []preWin
 	scratchQ   sketches.Quantile // the sketch of a window without one, as it closes
 	prefetched int64
@@ -238,7 +239,6 @@ func New(cfg Config) (*Engine, error) {
 		idleNs:    int64(cfg.IdleTimeout),
 		ttlNs:     int64(cfg.SeriesTTL),
 		budget:    int64(cfg.MemoryBudget),
-		series:    make(map[string]*series),
 		devices:   make(map[string]*device),
 		procNs:    noTime,
 		nextCheck: noTime,
@@ -352,7 +352,7 @@ func (e *Engine) applyReading(r *wal.Reading, s *series, pv *sketches.QuantileVa
 		return
 	}
 	if s == nil { // new since prefetch looked, or new
-		s = e.series[r.Series]
+		s = e.series.get(r.Series)
 	}
 	var p *pair
 	if s != nil {

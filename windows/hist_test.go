@@ -121,7 +121,7 @@ func TestFieldNamesShared(t *testing.T) {
 	e := mustNew(t, testConfig())
 	field := string([]byte("temp"))
 	e.Apply(1, &wal.Batch{Readings: []wal.Reading{{Series: "a", Field: field, Value: 1}, {Series: "b", Field: "temp", Value: 2}}}, nil)
-	pa, pb := e.series["a"].pair("temp"), e.series["b"].pair("temp")
+	pa, pb := e.series.get("a").pair("temp"), e.series.get("b").pair("temp")
 	if unsafe.StringData(pa.field) != unsafe.StringData(pb.field) {
 		t.Errorf("two pairs of field temp keep two copies of its name")
 	}
@@ -133,7 +133,7 @@ func TestFieldNamesShared(t *testing.T) {
 	if err := f.UnmarshalBinary(ck); err != nil {
 		t.Fatal(err)
 	}
-	if unsafe.StringData(f.series["a"].pair("temp").field) != unsafe.StringData(f.series["b"].pair("temp").field) {
+	if unsafe.StringData(f.series.get("a").pair("temp").field) != unsafe.StringData(f.series.get("b").pair("temp").field) {
 		t.Errorf("restored pairs of field temp keep two copies of its name")
 	}
 }

@@ -37,7 +37,7 @@ func TestLazySketch(t *testing.T) {
 					if err := e.UnmarshalBinary(ck); err != nil {
 						t.Fatal(err)
 					}
-					if w := e.series["s"].pair("v").specs[0].wins[0]; w.q != nil {
+					if w := e.series.get("s").pair("v").specs[0].wins[0]; w.q != nil {
 						t.Errorf("first %v: a restored one-value window has a sketch", first)
 					}
 					if again, _ := e.MarshalBinary(); !bytes.Equal(again, ck) {
@@ -174,7 +174,7 @@ func TestPendingSketchValues(t *testing.T) {
 					}
 				}
 			}
-			if w := e.series["s"].pair("v").specs[0].wins[0]; n <= winBuf && restoreAt < 0 && w.q != nil {
+			if w := e.series.get("s").pair("v").specs[0].wins[0]; n <= winBuf && restoreAt < 0 && w.q != nil {
 				t.Errorf("n %d: a window of at most %d values made a sketch", n, winBuf)
 			}
 			out = e.Apply(uint64(n+1), &wal.Batch{IngestNs: 5 * sec, Readings: []wal.Reading{{Series: "s", Field: "v", Value: 1, TimeNs: 5 * sec}}}, out)

@@ -31,7 +31,8 @@ func (e *Engine) newSeries(key string, pk parsedKey, d *device) *series {
 	oldCap := cap(d.series)
 	d.series = append(d.series, s)
 	e.chargeDevice(d, int64(cap(d.series)-oldCap)*ptrBytes)
-	e.series[key] = s
+	s.hash = seriesHash(key)
+	e.series.put(s)
 	e.seriesGen++
 	e.touchSeries(s)
 	return s
@@ -238,7 +239,7 @@ func (e *Engine) evict(s *series) {
 		e.freePair(p)
 	}
 	e.ttl.remove(s)
-	delete(e.series, s.key)
+	e.series.del(s)
 	if e.hot == s {
 		e.hot = nil
 	}

@@ -26,20 +26,35 @@ const prefetchChunk = 16
 // It changes no state. The values it loads are summed into e.prefetched
 // only so that the compiler keeps the loads.
 func (e *Engine) prefetch(rs []wal.Reading) {
-	pre, pairs := e.pre[:len(rs)], e.prePair[:len(rs)]
+	pre, pairs, hs := e.pre[:len(rs)], e.prePair[:len(rs)], e.preHash[:len(rs)]
 	var acc int64
-	hot := e.hot
+	// Readings of the series of the one before (the fields of a line, a
+	// device's batch) take its series; the others hash their key and load
+	// their index slot.
+	prev := ""
+	if e.hot != nil {
+		prev = e.hot.key
+	}
+	var same uint32 // bit i: reading i has the series of the one before
 	for i := range rs {
 		r := &rs[i]
+		if r.Series == prev {
+			same |= 1 << i
+		} else {
+			hs[i] = seriesHash(r.Series)
+			acc += int64(e.series.touch(hs[i]))
+		}
+		prev = r.Series
+		e.prePV[i] = sketches.PrepareQuantile(r.Value)
+	}
+	hot := e.hot
+	for i := range rs {
 		s := hot
-		if s == nil || s.key != r.Series {
-			s = e.series[r.Series]
+		if same&(1<<i) == 0 {
+			s = e.series.getHash(rs[i].Series, hs[i])
 		}
 		pre[i] = s
-		if s != nil {
-			hot = s
-		}
-		e.prePV[i] = sketches.PrepareQuantile(r.Value)
+		hot = s
 	}
 	for _, s := range pre {
 		if s != nil {

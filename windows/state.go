@@ -215,6 +215,7 @@ type pair struct {
 // series is the state of one series key.
 type series struct {
 	key         string
+	hash        uint64 // seriesHash(key)
 	meas        string
 	dev         *device
 	pairs       []*pair
