@@ -39,12 +39,16 @@
 // `_overflow`), and is counted with an HLL of the series that overflowed.
 // A new group window that would not fit goes to its group's OverflowKey.
 // Evicted series and closed windows return their sketches to small pools,
-// so steady-state updates do not allocate.
+// so steady-state updates do not allocate. The closed history kept for
+// queries is encoded (hist.go): a record takes 19 to about 90 bytes
+// instead of a 104-byte struct, while it is charged as the struct.
 //
 // # The update path
 //
 // Apply works through a batch 16 readings at a time: prefetch.go first
-// finds their series and pairs and loads the state their updates touch,
+// finds their series (seriesindex.go: open addressing on the key's 64-bit
+// hash) and pairs and loads the state their updates touch (windows, panes,
+// the Count-Min counters of their top-k keys),
 // one step of every reading's chain of pointers at a time, then the
 // readings are applied in order. With thousands of pairs visited in turn
 // no update finds its state in a cache, and this lets their cache misses
