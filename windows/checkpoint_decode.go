@@ -187,10 +187,12 @@ func (f *Engine) decodePair(r *dec, s *series) *pair {
 				recs[(k-int(head)+int(n))%int(n)] = r.rec()
 			}
 			unit := sp.histUnit()
-			ps.hist = make([]byte, 0, 2*histRecHint)
+			var b []byte
 			for k := range recs {
-				ps.hist = appendRec(ps.hist, &recs[k], unit)
+				b = appendRec(b, &recs[k], unit)
 			}
+			ps.hist = make([]byte, len(b), len(b)+len(b)/8) // non-nil, as hasHist says
+			copy(ps.hist, b)
 			ps.histN, ps.histHead = int32(n), int32(head)
 		}
 	}

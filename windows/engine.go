@@ -711,7 +711,7 @@ func (e *Engine) pushHist(p *pair, ps *specState, sp *spec, rec closedRec) {
 		return
 	}
 	if ps.hist == nil {
-		ps.hist = make([]byte, 0, 2*histRecHint)
+		ps.hist = make([]byte, 0, histRecHint)
 		e.chargePair(p, int64(n)*recBytes)
 	}
 	ps.pushHist(&rec, n, sp.histUnit())

@@ -117,7 +117,8 @@ func decodeRec(b []byte, unit int64) closedRec {
 
 // pushHist appends rec to the history of at most n records, dropping the
 // oldest when it is full. Once the slice has grown to its records' size,
-// it does not allocate.
+// it allocates only when a record is longer than the one it replaces by
+// more than the slack of the last growth.
 func (ps *specState) pushHist(rec *closedRec, n int, unit int64) {
 	if int(ps.histN) == n {
 		l := ps.recLenAt(0)
@@ -126,7 +127,16 @@ func (ps *specState) pushHist(rec *closedRec, n int, unit int64) {
 		ps.histN--
 		ps.histHead = (ps.histHead + 1) % int32(n)
 	}
-	ps.hist = appendRec(ps.hist, rec, unit)
+	var tmp [recMaxLen + 1]byte
+	e := appendRec(tmp[:0], rec, unit)
+	if need := len(ps.hist) + len(e); need > cap(ps.hist) {
+		// Grow by a quarter, not by append's doubling: once full, a
+		// history keeps about its size, and the slack is kept for good.
+		grown := make([]byte, len(ps.hist), allocSize(int64(need+need/4)))
+		copy(grown, ps.hist)
+		ps.hist = grown
+	}
+	ps.hist = append(ps.hist, e...)
 	ps.histN++
 }
 
