@@ -118,7 +118,6 @@ func (f *Engine) decodeAllSeries(r *dec) {
 		s := &series{key: key, meas: pk.meas, dev: d}
 		if len(f.groups) > 0 {
 			s.gattrs = make([]groupAttrs, len(f.groups))
-			s.gks = make([]*groupKey, len(f.groups))
 			for gi, g := range f.groups {
 				ga := &s.gattrs[gi]
 				ga.key, ga.hasKey = attrValue(g.by, key, &pk, d.key)

@@ -80,10 +80,10 @@ func (e *Engine) applyToGroups(s *series, d *device, t int64) {
 		if !ga.hasKey {
 			continue
 		}
-		gk := s.gks[gi]
+		gk := ga.gk
 		if gk == nil || gk.dead {
 			gk = e.groupKeyFor(g, ga.key)
-			s.gks[gi] = gk
+			ga.gk = gk
 		}
 		var ws int64
 		var gw *groupWin

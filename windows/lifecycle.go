@@ -17,7 +17,6 @@ func (e *Engine) newSeries(key string, pk parsedKey, d *device) *series {
 	s := &series{key: key, meas: pk.meas, dev: d, lastEventNs: noTime, ckptGen: e.ckptGen}
 	if len(e.groups) > 0 {
 		s.gattrs = make([]groupAttrs, len(e.groups))
-		s.gks = make([]*groupKey, len(e.groups))
 		for i, g := range e.groups {
 			ga := &s.gattrs[i]
 			ga.key, ga.hasKey = attrValue(g.by, key, &pk, d.key)

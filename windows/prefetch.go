@@ -64,7 +64,7 @@ func (e *Engine) prefetch(rs []wal.Reading) {
 			acc += s.dev.maxT
 			if len(s.gattrs) > 0 {
 				acc += int64(s.gattrs[0].topkHash)
-				if gk := s.gks[0]; gk != nil {
+				if gk := s.gattrs[0].gk; gk != nil {
 					acc += int64(len(gk.open))
 				}
 			}
@@ -85,7 +85,7 @@ func (e *Engine) prefetch(rs []wal.Reading) {
 		}
 		for gi := range s.gattrs {
 			ga := &s.gattrs[gi]
-			gk := s.gks[gi]
+			gk := ga.gk
 			if !ga.hasTopK || gk == nil || len(gk.open) == 0 {
 				continue
 			}

@@ -225,7 +225,6 @@ type series struct {
 	seq         uint64
 	ttl         link[series] // in the TTL list, oldest first
 	gattrs      []groupAttrs // per group
-	gks         []*groupKey  // per group: cached key state (nil until used)
 	bytes       int64
 	overflow    bool
 	// ckptGen is the generation of the checkpoint that has this series
@@ -235,8 +234,10 @@ type series struct {
 	ckptSlab, ckptOff, ckptEnd int
 }
 
-// groupAttrs are the attribute values a series gives one group.
+// groupAttrs are the attribute values a series gives one group, and the
+// state of its key there.
 type groupAttrs struct {
+	gk                           *groupKey // cached key state (nil until used)
 	key, distinct, topk          string
 	topkHash                     uint64 // sketches.TopKHash(topk)
 	hasKey, hasDistinct, hasTopK bool
