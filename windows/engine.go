@@ -319,7 +319,7 @@ func (e *Engine) Apply(index uint64, b *wal.Batch, out []Emission) []Emission {
 		rs := b.Readings[i:min(i+prefetchChunk, len(b.Readings))]
 		e.prefetch(rs)
 		for j := range rs {
-			e.applyReading(&rs[j], e.pre[j], &e.prePV[j])
+			e.applyReading(&rs[j], e.pre[j], e.prePair[j], &e.prePV[j])
 		}
 	}
 	if e.procNs >= e.nextCheck {
@@ -344,9 +344,11 @@ func satAdd(a, b int64) int64 {
 	return a + b
 }
 
-// applyReading is the per-reading hot path. s is the series prefetch found
-// (nil: none then), pv the reading's value prepared for the sketches.
-func (e *Engine) applyReading(r *wal.Reading, s *series, pv *sketches.QuantileValue) {
+// applyReading is the per-reading hot path. s and p are the series and
+// pair prefetch found (nil: none then; pairs and series are freed only by
+// the sweeps after a batch, so what it found is still live), pv the
+// reading's value prepared for the sketches.
+func (e *Engine) applyReading(r *wal.Reading, s *series, p *pair, pv *sketches.QuantileValue) {
 	if r.TimeNs < -timeLimit || r.TimeNs > timeLimit {
 		e.st.BadTimeReadings++
 		return
@@ -354,8 +356,7 @@ func (e *Engine) applyReading(r *wal.Reading, s *series, pv *sketches.QuantileVa
 	if s == nil { // new since prefetch looked, or new
 		s = e.series.get(r.Series)
 	}
-	var p *pair
-	if s != nil {
+	if p == nil && s != nil { // new since prefetch looked, or new
 		p = s.pair(r.Field)
 	}
 	var pk parsedKey
