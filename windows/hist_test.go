@@ -137,3 +137,38 @@ func TestFieldNamesShared(t *testing.T) {
 		t.Errorf("restored pairs of field temp keep two copies of its name")
 	}
 }
+
+// FuzzHistRecord: any record (any float bits, start, count, unit) decodes
+// to itself, within recMaxLen bytes, and its length byte says its size.
+func FuzzHistRecord(f *testing.F) {
+	f.Add(int64(17e9), uint64(1), uint64(0x4035800000000000), uint64(0), uint64(0x7ff8000000000001), uint8(1), int64(10e9))
+	f.Add(int64(-5), uint64(1<<63), uint64(0x8000000000000000), uint64(1), uint64(0xfff0000000000000), uint8(3), int64(3))
+	f.Fuzz(func(t *testing.T, start int64, count, a, b, c uint64, reason uint8, unit int64) {
+		if unit <= 0 {
+			unit = 1
+		}
+		vals := []uint64{a, b, c, 0, a ^ b}
+		fl := func(i int) float64 { return math.Float64frombits(vals[(a>>uint(i*3)+uint64(i))%uint64(len(vals))]) }
+		rec := closedRec{start: start, count: count, min: fl(0), max: fl(1), sum: fl(2), std: fl(3), first: fl(4), last: fl(5), p50: fl(6), p90: fl(7), p99: fl(8), reason: reason & 3}
+		enc := appendRec([]byte{0xAA}, &rec, unit)[1:]
+		if len(enc) > recMaxLen+1 || int(enc[len(enc)-1]) != len(enc)-1 {
+			t.Fatalf("record of %d bytes, length byte %d", len(enc), enc[len(enc)-1])
+		}
+		got := decodeRec(enc[:len(enc)-1], unit)
+		gf, rf := recFloats(&got), recFloats(&rec)
+		for i := range gf {
+			if math.Float64bits(*gf[i]) != math.Float64bits(*rf[i]) {
+				t.Fatalf("field %d: %x, want %x", i, math.Float64bits(*gf[i]), math.Float64bits(*rf[i]))
+			}
+		}
+		if got.start != rec.start || got.count != rec.count || got.reason != rec.reason {
+			t.Fatalf("decoded %+v, want %+v", got, rec)
+		}
+		var ps specState
+		ps.hist = enc
+		ps.histN = 1
+		if l := ps.recLenAt(0); l != len(enc) {
+			t.Fatalf("recLenAt %d, want %d", l, len(enc))
+		}
+	})
+}
