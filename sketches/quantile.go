@@ -118,8 +118,18 @@ func NewQuantileAlpha(alpha float64) (*Quantile, error) {
 // bit.
 func (q *Quantile) setAlpha(alpha float64) {
 	q.alpha = alpha
-	q.lnGamma0 = math.Log1p(2*alpha/(1-alpha)) / (1 << QuantileMaxLevel)
-	q.invLnGamma0 = 1 / q.lnGamma0
+	if alpha == QuantileAlpha && fleetLnGamma0 != 0 {
+		// The fleet α, computed once: every new window's sketch sets it.
+		q.lnGamma0, q.invLnGamma0 = fleetLnGamma0, fleetInvLnGamma0
+		return
+	}
+	q.lnGamma0, q.invLnGamma0 = lnGamma0Of(alpha)
+}
+
+// lnGamma0Of returns ln γ₀ and its inverse for α.
+func lnGamma0Of(alpha float64) (ln, inv float64) {
+	ln = math.Log1p(2*alpha/(1-alpha)) / (1 << QuantileMaxLevel)
+	return ln, 1 / ln
 }
 
 func (q *Quantile) init() {
@@ -223,8 +233,9 @@ type QuantileValue struct {
 	sign int8 // 1 positive, -1 negative, 0 the zero bin, 2 not added (NaN, ±Inf)
 }
 
-// fleetInvLnGamma0 is 1/ln γ₀ for QuantileAlpha, as setAlpha computes it.
-var fleetInvLnGamma0 = NewQuantile().invLnGamma0
+// fleetLnGamma0 and fleetInvLnGamma0 are ln γ₀ and 1/ln γ₀ for
+// QuantileAlpha.
+var fleetLnGamma0, fleetInvLnGamma0 = lnGamma0Of(QuantileAlpha)
 
 // PrepareQuantile returns v with its level-0 key for the fleet α.
 func PrepareQuantile(v float64) QuantileValue {

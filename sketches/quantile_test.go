@@ -640,3 +640,17 @@ func TestPreparedQuantileRebuilds(t *testing.T) {
 		}
 	}
 }
+
+// The fleet α's constants, computed once, are those setAlpha computes for
+// any other α.
+func TestQuantileFleetAlphaConstants(t *testing.T) {
+	ln, inv := lnGamma0Of(QuantileAlpha)
+	q := NewQuantile()
+	var z Quantile
+	z.Add(1)
+	for _, got := range []*Quantile{q, &z} {
+		if got.lnGamma0 != ln || got.invLnGamma0 != inv || got.alpha != QuantileAlpha {
+			t.Errorf("fleet sketch has ln γ₀ %v inv %v α %v, want %v %v %v", got.lnGamma0, got.invLnGamma0, got.alpha, ln, inv, QuantileAlpha)
+		}
+	}
+}
