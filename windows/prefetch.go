@@ -79,8 +79,8 @@ func (e *Engine) prefetch(rs []wal.Reading) {
 	}
 	// The Count-Min counters of the readings' top-k keys: a few lines
 	// apiece, at random in a sketch of about 100 KiB per group window.
-	for _, s := range pre {
-		if s == nil {
+	for i, s := range pre {
+		if s == nil || same&(1<<i) != 0 { // the reading before loaded them
 			continue
 		}
 		for gi := range s.gattrs {
@@ -94,9 +94,14 @@ func (e *Engine) prefetch(rs []wal.Reading) {
 			}
 		}
 	}
+	// A reading of the pair of the one before finds its state loaded.
+	// The first of a run of readings of one pair (a device's burst) may
+	// flush its windows' pending values within the chunk, so it loads the
+	// sketches too; a lone reading, only when it flushes.
+	first := func(i int) bool { return pairs[i] != nil && (i == 0 || pairs[i-1] != pairs[i]) }
 	wins := e.preWins[:0]
-	for _, p := range pairs {
-		if p != nil {
+	for i, p := range pairs {
+		if first(i) {
 			for k := range p.specs {
 				if c := p.specs[k].cur; c != nil {
 					wins = append(wins, preWin{w: c})
@@ -107,9 +112,10 @@ func (e *Engine) prefetch(rs []wal.Reading) {
 	}
 	w := 0
 	for i, p := range pairs {
-		if p == nil {
+		if !first(i) {
 			continue
 		}
+		run := i+1 < len(pairs) && pairs[i+1] == p
 		for k := range p.specs {
 			ps := &p.specs[k]
 			if ps.cur != nil {
@@ -117,10 +123,9 @@ func (e *Engine) prefetch(rs []wal.Reading) {
 				wins[w].i = int32(i)
 				w++
 				// The window's lines: its aggregate, and the pending
-				// values past it; the sketch only when this value
-				// flushes them into it.
+				// values past it; the sketch only when it will take them.
 				acc += c.start + c.agg.lastT + int64(c.keys[winBuf-1]) + int64(c.vals[winBuf-1])
-				if c.n == winBuf && c.q != nil {
+				if (c.n == winBuf || run) && c.q != nil {
 					acc += int64(c.q.Level())
 				} else {
 					wins[w-1].w = nil
