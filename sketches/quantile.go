@@ -118,8 +118,18 @@ func NewQuantileAlpha(alpha float64) (*Quantile, error) {
 // bit.
 func (q *Quantile) setAlpha(alpha float64) {
 	q.alpha = alpha
-	q.lnGamma0 = math.Log1p(2*alpha/(1-alpha)) / (1 << QuantileMaxLevel)
-	q.invLnGamma0 = 1 / q.lnGamma0
+	if alpha == QuantileAlpha && fleetLnGamma0 != 0 {
+		// The fleet α, computed once: every new window's sketch sets it.
+		q.lnGamma0, q.invLnGamma0 = fleetLnGamma0, fleetInvLnGamma0
+		return
+	}
+	q.lnGamma0, q.invLnGamma0 = lnGamma0Of(alpha)
+}
+
+// lnGamma0Of returns ln γ₀ and its inverse for α.
+func lnGamma0Of(alpha float64) (ln, inv float64) {
+	ln = math.Log1p(2*alpha/(1-alpha)) / (1 << QuantileMaxLevel)
+	return ln, 1 / ln
 }
 
 func (q *Quantile) init() {
@@ -223,8 +233,9 @@ type QuantileValue struct {
 	sign int8 // 1 positive, -1 negative, 0 the zero bin, 2 not added (NaN, ±Inf)
 }
 
-// fleetInvLnGamma0 is 1/ln γ₀ for QuantileAlpha, as setAlpha computes it.
-var fleetInvLnGamma0 = NewQuantile().invLnGamma0
+// fleetLnGamma0 and fleetInvLnGamma0 are ln γ₀ and 1/ln γ₀ for
+// QuantileAlpha.
+var fleetLnGamma0, fleetInvLnGamma0 = lnGamma0Of(QuantileAlpha)
 
 // PrepareQuantile returns v with its level-0 key for the fleet α.
 func PrepareQuantile(v float64) QuantileValue {
@@ -235,6 +246,26 @@ func PrepareQuantile(v float64) QuantileValue {
 		return QuantileValue{v: v, key0: int32(math.Ceil(math.Log(v) * fleetInvLnGamma0)), sign: 1}
 	case v <= -quantileMinMagnitude:
 		return QuantileValue{v: v, key0: int32(math.Ceil(math.Log(-v) * fleetInvLnGamma0)), sign: -1}
+	}
+	return QuantileValue{v: v}
+}
+
+// Key0 reports pv's level-0 key (0 for the zero bin and for values not
+// added), so a caller that keeps prepared values can store them in 12
+// bytes and rebuild them with PreparedQuantile.
+func (pv QuantileValue) Key0() int32 { return pv.key0 }
+
+// PreparedQuantile rebuilds the QuantileValue of v whose level-0 key
+// PrepareQuantile(v) gave as key0 (pv.Key0()), without the logarithm: it is
+// PrepareQuantile(v) when key0 is that key.
+func PreparedQuantile(v float64, key0 int32) QuantileValue {
+	switch {
+	case math.IsNaN(v) || math.IsInf(v, 0):
+		return QuantileValue{v: v, sign: 2}
+	case v >= quantileMinMagnitude:
+		return QuantileValue{v: v, key0: key0, sign: 1}
+	case v <= -quantileMinMagnitude:
+		return QuantileValue{v: v, key0: key0, sign: -1}
 	}
 	return QuantileValue{v: v}
 }

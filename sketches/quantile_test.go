@@ -622,3 +622,35 @@ func TestQuantilePeek(t *testing.T) {
 		t.Errorf("Peek changed the sketch")
 	}
 }
+
+// PreparedQuantile(v, PrepareQuantile(v).Key0()) must be PrepareQuantile(v)
+// for every kind of value, so a caller may keep prepared values packed.
+func TestPreparedQuantileRebuilds(t *testing.T) {
+	vals := []float64{0, math.Copysign(0, -1), math.NaN(), math.Inf(1), math.Inf(-1), 0x1p-1030, -0x1p-1030,
+		0x1p-1022, -0x1p-1022, math.MaxFloat64, -math.MaxFloat64, math.SmallestNonzeroFloat64, 1, -1, 17.25, -3e-200}
+	r := rand.New(rand.NewPCG(3, 4))
+	for range 1000 {
+		vals = append(vals, math.Copysign(math.Pow(10, 600*r.Float64()-300), r.Float64()-0.5))
+	}
+	for _, v := range vals {
+		pv := PrepareQuantile(v)
+		got := PreparedQuantile(v, pv.Key0())
+		if math.Float64bits(got.v) != math.Float64bits(pv.v) || got.key0 != pv.key0 || got.sign != pv.sign {
+			t.Fatalf("%v: rebuilt %+v, prepared %+v", v, got, pv)
+		}
+	}
+}
+
+// The fleet α's constants, computed once, are those setAlpha computes for
+// any other α.
+func TestQuantileFleetAlphaConstants(t *testing.T) {
+	ln, inv := lnGamma0Of(QuantileAlpha)
+	q := NewQuantile()
+	var z Quantile
+	z.Add(1)
+	for _, got := range []*Quantile{q, &z} {
+		if got.lnGamma0 != ln || got.invLnGamma0 != inv || got.alpha != QuantileAlpha {
+			t.Errorf("fleet sketch has ln γ₀ %v inv %v α %v, want %v %v %v", got.lnGamma0, got.invLnGamma0, got.alpha, ln, inv, QuantileAlpha)
+		}
+	}
+}

@@ -95,6 +95,22 @@ func (t *TopK) AddString(key string, n uint64) {
 	t.Add(unsafe.Slice(unsafe.StringData(key), len(key)), n)
 }
 
+// TopKHash is the hash TopK keys its counters by (xxhash64 of the key), for
+// a caller that adds the same key often: AddStringHashed and PeekHash take
+// it instead of hashing the key on each call.
+func TopKHash(key string) uint64 { return xxhash.Sum64String(key) }
+
+// AddStringHashed is AddString for a key whose hash the caller kept: h must
+// be TopKHash(key).
+func (t *TopK) AddStringHashed(key string, h uint64, n uint64) {
+	t.offer(h, unsafe.Slice(unsafe.StringData(key), len(key)), t.cms.addHash(h, n))
+}
+
+// PeekHash returns the Count-Min estimate of the key of hash h (as
+// TopKHash gives it), changing nothing. It reads the counters an add of
+// that key writes, so a caller updating many sketches can load them ahead.
+func (t *TopK) PeekHash(h uint64) uint64 { return t.cms.estimateHash(h) }
+
 // Estimate returns key's Count-Min estimate.
 func (t *TopK) Estimate(key []byte) uint64 { return t.cms.Estimate(key) }
 

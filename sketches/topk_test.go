@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"cmp"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"testing"
@@ -214,4 +215,31 @@ func FuzzUnmarshalTopK(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		checkDecodeInvariants(t, data, func() codec { return new(TopK) })
 	})
+}
+
+// AddStringHashed with TopKHash must leave exactly what AddString leaves,
+// and PeekHash report the estimate without changing anything.
+func TestTopKAddStringHashed(t *testing.T) {
+	a, b := NewTopKDefault(), NewTopKDefault()
+	r := rand.New(rand.NewPCG(5, 6))
+	for i := range 20_000 {
+		key := fmt.Sprintf("dev-%d", int(r.ExpFloat64()*50))
+		a.AddString(key, 1)
+		h := TopKHash(key)
+		before, _ := b.MarshalBinary()
+		if got, want := b.PeekHash(h), b.EstimateString(key); got != want {
+			t.Fatalf("PeekHash %d, estimate %d", got, want)
+		}
+		if after, _ := b.MarshalBinary(); !bytes.Equal(before, after) {
+			t.Fatalf("PeekHash changed the sketch")
+		}
+		b.AddStringHashed(key, h, 1)
+		if i%1000 == 0 || i == 19_999 {
+			ab, _ := a.MarshalBinary()
+			bb, _ := b.MarshalBinary()
+			if !bytes.Equal(ab, bb) {
+				t.Fatalf("after %d adds: AddStringHashed differs from AddString", i+1)
+			}
+		}
+	}
 }

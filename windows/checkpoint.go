@@ -32,6 +32,7 @@ type enc struct {
 	binc.Enc
 	scratch []byte            // a sketch's encoding before its length is known; reused
 	q       sketches.Quantile // the sketch of a window without one
+	recs    []closedRec       // a closed history, decoded; reused
 }
 
 // blob writes a sketch's encoding (length, bytes), appended through
@@ -80,7 +81,7 @@ func (e *Engine) MarshalBinary() ([]byte, error) {
 	// append (1.25x a step) allocates about five times its final size.
 	hint := max(e.lastSize.Load()+e.lastSize.Load()/8, 1<<16)
 	w := &enc{Enc: binc.Enc{B: make([]byte, 0, hint)}}
-	ss := sortedValues(e.series, func(s *series) string { return s.key })
+	ss := slices.SortedFunc(e.series.all(), func(a, b *series) int { return strings.Compare(a.key, b.key) })
 	if err := e.marshalHead(w, len(ss)); err != nil {
 		return nil, err
 	}
@@ -226,11 +227,14 @@ func (e *Engine) marshalSeries(w *enc, s *series) error {
 					w.agg(&ps.panes[k].agg)
 				}
 			}
+			// The layout of a ring of structs: slot k holds the record
+			// (k - histHead) mod n, oldest first.
 			w.Bool(ps.hist != nil)
-			w.U(uint64(len(ps.hist)))
+			w.U(uint64(ps.histN))
 			w.U(uint64(ps.histHead))
-			for k := range ps.hist {
-				w.rec(&ps.hist[k])
+			w.recs = ps.histOldestFirst(e.specs[i].histUnit(), w.recs[:0])
+			for k := range w.recs {
+				w.rec(&w.recs[(k-int(ps.histHead)+len(w.recs))%len(w.recs)])
 			}
 		}
 	}
@@ -336,7 +340,7 @@ func (e *Engine) UnmarshalBinary(data []byte) error {
 	if sum := binary.LittleEndian.Uint64(data[len(data)-8:]); sum != xxhash.Sum64(body) {
 		return fmt.Errorf("%w: checksum mismatch", ErrCheckpoint)
 	}
-	if e.applied != 0 || len(e.series) != 1 || e.ckpt != nil {
+	if e.applied != 0 || e.series.len() != 1 || e.ckpt != nil {
 		return fmt.Errorf("%w: engine is not fresh", ErrCheckpoint)
 	}
 	fresh, err := New(e.cfg)
@@ -365,4 +369,5 @@ func (e *Engine) adopt(f *Engine) {
 	e.applied, e.procNs, e.nextCheck = f.applied, f.procNs, f.nextCheck
 	e.mem, e.winPool, e.st = f.mem, f.winPool, f.st
 	e.groups = f.groups
+	e.fieldNames = f.fieldNames
 }

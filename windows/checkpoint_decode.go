@@ -35,7 +35,7 @@ func (f *Engine) decode(r *dec) error {
 			r.Fail("overflow hll: %v", err)
 		}
 	}
-	f.series = make(map[string]*series)
+	f.series = seriesIndex{}
 	f.devices = make(map[string]*device)
 	f.overflow = nil
 	f.act, f.ttl = list[device, *device]{}, list[series, *series]{}
@@ -118,12 +118,12 @@ func (f *Engine) decodeAllSeries(r *dec) {
 		s := &series{key: key, meas: pk.meas, dev: d}
 		if len(f.groups) > 0 {
 			s.gattrs = make([]groupAttrs, len(f.groups))
-			s.gks = make([]*groupKey, len(f.groups))
 			for gi, g := range f.groups {
 				ga := &s.gattrs[gi]
 				ga.key, ga.hasKey = attrValue(g.by, key, &pk, d.key)
 				ga.distinct, ga.hasDistinct = attrValue(g.distinct, key, &pk, d.key)
 				ga.topk, ga.hasTopK = attrValue(g.topk, key, &pk, d.key)
+				ga.topkHash = sketches.TopKHash(ga.topk)
 			}
 		}
 		s.readings, s.lastEventNs, s.lastApplied, s.seq, s.bytes = r.U(), r.I(), r.I(), r.U(), r.I()
@@ -146,12 +146,13 @@ func (f *Engine) decodeAllSeries(r *dec) {
 			s.overflow = true
 			f.overflow = s
 		}
-		f.series[key] = s
+		s.hash = seriesHash(key)
+		f.series.put(s)
 	}
 }
 
 func (f *Engine) decodePair(r *dec, s *series) *pair {
-	p := &pair{s: s, field: r.S(), specs: make([]specState, len(f.specs))}
+	p := &pair{s: s, field: f.internField(r.S()), specs: make([]specState, len(f.specs))}
 	p.bytes = r.I()
 	rb := r.Bytes()
 	if r.Err != nil {
@@ -179,11 +180,19 @@ func (f *Engine) decodePair(r *dec, s *series) *pair {
 			return nil
 		}
 		if hasHist {
-			ps.hist = make([]closedRec, n, h)
-			for k := range ps.hist {
-				ps.hist[k] = r.rec()
+			// Slot k of the encoded ring holds record (k - head) mod n.
+			recs := make([]closedRec, n)
+			for k := range recs {
+				recs[(k-int(head)+int(n))%int(n)] = r.rec()
 			}
-			ps.histHead = int(head)
+			unit := sp.histUnit()
+			var b []byte
+			for k := range recs {
+				b = appendRec(b, &recs[k], unit)
+			}
+			ps.hist = make([]byte, len(b), len(b)+len(b)/8) // non-nil, as hasHist says
+			copy(ps.hist, b)
+			ps.histN, ps.histHead = int32(n), int32(head)
 		}
 	}
 	if r.Err != nil {
@@ -217,10 +226,19 @@ func (f *Engine) decodeWins(r *dec, sp *spec, ps *specState) {
 			r.Fail("window quantile: %v", err)
 			return
 		}
-		// A window of one value keeps no sketch when it can rebuild this
-		// one (as Apply leaves it); any other sketch is kept as decoded.
+		// A window of one value keeps it pending and no sketch when that
+		// rebuilds this one (as Apply leaves it); any other sketch is kept
+		// as decoded, nothing pending: the values it will be given next
+		// make the same sketch as they would have in the encoded engine,
+		// since both give them in arrival order after the same ones.
 		var one sketches.Quantile
-		if w.agg.count > 1 || *w.sketch(&one) != *q {
+		if w.agg.count == 1 {
+			w.setPending(w.agg.first)
+			if *w.sketch(&one) != *q {
+				w.n = 0
+				w.q = q
+			}
+		} else {
 			w.q = q
 		}
 		ps.wins = append(ps.wins, w)
@@ -359,7 +377,7 @@ func (f *Engine) link(r *dec, refs map[*device]*devRefs) {
 	for d, dr := range refs {
 		d.series = make([]*series, 0, dr.capS)
 		for _, k := range dr.series {
-			s := f.series[k]
+			s := f.series.get(k)
 			if s == nil || s.dev != d || slices.Contains(d.series, s) {
 				r.Fail("device %q series %q", d.key, k)
 				return
@@ -388,7 +406,7 @@ func (f *Engine) link(r *dec, refs map[*device]*devRefs) {
 			}
 		}
 	}
-	if seen != len(f.series) {
+	if seen != f.series.len() {
 		r.Fail("series not listed by their devices")
 		return
 	}
@@ -413,8 +431,8 @@ func (f *Engine) link(r *dec, refs map[*device]*devRefs) {
 	for _, d := range devs {
 		f.act.pushBack(d)
 	}
-	ss := make([]*series, 0, len(f.series))
-	for _, s := range f.series {
+	ss := make([]*series, 0, f.series.len())
+	for s := range f.series.all() {
 		if !s.overflow {
 			ss = append(ss, s)
 		}

@@ -39,20 +39,27 @@
 // `_overflow`), and is counted with an HLL of the series that overflowed.
 // A new group window that would not fit goes to its group's OverflowKey.
 // Evicted series and closed windows return their sketches to small pools,
-// so steady-state updates do not allocate.
+// so steady-state updates do not allocate. The closed history kept for
+// queries is encoded (hist.go): a record takes 19 to about 90 bytes
+// instead of a 104-byte struct, while it is charged as the struct.
 //
 // # The update path
 //
 // Apply works through a batch 16 readings at a time: prefetch.go first
-// finds their series and pairs and loads the state their updates touch,
+// finds their series (seriesindex.go: open addressing on the key's 64-bit
+// hash) and pairs and loads the state their updates touch (windows, panes,
+// the Count-Min counters of their top-k keys),
 // one step of every reading's chain of pointers at a time, then the
 // readings are applied in order. With thousands of pairs visited in turn
 // no update finds its state in a cache, and this lets their cache misses
 // overlap instead of queueing. The lookups change nothing, so results are
-// those of applying the readings one by one. A tumbling window makes its
-// quantile sketch on its second value (a window of one value has the
-// sketch of that value, built when needed), so a series reporting less
-// often than the window size costs no sketch memory.
+// those of applying the readings one by one. A tumbling window holds its
+// latest values (up to 4) back from its quantile sketch and gives them to
+// it in arrival order, five at a time: an update writes the window alone,
+// and the sketch's cache lines are loaded once per five values. A window
+// makes its sketch on its fifth value (one of fewer values has the sketch
+// of its pending values, built when needed), so a series reporting less
+// often than that costs no sketch memory.
 //
 // # Guarantees and limits
 //

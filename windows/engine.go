@@ -163,7 +163,7 @@ type Engine struct {
 	groups                          []*groupState
 	fingerprint                     uint64
 
-	series  map[string]*series
+	series  seriesIndex
 	devices map[string]*device
 	devGen  uint64
 	seq     uint64
@@ -204,6 +204,9 @@ type Engine struct {
 	ckptEnc                     enc          // preserve's encoder
 	lastSize                    atomic.Int64 // of the last MarshalBinary: the next one's buffer
 
+	// fieldNames caches field names for pairs to share (internField).
+	fieldNames [64]string
+
 	// hot is the series of the last reading (nil after an eviction or a
 	// restore): a cache of e.series, consistent with it.
 	hot *series
@@ -213,6 +216,7 @@ type Engine struct {
 	pre        [prefetchChunk]*series
 	prePair    [prefetchChunk]*pair
 	prePV      [prefetchChunk]sketches.QuantileValue
+	preHash    [prefetchChunk]uint64
 	preWins    []preWin
 	scratchQ   sketches.Quantile // the sketch of a window without one, as it closes
 	prefetched int64
@@ -235,7 +239,6 @@ func New(cfg Config) (*Engine, error) {
 		idleNs:    int64(cfg.IdleTimeout),
 		ttlNs:     int64(cfg.SeriesTTL),
 		budget:    int64(cfg.MemoryBudget),
-		series:    make(map[string]*series),
 		devices:   make(map[string]*device),
 		procNs:    noTime,
 		nextCheck: noTime,
@@ -316,7 +319,7 @@ func (e *Engine) Apply(index uint64, b *wal.Batch, out []Emission) []Emission {
 		rs := b.Readings[i:min(i+prefetchChunk, len(b.Readings))]
 		e.prefetch(rs)
 		for j := range rs {
-			e.applyReading(&rs[j], e.pre[j], &e.prePV[j])
+			e.applyReading(&rs[j], e.pre[j], e.prePair[j], &e.prePV[j])
 		}
 	}
 	if e.procNs >= e.nextCheck {
@@ -341,18 +344,19 @@ func satAdd(a, b int64) int64 {
 	return a + b
 }
 
-// applyReading is the per-reading hot path. s is the series prefetch found
-// (nil: none then), pv the reading's value prepared for the sketches.
-func (e *Engine) applyReading(r *wal.Reading, s *series, pv *sketches.QuantileValue) {
+// applyReading is the per-reading hot path. s and p are the series and
+// pair prefetch found (nil: none then; pairs and series are freed only by
+// the sweeps after a batch, so what it found is still live), pv the
+// reading's value prepared for the sketches.
+func (e *Engine) applyReading(r *wal.Reading, s *series, p *pair, pv *sketches.QuantileValue) {
 	if r.TimeNs < -timeLimit || r.TimeNs > timeLimit {
 		e.st.BadTimeReadings++
 		return
 	}
 	if s == nil { // new since prefetch looked, or new
-		s = e.series[r.Series]
+		s = e.series.get(r.Series)
 	}
-	var p *pair
-	if s != nil {
+	if p == nil && s != nil { // new since prefetch looked, or new
 		p = s.pair(r.Field)
 	}
 	var pk parsedKey
@@ -612,7 +616,7 @@ func (e *Engine) closeTumbling(p *pair, i int, wm int64, reason uint8) {
 			break
 		}
 		a := &w.agg
-		q := w.sketch(&e.scratchQ)
+		q := w.closingSketch(&e.scratchQ)
 		rec := closedRec{
 			start: w.start, count: a.count, sum: a.sum, min: a.min, max: a.max, std: a.stddev(),
 			first: a.first, last: a.last,
@@ -623,7 +627,7 @@ func (e *Engine) closeTumbling(p *pair, i int, wm int64, reason uint8) {
 		if q, err := q.MarshalBinary(); err == nil {
 			e.out[len(e.out)-1].Window.Quantiles = q
 		}
-		e.pushHist(p, ps, rec)
+		e.pushHist(p, ps, sp, rec)
 		e.putWin(p, w)
 		n++
 	}
@@ -659,7 +663,7 @@ func (e *Engine) closeSliding(p *pair, i int, wm int64, reason uint8) {
 			first: a.first, last: a.last, reason: reason,
 		}
 		e.emitWindow(p, i, &rec)
-		e.pushHist(p, ps, rec)
+		e.pushHist(p, ps, sp, rec)
 		ps.nextStart = w + sp.slide
 		drop := 0
 		for drop < len(ps.panes) && ps.panes[drop].start < ps.nextStart {
@@ -697,33 +701,33 @@ func (p *pair) summary(sp *spec, rec *closedRec) WindowSummary {
 	return ws
 }
 
-// pushHist keeps rec in the spec's closed history ring.
-func (e *Engine) pushHist(p *pair, ps *specState, rec closedRec) {
+// pushHist keeps rec in the spec's closed history. The pair is charged a
+// full history of structs when it begins, as before the history was
+// encoded: the reservation the budget admitted it with, and the same
+// accounting whatever the records' sizes, so checkpoints and replays
+// account alike.
+func (e *Engine) pushHist(p *pair, ps *specState, sp *spec, rec closedRec) {
 	n := e.cfg.ClosedHistory
 	if n == 0 {
 		return
 	}
 	if ps.hist == nil {
-		ps.hist = make([]closedRec, 0, n)
+		ps.hist = make([]byte, 0, histRecHint)
 		e.chargePair(p, int64(n)*recBytes)
 	}
-	if len(ps.hist) < n {
-		ps.hist = append(ps.hist, rec)
-		return
-	}
-	ps.hist[ps.histHead] = rec
-	ps.histHead = (ps.histHead + 1) % n
+	ps.pushHist(&rec, n, sp.histUnit())
 }
 
-// histNewestFirst calls f for each kept record, newest first.
-func (ps *specState) histNewestFirst(f func(*closedRec) bool) {
-	n := len(ps.hist)
-	for k := range n {
-		i := (ps.histHead - 1 - k + 2*n) % n
-		if !f(&ps.hist[i]) {
-			return
-		}
+// histRecHint is the encoded size of a typical record of a window of one
+// value, for the first allocation of a history.
+const histRecHint = 20
+
+// histUnit is what a closed window's start is a multiple of.
+func (sp *spec) histUnit() int64 {
+	if sp.kind == KindSliding {
+		return sp.slide
 	}
+	return sp.size
 }
 
 func (e *Engine) getWin() *tumWin {
@@ -746,6 +750,7 @@ func (e *Engine) putWin(p *pair, w *tumWin) {
 	}
 	w.start = 0
 	w.agg = agg{}
+	w.n = 0
 	if w.q != nil {
 		w.q.Reset()
 	}

@@ -80,10 +80,10 @@ func (e *Engine) applyToGroups(s *series, d *device, t int64) {
 		if !ga.hasKey {
 			continue
 		}
-		gk := s.gks[gi]
+		gk := ga.gk
 		if gk == nil || gk.dead {
 			gk = e.groupKeyFor(g, ga.key)
-			s.gks[gi] = gk
+			ga.gk = gk
 		}
 		var ws int64
 		var gw *groupWin
@@ -122,7 +122,7 @@ func (e *Engine) applyToGroups(s *series, d *device, t int64) {
 			gw.hll.AddString(ga.distinct)
 		}
 		if gw.topk != nil && ga.hasTopK {
-			gw.topk.AddString(ga.topk, 1)
+			gw.topk.AddStringHashed(ga.topk, ga.topkHash, 1)
 		}
 		gk.lastActive = e.procNs
 	}

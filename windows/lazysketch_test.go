@@ -37,7 +37,7 @@ func TestLazySketch(t *testing.T) {
 					if err := e.UnmarshalBinary(ck); err != nil {
 						t.Fatal(err)
 					}
-					if w := e.series["s"].pair("v").specs[0].wins[0]; w.q != nil {
+					if w := e.series.get("s").pair("v").specs[0].wins[0]; w.q != nil {
 						t.Errorf("first %v: a restored one-value window has a sketch", first)
 					}
 					if again, _ := e.MarshalBinary(); !bytes.Equal(again, ck) {
@@ -132,5 +132,59 @@ func TestExtremeTimesFindTheirWindow(t *testing.T) {
 	open, _, _ := e.Windows("m,device=d", "v", TumblingName(4e9), 1)
 	if len(open) != 1 || open[0].StartNs != alignDown(timeLimit, 4e9) || open[0].Count != 1 {
 		t.Errorf("open tumbling %+v", open)
+	}
+}
+
+// TestPendingSketchValues checks that a tumbling window, which holds up
+// to winBuf values back from its quantile sketch, answers queries, emits
+// and checkpoints exactly what a sketch given every value as it came
+// holds, for every count of values around the flushes and with a
+// checkpoint restored after any of them.
+func TestPendingSketchValues(t *testing.T) {
+	vals := []float64{17.25, 1e6, -3, math.NaN(), 0, 1e-300, 21.5, -1e9, 17.5, math.Inf(1), 3, 4, 5, -0.25, 1e12, 6, 7}
+	for n := 1; n <= len(vals); n++ {
+		for restoreAt := -1; restoreAt < n; restoreAt++ {
+			c := testConfig() // one 4 s tumbling window, lateness 0
+			e := mustNew(t, c)
+			var want sketches.Quantile
+			var out []Emission
+			for i, v := range vals[:n] {
+				out = e.Apply(uint64(i+1), &wal.Batch{IngestNs: int64(i), Readings: []wal.Reading{{Series: "s", Field: "v", Value: v, TimeNs: int64(i)}}}, out)
+				want.Add(v)
+				got, ok := e.Quantiles("s", "v", TumblingName(4e9), []float64{0, 0.5, 0.9, 1})
+				if !ok {
+					t.Fatalf("n %d: no open window after %d values", n, i+1)
+				}
+				for k, q := range []float64{0, 0.5, 0.9, 1} {
+					if w := want.Quantile(q); math.Float64bits(got[k]) != math.Float64bits(w) && !(math.IsNaN(got[k]) && math.IsNaN(w)) {
+						t.Fatalf("n %d after %d values: quantile %v = %v, want %v", n, i+1, q, got[k], w)
+					}
+				}
+				if i == restoreAt {
+					ck, err := e.MarshalBinary()
+					if err != nil {
+						t.Fatal(err)
+					}
+					e = mustNew(t, c)
+					if err := e.UnmarshalBinary(ck); err != nil {
+						t.Fatal(err)
+					}
+					if again, _ := e.MarshalBinary(); !bytes.Equal(again, ck) {
+						t.Fatalf("n %d restored after %d: encodes differently", n, i+1)
+					}
+				}
+			}
+			if w := e.series.get("s").pair("v").specs[0].wins[0]; n <= winBuf && restoreAt < 0 && w.q != nil {
+				t.Errorf("n %d: a window of at most %d values made a sketch", n, winBuf)
+			}
+			out = e.Apply(uint64(n+1), &wal.Batch{IngestNs: 5 * sec, Readings: []wal.Reading{{Series: "s", Field: "v", Value: 1, TimeNs: 5 * sec}}}, out)
+			if len(out) != 1 {
+				t.Fatalf("n %d: %d emissions, want 1", n, len(out))
+			}
+			wb, _ := want.MarshalBinary()
+			if !bytes.Equal(out[0].Window.Quantiles, wb) {
+				t.Errorf("n %d restored after %d: emitted sketch differs from the eager one", n, restoreAt+1)
+			}
+		}
 	}
 }

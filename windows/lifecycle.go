@@ -17,12 +17,12 @@ func (e *Engine) newSeries(key string, pk parsedKey, d *device) *series {
 	s := &series{key: key, meas: pk.meas, dev: d, lastEventNs: noTime, ckptGen: e.ckptGen}
 	if len(e.groups) > 0 {
 		s.gattrs = make([]groupAttrs, len(e.groups))
-		s.gks = make([]*groupKey, len(e.groups))
 		for i, g := range e.groups {
 			ga := &s.gattrs[i]
 			ga.key, ga.hasKey = attrValue(g.by, key, &pk, d.key)
 			ga.distinct, ga.hasDistinct = attrValue(g.distinct, key, &pk, d.key)
 			ga.topk, ga.hasTopK = attrValue(g.topk, key, &pk, d.key)
+			ga.topkHash = sketches.TopKHash(ga.topk)
 		}
 	}
 	s.bytes = seriesBytes(len(key), len(e.groups))
@@ -30,7 +30,8 @@ func (e *Engine) newSeries(key string, pk parsedKey, d *device) *series {
 	oldCap := cap(d.series)
 	d.series = append(d.series, s)
 	e.chargeDevice(d, int64(cap(d.series)-oldCap)*ptrBytes)
-	e.series[key] = s
+	s.hash = seriesHash(key)
+	e.series.put(s)
 	e.seriesGen++
 	e.touchSeries(s)
 	return s
@@ -48,7 +49,7 @@ func (e *Engine) newDevice(key string) *device {
 
 // newPair creates the state of a (series, field) and charges it.
 func (e *Engine) newPair(s *series, field string) *pair {
-	p := &pair{s: s, field: strings.Clone(field), specs: make([]specState, len(e.specs))}
+	p := &pair{s: s, field: e.internField(field), specs: make([]specState, len(e.specs))}
 	for i := range p.specs {
 		p.specs[i].nextStart = noTime
 	}
@@ -63,6 +64,19 @@ func (e *Engine) newPair(s *series, field string) *pair {
 		e.mem += d
 	}
 	return p
+}
+
+// internField returns a copy of field, shared with the other pairs of that
+// field name while it stays in a small cache: a pair lookup compares field
+// names, and one shared copy stays in the CPU cache where a copy per pair
+// is a cache miss per lookup. The cache is fixed-size (a name it drops
+// lives on in its pairs), so memory does not grow with field names.
+func (e *Engine) internField(field string) string {
+	slot := &e.fieldNames[xxhash.Sum64String(field)%uint64(len(e.fieldNames))]
+	if *slot != field {
+		*slot = strings.Clone(field)
+	}
+	return *slot
 }
 
 // pairSeed is the reservoir seed of a pair: xxhash of series, 0, field.
@@ -224,7 +238,7 @@ func (e *Engine) evict(s *series) {
 		e.freePair(p)
 	}
 	e.ttl.remove(s)
-	delete(e.series, s.key)
+	e.series.del(s)
 	if e.hot == s {
 		e.hot = nil
 	}

@@ -73,7 +73,7 @@ func allocSize(n int64) int64 {
 func seriesBytes(keyLen, groups int) int64 {
 	b := seriesSize + allocSize(int64(keyLen)) + mapEntryBytes
 	if groups > 0 {
-		b += allocSize(int64(groups)*gattrsSize) + allocSize(int64(groups)*ptrBytes)
+		b += allocSize(int64(groups) * gattrsSize)
 		// Unescaped tag values are copies; charge the key once more.
 		b += allocSize(int64(keyLen))
 	}

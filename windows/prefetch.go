@@ -13,7 +13,8 @@ const prefetchChunk = 16
 // prefetch looks up the series and pair of each reading of rs into e.pre
 // and e.prePair, computes its quantile key into e.prePV, and loads the
 // cache lines its update will touch, breadth first: all series, then all
-// pairs, then all spec states, then all windows, then all sketch bins.
+// pairs, then all spec states, then all windows, then the sketch bins of
+// the windows whose pending values this reading flushes.
 //
 // With thousands of pairs visited in turn, no update finds its state in a
 // cache, and an update is a chain of dependent loads (series map, series,
@@ -25,27 +26,48 @@ const prefetchChunk = 16
 // It changes no state. The values it loads are summed into e.prefetched
 // only so that the compiler keeps the loads.
 func (e *Engine) prefetch(rs []wal.Reading) {
-	pre, pairs := e.pre[:len(rs)], e.prePair[:len(rs)]
+	pre, pairs, hs := e.pre[:len(rs)], e.prePair[:len(rs)], e.preHash[:len(rs)]
 	var acc int64
-	hot := e.hot
+	// Readings of the series of the one before (the fields of a line, a
+	// device's batch) take its series; the others hash their key and load
+	// their index slot.
+	prev := ""
+	if e.hot != nil {
+		prev = e.hot.key
+	}
+	var same uint32 // bit i: reading i has the series of the one before
 	for i := range rs {
 		r := &rs[i]
+		if r.Series == prev {
+			same |= 1 << i
+		} else {
+			hs[i] = seriesHash(r.Series)
+			acc += int64(e.series.touch(hs[i]))
+		}
+		prev = r.Series
+		e.prePV[i] = sketches.PrepareQuantile(r.Value)
+	}
+	hot := e.hot
+	for i := range rs {
 		s := hot
-		if s == nil || s.key != r.Series {
-			s = e.series[r.Series]
+		if same&(1<<i) == 0 {
+			s = e.series.getHash(rs[i].Series, hs[i])
 		}
 		pre[i] = s
-		if s != nil {
-			hot = s
-		}
-		e.prePV[i] = sketches.PrepareQuantile(r.Value)
+		hot = s
 	}
 	for _, s := range pre {
 		if s != nil {
 			if len(s.pairs) > 0 {
 				acc += s.pairs[0].bytes
 			}
-			acc += s.dev.maxT + int64(len(s.gattrs))
+			acc += s.dev.maxT
+			if len(s.gattrs) > 0 {
+				acc += int64(s.gattrs[0].topkHash)
+				if gk := s.gattrs[0].gk; gk != nil {
+					acc += int64(len(gk.open))
+				}
+			}
 		}
 	}
 	for i, s := range pre {
@@ -55,9 +77,31 @@ func (e *Engine) prefetch(rs []wal.Reading) {
 			acc += int64(len(s.dev.groups))
 		}
 	}
+	// The Count-Min counters of the readings' top-k keys: a few lines
+	// apiece, at random in a sketch of about 100 KiB per group window.
+	for i, s := range pre {
+		if s == nil || same&(1<<i) != 0 { // the reading before loaded them
+			continue
+		}
+		for gi := range s.gattrs {
+			ga := &s.gattrs[gi]
+			gk := ga.gk
+			if !ga.hasTopK || gk == nil || len(gk.open) == 0 {
+				continue
+			}
+			if gw := gk.open[len(gk.open)-1]; gw.topk != nil {
+				acc += int64(gw.topk.PeekHash(ga.topkHash))
+			}
+		}
+	}
+	// A reading of the pair of the one before finds its state loaded.
+	// The first of a run of readings of one pair (a device's burst) may
+	// flush its windows' pending values within the chunk, so it loads the
+	// sketches too; a lone reading, only when it flushes.
+	first := func(i int) bool { return pairs[i] != nil && (i == 0 || pairs[i-1] != pairs[i]) }
 	wins := e.preWins[:0]
-	for _, p := range pairs {
-		if p != nil {
+	for i, p := range pairs {
+		if first(i) {
 			for k := range p.specs {
 				if c := p.specs[k].cur; c != nil {
 					wins = append(wins, preWin{w: c})
@@ -68,28 +112,40 @@ func (e *Engine) prefetch(rs []wal.Reading) {
 	}
 	w := 0
 	for i, p := range pairs {
-		if p == nil {
+		if !first(i) {
 			continue
 		}
+		run := i+1 < len(pairs) && pairs[i+1] == p
 		for k := range p.specs {
 			ps := &p.specs[k]
 			if ps.cur != nil {
 				c := wins[w].w
 				wins[w].i = int32(i)
 				w++
-				acc += c.start + int64(c.agg.lastT)
-				if c.q != nil {
+				// The window's lines: its aggregate, and the pending
+				// values past it; the sketch only when it will take them.
+				acc += c.start + c.agg.lastT + int64(c.keys[winBuf-1]) + int64(c.vals[winBuf-1])
+				if (c.n == winBuf || run) && c.q != nil {
 					acc += int64(c.q.Level())
+				} else {
+					wins[w-1].w = nil
 				}
 			}
 			if n := len(ps.panes); n > 0 {
-				acc += ps.panes[n-1].start
+				// A pane spans two lines.
+				acc += ps.panes[n-1].start + ps.panes[n-1].agg.lastT
 			}
 		}
 	}
 	for _, w := range wins {
+		if w.w == nil {
+			continue
+		}
 		if q := w.w.q; q != nil {
 			acc += int64(q.Peek(e.prePV[w.i]))
+			for k := range w.w.n {
+				acc += int64(q.Peek(sketches.PreparedQuantile(w.w.vals[k], w.w.keys[k])))
+			}
 		}
 	}
 	e.preWins = wins[:0]

@@ -52,7 +52,7 @@ func (e *Engine) sortedSeries() []*series {
 	defer e.sortedMu.Unlock()
 	if e.sortedFor != e.seriesGen+1 {
 		keys := e.sorted[:0]
-		for _, s := range e.series {
+		for s := range e.series.all() {
 			keys = append(keys, s)
 		}
 		clear(keys[len(keys):cap(keys)]) // let evicted series go
@@ -121,7 +121,7 @@ func (e *Engine) Windows(series, field, spec string, last int) (open []WindowSum
 		}
 		open = e.openWindows(p, i, open)
 		sp := &e.specs[i]
-		p.specs[i].histNewestFirst(func(r *closedRec) bool {
+		p.specs[i].histNewestFirst(sp.histUnit(), func(r *closedRec) bool {
 			closed = append(closed, p.summary(sp, r))
 			return true
 		})
@@ -134,7 +134,7 @@ func (e *Engine) Windows(series, field, spec string, last int) (open []WindowSum
 }
 
 func (e *Engine) lookup(seriesKey, field, spec string) (*pair, int, bool) {
-	s := e.series[seriesKey]
+	s := e.series.get(seriesKey)
 	if s == nil {
 		return nil, 0, false
 	}
@@ -253,8 +253,8 @@ func (e *Engine) Stats() Stats {
 	e.mu.RLock()
 	defer e.mu.RUnlock()
 	st := e.st
-	st.Series = len(e.series)
-	for _, s := range e.series {
+	st.Series = e.series.len()
+	for s := range e.series.all() {
 		st.Pairs += len(s.pairs)
 	}
 	st.Devices = len(e.devices)

@@ -85,44 +85,85 @@ func (a *agg) stddev() float64 {
 	return math.Sqrt(a.m2 / float64(a.count-1))
 }
 
+// winBuf is how many values a tumbling window holds back from its
+// quantile sketch. An update then writes only the window itself, and its
+// sketch (header and bins: two cache misses of the five an update takes
+// per window when thousands of pairs are visited in turn) is touched once
+// per winBuf+1 values, while still in cache from the first of them.
+const winBuf = 4
+
 // tumWin is one open tumbling window, pooled by the engine.
 type tumWin struct {
 	start int64
 	agg   agg
+	// The latest values not yet in q, in arrival order, with their
+	// level-0 quantile keys (sketches.QuantileValue packed into 12 bytes).
+	n    uint8
+	keys [winBuf]int32
+	vals [winBuf]float64
 	// q is the window's quantile sketch, nil while the window holds at
-	// most one value: its sketch is then the sketch of agg.first (or empty),
+	// most winBuf values: its sketch is then that of the pending values,
 	// built on demand by sketch. A window of a series that reports less
-	// often than its size never needs one, and a sketch is most of a
-	// window's memory. A pooled window keeps its sketch, reset.
+	// often than winBuf+1 times its size never needs one, and a sketch is
+	// most of a window's memory. A pooled window keeps its sketch, reset.
 	q *sketches.Quantile
 }
 
-// add adds one value (pv: v prepared for the quantile sketch). The sketch
-// is made on the second value, from the first (agg.first, read before
-// agg.add moves it), so it holds exactly what it would have held from the
-// start.
+// add adds one value (pv: v prepared for the quantile sketch). Values are
+// given to the sketch in arrival order, winBuf+1 at a time, so it holds
+// exactly what adding each as it came would have left.
 func (w *tumWin) add(v float64, pv *sketches.QuantileValue, t int64) {
-	if w.q == nil && w.agg.count > 0 {
-		w.q = new(sketches.Quantile)
-		w.q.Add(w.agg.first)
-	}
-	if w.q != nil {
-		w.q.AddPrepared(*pv)
-	}
 	w.agg.add(v, t)
+	if w.n < winBuf {
+		w.vals[w.n], w.keys[w.n] = v, pv.Key0()
+		w.n++
+		return
+	}
+	if w.q == nil {
+		w.q = new(sketches.Quantile)
+	}
+	w.addPending(w.q)
+	w.n = 0
+	w.q.AddPrepared(*pv)
 }
 
-// sketch returns the window's quantile sketch: q, or else scratch, reset
-// and given the window's one value, if any.
+// addPending adds the pending values to q, leaving them pending.
+func (w *tumWin) addPending(q *sketches.Quantile) {
+	for i := range w.n {
+		q.AddPrepared(sketches.PreparedQuantile(w.vals[i], w.keys[i]))
+	}
+}
+
+// setPending makes v the window's one pending value.
+func (w *tumWin) setPending(v float64) {
+	w.vals[0], w.keys[0], w.n = v, sketches.PrepareQuantile(v).Key0(), 1
+}
+
+// sketch returns the window's quantile sketch without changing the window:
+// q when nothing is pending, else scratch, set to q (or reset) and given
+// the pending values.
 func (w *tumWin) sketch(scratch *sketches.Quantile) *sketches.Quantile {
 	if w.q != nil {
+		if w.n == 0 {
+			return w.q
+		}
+		*scratch = *w.q
+	} else {
+		scratch.Reset()
+	}
+	w.addPending(scratch)
+	return scratch
+}
+
+// closingSketch is sketch for a window being closed: the pending values go
+// into q when it has one, which saves the copy.
+func (w *tumWin) closingSketch(scratch *sketches.Quantile) *sketches.Quantile {
+	if w.q != nil {
+		w.addPending(w.q)
+		w.n = 0
 		return w.q
 	}
-	scratch.Reset()
-	if w.agg.count == 1 {
-		scratch.Add(w.agg.first)
-	}
-	return scratch
+	return w.sketch(scratch)
 }
 
 // pane is one slide-wide slice of a sliding window's time axis.
@@ -157,8 +198,9 @@ type specState struct {
 	cur       *tumWin   // tumbling: the window the last reading went to (a cache: nil or in wins)
 	panes     []pane    // sliding: non-empty panes by start
 	nextStart int64     // sliding: first window start not yet emitted (noTime: none)
-	hist      []closedRec
-	histHead  int // when full, the index of the oldest record
+	hist      []byte    // closed history, encoded (hist.go)
+	histN     int32     // records in hist
+	histHead  int32     // when full, the slot of the oldest record in a ring of structs
 }
 
 // pair is the state of one (series, field).
@@ -173,6 +215,7 @@ type pair struct {
 // series is the state of one series key.
 type series struct {
 	key         string
+	hash        uint64 // seriesHash(key)
 	meas        string
 	dev         *device
 	pairs       []*pair
@@ -182,7 +225,6 @@ type series struct {
 	seq         uint64
 	ttl         link[series] // in the TTL list, oldest first
 	gattrs      []groupAttrs // per group
-	gks         []*groupKey  // per group: cached key state (nil until used)
 	bytes       int64
 	overflow    bool
 	// ckptGen is the generation of the checkpoint that has this series
@@ -192,9 +234,12 @@ type series struct {
 	ckptSlab, ckptOff, ckptEnd int
 }
 
-// groupAttrs are the attribute values a series gives one group.
+// groupAttrs are the attribute values a series gives one group, and the
+// state of its key there.
 type groupAttrs struct {
+	gk                           *groupKey // cached key state (nil until used)
 	key, distinct, topk          string
+	topkHash                     uint64 // sketches.TopKHash(topk)
 	hasKey, hasDistinct, hasTopK bool
 }
 
