@@ -35,7 +35,7 @@ func (f *Engine) decode(r *dec) error {
 			r.Fail("overflow hll: %v", err)
 		}
 	}
-	f.series = seriesIndex{}
+	f.series = newSeriesIndex()
 	f.devices = make(map[string]*device)
 	f.overflow = nil
 	f.act, f.ttl = list[device, *device]{}, list[series, *series]{}
@@ -146,7 +146,7 @@ func (f *Engine) decodeAllSeries(r *dec) {
 			s.overflow = true
 			f.overflow = s
 		}
-		s.hash = seriesHash(key)
+		s.hash = f.series.hash(key)
 		f.series.put(s)
 	}
 }

@@ -239,6 +239,7 @@ func New(cfg Config) (*Engine, error) {
 		idleNs:    int64(cfg.IdleTimeout),
 		ttlNs:     int64(cfg.SeriesTTL),
 		budget:    int64(cfg.MemoryBudget),
+		series:    newSeriesIndex(),
 		devices:   make(map[string]*device),
 		procNs:    noTime,
 		nextCheck: noTime,

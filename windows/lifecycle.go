@@ -30,7 +30,7 @@ func (e *Engine) newSeries(key string, pk parsedKey, d *device) *series {
 	oldCap := cap(d.series)
 	d.series = append(d.series, s)
 	e.chargeDevice(d, int64(cap(d.series)-oldCap)*ptrBytes)
-	s.hash = seriesHash(key)
+	s.hash = e.series.hash(key)
 	e.series.put(s)
 	e.seriesGen++
 	e.touchSeries(s)

@@ -41,7 +41,7 @@ func (e *Engine) prefetch(rs []wal.Reading) {
 		if r.Series == prev {
 			same |= 1 << i
 		} else {
-			hs[i] = seriesHash(r.Series)
+			hs[i] = e.series.hash(r.Series)
 			acc += int64(e.series.touch(hs[i]))
 		}
 		prev = r.Series

@@ -1,14 +1,13 @@
 package windows
 
 import (
+	"hash/maphash"
 	"iter"
-
-	"github.com/cespare/xxhash/v2"
 )
 
 // seriesIndex maps series keys to their state: open addressing with
 // linear probing over (hash, series) slots, keyed by the series key's
-// 64-bit xxhash, which each series keeps.
+// 64-bit hash, which each series keeps.
 //
 // It replaced a Go map keyed by string because Apply looks a series up
 // per reading and, with thousands of series visited in turn, each lookup
@@ -18,11 +17,17 @@ import (
 // computes the hashes of a chunk of readings and loads their slots
 // together.
 //
+// The hash is seeded per index (hash/maphash, as Go's maps are): series
+// keys come from the network, and with a fixed hash a client could choose
+// keys whose hashes share their low bits, turning each lookup into a walk
+// along one long run. Hashes are never stored outside the index's process.
+//
 // Deletion shifts the following slots back (no tombstones), so probes stay
 // short under eviction churn. The table doubles past 3/4 full and never
 // shrinks, as a Go map. Iteration order is the table's, fixed for a given
 // history of puts and deletes; callers that need an order sort.
 type seriesIndex struct {
+	seed  maphash.Seed
 	slots []seriesSlot // len a power of two, or 0
 	n     int
 }
@@ -34,14 +39,23 @@ type seriesSlot struct {
 
 const seriesIndexMin = 16
 
-func seriesHash(key string) uint64 { return xxhash.Sum64String(key) }
+// newSeriesIndex returns an empty index with a seed of its own.
+func newSeriesIndex() seriesIndex { return seriesIndex{seed: maphash.MakeSeed()} }
+
+// hash is the index's hash of key, which a series keeps as its hash.
+func (x *seriesIndex) hash(key string) uint64 { return maphash.String(x.seed, key) }
 
 func (x *seriesIndex) len() int { return x.n }
 
 // get returns the series of key, nil when absent.
-func (x *seriesIndex) get(key string) *series { return x.getHash(key, seriesHash(key)) }
+func (x *seriesIndex) get(key string) *series {
+	if x.n == 0 {
+		return nil
+	}
+	return x.getHash(key, x.hash(key))
+}
 
-// getHash is get for a key whose seriesHash is h.
+// getHash is get for a key whose hash is h.
 func (x *seriesIndex) getHash(key string, h uint64) *series {
 	if x.n == 0 {
 		return nil

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"testing"
+
+	"github.com/cespare/xxhash/v2"
 )
 
 // TestSeriesIndex drives the index and a map side by side through random
@@ -16,11 +18,11 @@ func TestSeriesIndex(t *testing.T) {
 		hash func(key string, r *rand.Rand) uint64
 	}{
 		{"collisions", func(_ string, r *rand.Rand) uint64 { return []uint64{0, 1, 15, 31, 1 << 40, ^uint64(0)}[r.IntN(6)] }},
-		{"xxhash", func(key string, _ *rand.Rand) uint64 { return seriesHash(key) }},
+		{"seeded", func(key string, _ *rand.Rand) uint64 { return seededTestIndex.hash(key) }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := rand.New(rand.NewPCG(9, 10))
-			var x seriesIndex
+			x := newSeriesIndex()
 			model := map[string]*series{}
 			for step := range 5000 {
 				key := fmt.Sprintf("m,device=d%d", r.IntN(200))
@@ -70,3 +72,44 @@ func TestSeriesIndex(t *testing.T) {
 		})
 	}
 }
+
+// TestSeriesIndexResistsChosenKeys: series keys come from the network, so
+// a client can choose keys whose hashes share their low bits if it knows
+// the hash function. With linear probing every lookup would then walk one
+// long run (each reading a scan of thousands of slots). The index's hash
+// is seeded per index, so keys chosen against an unseeded xxhash spread
+// like any others.
+func TestSeriesIndexResistsChosenKeys(t *testing.T) {
+	const n, bits = 1000, 11 // a table of 2,048 slots for 1,000 series
+	var keys []string
+	for i := 0; len(keys) < n; i++ {
+		k := fmt.Sprintf("m,device=d%d", i)
+		if xxhash.Sum64String(k)&(1<<bits-1) == 0 {
+			keys = append(keys, k)
+		}
+	}
+	x := newSeriesIndex()
+	for _, k := range keys {
+		x.put(&series{key: k, hash: x.hash(k)})
+	}
+	if len(x.slots) != 1<<bits {
+		t.Fatalf("table of %d slots, want %d", len(x.slots), 1<<bits)
+	}
+	mask := uint64(len(x.slots) - 1)
+	longest := uint64(0)
+	for j, sl := range x.slots {
+		if sl.s != nil {
+			longest = max(longest, (uint64(j)-sl.h&mask)&mask)
+		}
+	}
+	if longest > 64 {
+		t.Fatalf("a series sits %d slots past its home: chosen keys cluster", longest)
+	}
+	for _, k := range keys {
+		if x.get(k) == nil {
+			t.Fatalf("%s not found", k)
+		}
+	}
+}
+
+var seededTestIndex = newSeriesIndex()

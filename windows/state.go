@@ -215,7 +215,7 @@ type pair struct {
 // series is the state of one series key.
 type series struct {
 	key         string
-	hash        uint64 // seriesHash(key)
+	hash        uint64 // the engine's seriesIndex.hash(key)
 	meas        string
 	dev         *device
 	pairs       []*pair
