@@ -53,7 +53,7 @@
 //
 // Each outbox has its own delivery loop and its own kgo producer client
 // (acks=all, idempotent, compression, TLS and SASL from KafkaConfig). The
-// loop works in rounds of at most 8192 records or 2 batches of bytes, so
+// loop works in rounds of at most 8192 records or 4 batches of bytes, so
 // memory is bounded whatever the backlog: it reads entries, hands them to
 // the producer in manual-flushing mode (buffered, nothing sent), lingers
 // for more, flushes, and waits until every record of the round has an
