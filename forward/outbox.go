@@ -251,6 +251,9 @@ func (o *Outbox) Append(ctx context.Context, recs []Record) error {
 	// returns.
 	now := o.now()
 	buf, entries := o.encBuf[:0], o.encEntries[:0]
+	if cap(buf) < total {
+		buf = make([]byte, 0, total) // sized once, not grown by doubling
+	}
 	for i := range recs {
 		start := len(buf)
 		buf = appendRecord(buf, &recs[i], now)
