@@ -51,13 +51,15 @@ type Outbox struct {
 	now      func() time.Time
 
 	appendSem chan struct{} // 1 slot: quota decisions and enqueues in order
-	// Guarded by appendSem: the encoding of the append being enqueued.
+	reserved  atomic.Int64  // bytes queued in the log, not yet durable
+	space     chan struct{} // 1-slot, coalescing: room may have been freed
+	moved     chan struct{} // 1-slot, coalescing: the acknowledged position moved
+	urgent    chan struct{} // 1-slot, coalescing: an append waits for room
+
+	// Guarded by appendSem: the encoding of the append being enqueued,
+	// kept for the next one.
 	encBuf     []byte
 	encEntries [][]byte
-	reserved   atomic.Int64  // bytes queued in the log, not yet durable
-	space      chan struct{} // 1-slot, coalescing: room may have been freed
-	moved      chan struct{} // 1-slot, coalescing: the acknowledged position moved
-	urgent     chan struct{} // 1-slot, coalescing: an append waits for room
 
 	mu        sync.Mutex
 	done      uint64 // every index up to it is acknowledged, dropped or undeliverable
@@ -299,7 +301,9 @@ func (o *Outbox) keepEncoding(buf []byte, entries [][]byte) {
 }
 
 // keepEncodedBytes bounds the encoding buffer an outbox keeps between
-// appends (the pipeline's appends are a batch's emissions: tens of KiB).
+// appends. The pipeline appends a batch's emissions: tens of KiB at a
+// steady pace, megabytes when windows close for 10,000 series at once;
+// those get a buffer of their own size, dropped after.
 const keepEncodedBytes = 1 << 20
 
 // makeRoom applies the full-outbox policy until need more bytes fit. The
