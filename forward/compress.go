@@ -45,7 +45,11 @@ func (c *zstdCompressor) Compress(dst *bytes.Buffer, src []byte, flags ...kgo.Co
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if n := c.enc.MaxEncodedSize(len(src)); n > dst.Cap() {
+	// The output is a tenth of the batch or less for the JSON summaries
+	// (about 15x): the buffer starts at an eighth, and EncodeAll grows it
+	// for what compresses worse. Sized by MaxEncodedSize it was as large
+	// as the batch, and kgo pools these buffers.
+	if n := len(src)/8 + 64; n > dst.Cap() {
 		dst.Grow(n)
 	}
 	return c.enc.EncodeAll(src, dst.Bytes()[:0]), kgo.CodecZstd

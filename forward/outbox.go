@@ -56,6 +56,11 @@ type Outbox struct {
 	moved     chan struct{} // 1-slot, coalescing: the acknowledged position moved
 	urgent    chan struct{} // 1-slot, coalescing: an append waits for room
 
+	// Guarded by appendSem: the encoding of the append being enqueued,
+	// kept for the next one.
+	encBuf     []byte
+	encEntries [][]byte
+
 	mu        sync.Mutex
 	done      uint64 // every index up to it is acknowledged, dropped or undeliverable
 	persisted uint64 // done as last written to the ack file
@@ -220,27 +225,18 @@ func (o *Outbox) Append(ctx context.Context, recs []Record) error {
 		return nil
 	}
 	total := 0
-	sizes := make([]int, len(recs))
 	for i := range recs {
-		sizes[i] = recs[i].encodedLen()
-		if err := validateRecord(i, &recs[i], sizes[i]); err != nil {
+		size := recs[i].encodedLen()
+		if err := validateRecord(i, &recs[i], size); err != nil {
 			o.invalid.Add(1)
 			return err
 		}
-		total += sizes[i]
+		total += size
 	}
 	// The log frames each entry (20 bytes) behind a uvarint length.
 	need := int64(total + len(recs)*(20+3))
 	if need > o.maxBytes/4 {
 		return fmt.Errorf("outbox %s: append of %d records, %d bytes: %w (%s)", o.kind, len(recs), need, ErrAppendTooLarge, o.cfg.MaxBytes)
-	}
-	buf := make([]byte, 0, total)
-	entries := make([][]byte, len(recs))
-	now := o.now()
-	for i := range recs {
-		start := len(buf)
-		buf = appendRecord(buf, &recs[i], now)
-		entries[i] = buf[start:]
 	}
 
 	select {
@@ -251,6 +247,19 @@ func (o *Outbox) Append(ctx context.Context, recs []Record) error {
 	if err := o.makeRoom(ctx, need); err != nil {
 		<-o.appendSem
 		return err
+	}
+	// Encoded under appendSem into the outbox's own buffer: the log copies
+	// what it queues, so the encoding is free again once AppendAsync
+	// returns.
+	now := o.now()
+	buf, entries := o.encBuf[:0], o.encEntries[:0]
+	if cap(buf) < total {
+		buf = make([]byte, 0, total) // sized once, not grown by doubling
+	}
+	for i := range recs {
+		start := len(buf)
+		buf = appendRecord(buf, &recs[i], now)
+		entries = append(entries, buf[start:])
 	}
 	o.reserved.Add(need)
 	ch := make(chan error, 1)
@@ -263,6 +272,7 @@ func (o *Outbox) Append(ctx context.Context, recs []Record) error {
 		ch <- err
 		o.signalSpace()
 	})
+	o.keepEncoding(buf, entries)
 	<-o.appendSem
 	if err != nil {
 		o.reserved.Add(-need)
@@ -278,6 +288,23 @@ func (o *Outbox) Append(ctx context.Context, recs []Record) error {
 		return ctx.Err()
 	}
 }
+
+// keepEncoding keeps the encoding buffers of an append for the next one,
+// unless an unusually large append grew them past keepEncodedBytes. The
+// caller holds appendSem.
+func (o *Outbox) keepEncoding(buf []byte, entries [][]byte) {
+	if cap(buf) > keepEncodedBytes {
+		buf, entries = nil, nil
+	}
+	clear(entries[:cap(entries)]) // no views into a buffer dropped later
+	o.encBuf, o.encEntries = buf[:0], entries[:0]
+}
+
+// keepEncodedBytes bounds the encoding buffer an outbox keeps between
+// appends. The pipeline appends a batch's emissions: tens of KiB at a
+// steady pace, megabytes when windows close for 10,000 series at once;
+// those get a buffer of their own size, dropped after.
+const keepEncodedBytes = 1 << 20
 
 // makeRoom applies the full-outbox policy until need more bytes fit. The
 // caller holds appendSem.

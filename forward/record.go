@@ -129,44 +129,77 @@ func (e *DecodeError) Error() string {
 // rejects an unknown version, any length that runs past b, and trailing
 // bytes, with a *DecodeError.
 func DecodeRecord(b []byte) (Record, time.Time, error) {
-	d := decoder{buf: append([]byte(nil), b...)}
-	var r Record
-	if len(d.buf) < recordFixed {
-		return r, time.Time{}, &DecodeError{Offset: 0, Field: "header", Msg: fmt.Sprintf("%d bytes is shorter than the %d-byte fixed part", len(b), recordFixed)}
+	buf := append([]byte(nil), b...)
+	var hs []viewHeader
+	v, at, err := decodeView(buf, &hs)
+	if err != nil {
+		return Record{}, time.Time{}, err
 	}
-	if v := d.buf[0]; v != recordVersion {
-		return r, time.Time{}, &DecodeError{Offset: 0, Field: "version", Msg: fmt.Sprintf("unknown version %d (this build reads %d)", v, recordVersion)}
+	r := Record{Topic: string(v.topic), Key: v.key, Value: v.value, ID: string(v.id), Origin: v.origin}
+	if len(hs) > 0 {
+		r.Headers = make([]Header, len(hs))
+		for i, h := range hs {
+			r.Headers[i] = Header{Key: string(h.key), Value: h.value}
+		}
+	}
+	return r, at, nil
+}
+
+// recordView is a decoded outbox entry whose fields alias the entry.
+type recordView struct {
+	topic, key, value, id, origin []byte // key, value, origin: nil for a null
+}
+
+type viewHeader struct{ key, value []byte }
+
+// decodeView decodes entry buf into views of it (FORMAT.md), the headers
+// into *hs (reused: its previous contents are dropped). It allocates
+// nothing but *hs's growth.
+func decodeView(buf []byte, hs *[]viewHeader) (recordView, time.Time, error) {
+	d := decoder{buf: buf}
+	var v recordView
+	*hs = (*hs)[:0]
+	if len(d.buf) < recordFixed {
+		return v, time.Time{}, &DecodeError{Offset: 0, Field: "header", Msg: fmt.Sprintf("%d bytes is shorter than the %d-byte fixed part", len(buf), recordFixed)}
+	}
+	if ver := d.buf[0]; ver != recordVersion {
+		return v, time.Time{}, &DecodeError{Offset: 0, Field: "version", Msg: fmt.Sprintf("unknown version %d (this build reads %d)", ver, recordVersion)}
 	}
 	at := time.Unix(0, int64(binary.LittleEndian.Uint64(d.buf[1:9])))
 	d.off = recordFixed
-	r.Topic = d.string("topic")
-	r.Key = d.nullable("key")
-	r.Value = d.nullable("value")
+	v.topic = d.str("topic")
+	v.key = d.nullable("key")
+	v.value = d.nullable("value")
 	// Each header takes at least two bytes, so a count beyond that is a lie
 	// and must not size an allocation.
 	n := d.uvarint("headers")
 	if d.err == nil && n > uint64(len(d.buf)-d.off)/2 {
 		d.fail("headers", fmt.Sprintf("count %d cannot fit in the %d bytes left", n, len(d.buf)-d.off))
 	}
-	if d.err == nil && n > 0 {
-		r.Headers = make([]Header, n)
-		for i := range r.Headers {
-			r.Headers[i].Key = d.string(fmt.Sprintf("headers[%d].key", i))
-			r.Headers[i].Value = d.nullable(fmt.Sprintf("headers[%d].value", i))
-			if d.err != nil {
-				break
-			}
+	for i := 0; d.err == nil && uint64(i) < n; i++ {
+		// The field is named only on failure: no formatting per header.
+		k := d.str("")
+		if d.err != nil {
+			d.err.Field = fmt.Sprintf("headers[%d].key", i)
+			break
 		}
+		val := d.nullable("")
+		if d.err != nil {
+			d.err.Field = fmt.Sprintf("headers[%d].value", i)
+			break
+		}
+		*hs = append(*hs, viewHeader{k, val})
 	}
-	r.ID = d.string("id")
-	r.Origin = d.nullable("origin")
+	v.id = d.str("id")
+	v.origin = d.nullable("origin")
 	if d.err == nil && d.off != len(d.buf) {
 		d.fail("end", fmt.Sprintf("%d trailing bytes", len(d.buf)-d.off))
 	}
 	if d.err != nil {
-		return Record{}, time.Time{}, d.err
+		*hs = (*hs)[:0]
+		return recordView{}, time.Time{}, d.err
 	}
-	return r, at, nil
+	return v, at, nil
 }
 
 // entryAppended reads only the append time of an entry.
@@ -221,9 +254,14 @@ func (d *decoder) bytes(field string, n uint64) []byte {
 	return b
 }
 
-func (d *decoder) string(field string) string {
+// str returns the next length-prefixed string as a view (non-nil when
+// the decoder has not failed).
+func (d *decoder) str(field string) []byte {
 	n := d.uvarint(field)
-	return string(d.bytes(field, n))
+	if d.err != nil {
+		return nil
+	}
+	return d.bytes(field, n)
 }
 
 func (d *decoder) nullable(field string) []byte {

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 var recordCases = []struct {
@@ -125,6 +127,84 @@ func BenchmarkDecodeRecord(b *testing.B) {
 	b.SetBytes(int64(len(in)))
 	for b.Loop() {
 		if _, _, err := DecodeRecord(in); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// kafkaEqual compares two Kafka records as the producer sends them (nil
+// and empty bytes differ: a Kafka null).
+func kafkaEqual(a, b *kgo.Record) bool {
+	if a.Topic != b.Topic || !nullableEqual(a.Key, b.Key) || !nullableEqual(a.Value, b.Value) || len(a.Headers) != len(b.Headers) {
+		return false
+	}
+	for i := range a.Headers {
+		if a.Headers[i].Key != b.Headers[i].Key || !nullableEqual(a.Headers[i].Value, b.Headers[i].Value) {
+			return false
+		}
+	}
+	return true
+}
+
+func nullableEqual(a, b []byte) bool { return (a == nil) == (b == nil) && bytes.Equal(a, b) }
+
+// FuzzRecordDecoder: the sender's decoder gives, for any input, the Kafka
+// record DecodeRecord and kafkaRecord give, or the same error; and one
+// decoder reused over inputs keeps no state from one to the next.
+func FuzzRecordDecoder(f *testing.F) {
+	for _, tc := range recordCases {
+		f.Add(EncodeRecord(tc.rec, time.Unix(0, 42)))
+	}
+	f.Add([]byte{})
+	f.Add([]byte{1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0x7f})
+	full := EncodeRecord(recordCases[2].rec, time.Unix(0, 42))
+	f.Fuzz(func(t *testing.T, in []byte) {
+		d := recordDecoder{topic: "outbox.topic"}
+		for _, b := range [][]byte{in, full, in} {
+			got, err := d.decode(b)
+			rec, _, werr := DecodeRecord(b)
+			if (err == nil) != (werr == nil) || err != nil && err.Error() != werr.Error() {
+				t.Fatalf("decode %x: error %v, DecodeRecord's %v", b, err, werr)
+			}
+			if err != nil {
+				continue
+			}
+			if want := kafkaRecord(&rec, "outbox.topic"); !kafkaEqual(got, want) {
+				t.Fatalf("decode %x:\n got %+v\nwant %+v", b, got, want)
+			}
+		}
+	})
+}
+
+// TestRecordDecoderAllocations: the record a round holds is one copy of
+// the entry, the Kafka record and its headers, nothing more.
+func TestRecordDecoderAllocations(t *testing.T) {
+	in := EncodeRecord(recordCases[2].rec, time.Unix(1, 0))
+	d := recordDecoder{topic: "t"}
+	if _, err := d.decode(in); err != nil { // warm the shared names
+		t.Fatal(err)
+	}
+	if n := testing.AllocsPerRun(100, func() {
+		if _, err := d.decode(in); err != nil {
+			t.Fatal(err)
+		}
+	}); n > 3 {
+		t.Errorf("%v allocations per record, want 3 (entry, record, headers)", n)
+	}
+	in[len(in)-1] ^= 0xff // a corrupt origin is still a valid byte
+	in = in[:len(in)-2]
+	if _, err := d.decode(in); err == nil {
+		t.Error("a truncated entry decoded")
+	}
+}
+
+func BenchmarkRecordDecoder(b *testing.B) {
+	in := EncodeRecord(recordCases[2].rec, time.Unix(1, 0))
+	d := recordDecoder{topic: "t"}
+	b.ReportAllocs()
+	b.SetBytes(int64(len(in)))
+	for b.Loop() {
+		if _, err := d.decode(in); err != nil {
 			b.Fatal(err)
 		}
 	}

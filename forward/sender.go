@@ -57,6 +57,7 @@ type sender struct {
 	topic  string
 	logger *slog.Logger
 	wake   chan struct{} // 1-slot, coalescing: an outcome arrived
+	dec    recordDecoder // owned by the loop goroutine
 
 	maxBytes int64
 	timeout  time.Duration // one attempt, counted from the first record of a round
@@ -80,6 +81,7 @@ func newSender(f *Forwarder, cl *kgo.Client, o *Outbox, topic string) *sender {
 		f: f, cl: cl, o: o, topic: topic,
 		logger:   f.logger.With("outbox", o.kind),
 		wake:     make(chan struct{}, 1),
+		dec:      recordDecoder{topic: topic},
 		maxBytes: inflightBatches * int64(f.cfg.BatchMaxBytes),
 		timeout:  f.cfg.RequestTimeout + f.cfg.Linger,
 		linger:   f.cfg.Linger,
@@ -188,12 +190,11 @@ func (s *sender) collect(ctx context.Context) (int, error) {
 		if !ok {
 			continue
 		}
-		rec, _, err := DecodeRecord(s.reader.Record())
+		kr, err := s.dec.decode(s.reader.Record())
 		if err != nil {
 			s.undeliverable(idx, pos, ErrKindDecode, err)
 			continue
 		}
-		kr := s.kafkaRecord(&rec)
 		size := int64(len(s.reader.Record()))
 		s.mu.Lock()
 		if pos >= 0 {
@@ -309,6 +310,57 @@ func (s *sender) flush(ctx context.Context) {
 		case <-fctx.Done():
 		}
 	}
+}
+
+// recordDecoder turns outbox entries into the Kafka records a round
+// holds until its outcomes are in, which is most of a round's memory: one
+// copy of the entry that the record's key, value and header values alias,
+// where decoding a Record and building a Kafka record from it copied the
+// id and every header again. Topics and header keys, a handful of distinct
+// strings, are shared. Not safe for concurrent use (one per sender).
+type recordDecoder struct {
+	topic string // the outbox's
+	hs    []viewHeader
+	names map[string]string
+}
+
+// maxNames bounds the distinct topics and header keys shared; past it
+// they are allocated per record.
+const maxNames = 64
+
+// decode returns entry b as a Kafka record: its own topic, else the
+// outbox's; the id header first. It copies b. An entry that does not
+// decode gets a *DecodeError.
+func (d *recordDecoder) decode(b []byte) (*kgo.Record, error) {
+	buf := append([]byte(nil), b...)
+	v, _, err := decodeView(buf, &d.hs)
+	if err != nil {
+		return nil, err
+	}
+	topic := d.topic
+	if len(v.topic) > 0 {
+		topic = d.name(v.topic)
+	}
+	hs := make([]kgo.RecordHeader, 1+len(d.hs))
+	hs[0] = kgo.RecordHeader{Key: IDHeader, Value: v.id}
+	for i, h := range d.hs {
+		hs[1+i] = kgo.RecordHeader{Key: d.name(h.key), Value: h.value}
+	}
+	return &kgo.Record{Topic: topic, Key: v.key, Value: v.value, Headers: hs}, nil
+}
+
+func (d *recordDecoder) name(b []byte) string {
+	if s, ok := d.names[string(b)]; ok {
+		return s
+	}
+	s := string(b)
+	if d.names == nil {
+		d.names = make(map[string]string)
+	}
+	if len(d.names) < maxNames {
+		d.names[s] = s
+	}
+	return s
 }
 
 func (s *sender) kafkaRecord(rec *Record) *kgo.Record { return kafkaRecord(rec, s.topic) }

@@ -115,6 +115,7 @@ type txnSender struct {
 	failures  int
 	probe     uint64          // an entry refused for a record-level reason, sent alone once more
 	skip      map[uint64]bool // entries refused alone: skipped, counted
+	dec       recordDecoder   // owned by the loop goroutine
 
 	committedPos atomic.Uint64
 	fenced       atomic.Pointer[string]
@@ -128,6 +129,7 @@ func newTxnSender(f *Forwarder, o *Outbox, topic string) *txnSender {
 		logger:  f.logger.With("outbox", o.kind, "transactional_id", id),
 		timeout: f.cfg.RequestTimeout + f.cfg.Linger,
 		skip:    make(map[uint64]bool),
+		dec:     recordDecoder{topic: topic},
 	}
 }
 
@@ -555,7 +557,7 @@ func (s *txnSender) round(ctx context.Context) (int, error) {
 			delete(s.skip, idx)
 			continue
 		}
-		rec, _, err := DecodeRecord(s.reader.Record())
+		kr, err := s.dec.decode(s.reader.Record())
 		if err != nil {
 			s.o.undeliverable.Add(1)
 			s.f.noteError(ErrKindDecode, err)
@@ -570,7 +572,6 @@ func (s *txnSender) round(ctx context.Context) (int, error) {
 			at = newAttempt(context.WithoutCancel(ctx), s.timeout)
 		}
 		bytes += int64(len(s.reader.Record()))
-		kr := kafkaRecord(&rec, s.topic)
 		at.add()
 		produced++
 		s.f.sent.Add(1)

@@ -33,6 +33,17 @@ import (
 // From about 30 MiB live the limit is above what the collector targets
 // anyway (2 × live and its own overhead), so large heaps run as without a
 // limit, and it only catches a runaway.
+//
+// Measured again for issue 17 (make bench phases of 10 s, 2-core VM,
+// alternating runs): with 28 MiB + 1.5 × (live − 14 MiB), the forward
+// phase (50-60 MiB live) peaked at 104-107 MiB instead of 150-155, but
+// took 2.2 CPU-s per 100k summaries instead of 1.4-1.5 and acknowledged
+// 22-25k summaries/s instead of 40-43k; with 1.0 × it peaked at 81-86 MiB
+// for 3-5× the CPU. On QoS 1 (under 20 MiB live) 24 MiB + 1.5 × (live −
+// 16 MiB) peaked at 31-38 MiB instead of 45-47 for 16-34 % more CPU per
+// message, 26 MiB + 2 × (live − 16 MiB) at 38-43 MiB for 3-23 % more. A
+// tighter limit trades CPU for RSS at a steep rate; RSS comes down with
+// the live heap and the allocation rate, not with this formula.
 const (
 	autoLimitFloor = 28 << 20
 	autoLimitEvery = 250 * time.Millisecond

@@ -357,6 +357,24 @@ func (h *HTTPWrite) hold(wk *httpWorker, n int64) bool {
 	return true
 }
 
+// settle turns a reservation of the budget into what was allocated:
+// the part not used is given back. Decode grows the slice by append,
+// which may round past the reservation by a little; that is charged
+// too (the budget may then run over by less than one chunk's slack,
+// inflightSlack), so held stays what the request's buffers hold.
+func (h *HTTPWrite) settle(wk *httpWorker, reserved, grown int64) {
+	grown = max(grown, 0)
+	switch {
+	case grown < reserved:
+		h.budget.release(reserved - grown)
+	case grown > reserved:
+		h.budget.mu.Lock()
+		h.budget.used += grown - reserved
+		h.budget.mu.Unlock()
+	}
+	wk.held += grown - reserved
+}
+
 // put releases the request's budget and returns its worker to the pool,
 // dropping buffers grown by a huge body.
 func (h *HTTPWrite) put(wk *httpWorker) {
@@ -523,15 +541,18 @@ func (h *HTTPWrite) decodeAppend(ctx context.Context, wk *httpWorker, opt Option
 			}
 		}
 		chunk := body[off:end]
-		// At most one reading per 4 bytes ("a=1,"): size the slice so that
-		// Decode never grows it past what the budget holds.
-		if need := len(chunk)/4 + 2; cap(wk.readings) < need {
-			if !h.hold(wk, int64(need-cap(wk.readings))*readingBytes) {
-				return stored, errOverBudget
-			}
-			wk.readings = make([]wal.Reading, 0, need)
+		// At most one reading per 4 bytes ("a=1,"): the budget must hold
+		// that worst case before the chunk decodes, but the slice grows
+		// only to what the chunk holds (an ordinary line carries one
+		// reading per 50 bytes or so), so the pooled slice serves the
+		// next request instead of a worst-case one allocated per chunk.
+		was := cap(wk.readings)
+		reserve := int64(max(0, len(chunk)/4+2-was)) * readingBytes
+		if !h.hold(wk, reserve) {
+			return stored, errOverBudget
 		}
 		wk.readings = wk.dec.Decode(wk.readings[:0], "", chunk, opt, &wk.res)
+		h.settle(wk, reserve, int64(cap(wk.readings)-was)*readingBytes)
 		h.stats.CountResult(ListenerHTTP, &wk.res)
 		mergeResult(&wk.total, &wk.res, line, off)
 		line += bytes.Count(chunk, []byte{'\n'})

@@ -34,6 +34,7 @@ type Hub struct {
 	buf     int
 	mu      sync.Mutex
 	subs    map[*subscriber]struct{}
+	nsubs   atomic.Int64 // len(subs), read without mu by PublishEmission
 	closed  bool
 	dropped atomic.Uint64
 	sent    atomic.Uint64
@@ -71,6 +72,7 @@ func (h *Hub) Publish(e Event) {
 			h.sent.Add(1)
 		default:
 			delete(h.subs, s)
+			h.nsubs.Store(int64(len(h.subs)))
 			close(s.gone)
 			h.dropped.Add(1)
 		}
@@ -100,6 +102,7 @@ func (h *Hub) subscribe(f streamFilter) *subscriber {
 		return nil
 	default:
 		h.subs[s] = struct{}{}
+		h.nsubs.Store(int64(len(h.subs)))
 	}
 	return s
 }
@@ -115,11 +118,13 @@ func (h *Hub) Close() {
 		delete(h.subs, s)
 		close(s.gone)
 	}
+	h.nsubs.Store(0)
 }
 
 func (h *Hub) unsubscribe(s *subscriber) {
 	h.mu.Lock()
 	delete(h.subs, s)
+	h.nsubs.Store(int64(len(h.subs)))
 	h.mu.Unlock()
 }
 
@@ -205,7 +210,12 @@ func WindowEvent(series, field, kind string, v any) Event {
 
 // PublishEmission sends a closed window to the stream, in the JSON shape of
 // GET /api/v1/windows (group windows in that of /api/v1/sketches/*).
+// With no client connected it returns at once: the JSON is for nobody
+// (a window closing per reading under load).
 func (h *Hub) PublishEmission(e windows.Emission) {
+	if h.nsubs.Load() == 0 {
+		return
+	}
 	switch e.Kind {
 	case windows.KindGroup:
 		g := e.Group

@@ -116,3 +116,30 @@ func TestStream(t *testing.T) {
 		}
 	}
 }
+
+// TestStreamNoClientsNoWork checks that a closed window costs nothing
+// while no stream client is connected: every window closing was turned
+// into JSON for nobody (at 33,000 windows/s in make bench's forward
+// phase, an eighth of the gateway's allocations).
+func TestStreamNoClientsNoWork(t *testing.T) {
+	hub := NewHub(4)
+	e := windows.Emission{Kind: windows.KindTumbling, Window: windows.WindowSummary{
+		Series: "env,device=a", Field: "temp", Spec: "tumbling:10s", StartNs: 1e18, EndNs: 1e18 + 1e10, Count: 1}}
+	if n := testing.AllocsPerRun(100, func() { hub.PublishEmission(e) }); n != 0 {
+		t.Errorf("%v allocations per window with no client, want 0", n)
+	}
+	s := hub.subscribe(streamFilter{})
+	hub.PublishEmission(e)
+	select {
+	case ev := <-s.ch:
+		if !strings.Contains(string(ev.Data), `"env,device=a"`) {
+			t.Errorf("event %s", ev.Data)
+		}
+	default:
+		t.Fatal("a subscribed client got no event")
+	}
+	hub.unsubscribe(s)
+	if n := testing.AllocsPerRun(100, func() { hub.PublishEmission(e) }); n != 0 {
+		t.Errorf("%v allocations per window after the client left, want 0", n)
+	}
+}
