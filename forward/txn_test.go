@@ -276,6 +276,16 @@ func silentFor(c *kfake.Cluster, d time.Duration) *atomic.Int64 {
 	return &hits
 }
 
+// midStream waits until f has committed a transaction: an outage that
+// starts while the forwarder is still making its first connection finds
+// no transaction to abort (a fixed 100 ms sleep saw that under load).
+func midStream(t *testing.T, f *Forwarder) {
+	waitFor(t, 30*time.Second, "a transaction committed", func() (bool, string) {
+		st := f.Status()
+		return st.TxnCommitted > 0, fmt.Sprintf("%+v", st)
+	})
+}
+
 // TestExactlyOnceThroughFaults streams records into two outboxes while the
 // 3-broker cluster misbehaves; a read_committed consumer must see every
 // record exactly once, in per-key order, and the forwarder must never
@@ -284,15 +294,18 @@ func TestExactlyOnceThroughFaults(t *testing.T) {
 	cases := []struct {
 		name       string
 		txnTimeout time.Duration
-		during     func(t *testing.T, c *kfake.Cluster, stop <-chan struct{}) int64
-		aborts     bool // transactions must have been aborted
+		// during injects the faults until stop; it closes started once
+		// they are on (the stream waits for that at its halfway point).
+		during func(t *testing.T, c *kfake.Cluster, f *Forwarder, started chan<- struct{}, stop <-chan struct{}) int64
+		aborts bool // transactions must have been aborted
 	}{
 		{
 			name: "error responses",
-			during: func(t *testing.T, c *kfake.Cluster, stop <-chan struct{}) int64 {
+			during: func(t *testing.T, c *kfake.Cluster, f *Forwarder, started chan<- struct{}, stop <-chan struct{}) int64 {
 				hits := faultEvery(c, 3, 8, func(req kmsg.Request) (kmsg.Response, error, bool) {
 					return produceErrorResponse(req, kerr.UnknownServerError.Code), nil, true
 				})
+				close(started)
 				<-stop
 				return hits.Load()
 			},
@@ -300,7 +313,7 @@ func TestExactlyOnceThroughFaults(t *testing.T) {
 		},
 		{
 			name: "connections closed",
-			during: func(t *testing.T, c *kfake.Cluster, stop <-chan struct{}) int64 {
+			during: func(t *testing.T, c *kfake.Cluster, f *Forwarder, started chan<- struct{}, stop <-chan struct{}) int64 {
 				var seen, hits atomic.Int64
 				c.Control(func(kmsg.Request) (kmsg.Response, error, bool) {
 					c.KeepControl()
@@ -310,15 +323,17 @@ func TestExactlyOnceThroughFaults(t *testing.T) {
 					hits.Add(1)
 					return nil, errors.New("injected"), true
 				})
+				close(started)
 				<-stop
 				return hits.Load()
 			},
 		},
 		{
 			name: "broker outage and return",
-			during: func(t *testing.T, c *kfake.Cluster, stop <-chan struct{}) int64 {
-				time.Sleep(100 * time.Millisecond) // mid-stream
+			during: func(t *testing.T, c *kfake.Cluster, f *Forwarder, started chan<- struct{}, stop <-chan struct{}) int64 {
+				midStream(t, f)
 				hits := silentFor(c, 3*time.Second)
+				close(started)
 				<-stop
 				return hits.Load()
 			},
@@ -327,9 +342,10 @@ func TestExactlyOnceThroughFaults(t *testing.T) {
 		{
 			name:       "transaction timeout while offline",
 			txnTimeout: time.Second,
-			during: func(t *testing.T, c *kfake.Cluster, stop <-chan struct{}) int64 {
-				time.Sleep(100 * time.Millisecond)
+			during: func(t *testing.T, c *kfake.Cluster, f *Forwarder, started chan<- struct{}, stop <-chan struct{}) int64 {
+				midStream(t, f)
 				hits := silentFor(c, 4*time.Second)
+				close(started)
 				<-stop
 				return hits.Load()
 			},
@@ -337,7 +353,8 @@ func TestExactlyOnceThroughFaults(t *testing.T) {
 		},
 		{
 			name: "coordinator and leaders move",
-			during: func(t *testing.T, c *kfake.Cluster, stop <-chan struct{}) int64 {
+			during: func(t *testing.T, c *kfake.Cluster, f *Forwarder, started chan<- struct{}, stop <-chan struct{}) int64 {
+				close(started)
 				var n int64
 				tick := time.NewTicker(30 * time.Millisecond)
 				defer tick.Stop()
@@ -386,16 +403,23 @@ func TestExactlyOnceThroughFaults(t *testing.T) {
 			}()
 			cons := readCommitted(t, c, testTopics[0], testTopics[1])
 
-			stop := make(chan struct{})
+			stop, started := make(chan struct{}), make(chan struct{})
 			var injected int64
 			var wg sync.WaitGroup
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				injected = tc.during(t, c, stop)
+				injected = tc.during(t, c, f, started, stop)
 			}()
 			const n = 3000
 			for i := 0; i < n; i += 30 {
+				if i == n/2 {
+					select { // half the stream after the faults are on
+					case <-started:
+					case <-time.After(30 * time.Second):
+						t.Fatal("the faults did not start within 30s")
+					}
+				}
 				appendSeq(t, sums, "s", i, i+30, 13, 30)
 				appendSeq(t, alrt, "a", i, i+30, 7, 30)
 				time.Sleep(time.Millisecond) // a stream, not one burst: faults land mid-flow
