@@ -132,7 +132,7 @@ func (h *ingestHook) ID() string { return "runnel-ingest" }
 func (h *ingestHook) Provides(b byte) bool {
 	switch b {
 	case mqtt.OnConnect, mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnPublish, mqtt.OnDisconnect,
-		mqtt.OnPacketRead, mqtt.OnSessionEstablished, mqtt.OnSubscribed, mqtt.OnWillSent:
+		mqtt.OnPacketProcessed, mqtt.OnSessionEstablished, mqtt.OnSubscribed, mqtt.OnWillSent:
 		return true
 	}
 	return false
