@@ -91,6 +91,12 @@ func FuzzJSON(f *testing.F) {
 		opt := Options{NowNs: testNow, MaxFutureSkew: -1}
 		got := d.Decode(nil, "telemetry/dev/m", body, opt, &res)
 		checkInvariants(t, body, got, &res, 4)
+		// A series memo changes nothing: filled by the first decode, used
+		// by the second (the same tags), and one left by another payload.
+		memo := SeriesMemo{Tags: `{"site":"plant1"}`, Series: "m,device=dev,site=plant1"}
+		md := NewJSON()
+		decodeBoth(t, md, &memo, "telemetry/dev/m", body)
+		decodeBoth(t, md, &memo, "telemetry/dev/m", body)
 
 		// Hold the scanner to encoding/json.
 		valid := json.Valid(body)
