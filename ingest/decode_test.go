@@ -367,3 +367,22 @@ func BenchmarkJSONDevices(b *testing.B) {
 		return d.Decode(dst, topics[k%devices], body, opt, res)
 	})
 }
+
+// BenchmarkJSONDevicesMemo is BenchmarkJSONDevices with a tag and each
+// topic's SeriesMemo, as the MQTT broker decodes it.
+func BenchmarkJSONDevicesMemo(b *testing.B) {
+	const devices = 1000
+	topics := make([]string, devices)
+	memos := make([]SeriesMemo, devices)
+	for i := range topics {
+		topics[i] = "telemetry/dev-" + strconv.Itoa(i) + "/env"
+	}
+	body := []byte(`{"ts":1700000000000,"temp":21.5,"tags":{"site":"site-1"}}`)
+	d := NewJSON()
+	k := 0
+	benchDecode(b, body, 1, func(dst []wal.Reading, res *Result) []wal.Reading {
+		k++
+		opt := Options{NowNs: testNow, Memo: &memos[k%devices]}
+		return d.Decode(dst, topics[k%devices], body, opt, res)
+	})
+}
