@@ -132,7 +132,7 @@ func (h *ingestHook) ID() string { return "runnel-ingest" }
 func (h *ingestHook) Provides(b byte) bool {
 	switch b {
 	case mqtt.OnConnect, mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnPublish, mqtt.OnDisconnect,
-		mqtt.OnPacketRead, mqtt.OnSessionEstablished, mqtt.OnSubscribed, mqtt.OnWillSent:
+		mqtt.OnPacketProcessed, mqtt.OnSessionEstablished, mqtt.OnSubscribed, mqtt.OnWillSent:
 		return true
 	}
 	return false
@@ -249,7 +249,15 @@ func (h *ingestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 	if codec != "" {
 		h.stats.Messages[ListenerMQTT].Add(1)
 		h.stats.Bytes[ListenerMQTT].Add(uint64(len(pk.Payload)))
-		batch.Readings = h.decode(codec, pk, nowNs, batch.Readings, &res)
+		var memo SeriesMemo
+		if topic.memo != nil {
+			memo = *topic.memo
+		}
+		batch.Readings = h.decode(codec, pk, nowNs, &memo, batch.Readings, &res)
+		if topic.memo == nil || memo != *topic.memo { // the topic's tags changed (or were first seen)
+			topic.memo = &memo
+			h.subs.store(pk.TopicName, topic)
+		}
 		res.requireReadings(pk.Payload)
 		h.stats.CountResult(ListenerMQTT, &res)
 		if res.Problems() > 0 {
@@ -550,8 +558,9 @@ const retainStoreGrace = 10 * time.Second
 // interface escapes: OnPublish's own Result would cost an allocation per
 // publish.
 type pooledDecoder struct {
-	dec Decoder
-	res Result
+	dec  Decoder
+	res  Result
+	memo SeriesMemo // the topic's, for Options.Memo (here: no allocation per publish)
 }
 
 // initDecoders makes a pool of decoders for each codec of the topic
@@ -574,12 +583,15 @@ func (h *ingestHook) initDecoders(cfg DecoderConfig) error {
 	return nil
 }
 
-// decode appends the readings of pk to dst.
-func (h *ingestHook) decode(codec string, pk packets.Packet, nowNs int64, dst []wal.Reading, res *Result) []wal.Reading {
-	opt := Options{NowNs: nowNs, MaxFutureSkew: h.cfg.MaxFutureSkew, Precision: h.precision}
+// decode appends the readings of pk to dst. memo is the topic's series
+// memo (Options.Memo), updated in place.
+func (h *ingestHook) decode(codec string, pk packets.Packet, nowNs int64, memo *SeriesMemo, dst []wal.Reading, res *Result) []wal.Reading {
 	pool := h.decoders[codec]
 	d := pool.Get().(*pooledDecoder)
+	d.memo = *memo
+	opt := Options{NowNs: nowNs, MaxFutureSkew: h.cfg.MaxFutureSkew, Precision: h.precision, Memo: &d.memo}
 	dst = d.dec.Decode(dst, pk.TopicName, pk.Payload, opt, &d.res)
+	*memo, d.memo = d.memo, SeriesMemo{}
 	res.copyFrom(&d.res)
 	d.res.Reset()
 	pool.Put(d)

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mochi-mqtt/server/v2/packets"
+
 	"github.com/runnel-iot/runnel/internal/testutil"
 	"github.com/runnel-iot/runnel/wal"
 )
@@ -247,5 +249,39 @@ func TestBrokerGathersQoS0Publishes(t *testing.T) {
 	b2.Close()
 	if n := b2.stats.Readings[ListenerMQTT].Load(); n != 1 {
 		t.Errorf("%d of 1 gathered reading stored by Close", n)
+	}
+}
+
+// TestBrokerSeriesMemoFollowsTags: a topic's remembered series key
+// (SeriesMemo in the subscriber cache) follows its device's tags when
+// they change, back and forth, and when they are dropped.
+func TestBrokerSeriesMemoFollowsTags(t *testing.T) {
+	app := openTestWAL(t)
+	b := startBroker(t, testBrokerConfig(), app)
+	c := dialRaw(t, b.addr, 5, "memo")
+	bodies := []string{
+		`{"temp":1,"tags":{"site":"a"}}`,
+		`{"temp":2,"tags":{"site":"a"}}`,
+		`{"temp":3,"tags":{"site":"b"}}`,
+		`{"temp":4,"tags":{"site":"a"}}`,
+		`{"temp":5}`,
+		`{"temp":6,"tags":{"site":"a"}}`,
+	}
+	want := []string{"env,device=m1,site=a", "env,device=m1,site=a", "env,device=m1,site=b",
+		"env,device=m1,site=a", "env,device=m1", "env,device=m1,site=a"}
+	for i, body := range bodies {
+		c.publish("telemetry/m1/env", 1, uint16(i+1), body)
+		if ack := c.next(); ack.FixedHeader.Type != packets.Puback || ack.ReasonCode != 0 {
+			t.Fatalf("publish %d: %v reason %#x", i+1, packets.PacketNames[ack.FixedHeader.Type], ack.ReasonCode)
+		}
+	}
+	got := walReadings(t, app.log)
+	if len(got) != len(want) {
+		t.Fatalf("%d readings in the WAL, want %d: %+v", len(got), len(want), got)
+	}
+	for i, r := range got {
+		if r.Series != want[i] || r.Value != float64(i+1) {
+			t.Errorf("reading %d: %s %v, want %s %d", i, r.Series, r.Value, want[i], i+1)
+		}
 	}
 }

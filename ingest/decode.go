@@ -124,6 +124,23 @@ type Options struct {
 	// parameter of the InfluxDB write API). The zero value is nanoseconds.
 	// The JSON formats always use milliseconds.
 	Precision Precision
+	// Memo, when not nil, lets the JSON decoder skip building the series
+	// key of an object whose "tags" are sent exactly as last time (or are
+	// absent both times): a device sends the same tags message after
+	// message, and building and interning the key was half of a decode.
+	// Decode reads and updates it. It belongs to one topic: the caller
+	// keeps one per topic and passes only that topic's. Other decoders
+	// ignore it.
+	Memo *SeriesMemo
+}
+
+// SeriesMemo remembers the series key of the last object decoded on a
+// topic: Tags is the text of its "tags" member as sent ("" when it had
+// none), Series the key it gave. Tags is only remembered when they were
+// accepted without a complaint, so reusing the key skips no error. The
+// zero value remembers nothing.
+type SeriesMemo struct {
+	Tags, Series string
 }
 
 // maxTimeNs is the latest event time accepted, or math.MaxInt64 when the

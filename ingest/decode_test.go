@@ -91,6 +91,12 @@ func FuzzJSON(f *testing.F) {
 		opt := Options{NowNs: testNow, MaxFutureSkew: -1}
 		got := d.Decode(nil, "telemetry/dev/m", body, opt, &res)
 		checkInvariants(t, body, got, &res, 4)
+		// A series memo changes nothing: filled by the first decode, used
+		// by the second (the same tags), and one left by another payload.
+		memo := SeriesMemo{Tags: `{"site":"plant1"}`, Series: "m,device=dev,site=plant1"}
+		md := NewJSON()
+		decodeBoth(t, md, &memo, "telemetry/dev/m", body)
+		decodeBoth(t, md, &memo, "telemetry/dev/m", body)
 
 		// Hold the scanner to encoding/json.
 		valid := json.Valid(body)
@@ -358,6 +364,25 @@ func BenchmarkJSONDevices(b *testing.B) {
 	k := 0
 	benchDecode(b, body, 1, func(dst []wal.Reading, res *Result) []wal.Reading {
 		k++
+		return d.Decode(dst, topics[k%devices], body, opt, res)
+	})
+}
+
+// BenchmarkJSONDevicesMemo is BenchmarkJSONDevices with a tag and each
+// topic's SeriesMemo, as the MQTT broker decodes it.
+func BenchmarkJSONDevicesMemo(b *testing.B) {
+	const devices = 1000
+	topics := make([]string, devices)
+	memos := make([]SeriesMemo, devices)
+	for i := range topics {
+		topics[i] = "telemetry/dev-" + strconv.Itoa(i) + "/env"
+	}
+	body := []byte(`{"ts":1700000000000,"temp":21.5,"tags":{"site":"site-1"}}`)
+	d := NewJSON()
+	k := 0
+	benchDecode(b, body, 1, func(dst []wal.Reading, res *Result) []wal.Reading {
+		k++
+		opt := Options{NowNs: testNow, Memo: &memos[k%devices]}
 		return d.Decode(dst, topics[k%devices], body, opt, res)
 	})
 }

@@ -35,7 +35,7 @@
 //     with no usable reading (0x99), refused by the ACL (0x87: the publish
 //     ACL is checked in OnPublish, where the QoS is known, rather than in
 //     mochi's OnACLCheck, which would write the PUBACK itself) or on a topic
-//     mochi drops ($SYS, wildcards: 0x87 from OnPacketRead). Reason-coded
+//     mochi drops ($SYS: 0x87 from OnPacketProcessed). Reason-coded
 //     PUBACKs are encoded by the acker into the same write as the plain
 //     ones (never through cl.WritePacket, which buffers behind queued
 //     deliveries while a direct write does not), so no PUBACK overtakes

@@ -83,7 +83,7 @@ func (d *JSON) Decode(dst []wal.Reading, topic string, body []byte, opt Options,
 	}
 	sc := &d.sc
 	sc.reset(body)
-	ctx := objCtx{device: device, name: meas, opt: &opt, res: res}
+	ctx := objCtx{device: device, name: meas, opt: &opt, res: res, memo: opt.Memo}
 	switch sc.ws() {
 	case '{':
 		ctx.index = -1
@@ -142,6 +142,7 @@ type objCtx struct {
 	index        int // element index, -1 for a bare object
 	opt          *Options
 	res          *Result
+	memo         *SeriesMemo // nil: none
 }
 
 // fieldErr records a problem with one field of the current object.
@@ -163,6 +164,10 @@ func (d *JSON) object(dst []wal.Reading, c *objCtx) []wal.Reading {
 	d.tags.reset()
 	d.skips = d.skips[:0]
 	hasTS, reject := false, false
+	// The last "tags" member: seen, taken from the memo, and its text
+	// when it parsed without a complaint (nil otherwise).
+	sawTags, memoHit := false, false
+	var tagsText []byte
 	var tsNs int64
 	tsOff := -1
 	if sc.ws() == '}' {
@@ -199,6 +204,7 @@ func (d *JSON) object(dst []wal.Reading, c *objCtx) []wal.Reading {
 					reject = true
 				}
 			case "tags":
+				sawTags, memoHit, tagsText = true, false, nil
 				if sc.ws() != '{' {
 					if kind, ok := sc.skipValue(); ok {
 						c.fieldErr(ReasonBadTag, valOff, k, "tags must be an object of strings, got "+kind)
@@ -206,8 +212,20 @@ func (d *JSON) object(dst []wal.Reading, c *objCtx) []wal.Reading {
 					}
 					break
 				}
+				// An object is self-delimiting: a body that starts with the
+				// memo's accepted tags text holds exactly those tags here.
+				if m := c.memo; m != nil && m.Tags != "" && len(sc.b)-sc.p >= len(m.Tags) &&
+					string(sc.b[sc.p:sc.p+len(m.Tags)]) == m.Tags {
+					sc.p += len(m.Tags)
+					d.tags.reset()
+					memoHit = true
+					break
+				}
+				bad := c.res.Rejected[ReasonBadTag]
 				if !d.tags.parse(sc, c) {
 					reject = true
+				} else if sc.errOff < 0 && c.res.Rejected[ReasonBadTag] == bad {
+					tagsText = sc.b[valOff:sc.p]
 				}
 			default:
 				dst = d.field(dst, start, k, nonASCII, keyOff, valOff, c)
@@ -231,7 +249,7 @@ func (d *JSON) object(dst []wal.Reading, c *objCtx) []wal.Reading {
 		clear(dst[start:])
 		return dst[:start]
 	}
-	series := d.tags.series(&d.names, c)
+	series := d.series(c, sawTags, memoHit, tagsText)
 	if !hasTS {
 		tsNs = c.opt.NowNs
 	}
@@ -324,6 +342,21 @@ func (d *JSON) field(dst []wal.Reading, start int, k []byte, nonASCII bool, keyO
 		return dst
 	}
 	return append(dst, wal.Reading{Field: name, Value: v})
+}
+
+// series returns the object's series key: the memo's when its tags are
+// the memo's (or both have none), else built and interned, and then
+// remembered in the memo when its tags were accepted without a complaint.
+func (d *JSON) series(c *objCtx, sawTags, memoHit bool, tagsText []byte) string {
+	m := c.memo
+	if m != nil && m.Series != "" && (memoHit || (!sawTags && m.Tags == "")) {
+		return m.Series
+	}
+	series := d.tags.series(&d.names, c)
+	if m != nil && (!sawTags || tagsText != nil) {
+		m.Tags, m.Series = string(tagsText), series // a copy: the body is the caller's
+	}
+	return series
 }
 
 // tagSet collects the "tags" member of a JSON or biosignal message.

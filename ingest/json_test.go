@@ -1,6 +1,8 @@
 package ingest
 
 import (
+	"fmt"
+	"reflect"
 	"slices"
 	"strconv"
 	"testing"
@@ -225,5 +227,66 @@ func TestMsToNsIntegers(t *testing.T) {
 		if gotN != wantN || gotOK != wantOK {
 			t.Errorf("msToNs(%q) = %d, %v; strconv says %d, %v", lit, gotN, gotOK, wantN, wantOK)
 		}
+	}
+}
+
+// decodeBoth decodes body with a fresh decoder and no memo, and with d and
+// memo; it fails unless both give the same readings and result.
+func decodeBoth(t *testing.T, d *JSON, memo *SeriesMemo, topic string, body []byte) {
+	t.Helper()
+	var want, got Result
+	wantR := NewJSON().Decode(nil, topic, body, Options{NowNs: testNow, MaxFutureSkew: -1}, &want)
+	gotR := d.Decode(nil, topic, body, Options{NowNs: testNow, MaxFutureSkew: -1, Memo: memo}, &got)
+	if !reflect.DeepEqual(gotR, wantR) {
+		t.Fatalf("%s %q with memo %+v: readings\n%+v\nwant\n%+v", topic, body, *memo, gotR, wantR)
+	}
+	if got.Err() != nil || want.Err() != nil {
+		if fmt.Sprint(got.Err()) != fmt.Sprint(want.Err()) || got.Rejected != want.Rejected {
+			t.Fatalf("%s %q with memo: result %v %v, want %v %v", topic, body, got.Rejected, got.Err(), want.Rejected, want.Err())
+		}
+	}
+	if got.Rejected != want.Rejected || got.Readings != want.Readings {
+		t.Fatalf("%s %q with memo: rejected %v readings %d, want %v %d", topic, body, got.Rejected, got.Readings, want.Rejected, want.Readings)
+	}
+}
+
+// TestSeriesMemo: a topic's SeriesMemo gives the series key its objects'
+// tags give, is reused while the tags are sent the same, and changes
+// nothing in the readings or the result, whatever the payload.
+func TestSeriesMemo(t *testing.T) {
+	const topic = "telemetry/pi-1/env"
+	d := NewJSON()
+	var memo SeriesMemo
+	tagged := []byte(`{"ts":1700000000000,"temp":21.5,"tags":{"site":"plant1"}}`)
+	decodeBoth(t, d, &memo, topic, tagged)
+	if memo.Tags != `{"site":"plant1"}` || memo.Series != "env,device=pi-1,site=plant1" {
+		t.Fatalf("memo after a tagged object: %+v", memo)
+	}
+	remembered := memo
+	decodeBoth(t, d, &memo, topic, tagged)
+	if memo != remembered {
+		t.Fatalf("memo changed on the same tags: %+v, was %+v", memo, remembered)
+	}
+	for _, body := range []string{
+		`{"temp":1}`, // no tags
+		`{"temp":1}`,
+		`{"temp":1,"tags":{}}`,
+		`{"temp":1,"tags":{"site":"plant2"}}`,
+		`{"temp":1,"tags":{"site":"plant2"},"tags":{"site":"plant1"}}`, // the last wins
+		`{"temp":1,"tags":{"site":"plant1"},"tags":{"site":"plant2"}}`,
+		`{"temp":1,"tags":{"site":"plant1"},"tags":{"a":"b"}}`,
+		`{"temp":1,"tags":{"site":"plant1"},"tags":5}`,
+		`{"temp":1,"tags":{"device":"other"}}`, // contradiction: reported every time
+		`{"temp":1,"tags":{"device":"other"}}`,
+		`{"temp":1,"tags":{"site":"a,b c=d\\"}}`,
+		`{"temp":1,"tags":{"site":"a,b c=d\\"}}`,
+		`{"temp":1,"tags":{"site":"plant1"}}`,
+		`{"temp":1,"tags":{"site":"plant1"}`, // truncated after the memo's text
+		`{"temp":1,"tags":{"site":"plant1"}x}`,
+		`[{"a":1,"tags":{"site":"plant1"}},{"a":2},{"a":3,"tags":{"site":"plant1"}},{"a":4,"tags":{"site":"s2"}}]`,
+		`{"temp":1,"tags":{"":"x"}}`,
+		`{"temp":1,"tags":{"":"x"}}`,
+	} {
+		decodeBoth(t, d, &memo, topic, []byte(body))
 	}
 }

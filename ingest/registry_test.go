@@ -66,14 +66,16 @@ func TestMQTTDecodeAllocs(t *testing.T) {
 		own                float64 // the decoder's own allocations
 	}{
 		{CodecJSON, "telemetry/dev-1/env", `{"temp":21.5,"hum":40.1}`, 0},
+		{CodecJSON, "telemetry/dev-1/env", `{"temp":21.5,"tags":{"site":"a"}}`, 0}, // the memo: no copy of the tags per message
 		{CodecBiosignal, "biosignal/dev-1/ecg", `{"rate_hz":250,"samples":[0.1,0.2]}`, 0},
 		{CodecLineProtocol, "lp/x", "env,device=dev-1 temp=21.5", 1},
 	} {
 		pk := packets.Packet{TopicName: tc.topic, Payload: []byte(tc.body)}
 		dst := make([]wal.Reading, 0, 8)
 		var res Result
+		var memo SeriesMemo
 		decode := func() {
-			dst = h.decode(tc.codec, pk, 1700000000000000000, dst[:0], &res)
+			dst = h.decode(tc.codec, pk, 1700000000000000000, &memo, dst[:0], &res)
 		}
 		decode() // warm the pool and the intern cache
 		if len(dst) == 0 || res.Problems() != 0 {

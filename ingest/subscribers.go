@@ -28,7 +28,9 @@ import (
 //
 // An entry also holds the topic's codec (the mqtt.topics mapping, fixed
 // for the broker's life), so one lookup per publish answers both questions
-// (matching the topic against every filter cost as much as the lookup).
+// (matching the topic against every filter cost as much as the lookup),
+// and the topic's series memo, so the decoder need not build the series
+// key again.
 type subscriberCache struct {
 	gen atomic.Uint64
 	mu  sync.RWMutex
@@ -39,6 +41,11 @@ type subscriberEntry struct {
 	gen   uint64 // 1 + the generation any was computed in; 0: not computed
 	any   bool
 	codec string // the topic's codec, "" for none
+	// memo is the series key of the topic's last message (Options.Memo),
+	// so a device's key is not built and interned per message. Never
+	// changed once stored (a new one replaces it); a pointer keeps the
+	// map's values small.
+	memo *SeriesMemo
 }
 
 const subscriberCacheMax = 4096
