@@ -137,8 +137,9 @@ type Options struct {
 // SeriesMemo remembers the series key of the last object decoded on a
 // topic: Tags is the text of its "tags" member as sent ("" when it had
 // none), Series the key it gave. Tags is only remembered when they were
-// accepted without a complaint, so reusing the key skips no error. The
-// zero value remembers nothing.
+// accepted without a complaint, so reusing the key skips no error, and
+// only up to 256 bytes of it (the broker keeps a memo per topic). The zero
+// value remembers nothing.
 type SeriesMemo struct {
 	Tags, Series string
 }

@@ -353,11 +353,20 @@ func (d *JSON) series(c *objCtx, sawTags, memoHit bool, tagsText []byte) string 
 		return m.Series
 	}
 	series := d.tags.series(&d.names, c)
-	if m != nil && (!sawTags || tagsText != nil) {
+	switch {
+	case m == nil:
+	case len(tagsText) > maxMemoTags:
+		*m = SeriesMemo{} // not kept: the memo lives in a cache of thousands of topics
+	case !sawTags || tagsText != nil:
 		m.Tags, m.Series = string(tagsText), series // a copy: the body is the caller's
 	}
 	return series
 }
+
+// maxMemoTags bounds the tags text a SeriesMemo keeps (the broker keeps a
+// memo per topic, for thousands of topics): a device's tags are a few
+// short pairs; longer text gets its key built every time.
+const maxMemoTags = 256
 
 // tagSet collects the "tags" member of a JSON or biosignal message.
 type tagSet struct {

@@ -5,6 +5,7 @@ import (
 	"reflect"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -288,5 +289,19 @@ func TestSeriesMemo(t *testing.T) {
 		`{"temp":1,"tags":{"":"x"}}`,
 	} {
 		decodeBoth(t, d, &memo, topic, []byte(body))
+	}
+}
+
+// TestSeriesMemoBounded: the memo of a topic lives in the broker's topic
+// cache (4,096 topics), so it keeps only tags of a bounded size: a device
+// whose tags text is long (padding, many tags) gets its key built every
+// time, and a hostile client cannot park a payload-sized string per topic.
+func TestSeriesMemoBounded(t *testing.T) {
+	d := NewJSON()
+	var memo SeriesMemo
+	long := `{"ts":1700000000000,"temp":21.5,"tags":{"site":"plant1"` + strings.Repeat(" ", maxMemoTags) + `}}`
+	decodeBoth(t, d, &memo, "telemetry/pi-1/env", []byte(long))
+	if memo.Tags != "" || memo.Series != "" {
+		t.Fatalf("memo kept %d bytes of tags text (bound %d): %+v", len(memo.Tags), maxMemoTags, memo)
 	}
 }
