@@ -77,7 +77,15 @@ func (c *subscriberCache) has(topic string, e subscriberEntry, any func(string) 
 	return e.any
 }
 
+// maxCachedTopic bounds the topics the cache keeps (MQTT allows 64 KiB):
+// device topics are short, and with 4,096 entries the cache stays within
+// a few megabytes whatever topics clients send.
+const maxCachedTopic = 256
+
 func (c *subscriberCache) store(topic string, e subscriberEntry) {
+	if len(topic) > maxCachedTopic {
+		return // answered afresh each time
+	}
 	c.mu.Lock()
 	if c.m == nil || len(c.m) >= subscriberCacheMax {
 		c.m = make(map[string]subscriberEntry)

@@ -1,6 +1,7 @@
 package ingest
 
 import (
+	"strings"
 	"testing"
 	"unsafe"
 )
@@ -39,5 +40,25 @@ func TestSubscriberCacheOwnsItsKeysOnUpdate(t *testing.T) {
 	buf[0] = 'x'
 	if e, ok := c.m["state/r/1"]; !ok || !e.any {
 		t.Errorf("entry %+v, %v after the update: its key aliases the packet buffer", e, ok)
+	}
+}
+
+// TestSubscriberCacheSkipsLongTopics: the cache holds up to 4,096 topics,
+// so it keeps only topics of a bounded length (MQTT allows 64 KiB): a
+// client cycling through long topics cannot park megabytes in it, and
+// such a topic still gets its answers, computed each time.
+func TestSubscriberCacheSkipsLongTopics(t *testing.T) {
+	var c subscriberCache
+	long := "telemetry/" + strings.Repeat("x", maxCachedTopic)
+	e := c.lookup(long, func(string) string { return "json" })
+	if e.codec != "json" || !c.has(long, e, func(string) bool { return true }) {
+		t.Fatalf("long topic answered codec %q", e.codec)
+	}
+	if len(c.m) != 0 {
+		t.Fatalf("a %d-byte topic was cached", len(long))
+	}
+	c.lookup("telemetry/a/env", func(string) string { return "json" })
+	if len(c.m) != 1 {
+		t.Fatalf("%d entries after a short topic, want 1", len(c.m))
 	}
 }
