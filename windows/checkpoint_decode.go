@@ -124,6 +124,7 @@ func (f *Engine) decodeAllSeries(r *dec) {
 				ga.distinct, ga.hasDistinct = attrValue(g.distinct, key, &pk, d.key)
 				ga.topk, ga.hasTopK = attrValue(g.topk, key, &pk, d.key)
 				ga.topkHash = sketches.TopKHash(ga.topk)
+				ga.distinctHash = sketches.HLLHash(ga.distinct)
 			}
 		}
 		s.readings, s.lastEventNs, s.lastApplied, s.seq, s.bytes = r.U(), r.I(), r.I(), r.U(), r.I()

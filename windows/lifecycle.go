@@ -23,6 +23,7 @@ func (e *Engine) newSeries(key string, pk parsedKey, d *device) *series {
 			ga.distinct, ga.hasDistinct = attrValue(g.distinct, key, &pk, d.key)
 			ga.topk, ga.hasTopK = attrValue(g.topk, key, &pk, d.key)
 			ga.topkHash = sketches.TopKHash(ga.topk)
+			ga.distinctHash = sketches.HLLHash(ga.distinct)
 		}
 	}
 	s.bytes = seriesBytes(len(key), len(e.groups))

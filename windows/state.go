@@ -240,6 +240,7 @@ type groupAttrs struct {
 	gk                           *groupKey // cached key state (nil until used)
 	key, distinct, topk          string
 	topkHash                     uint64 // sketches.TopKHash(topk)
+	distinctHash                 uint64 // sketches.HLLHash(distinct): not hashed per reading
 	hasKey, hasDistinct, hasTopK bool
 }
 
