@@ -153,7 +153,7 @@ func (f *Engine) decodeAllSeries(r *dec) {
 }
 
 func (f *Engine) decodePair(r *dec, s *series) *pair {
-	p := &pair{s: s, field: f.internField(r.S()), specs: make([]specState, len(f.specs))}
+	p := &pair{s: s, field: f.internField(r.S()), specs: newSpecStates(len(f.specs))}
 	p.bytes = r.I()
 	rb := r.Bytes()
 	if r.Err != nil {
