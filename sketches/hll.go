@@ -7,6 +7,7 @@ import (
 	"unsafe"
 
 	"github.com/axiomhq/hyperloglog"
+	metro "github.com/dgryski/go-metro"
 )
 
 // HLLPrecision is the fleet-wide HyperLogLog precision p: m = 2^14 = 16384
@@ -65,6 +66,14 @@ func (h *HLL) Add(key []byte) {
 func (h *HLL) AddString(key string) {
 	h.Add(unsafe.Slice(unsafe.StringData(key), len(key)))
 }
+
+// HLLHash is the hash Add gives key (MetroHash64, seed 1337):
+// AddHash(HLLHash(k)) counts k exactly as AddString(k) does. A caller that
+// adds the same key again and again keeps it and skips the hashing.
+func HLLHash(key string) uint64 { return metro.Hash64Str(key, hllSeed) }
+
+// hllSeed is axiomhq's MetroHash64 seed, pinned by its version 2 encoding.
+const hllSeed = 1337
 
 // AddHash counts an item by a caller-computed, uniformly distributed 64-bit
 // hash. Mixing AddHash with Add, or hash functions across gateways, makes the

@@ -3,6 +3,7 @@ package sketches
 import (
 	"bytes"
 	"encoding/binary"
+	"fmt"
 	"math"
 	"testing"
 )
@@ -120,6 +121,22 @@ func TestHLLUnmarshalRejects(t *testing.T) {
 	badReg[len(badReg)-1] = 64 - HLLPrecision + 2
 	if err := NewHLL().UnmarshalBinary(badReg); err == nil {
 		t.Error("register above 64-p+1 accepted")
+	}
+}
+
+// AddHash(HLLHash(k)) must leave the registers AddString(k) leaves, or a
+// caller caching the hash would count differently from every other gateway.
+func TestHLLHashMatchesAdd(t *testing.T) {
+	a, b := NewHLL(), NewHLL()
+	for i := range 5000 {
+		k := fmt.Sprintf("d%05d", i)
+		a.AddString(k)
+		b.AddHash(HLLHash(k))
+	}
+	a.AddString("")
+	b.AddHash(HLLHash(""))
+	if !bytes.Equal(mustMarshal(t, a), mustMarshal(t, b)) {
+		t.Fatal("AddHash(HLLHash(k)) and AddString(k) leave different registers")
 	}
 }
 

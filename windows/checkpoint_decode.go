@@ -124,6 +124,7 @@ func (f *Engine) decodeAllSeries(r *dec) {
 				ga.distinct, ga.hasDistinct = attrValue(g.distinct, key, &pk, d.key)
 				ga.topk, ga.hasTopK = attrValue(g.topk, key, &pk, d.key)
 				ga.topkHash = sketches.TopKHash(ga.topk)
+				ga.distinctHash = sketches.HLLHash(ga.distinct)
 			}
 		}
 		s.readings, s.lastEventNs, s.lastApplied, s.seq, s.bytes = r.U(), r.I(), r.I(), r.U(), r.I()
@@ -152,7 +153,7 @@ func (f *Engine) decodeAllSeries(r *dec) {
 }
 
 func (f *Engine) decodePair(r *dec, s *series) *pair {
-	p := &pair{s: s, field: f.internField(r.S()), specs: make([]specState, len(f.specs))}
+	p := &pair{s: s, field: f.internField(r.S()), specs: newSpecStates(len(f.specs))}
 	p.bytes = r.I()
 	rb := r.Bytes()
 	if r.Err != nil {

@@ -45,7 +45,7 @@
 //
 // # The update path
 //
-// Apply works through a batch 16 readings at a time: prefetch.go first
+// Apply works through a batch 8 readings at a time: prefetch.go first
 // finds their series (seriesindex.go: open addressing on the key's 64-bit
 // hash) and pairs and loads the state their updates touch (windows, panes,
 // the Count-Min counters of their top-k keys),

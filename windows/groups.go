@@ -119,7 +119,7 @@ func (e *Engine) applyToGroups(s *series, d *device, t int64) {
 		}
 		gw.readings++
 		if gw.hll != nil && ga.hasDistinct {
-			gw.hll.AddString(ga.distinct)
+			gw.hll.AddHash(ga.distinctHash)
 		}
 		if gw.topk != nil && ga.hasTopK {
 			gw.topk.AddStringHashed(ga.topk, ga.topkHash, 1)

@@ -63,7 +63,7 @@ func TestHistRing(t *testing.T) {
 	}
 	for _, n := range []int{1, 2, 3, 10} {
 		for _, unit := range []int64{3, 10e9} {
-			var ps specState
+			ps := newSpecStates(1)[0]
 			var ring []closedRec // the struct ring pushHist used to keep
 			head := 0
 			for step := range 200 {
@@ -164,7 +164,7 @@ func FuzzHistRecord(f *testing.F) {
 		if got.start != rec.start || got.count != rec.count || got.reason != rec.reason {
 			t.Fatalf("decoded %+v, want %+v", got, rec)
 		}
-		var ps specState
+		ps := newSpecStates(1)[0]
 		ps.hist = enc
 		ps.histN = 1
 		if l := ps.recLenAt(0); l != len(enc) {

@@ -23,6 +23,7 @@ func (e *Engine) newSeries(key string, pk parsedKey, d *device) *series {
 			ga.distinct, ga.hasDistinct = attrValue(g.distinct, key, &pk, d.key)
 			ga.topk, ga.hasTopK = attrValue(g.topk, key, &pk, d.key)
 			ga.topkHash = sketches.TopKHash(ga.topk)
+			ga.distinctHash = sketches.HLLHash(ga.distinct)
 		}
 	}
 	s.bytes = seriesBytes(len(key), len(e.groups))
@@ -49,10 +50,7 @@ func (e *Engine) newDevice(key string) *device {
 
 // newPair creates the state of a (series, field) and charges it.
 func (e *Engine) newPair(s *series, field string) *pair {
-	p := &pair{s: s, field: e.internField(field), specs: make([]specState, len(e.specs))}
-	for i := range p.specs {
-		p.specs[i].nextStart = noTime
-	}
+	p := &pair{s: s, field: e.internField(field), specs: newSpecStates(len(e.specs))}
 	p.res, _ = sketches.NewReservoir(e.cfg.ReservoirSize, pairSeed(s.key, field))
 	p.bytes = e.pairBaseBytes(len(field))
 	e.mem += max(p.bytes, e.pairReserve)

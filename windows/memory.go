@@ -43,6 +43,7 @@ var (
 	gwSize      = allocSize(int64(unsafe.Sizeof(groupWin{})))
 	gkSize      = allocSize(int64(unsafe.Sizeof(groupKey{})))
 	specStSize  = int64(unsafe.Sizeof(specState{}))
+	specCoSize  = int64(unsafe.Sizeof(specCold{}))
 	gattrsSize  = int64(unsafe.Sizeof(groupAttrs{}))
 	sampleBytes = int64(unsafe.Sizeof(sketches.Sample{}))
 )
@@ -100,7 +101,7 @@ func (e *Engine) reservoirBytes() int64 {
 // pairBaseBytes is a new pair before any window: struct, field, spec
 // states and reservoir.
 func (e *Engine) pairBaseBytes(fieldLen int) int64 {
-	return pairSize + allocSize(int64(fieldLen)) + allocSize(int64(len(e.specs))*specStSize) + e.reservoirBytes()
+	return pairSize + allocSize(int64(fieldLen)) + allocSize(int64(len(e.specs))*specStSize) + allocSize(int64(len(e.specs))*specCoSize) + e.reservoirBytes()
 }
 
 // pairReserveBytes is the least a pair is charged; see the top of the file.
