@@ -46,10 +46,10 @@
 // # The update path
 //
 // Apply works through a batch 8 readings at a time: prefetch.go first
-// finds their series (seriesindex.go: open addressing on the key's 64-bit
-// hash) and pairs and loads the state their updates touch (windows, panes,
-// the Count-Min counters of their top-k keys),
-// one step of every reading's chain of pointers at a time, then the
+// finds their series (seriesindex.go: open addressing on the key's seeded
+// 64-bit hash) and pairs and loads the state their updates touch
+// (windows, panes, the Count-Min counters of their top-k keys), one step
+// of every reading's chain of pointers at a time, then the
 // readings are applied in order. With thousands of pairs visited in turn
 // no update finds its state in a cache, and this lets their cache misses
 // overlap instead of queueing. The lookups change nothing, so results are
