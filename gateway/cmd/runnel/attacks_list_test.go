@@ -195,11 +195,7 @@ func attackBigWriters(t *testing.T, g *attackGW) {
 }
 
 func attackSubscriptions(t *testing.T, g *attackGW) {
-	c, ca := connect5From(t, "127.0.0.10", g.mqtt, g.user5("subflood", g.admin, g.adminPW))
-	if ca.ReasonCode != 0 {
-		t.Fatalf("CONNACK %#x", ca.ReasonCode)
-	}
-	defer c.Disconnect(&paho5.Disconnect{})
+	c := accepted5(t, "127.0.0.10", g.mqtt, g.user5("subflood", g.admin, g.adminPW))
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	granted, quota := 0, 0
@@ -409,11 +405,7 @@ func attackWillACL(t *testing.T, g *attackGW) {
 }
 
 func attackTakeover(t *testing.T, g *attackGW) {
-	victim, ca := connect5From(t, "127.0.0.21", g.mqtt, g.user5("ward-monitor", g.admin, g.adminPW))
-	if ca.ReasonCode != 0 {
-		t.Fatalf("CONNACK %#x", ca.ReasonCode)
-	}
-	defer victim.Disconnect(&paho5.Disconnect{})
+	victim := accepted5(t, "127.0.0.21", g.mqtt, g.user5("ward-monitor", g.admin, g.adminPW))
 	if _, ca := connect5From(t, "127.0.0.22", g.mqtt, g.user5("ward-monitor", g.device, g.devicePW)); ca.ReasonCode != 0x87 {
 		t.Errorf("another user's client id: CONNACK %#x, want 0x87", ca.ReasonCode)
 	}
@@ -426,11 +418,7 @@ func attackTakeover(t *testing.T, g *attackGW) {
 }
 
 func attackEmptySubscribe(t *testing.T, g *attackGW) {
-	c, ca := connect5From(t, "127.0.0.23", g.mqtt, g.user5("dev-sub", g.device, g.devicePW))
-	if ca.ReasonCode != 0 {
-		t.Fatalf("CONNACK %#x", ca.ReasonCode)
-	}
-	defer c.Disconnect(&paho5.Disconnect{})
+	c := accepted5(t, "127.0.0.23", g.mqtt, g.user5("dev-sub", g.device, g.devicePW))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	sa, err := c.Subscribe(ctx, &paho5.Subscribe{Subscriptions: []paho5.SubscribeOptions{
@@ -444,11 +432,7 @@ func attackEmptySubscribe(t *testing.T, g *attackGW) {
 }
 
 func attackPercentU(t *testing.T, g *attackGW) {
-	c, ca := connect5From(t, "127.0.0.24", g.mqtt, g.user5("dev-pub", g.device, g.devicePW))
-	if ca.ReasonCode != 0 {
-		t.Fatalf("CONNACK %#x", ca.ReasonCode)
-	}
-	defer c.Disconnect(&paho5.Disconnect{})
+	c := accepted5(t, "127.0.0.24", g.mqtt, g.user5("dev-pub", g.device, g.devicePW))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	for topic, want := range map[string]byte{"telemetry/pat-8/spo2": 0x87, "alerts/spo2_low/x": 0x87, "telemetry/" + g.device + "/spo2": 0} {
@@ -565,11 +549,7 @@ func attackDeniedLog(t *testing.T, g *attackGW) {
 }
 
 func attackSysPublish(t *testing.T, g *attackGW) {
-	c, ca := connect5From(t, "127.0.0.35", g.mqtt, g.user5("sys-pub", g.admin, g.adminPW))
-	if ca.ReasonCode != 0 {
-		t.Fatalf("CONNACK %#x", ca.ReasonCode)
-	}
-	defer c.Disconnect(&paho5.Disconnect{})
+	c := accepted5(t, "127.0.0.35", g.mqtt, g.user5("sys-pub", g.admin, g.adminPW))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	resp, err := c.Publish(ctx, &paho5.Publish{QoS: 1, Topic: "$SYS/broker/uptime", Payload: []byte("1")})

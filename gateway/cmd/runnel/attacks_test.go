@@ -478,6 +478,19 @@ func connect5From(t *testing.T, src, addr string, cp *paho5.Connect) (*paho5.Cli
 	return c, ca
 }
 
+// accepted5 is connect5From for a client the attack needs connected: the
+// test fails unless the CONNACK accepts it, and it disconnects at the end
+// of the test.
+func accepted5(t *testing.T, src, addr string, cp *paho5.Connect) *paho5.Client {
+	t.Helper()
+	c, ca := connect5From(t, src, addr, cp)
+	if ca.ReasonCode != 0 {
+		t.Fatalf("CONNACK %#x", ca.ReasonCode)
+	}
+	t.Cleanup(func() { c.Disconnect(&paho5.Disconnect{}) })
+	return c
+}
+
 // connect5Conn is connect5From leaving the connection to the caller.
 func connect5Conn(t *testing.T, src, addr string, cp *paho5.Connect) (*paho5.Client, *paho5.Connack, net.Conn) {
 	t.Helper()

@@ -37,20 +37,10 @@ func vmHWM(t *testing.T, pid int) int64 {
 	return 0
 }
 
-// hostileWrite sends a write request's headers with the declared length
-// and the first bytes of its body on a new connection.
+// hostileWrite is hostileWriteFrom from any local address.
 func hostileWrite(t *testing.T, addr string, declared int, header string, part []byte) net.Conn {
 	t.Helper()
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	fmt.Fprintf(c, "POST /api/v2/write HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n%s\r\n", declared, header)
-	if _, err := c.Write(part); err != nil {
-		t.Fatal(err)
-	}
-	return c
+	return hostileWriteFrom(t, "", addr, declared, header, part)
 }
 
 func readStatus(t *testing.T, c net.Conn) int {
