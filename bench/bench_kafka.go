@@ -258,7 +258,10 @@ func (b *bench) phaseMixed(ctx context.Context, r *PhaseResult) error {
 	if err != nil {
 		return err
 	}
-	return b.bareBaseline(ctx, r, 1)
+	if err := b.bareBaseline(ctx, r, 1); err != nil {
+		return err
+	}
+	return b.bareAtSameRate(ctx, r)
 }
 
 // checkNothingMissing waits (at most 60 s: idle timeout, the gateway's

@@ -136,7 +136,15 @@ func (b *bench) mqttConfig(addr string, qos byte) mqttLoadConfig {
 // runMQTT puts the MQTT load on t for a span, then drains it. The peak RSS
 // is read after the drain.
 func (b *bench) runMQTT(ctx context.Context, t *child, qos byte, during func(time.Time) error) (span, *mqttLoad, error) {
-	l, err := startMQTTLoad(ctx, b.mqttConfig(t.mqtt, qos))
+	return b.runMQTTAt(ctx, t, qos, 0, during)
+}
+
+// runMQTTAt is runMQTT with QoS 1 publishing paced at rate messages/s in
+// all (0: unpaced).
+func (b *bench) runMQTTAt(ctx context.Context, t *child, qos byte, rate float64, during func(time.Time) error) (span, *mqttLoad, error) {
+	cfg := b.mqttConfig(t.mqtt, qos)
+	cfg.rate = rate
+	l, err := startMQTTLoad(ctx, cfg)
 	if err != nil {
 		return span{}, nil, err
 	}
@@ -219,6 +227,35 @@ func (b *bench) bareBaseline(ctx context.Context, r *PhaseResult, qos byte) erro
 		}
 		mqttFigures(r.setBase, sp, l, qos, false)
 		b.logf("  bare: %d sent, %d acked", l.sent.Load(), l.acked.Load())
+		return nil
+	})
+}
+
+// bareAtSameRate runs the QoS 1 load on a fresh bare broker paced at the
+// rate the gateway acknowledged in r, and records the gateway's CPU per
+// message against the bare broker's at that same rate. CPU per message
+// falls as the rate rises (more messages per read and write syscall), and
+// the unpaced bare broker runs 10-25 % faster than the gateway: at its own
+// rate its per-message CPU is that much cheaper, and the ratio moves with
+// how fast it happened to run. At the same rate the ratio is the gateway's
+// own cost per message.
+func (b *bench) bareAtSameRate(ctx context.Context, r *PhaseResult) error {
+	rate, gwCPU := r.Figures["acked_per_s"], r.Figures["cpu_us_per_msg"]
+	if rate <= 0 || gwCPU <= 0 {
+		return fmt.Errorf("%s: no gateway rate to pace the bare broker at", r.Name)
+	}
+	bare, err := b.startBare(ctx, b.targetDir(r.Name, "bare-same-rate"))
+	return withChild(bare, err, func(bare *child) error {
+		sp, _, err := b.runMQTTAt(ctx, bare, 1, rate, nil)
+		if err != nil {
+			return err
+		}
+		bareCPU := sp.cpuPer(float64(sp.acked), 1e6)
+		r.set("bare_same_rate_acked_per_s", sp.perS(float64(sp.acked)))
+		r.set("bare_same_rate_cpu_us_per_msg", bareCPU)
+		if bareCPU > 0 {
+			r.set("cpu_vs_bare_same_rate", gwCPU/bareCPU)
+		}
 		return nil
 	})
 }

@@ -181,7 +181,14 @@ func queryProbes(ctx context.Context, hc *http.Client, base string, minN int, pr
 		start := alignDownNs(ms*int64(time.Millisecond), int64(probeWindow))
 		sent[start]++
 		t0 := time.Now()
-		probe.Publish(probeTopic, 1, false, fmt.Sprintf(`{"ts":%d,"v":%d}`, ms, i))
+		tok := probe.Publish(probeTopic, 1, false, fmt.Sprintf(`{"ts":%d,"v":%d}`, ms, i))
+		if !tok.WaitTimeout(probeTimeout) {
+			timeouts++
+			continue
+		}
+		if err := tok.Error(); err != nil {
+			return lat, timeouts, polls, fmt.Errorf("probe publish: %w", err)
+		}
 		ok, n, err := pollWindow(ctx, hc, u, start, sent[start], t0.Add(probeTimeout))
 		polls += n
 		if err != nil {

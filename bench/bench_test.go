@@ -63,7 +63,7 @@ var mustPositive = map[string][]string{
 	"query-latency-paced": {"f:p50_ms", "f:p99_ms", "f:probes", "f:paced_rate_per_s", "f:background_acked_per_s"},
 	"alert-latency":       {"f:fire_p50_ms", "f:fire_p99_ms", "f:resolve_p50_ms", "f:alerts", "f:background_readings_per_s", "f:qos1load_fire_p99_ms", "f:qos1load_background_acked_per_s"},
 	"forward":             {"f:summaries_acked_per_s", "f:summaries_appended_per_s", "f:kafka_summaries_per_s", "f:readings_per_s"},
-	"mixed":               {"f:acked_per_s", "f:cpu_us_per_msg", "f:peak_rss_mib", "f:acked_total", "f:window_count_total", "f:summaries_10s", "b:acked_per_s", "r:cpu_us_per_msg"},
+	"mixed":               {"f:acked_per_s", "f:cpu_us_per_msg", "f:peak_rss_mib", "f:acked_total", "f:window_count_total", "f:summaries_10s", "b:acked_per_s", "r:cpu_us_per_msg", "f:bare_same_rate_acked_per_s", "f:cpu_vs_bare_same_rate"},
 }
 
 func TestRunBench(t *testing.T) {
@@ -162,8 +162,8 @@ func testBenchAllPhases(t *testing.T, runnel, fwsim string) {
 		t.Errorf("mixed: %v acknowledged, %v counted in closed windows, missing %v",
 			mixed["acked_total"], mixed["window_count_total"], mixed["missing"])
 	}
-	if len(res.Targets) != 17 {
-		t.Errorf("%d targets judged, want 17: %+v", len(res.Targets), res.Targets)
+	if len(res.Targets) != 18 {
+		t.Errorf("%d targets judged, want 18: %+v", len(res.Targets), res.Targets)
 	}
 	for _, s := range []string{"mqtt-qos1 (1s)", "acked_per_s", "targets (from the issues)", "results: " + out} {
 		if !strings.Contains(table.String(), s) {
