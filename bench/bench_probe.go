@@ -97,7 +97,7 @@ func internalLatency(r *PhaseResult, sp span) {
 }
 
 func (b *bench) phaseQueryLatency(ctx context.Context, r *PhaseResult) error {
-	r.Note = fmt.Sprintf("under the mqtt-qos1 load; a probe reading every %v, GET /api/v1/windows polled until its window's count moves", probeInterval)
+	r.Note = fmt.Sprintf("under the mqtt-qos1 load; a probe reading every %v, GET /api/v1/windows polled from its PUBACK until its window's count moves", probeInterval)
 	gw, err := b.startGateway(ctx, b.targetDir(r.Name, "runnel"), "")
 	return withChild(gw, err, func(gw *child) error {
 		var po probeOut
@@ -136,7 +136,7 @@ func (b *bench) phaseQueryLatencyPaced(ctx context.Context, r *PhaseResult) erro
 		if rate <= 0 {
 			return fmt.Errorf("query-latency-paced: no saturating QoS 1 rate measured")
 		}
-		r.Note = fmt.Sprintf("QoS 1 load paced at %.0f msgs/s (half the saturating rate); one probe reading at a time, GET /api/v1/windows polled until its window's count moves", rate/2)
+		r.Note = fmt.Sprintf("QoS 1 load paced at %.0f msgs/s (half the saturating rate); one probe reading at a time, GET /api/v1/windows polled from its PUBACK until its window's count moves", rate/2)
 		cfg := b.mqttConfig(gw.mqtt, 1)
 		cfg.rate = rate / 2
 		l, err := startMQTTLoad(ctx, cfg)
@@ -163,7 +163,9 @@ func (b *bench) phaseQueryLatencyPaced(ctx context.Context, r *PhaseResult) erro
 
 // queryProbes publishes a probe reading every probeInterval until end and
 // measures, for each, the time from its publish until the count of its
-// 10 s window, read over HTTP, includes it.
+// 10 s window, read over HTTP, includes it. The polls start when the
+// PUBACK arrives: a reading is applied after the fsync its PUBACK waits
+// for, so polls before it only take CPU from the gateway.
 func queryProbes(ctx context.Context, hc *http.Client, base string, minN int, probe paho.Client, end time.Time) (lat []time.Duration, timeouts, polls int, err error) {
 	q := url.Values{"series": {probeSeries}, "field": {"v"}, "size": {"10s"}, "last": {"1"}}
 	u := base + "/api/v1/windows?" + q.Encode()
