@@ -3,6 +3,7 @@ package wal
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -384,5 +385,45 @@ func TestRolledSegmentDropped(t *testing.T) {
 				t.Fatalf("%d cache clears with the tail half full, want 1", c)
 			}
 		})
+	}
+}
+
+// TestNotifyBeforeAcknowledgements: the follower (the pipeline's stream)
+// is woken as soon as a group is durable, not after every append's done
+// callback has run. Under a saturating QoS 1 load a group holds thousands
+// of appends, each done sending a PUBACK; readings waited for all of them
+// before they could be applied. The done callback here holds until the
+// follower's wake-up has been seen.
+func TestNotifyBeforeAcknowledgements(t *testing.T) {
+	l := mustOpen(t, t.TempDir(), testConfig(SyncBatch))
+	defer l.Close()
+	woken := make(chan struct{})
+	res := make(chan error, 1)
+	err := l.AppendAsync(context.Background(), [][]byte{[]byte("r")}, func(_, _ uint64, err error) {
+		if err != nil {
+			res <- err
+			return
+		}
+		select {
+		case <-woken:
+			res <- nil
+		case <-time.After(5 * time.Second):
+			res <- errors.New("the follower was not notified while the done callback ran")
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-l.Notify():
+		if got := l.LastIndex(); got != 1 {
+			t.Errorf("notified with LastIndex %d, want 1", got)
+		}
+		close(woken)
+	case <-time.After(10 * time.Second):
+		t.Fatal("no notification")
+	}
+	if err := <-res; err != nil {
+		t.Fatal(err)
 	}
 }
