@@ -88,6 +88,8 @@ type Pipeline struct {
 
 	// One outlet per record kind, each with its own outbox (and quota).
 	outs [NumKinds]outlet
+	// Buffers emit lends the record builders (stream goroutine only).
+	scratch, originBuf []byte
 
 	replayTarget atomic.Uint64
 	replayed     atomic.Bool
@@ -669,7 +671,8 @@ func (p *Pipeline) emit(o output, pos outboxPos) bool {
 		if !out.take(pos) {
 			return false
 		}
-		rec := Kinds[k].build(p.gatewayID, o, originPos(pos, p.fps[k]))
+		p.originBuf = appendOriginPos(p.originBuf[:0], pos, p.fps[k])
+		rec := Kinds[k].build(&p.scratch, p.gatewayID, o, p.originBuf)
 		if _, ok := out.emitted[rec.ID]; ok {
 			delete(out.emitted, rec.ID) // emitted from a WAL tail lost since
 			return false
