@@ -90,6 +90,9 @@ type Pipeline struct {
 	outs [NumKinds]outlet
 	// Buffers emit lends the record builders (stream goroutine only).
 	scratch, originBuf []byte
+	// pendingBytes is about the outbox bytes of the records not yet handed
+	// to the writer, all kinds (recordSize).
+	pendingBytes int
 
 	replayTarget atomic.Uint64
 	replayed     atomic.Bool
@@ -516,8 +519,9 @@ func (p *Pipeline) Run(ctx context.Context) error {
 				}
 			}
 			// Alert events go out at once (their latency is the point);
-			// summaries in batches.
-			if len(p.outs[KindAlerts].pending) > 0 || len(p.outs[KindSummaries].pending)+len(p.outs[KindSketches].pending) >= 1024 {
+			// summaries in hand-overs of handOffBytes (queue hands over
+			// within a batch too).
+			if len(p.outs[KindAlerts].pending) > 0 || p.pendingBytes >= handOffBytes {
 				p.handOff(nil)
 			}
 			p.stepCheckpoint(ctx)
@@ -641,12 +645,17 @@ func (p *Pipeline) finishReplay(ctx context.Context, applied uint64, started tim
 	p.replayed.Store(true)
 }
 
-// queue turns the outputs the outboxes do not hold yet into records.
+// queue turns the outputs the outboxes do not hold yet into records,
+// handing them to the outbox writer every handOffBytes: one batch can
+// close a window for every series at once.
 func (p *Pipeline) queue(out []windows.Emission, events []alerts.Event) {
 	for i := range out {
 		e := &out[i]
 		if p.emit(output{em: e}, outboxPos{e.Index, e.Seq}) && p.OnEmit != nil {
 			p.OnEmit(*e)
+		}
+		if p.pendingBytes >= handOffBytes {
+			p.handOff(nil)
 		}
 	}
 	for i := range events {
@@ -678,6 +687,7 @@ func (p *Pipeline) emit(o output, pos outboxPos) bool {
 			return false
 		}
 		out.pending = append(out.pending, rec)
+		p.pendingBytes += recordSize(&rec)
 		return true
 	}
 	return false
