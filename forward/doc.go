@@ -58,7 +58,9 @@
 // the producer in manual-flushing mode (buffered, nothing sent), lingers
 // for more, flushes, and waits until every record of the round has an
 // outcome. The acknowledged position then moves to the longest prefix of
-// acknowledged (or skipped) entries.
+// acknowledged (or skipped) entries. A round's Kafka records are views of
+// the outbox's entries, not copies: it holds the log segments (1 MiB at
+// most each) its entries lie in until its outcomes are in.
 //
 // On a failure the next round comes after a backoff (exponential from
 // backoff.initial to backoff.max, full jitter; retried forever, while the

@@ -334,9 +334,9 @@ func TestAutoLimit(t *testing.T) {
 	}{
 		{0, 28 << 20},
 		{14 << 20, 28 << 20}, // the floor binds
-		{16 << 20, 33 << 20},
-		{100 << 20, 243 << 20},
-		{math.MaxUint64, 28<<20 + (1<<50-14<<20)*5/2},
+		{16 << 20, 31 << 20},
+		{100 << 20, 157 << 20},
+		{math.MaxUint64, 28<<20 + (1<<50-14<<20)*3/2},
 	} {
 		if got := autoLimit(tc.live); got != tc.want {
 			t.Errorf("autoLimit(%d) = %d, want %d", tc.live, got, tc.want)

@@ -12,7 +12,7 @@ import (
 // The automatic soft memory limit (gateway.memory_limit: 0) follows the
 // heap the last collection found live:
 //
-//	limit = 28 MiB + 2.5 × max(0, live − 14 MiB)
+//	limit = 28 MiB + 1.5 × max(0, live − 14 MiB)
 //
 // Go's default lets the heap double between collections, and its scavenger
 // keeps the freed pages of the largest recent heap: on the mixed workload
@@ -30,9 +30,8 @@ import (
 // 31 MiB cost QoS 0 floods a third of their throughput and a 10,000-series
 // forward load two thirds, and even 2 × live + 2 MiB cost the forward load
 // 10 %.
-// From about 30 MiB live the limit is above what the collector targets
-// anyway (2 × live and its own overhead), so large heaps run as without a
-// limit, and it only catches a runaway.
+// Large heaps collect at 1.5 × their growth past 14 MiB: a 50 MB live
+// heap at 82 MiB instead of the collector's own 2 × live.
 //
 // Measured again for issue 17 (make bench phases of 10 s, 2-core VM,
 // alternating runs): with 28 MiB + 1.5 × (live − 14 MiB), the forward
@@ -44,6 +43,19 @@ import (
 // message, 26 MiB + 2 × (live − 16 MiB) at 38-43 MiB for 3-23 % more. A
 // tighter limit trades CPU for RSS at a steep rate; RSS comes down with
 // the live heap and the allocation rate, not with this formula.
+//
+// Measured once more after the forward path's allocations were cut (the
+// hand-written summary JSON, views instead of copies in the sender,
+// bounded hand-overs to the outbox writer: about a third less CPU per
+// summary), same phases and machine, alternating: 2.5 × (live − 14 MiB)
+// peaked at 116-132 MiB in the forward phase (52-61 MB live) for 0.97-1.26
+// CPU-s per 100k summaries; 2 × at 100-109 MiB for 1.34-1.35; 1.5 × at
+// 85-99 MiB for 1.07-1.69 (most runs 1.3-1.4); 1.25 × at 85-90 MiB for
+// 1.76-1.95; 1 × at 77-90 MiB for 2.4-2.5. 1.5 × keeps the forward phase
+// under the 1.5-2.0 CPU-s it took before those changes, and on QoS 1 it
+// peaked at 37.5 MiB (2.5 ×: 38.8-42.6) for the same CPU per message
+// (0.84-0.93 of the bare broker's; 2.5 ×: 0.93-0.97), the floor binding
+// there until a burst of closing windows lifts the live heap past 14 MiB.
 const (
 	autoLimitFloor = 28 << 20
 	autoLimitEvery = 250 * time.Millisecond
@@ -52,7 +64,7 @@ const (
 // autoLimit is the automatic limit for a live heap of live bytes.
 func autoLimit(live uint64) int64 {
 	l := int64(min(live, 1<<50)) // no overflow below
-	return autoLimitFloor + max(0, l-autoLimitFloor/2)*5/2
+	return autoLimitFloor + max(0, l-autoLimitFloor/2)*3/2
 }
 
 // autoTuners counts the gateways of this process running the automatic

@@ -26,6 +26,8 @@ type fakeOutbox struct {
 	recs []forward.Record
 	fail func() error
 	errs int
+	// maxBytes is the largest append so far (recordSize of its records).
+	maxBytes int
 }
 
 func (f *fakeOutbox) Append(_ context.Context, recs []forward.Record) error {
@@ -37,6 +39,11 @@ func (f *fakeOutbox) Append(_ context.Context, recs []forward.Record) error {
 			return err
 		}
 	}
+	size := 0
+	for i := range recs {
+		size += recordSize(&recs[i])
+	}
+	f.maxBytes = max(f.maxBytes, size)
 	for _, r := range recs {
 		r.Origin = append([]byte(nil), r.Origin...)
 		f.recs = append(f.recs, r)

@@ -88,6 +88,11 @@ type Pipeline struct {
 
 	// One outlet per record kind, each with its own outbox (and quota).
 	outs [NumKinds]outlet
+	// Buffers emit lends the record builders (stream goroutine only).
+	scratch, originBuf []byte
+	// pendingBytes is about the outbox bytes of the records not yet handed
+	// to the writer, all kinds (recordSize).
+	pendingBytes int
 
 	replayTarget atomic.Uint64
 	replayed     atomic.Bool
@@ -514,8 +519,9 @@ func (p *Pipeline) Run(ctx context.Context) error {
 				}
 			}
 			// Alert events go out at once (their latency is the point);
-			// summaries in batches.
-			if len(p.outs[KindAlerts].pending) > 0 || len(p.outs[KindSummaries].pending)+len(p.outs[KindSketches].pending) >= 1024 {
+			// summaries in hand-overs of handOffBytes (queue hands over
+			// within a batch too).
+			if len(p.outs[KindAlerts].pending) > 0 || p.pendingBytes >= handOffBytes {
 				p.handOff(nil)
 			}
 			p.stepCheckpoint(ctx)
@@ -639,12 +645,17 @@ func (p *Pipeline) finishReplay(ctx context.Context, applied uint64, started tim
 	p.replayed.Store(true)
 }
 
-// queue turns the outputs the outboxes do not hold yet into records.
+// queue turns the outputs the outboxes do not hold yet into records,
+// handing them to the outbox writer every handOffBytes: one batch can
+// close a window for every series at once.
 func (p *Pipeline) queue(out []windows.Emission, events []alerts.Event) {
 	for i := range out {
 		e := &out[i]
 		if p.emit(output{em: e}, outboxPos{e.Index, e.Seq}) && p.OnEmit != nil {
 			p.OnEmit(*e)
+		}
+		if p.pendingBytes >= handOffBytes {
+			p.handOff(nil)
 		}
 	}
 	for i := range events {
@@ -669,12 +680,14 @@ func (p *Pipeline) emit(o output, pos outboxPos) bool {
 		if !out.take(pos) {
 			return false
 		}
-		rec := Kinds[k].build(p.gatewayID, o, originPos(pos, p.fps[k]))
+		p.originBuf = appendOriginPos(p.originBuf[:0], pos, p.fps[k])
+		rec := Kinds[k].build(&p.scratch, p.gatewayID, o, p.originBuf)
 		if _, ok := out.emitted[rec.ID]; ok {
 			delete(out.emitted, rec.ID) // emitted from a WAL tail lost since
 			return false
 		}
 		out.pending = append(out.pending, rec)
+		p.pendingBytes += recordSize(&rec)
 		return true
 	}
 	return false

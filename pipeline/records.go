@@ -1,10 +1,12 @@
 package pipeline
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
+	"slices"
 	"strconv"
 	"time"
 
@@ -51,9 +53,11 @@ type KindInfo struct {
 	// Key and ID say how the record key and the deterministic id are built.
 	Key, ID string
 
-	rules bool                                                    // its outputs depend on the alert rules too (fingerprint)
-	of    func(o output) bool                                     // whether an engine output is of this kind
-	build func(gw string, o output, origin []byte) forward.Record // its record
+	rules bool                // its outputs depend on the alert rules too (fingerprint)
+	of    func(o output) bool // whether an engine output is of this kind
+	// build returns its record; origin is copied. scratch is a buffer the
+	// caller lends for the encoding (the record does not keep it).
+	build func(scratch *[]byte, gw string, o output, origin []byte) forward.Record
 }
 
 // output is one output of the engines: a closed window or group window
@@ -67,20 +71,26 @@ type output struct {
 var Kinds = [NumKinds]KindInfo{
 	KindSummaries: {Outbox: forward.KindSummaries, Schema: schemaSummary,
 		Key: "gateway|series|field|spec", ID: "gateway, series, field, spec, window start",
-		of:    func(o output) bool { return o.em != nil && o.em.Kind != windows.KindGroup },
-		build: func(gw string, o output, origin []byte) forward.Record { return summaryRecord(gw, o.em, origin) }},
+		of: func(o output) bool { return o.em != nil && o.em.Kind != windows.KindGroup },
+		build: func(sc *[]byte, gw string, o output, origin []byte) forward.Record {
+			return summaryRecord(sc, gw, o.em, origin)
+		}},
 	KindSketches: {Outbox: forward.KindSketches, Schema: schemaSketch,
 		Key: "gateway|group|key", ID: "gateway, group, group key, window start",
-		of:    func(o output) bool { return o.em != nil && o.em.Kind == windows.KindGroup },
-		build: func(gw string, o output, origin []byte) forward.Record { return sketchRecord(gw, o.em.Group, origin) }},
+		of: func(o output) bool { return o.em != nil && o.em.Kind == windows.KindGroup },
+		build: func(_ *[]byte, gw string, o output, origin []byte) forward.Record {
+			return sketchRecord(gw, o.em.Group, origin)
+		}},
 	KindAlerts: {Outbox: forward.KindAlerts, Schema: schemaAlert,
 		Key: "gateway|rule|series|field", ID: "gateway, alert id, event type", rules: true,
 		of:    func(o output) bool { return o.ev != nil },
-		build: func(_ string, o output, origin []byte) forward.Record { return alertRecord(o.ev, origin) }},
+		build: func(_ *[]byte, _ string, o output, origin []byte) forward.Record { return alertRecord(o.ev, origin) }},
 }
 
 // summaryValue is the JSON value of a closed window (schema runnel.summary/v1):
 // the record's envelope around the figures the HTTP API shows too.
+// appendSummaryValue writes it (without this type); the type documents
+// the shape and is what the tests compare that encoding with.
 type summaryValue struct {
 	Schema  string `json:"schema"`
 	Gateway string `json:"gateway"`
@@ -162,15 +172,18 @@ func rfc3339(ns int64) string { return time.Unix(0, ns).UTC().Format(time.RFC333
 
 // messageID hashes the parts that identify a message: SHA-256, the first 16
 // bytes in hex. Each part is length-prefixed, so no choice of names can
-// make two different tuples collide by concatenation.
+// make two different tuples collide by concatenation. The hashed bytes are
+// gathered on the stack when they fit: the id string is the only
+// allocation.
 func messageID(parts ...string) string {
-	h := sha256.New()
-	var n [binary.MaxVarintLen64]byte
+	var buf [256]byte
+	b := buf[:0]
 	for _, p := range parts {
-		h.Write(n[:binary.PutUvarint(n[:], uint64(len(p)))])
-		h.Write([]byte(p))
+		b = binary.AppendUvarint(b, uint64(len(p)))
+		b = append(b, p...)
 	}
-	return hex.EncodeToString(h.Sum(nil)[:16])
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:16])
 }
 
 // recordKey joins key parts with '|', escaping a '|' or a backslash inside
@@ -184,7 +197,11 @@ func recordKey(parts ...string) []byte {
 	for _, p := range parts {
 		n += len(p)
 	}
-	b := make([]byte, 0, n)
+	return appendRecordKey(make([]byte, 0, n), parts...)
+}
+
+// appendRecordKey appends recordKey(parts...) to b.
+func appendRecordKey(b []byte, parts ...string) []byte {
 	for i, p := range parts {
 		if i > 0 {
 			b = append(b, '|')
@@ -199,30 +216,53 @@ func recordKey(parts ...string) []byte {
 	return b
 }
 
+// schemaHeaders holds the headers of each schema's records, shared by all
+// of them: forward reads a record's headers and never changes them
+// (Outbox.Append copies what it stores). Each slice is full, so an append
+// to one copies it.
+var schemaHeaders = map[string][]forward.Header{}
+
+func init() {
+	for _, k := range Kinds {
+		schemaHeaders[k.Schema] = slices.Clip([]forward.Header{{Key: "runnel-schema", Value: []byte(k.Schema)}})
+	}
+}
+
 func record(schema, id string, key []byte, v any, origin []byte) forward.Record {
 	value, err := json.Marshal(v)
 	if err != nil {
 		panic("BUG: marshal record value: " + err.Error())
 	}
 	return forward.Record{
-		Key: key, Value: value, ID: id, Origin: origin,
-		Headers: []forward.Header{{Key: "runnel-schema", Value: []byte(schema)}},
+		Key: key, Value: value, ID: id, Origin: bytes.Clone(origin),
+		Headers: schemaHeaders[schema],
 	}
 }
 
 // summaryRecord is the record of a closed window: key gateway|series|field|spec,
-// id (gateway, series, field, spec, window start).
-func summaryRecord(gw string, e *windows.Emission, origin []byte) forward.Record {
+// id (gateway, series, field, spec, window start). Value, key and origin
+// are encoded into *scratch and share one allocation of their exact size:
+// closing windows come in bursts of thousands, and their records wait for
+// the outbox writer in memory.
+func summaryRecord(scratch *[]byte, gw string, e *windows.Emission, origin []byte) forward.Record {
 	w := &e.Window
-	v := summaryValue{
-		Schema: schemaSummary, Gateway: gw, Series: w.Series, Field: w.Field, Spec: w.Spec,
-		Window: schema.NewWindow(w), Closed: w.Closed,
+	b := appendSummaryValue((*scratch)[:0], gw, e)
+	nv := len(b)
+	b = appendRecordKey(b, gw, w.Series, w.Field, w.Spec)
+	nk := len(b)
+	b = append(b, origin...)
+	*scratch = b
+	one := bytes.Clone(b)
+	var ns [20]byte
+	id := messageID(gw, w.Series, w.Field, w.Spec, string(strconv.AppendInt(ns[:0], w.StartNs, 10)))
+	rec := forward.Record{
+		Value: one[:nv:nv], Key: one[nv:nk:nk], ID: id,
+		Headers: schemaHeaders[schemaSummary],
 	}
-	if e.Kind == windows.KindTumbling {
-		v.Quantiles = w.Quantiles
+	if origin != nil { // a nil origin stays nil (forward stores the difference)
+		rec.Origin = one[nk:len(one):len(one)]
 	}
-	id := messageID(gw, w.Series, w.Field, w.Spec, strconv.FormatInt(w.StartNs, 10))
-	return record(schemaSummary, id, recordKey(gw, w.Series, w.Field, w.Spec), v, origin)
+	return rec
 }
 
 // sketchRecord is the record of a closed group window: key gateway|group|key,
@@ -253,8 +293,11 @@ func alertRecord(ev *alerts.Event, origin []byte) forward.Record {
 // produced it, its position among that batch's outputs of its kind, and
 // the fingerprint of the configuration that produced it (fingerprints):
 // uvarint index, uvarint seq, 8 bytes little-endian.
-func originPos(p outboxPos, fp uint64) []byte {
-	b := binary.AppendUvarint(nil, p.Index)
+func originPos(p outboxPos, fp uint64) []byte { return appendOriginPos(nil, p, fp) }
+
+// appendOriginPos appends originPos(p, fp) to b.
+func appendOriginPos(b []byte, p outboxPos, fp uint64) []byte {
+	b = binary.AppendUvarint(b, p.Index)
 	b = binary.AppendUvarint(b, uint64(p.Seq))
 	return binary.LittleEndian.AppendUint64(b, fp)
 }

@@ -33,7 +33,7 @@ func TestRecordSchemas(t *testing.T) {
 		schema string
 		value  []byte
 	}{
-		{"../gateway/schema/summary.schema.json", summaryRecord("gw", sum, nil).Value},
+		{"../gateway/schema/summary.schema.json", summaryRecord(new([]byte), "gw", sum, nil).Value},
 		{"../gateway/schema/sketch.schema.json", sketchRecord("gw", grp, nil).Value},
 		{"../gateway/schema/alert.schema.json", alertRecord(ev, nil).Value},
 	} {
@@ -68,13 +68,13 @@ func TestRecordSchemas(t *testing.T) {
 			t.Errorf("%s: schema %v, want %q", tc.schema, v["schema"], c)
 		}
 	}
-	a, b := summaryRecord("gw", sum, nil), summaryRecord("gw", sum, nil)
+	a, b := summaryRecord(new([]byte), "gw", sum, nil), summaryRecord(new([]byte), "gw", sum, nil)
 	if a.ID != b.ID || string(a.Key) != "gw|env,device=a|temp|tumbling:1m" {
 		t.Errorf("summary id %s/%s, key %s", a.ID, b.ID, a.Key)
 	}
 	other := *sum
 	other.Window.StartNs += 60e9
-	ids := []string{a.ID, summaryRecord("gw2", sum, nil).ID, summaryRecord("gw", &other, nil).ID, alertRecord(ev, nil).ID}
+	ids := []string{a.ID, summaryRecord(new([]byte), "gw2", sum, nil).ID, summaryRecord(new([]byte), "gw", &other, nil).ID, alertRecord(ev, nil).ID}
 	resolved := *ev
 	resolved.Type = "resolved"
 	ids = append(ids, alertRecord(&resolved, nil).ID)
@@ -111,7 +111,8 @@ func TestKindsTable(t *testing.T) {
 		if len(kinds) != 1 || kinds[0] != tc.want {
 			t.Fatalf("output %+v is of kinds %v, want [%d]", tc.o, kinds, tc.want)
 		}
-		rec := Kinds[tc.want].build("gw", tc.o, nil)
+		var sc []byte
+		rec := Kinds[tc.want].build(&sc, "gw", tc.o, nil)
 		if len(rec.Headers) == 0 || string(rec.Headers[0].Value) != Kinds[tc.want].Schema {
 			t.Fatalf("kind %d builds a record with headers %+v, want schema %s", tc.want, rec.Headers, Kinds[tc.want].Schema)
 		}
@@ -135,7 +136,7 @@ func TestSummaryRecordNonFinite(t *testing.T) {
 				t.Fatalf("summaryRecord panicked: %v", p)
 			}
 		}()
-		rec = summaryRecord("gw", e, nil)
+		rec = summaryRecord(new([]byte), "gw", e, nil)
 	}()
 	var v map[string]any
 	if err := json.Unmarshal(rec.Value, &v); err != nil {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/runnel-iot/runnel/alerts"
 	"github.com/runnel-iot/runnel/internal/testutil"
+	"github.com/runnel-iot/runnel/wal"
 )
 
 // TestSlowOutboxDoesNotStallTheStream: an outbox append that takes its
@@ -88,5 +89,40 @@ func TestSlowOutboxDoesNotStallTheStream(t *testing.T) {
 func (r *rig) setFailNone() {
 	for _, b := range r.boxes {
 		b.setFail(nil)
+	}
+}
+
+// TestHandOffBounded: a batch that closes a window for thousands of
+// series at once reaches the outbox in hand-overs of handOffBytes, not as
+// one batch's worth of records: what waits between the stream and the
+// outbox is bounded in bytes, whatever a batch closes. (Before, the 4,000
+// records went over in one hand-over and one append of about 3 MB.)
+func TestHandOffBounded(t *testing.T) {
+	r := newRig(t)
+	r.start()
+	const series = 4000
+	open := wal.Batch{IngestNs: 1e9}
+	closing := wal.Batch{IngestNs: 2e9}
+	for i := range series {
+		s := fmt.Sprintf("m,device=d%04d", i) // a device each: its own watermark
+		open.Readings = append(open.Readings, wal.Reading{Series: s, Field: "v", Value: 1, TimeNs: 1e9})
+		closing.Readings = append(closing.Readings, wal.Reading{Series: s, Field: "v", Value: 2, TimeNs: 3601e9})
+	}
+	last := r.append(wal.AppendBatch(nil, &open), wal.AppendBatch(nil, &closing))
+	r.waitApplied(last)
+	box := r.boxes[KindSummaries]
+	testutil.WaitFor(t, 20*time.Second, func() (bool, string) {
+		n := len(box.records())
+		return n == series, fmt.Sprintf("%d summaries in the outbox, want %d", n, series)
+	})
+	box.mu.Lock()
+	maxBytes := box.maxBytes
+	box.mu.Unlock()
+	total := 0
+	for _, rec := range box.records() {
+		total += recordSize(&rec)
+	}
+	if bound := (writerQueue+1)*handOffBytes + 4<<10; maxBytes > bound || total <= bound {
+		t.Errorf("largest append %d bytes of %d in all, want at most %d", maxBytes, total, bound)
 	}
 }

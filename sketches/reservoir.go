@@ -30,8 +30,11 @@ type Sample struct {
 // Reservoir keeps a uniform random sample of up to k readings of a stream
 // using Algorithm L (Li 1994, "Reservoir-sampling algorithms of time
 // complexity O(n(1+log(N/n)))"): after the reservoir fills it draws how many
-// items to skip, so Add is O(1), draws random numbers only for the O(k·log(N/k))
-// items it keeps, and never allocates.
+// items to skip, so Add is O(1) and draws random numbers only for the
+// O(k·log(N/k)) items it keeps. The sample buffer grows by doubling up to k
+// as the first k items arrive (log2 k allocations at most, none once full):
+// a series that sees a handful of readings holds a handful of samples, not
+// k.
 //
 // The PRNG (math/rand/v2 PCG) is seeded by the caller and is part of the
 // encoding, so a reservoir restored from MarshalBinary and fed the same
@@ -41,7 +44,7 @@ type Sample struct {
 type Reservoir struct {
 	k       int
 	n       uint64   // items seen
-	samples []Sample // len min(n, k), cap k
+	samples []Sample // len min(n, k), cap at most k
 	w       float64  // Algorithm L's W, valid once full
 	next    uint64   // 1-based index of the next item to keep, valid once full
 	src     rand.PCG
@@ -53,7 +56,7 @@ func NewReservoir(k int, seed uint64) (*Reservoir, error) {
 	if k < 1 || k > reservoirMaxCapacity {
 		return nil, fmt.Errorf("reservoir capacity %d, want 1..%d: %w", k, reservoirMaxCapacity, ErrInvalidParam)
 	}
-	r := &Reservoir{k: k, samples: make([]Sample, 0, k)}
+	r := &Reservoir{k: k}
 	r.src.Seed(seed, pcgStream)
 	return r, nil
 }
@@ -78,12 +81,22 @@ func (r *Reservoir) Seen() uint64 { return r.n }
 // UnmarshalBinary.
 func (r *Reservoir) Samples() []Sample { return r.samples }
 
-// ensureCap gives the sample buffer its full capacity k. Only a reservoir
-// decoded by UnmarshalBinary lacks it, so this allocates at most once.
-func (r *Reservoir) ensureCap() {
-	if cap(r.samples) < r.k {
-		r.samples = append(make([]Sample, 0, r.k), r.samples...)
+// minGrow is the least capacity the sample buffer grows to: 4 samples are
+// 64 bytes, one small allocation.
+const minGrow = 4
+
+// ensureCap gives the sample buffer room for n more samples (len + n ≤ k),
+// doubling it, at most up to k: a reservoir fills from empty in at most
+// log2(k/minGrow)+1 allocations, and one that sees few items stays small.
+// The samples and their order are what they would be at full capacity, so
+// the encoding and every later choice are too.
+func (r *Reservoir) ensureCap(n int) {
+	need := len(r.samples) + n
+	if need <= cap(r.samples) {
+		return
 	}
+	c := min(r.k, max(need, 2*cap(r.samples), minGrow))
+	r.samples = append(make([]Sample, 0, c), r.samples...)
 }
 
 // uniform returns a float64 in the open interval (0, 1).
@@ -113,14 +126,15 @@ func (r *Reservoir) schedule() {
 	r.next = r.n + uint64(skip) + 1
 }
 
-// Add offers one sample. It is O(1) and does not allocate.
+// Add offers one sample. It is O(1), and allocates only while the
+// reservoir fills (ensureCap).
 func (r *Reservoir) Add(s Sample) {
 	if r.k == 0 {
 		panic("BUG: Reservoir used without NewReservoir")
 	}
 	r.n++
 	if len(r.samples) < r.k {
-		r.ensureCap()
+		r.ensureCap(1)
 		r.samples = append(r.samples, s)
 		if len(r.samples) == r.k {
 			r.w = math.Exp(math.Log(r.uniform()) / float64(r.k))
@@ -143,8 +157,8 @@ func (r *Reservoir) Add(s Sample) {
 // then that many of r's samples and the rest of o's are chosen uniformly.
 // Algorithm L's W is then redrawn from its distribution after N items,
 // Beta(k, N−k+1), so later Adds stay uniform. Randomness comes from r's PRNG;
-// o is not modified. Capacities must match, else ErrParamMismatch. Merge does
-// not allocate.
+// o is not modified. Capacities must match, else ErrParamMismatch. Merge
+// allocates only to grow r's buffer while r is not full (ensureCap).
 func (r *Reservoir) Merge(o *Reservoir) error {
 	if r.k != o.k {
 		return fmt.Errorf("merge reservoir: capacity %d with %d: %w", r.k, o.k, ErrParamMismatch)
@@ -163,7 +177,7 @@ func (r *Reservoir) Merge(o *Reservoir) error {
 	}
 	if total <= uint64(r.k) { // nothing dropped yet: keep everything
 		r.n = total
-		r.ensureCap()
+		r.ensureCap(len(o.samples))
 		r.samples = append(r.samples, o.samples...)
 		if len(r.samples) == r.k {
 			r.w = math.Exp(math.Log(r.uniform()) / float64(r.k))
@@ -186,8 +200,8 @@ func (r *Reservoir) Merge(o *Reservoir) error {
 		j := i + int(r.below(uint64(len(r.samples)-i)))
 		r.samples[i], r.samples[j] = r.samples[j], r.samples[i]
 	}
-	r.ensureCap()
 	r.samples = r.samples[:fromA]
+	r.ensureCap(r.k - fromA)
 	// Add a uniform (k−fromA)-subset of o's samples (selection sampling,
 	// Knuth's Algorithm S) without touching o.
 	need := r.k - fromA
@@ -242,8 +256,8 @@ func (r *Reservoir) Reset() {
 	r.samples = r.samples[:0]
 }
 
-// SizeBytes reports the in-memory footprint: the struct plus k samples of 16
-// bytes.
+// SizeBytes reports the in-memory footprint once full (the bound a memory
+// budget needs): the struct plus k samples of 16 bytes.
 func (r *Reservoir) SizeBytes() int {
 	return int(unsafe.Sizeof(*r)) + r.k*int(unsafe.Sizeof(Sample{}))
 }
@@ -282,8 +296,8 @@ func (r *Reservoir) AppendBinary(b []byte) ([]byte, error) {
 // from NewReservoir the capacity must match (ErrParamMismatch); the zero value
 // adopts it. The sample count must equal min(seen, k), W must lie in (0, 1)
 // and the next index must follow seen. Allocation is bounded by the input:
-// the sample buffer is sized to the samples present and grows to k once, on a
-// later Add. On error r is unchanged.
+// the sample buffer is sized to the samples present and grows, up to k, on
+// later Adds. On error r is unchanged.
 func (r *Reservoir) UnmarshalBinary(data []byte) error {
 	d, err := newDecoder(data, kindReservoir, "reservoir")
 	if err != nil {

@@ -215,6 +215,10 @@ func TestReservoirUnmarshalRejects(t *testing.T) {
 func TestReservoirAddDoesNotAllocate(t *testing.T) {
 	r := NewReservoirDefault(3)
 	i := 0
+	for range ReservoirCapacity { // full: the buffer has grown to k
+		r.Add(Sample{Value: float64(i), TimeNs: int64(i)})
+		i++
+	}
 	if n := testing.AllocsPerRun(10000, func() { r.Add(Sample{Value: float64(i), TimeNs: int64(i)}); i++ }); n != 0 {
 		t.Fatalf("Add allocates %v times", n)
 	}
@@ -239,4 +243,51 @@ func FuzzUnmarshalReservoir(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		checkDecodeInvariants(t, data, func() codec { return new(Reservoir) })
 	})
+}
+
+// TestReservoirGrowsLazily: a reservoir holds room for the samples it has
+// seen (doubling, from minGrow), never more than k, and fills in a few
+// allocations; its samples are those of the full-capacity buffer it had
+// before (the golden encodings check the bytes).
+func TestReservoirGrowsLazily(t *testing.T) {
+	r := NewReservoirDefault(7)
+	if c := cap(r.Samples()); c != 0 {
+		t.Fatalf("new reservoir holds room for %d samples, want 0", c)
+	}
+	allocs := 0
+	for i := range 3 * ReservoirCapacity {
+		before := cap(r.samples)
+		r.Add(Sample{Value: float64(i), TimeNs: int64(i)})
+		if cap(r.samples) != before {
+			allocs++
+		}
+		seen := min(i+1, ReservoirCapacity)
+		if c := cap(r.samples); c > max(minGrow, 2*seen) || c > ReservoirCapacity || c < seen {
+			t.Fatalf("after %d adds: room for %d samples", i+1, c)
+		}
+	}
+	if allocs > 4 { // 4, 8, 16, 32
+		t.Errorf("filling took %d allocations, want at most 4", allocs)
+	}
+	// A merge into a reservoir that is not full grows it as far as needed.
+	a, b := NewReservoirDefault(1), NewReservoirDefault(2)
+	a.Add(Sample{Value: 1})
+	for i := range 20 {
+		b.Add(Sample{Value: float64(i)})
+	}
+	if err := a.Merge(b); err != nil {
+		t.Fatal(err)
+	}
+	if len(a.Samples()) != 21 || cap(a.Samples()) > ReservoirCapacity {
+		t.Errorf("merged: %d samples, room for %d", len(a.Samples()), cap(a.Samples()))
+	}
+	for i := range 40 {
+		b.Add(Sample{Value: float64(100 + i)})
+	}
+	if err := a.Merge(b); err != nil {
+		t.Fatal(err)
+	}
+	if len(a.Samples()) != ReservoirCapacity || cap(a.Samples()) != ReservoirCapacity {
+		t.Errorf("merged past k: %d samples, room for %d", len(a.Samples()), cap(a.Samples()))
+	}
 }

@@ -42,7 +42,7 @@
 //     acknowledged. The log is then closed, cut back to exactly the
 //     acknowledged records, and reopened before it accepts again, so it
 //     keeps working once the disk has space again.
-//   - Bounded memory. Segment size and the read cache are configured (4 MiB
+//   - Bounded memory. Segment size and the read cache are configured (1 MiB
 //     and one segment by default); the rolled tail is dropped from the cache
 //     so an appending log holds about one segment.
 //   - Barriers and skips. Sync(ctx, i) waits until an fsync covers index i,

@@ -46,8 +46,11 @@ func (l *Log) NewReader(from uint64) *Reader { return &Reader{l: l, next: from} 
 func (r *Reader) Index() uint64 { return r.idx }
 
 // Record returns the payload of the current record. It is a view into the
-// log's buffers: the caller must not modify it, and should copy what it
-// keeps past the next call to Next.
+// log's buffers, which the log never modifies (segments are only appended
+// to, and a segment reloaded, truncated or recovered gets new buffers): it
+// stays valid for as long as the caller holds it, keeping the buffer of
+// its whole segment in memory meanwhile. The caller must not modify it;
+// copy what is kept long, so as not to hold a segment for a few bytes.
 func (r *Reader) Record() []byte { return r.rec }
 
 // Err returns the error that ended iteration, if any; a corrupt record is
