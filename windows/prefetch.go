@@ -144,10 +144,7 @@ func (e *Engine) prefetch(rs []wal.Reading) {
 			continue
 		}
 		if q := w.w.q; q != nil {
-			acc += int64(q.Peek(e.prePV[w.i]))
-			for k := range w.w.n {
-				acc += int64(q.Peek(sketches.PreparedQuantile(w.w.vals[k], w.w.keys[k])))
-			}
+			acc += int64(q.Peek(e.prePV[w.i])) + int64(q.PeekKeyed(w.w.vals[:w.w.n], w.w.keys[:w.w.n]))
 		}
 	}
 	e.preWins = wins[:0]

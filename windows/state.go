@@ -129,9 +129,7 @@ func (w *tumWin) add(v float64, pv *sketches.QuantileValue, t int64) {
 
 // addPending adds the pending values to q, leaving them pending.
 func (w *tumWin) addPending(q *sketches.Quantile) {
-	for i := range w.n {
-		q.AddPrepared(sketches.PreparedQuantile(w.vals[i], w.keys[i]))
-	}
+	q.AddKeyed(w.vals[:w.n], w.keys[:w.n])
 }
 
 // setPending makes v the window's one pending value.
