@@ -167,6 +167,7 @@ type Engine struct {
 	devices map[string]*device
 	devGen  uint64
 	seq     uint64
+	gwSeq   uint32 // the last groupWin.seq given
 
 	// seriesGen counts series creations and evictions (under mu); the
 	// sorted cache serves GET /api/v1/series pages in O(page) while the set

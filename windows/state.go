@@ -261,6 +261,9 @@ type groupAttrs struct {
 	topkHash                     uint64 // sketches.TopKHash(topk)
 	distinctHash                 uint64 // sketches.HLLHash(distinct): not hashed per reading
 	hasKey, hasDistinct, hasTopK bool
+	// gwSeq is the seq of the group window the series' device was last
+	// seen to be in (in its device's groups), 0: none. It fills padding.
+	gwSeq uint32
 }
 
 // device is the watermark state of one device.
