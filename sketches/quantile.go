@@ -448,19 +448,24 @@ func (q *Quantile) grow(pos bool, newLo int32, newN int) {
 // signs, so each window shrinks to about 1/2^by. One pass whatever by, so a
 // window whose range jumps pays one re-keying, not one per level. Called
 // only below QuantileMaxLevel, where no range is collapsed.
+//
+// It moves counts in place, in bin order: a bin's new index is never above
+// its old one (keys only merge, and the negative window, first, only
+// shrinks), and every bin below has already moved. It skips empty bins,
+// most of them at the fine levels a new window raises through (every new
+// window of a steady signal raises a few times as its range grows).
 func (q *Quantile) raiseLevel(by uint8) {
-	var old [QuantileBins]uint32
-	used := int(q.neg.n) + int(q.pos.n)
-	copy(old[:used], q.bins[:used])
-	clear(q.bins[:used])
 	off, src := 0, 0
 	for _, s := range [2]*qstore{&q.neg, &q.pos} {
 		if s.n == 0 {
 			continue
 		}
 		lo, hi := ceilShift(s.lo, by), ceilShift(s.hi(), by)
-		for i, c := range old[src : src+int(s.n)] {
-			q.bins[off+int(ceilShift(s.lo+int32(i), by)-lo)] += c
+		for i, c := range q.bins[src : src+int(s.n)] {
+			if c != 0 {
+				q.bins[src+i] = 0
+				q.bins[off+int(ceilShift(s.lo+int32(i), by)-lo)] += c
+			}
 		}
 		src += int(s.n)
 		s.lo, s.n = lo, uint16(hi-lo+1)
