@@ -101,18 +101,19 @@ func (e *Engine) prefetch(rs []wal.Reading) {
 	// flush its windows' pending values within the chunk, so it loads the
 	// sketches too; a lone reading, only when it flushes.
 	first := func(i int) bool { return pairs[i] != nil && (i == 0 || pairs[i-1] != pairs[i]) }
-	wins := e.preWins[:0]
 	for i, p := range pairs {
 		if first(i) {
 			for k := range p.specs {
-				if c := p.specs[k].cur; c != nil {
-					wins = append(wins, preWin{w: c})
+				if p.specs[k].cur != nil {
+					acc++
 				}
 			}
 			acc += int64(p.res.Seen())
 		}
 	}
-	w := 0
+	// The spec states are loaded: load the windows and panes, and list the
+	// windows whose sketches will take their pending values.
+	wins := e.preWins[:0]
 	for i, p := range pairs {
 		if !first(i) {
 			continue
@@ -120,17 +121,13 @@ func (e *Engine) prefetch(rs []wal.Reading) {
 		run := i+1 < len(pairs) && pairs[i+1] == p
 		for k := range p.specs {
 			ps := &p.specs[k]
-			if ps.cur != nil {
-				c := wins[w].w
-				wins[w].i = int32(i)
-				w++
+			if c := ps.cur; c != nil {
 				// The window's lines: its aggregate, and the pending
 				// values past it; the sketch only when it will take them.
 				acc += c.start + c.agg.lastT + int64(c.keys[winBuf-1]) + int64(c.vals[winBuf-1])
 				if (c.n == winBuf || run) && c.q != nil {
 					acc += int64(c.q.Level())
-				} else {
-					wins[w-1].w = nil
+					wins = append(wins, preWin{w: c, i: int32(i)})
 				}
 			}
 			if n := len(ps.panes); n > 0 {
@@ -140,12 +137,8 @@ func (e *Engine) prefetch(rs []wal.Reading) {
 		}
 	}
 	for _, w := range wins {
-		if w.w == nil {
-			continue
-		}
-		if q := w.w.q; q != nil {
-			acc += int64(q.Peek(e.prePV[w.i])) + int64(q.PeekKeyed(w.w.vals[:w.w.n], w.w.keys[:w.w.n]))
-		}
+		q := w.w.q
+		acc += int64(q.Peek(e.prePV[w.i])) + int64(q.PeekKeyed(w.w.vals[:w.w.n], w.w.keys[:w.w.n]))
 	}
 	e.preWins = wins[:0]
 	e.prefetched += acc
