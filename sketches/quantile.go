@@ -327,8 +327,15 @@ func (q *Quantile) AddKeyed(vals []float64, keys []int32) {
 			q.AddPrepared(PreparedQuantile(v, keys[i]))
 			continue
 		}
-		// A store in use means count > 0 and the fleet α is set.
-		q.min, q.max = min(q.min, v), max(q.max, v)
+		// A store in use means count > 0 and the fleet α is set. v is
+		// finite and not ±0, and so are not min and max (never NaN): a
+		// plain comparison is min's and max's answer.
+		if v < q.min {
+			q.min = v
+		}
+		if v > q.max {
+			q.max = v
+		}
 		q.count++
 		q.bins[off+int(k-s.lo)]++
 	}
