@@ -218,6 +218,7 @@ type Engine struct {
 	prePair    [prefetchChunk]*pair
 	prePV      [prefetchChunk]sketches.QuantileValue
 	preHash    [prefetchChunk]uint64
+	ahead      [aheadRing]aheadChunk
 	preWins    []preWin
 	scratchQ   sketches.Quantile // the sketch of a window without one, as it closes
 	prefetched int64
@@ -317,9 +318,19 @@ func (e *Engine) Apply(index uint64, b *wal.Batch, out []Emission) []Emission {
 	if b.IngestNs > e.procNs {
 		e.procNs = b.IngestNs
 	}
-	for i := 0; i < len(b.Readings); i += prefetchChunk {
-		rs := b.Readings[i:min(i+prefetchChunk, len(b.Readings))]
-		e.prefetch(rs)
+	// A software pipeline over chunks of readings: while one is applied,
+	// the series of the next and the index slots of the one after are
+	// loading (hashAhead, seriesAhead), so prefetch finds them in the
+	// cache.
+	all := b.Readings
+	e.hashAhead(all, 0)
+	e.hashAhead(all, 1)
+	e.seriesAhead(all, 0)
+	for c, i := 0, 0; i < len(all); c, i = c+1, i+prefetchChunk {
+		rs := all[i:min(i+prefetchChunk, len(all))]
+		e.prefetch(rs, &e.ahead[c%aheadRing])
+		e.hashAhead(all, c+2)
+		e.seriesAhead(all, c+1)
 		for j := range rs {
 			e.applyReading(&rs[j], e.pre[j], e.prePair[j], &e.prePV[j])
 		}

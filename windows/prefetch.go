@@ -27,7 +27,11 @@ const prefetchChunk = 8
 //
 // It changes no state. The values it loads are summed into e.prefetched
 // only so that the compiler keeps the loads.
-func (e *Engine) prefetch(rs []wal.Reading) {
+//
+// a holds what hashAhead and seriesAhead worked out for these readings
+// while the chunks before were applied (their key hashes; the index slots
+// and series they load are then in the cache), or is empty.
+func (e *Engine) prefetch(rs []wal.Reading, a *aheadChunk) {
 	pre, pairs, hs := e.pre[:len(rs)], e.prePair[:len(rs)], e.preHash[:len(rs)]
 	var acc int64
 	// Readings of the series of the one before (the fields of a line, a
@@ -42,6 +46,8 @@ func (e *Engine) prefetch(rs []wal.Reading) {
 		r := &rs[i]
 		if r.Series == prev {
 			same |= 1 << i
+		} else if a.valid&(1<<i) != 0 {
+			hs[i] = a.hash[i]
 		} else {
 			hs[i] = e.series.hash(r.Series)
 			acc += int64(e.series.touch(hs[i]))
@@ -148,4 +154,64 @@ func (e *Engine) prefetch(rs []wal.Reading) {
 type preWin struct {
 	w *tumWin
 	i int32
+}
+
+// aheadRing is how many chunks Apply works on at once: it applies one,
+// whose state prefetch loaded, while the series of the next and the index
+// slots of the one after are loading.
+const aheadRing = 3
+
+// aheadChunk is what Apply works out for a chunk of readings before
+// prefetch reaches it: the hashes of their series keys (bit i of valid:
+// reading i has one; not for a reading of the series of the one before).
+type aheadChunk struct {
+	hash  [prefetchChunk]uint64
+	valid uint32
+}
+
+// hashAhead hashes the series keys of chunk c of rs into e.ahead and loads
+// their index slots, without waiting for them: the loads proceed while
+// the chunk two before is applied. A chunk past rs is left alone.
+func (e *Engine) hashAhead(rs []wal.Reading, c int) {
+	lo := c * prefetchChunk
+	if lo >= len(rs) {
+		return
+	}
+	a := &e.ahead[c%aheadRing]
+	a.valid = 0
+	var acc uint64
+	for i := lo; i < min(lo+prefetchChunk, len(rs)); i++ {
+		if i > 0 && rs[i].Series == rs[i-1].Series {
+			continue
+		}
+		a.hash[i-lo] = e.series.hash(rs[i].Series)
+		a.valid |= 1 << (i - lo)
+		acc += e.series.touch(a.hash[i-lo])
+	}
+	e.prefetched += int64(acc)
+}
+
+// seriesAhead loads the series (and their keys' bytes) of chunk c of rs,
+// whose index slots hashAhead loaded a chunk before: it reads the slot of
+// each hash and, when its hash matches, that series, without comparing
+// keys. It changes nothing.
+func (e *Engine) seriesAhead(rs []wal.Reading, c int) {
+	lo := c * prefetchChunk
+	if lo >= len(rs) {
+		return
+	}
+	a := &e.ahead[c%aheadRing]
+	var acc int64
+	for i := range min(prefetchChunk, len(rs)-lo) {
+		if a.valid&(1<<i) == 0 {
+			continue
+		}
+		if s := e.series.peek(a.hash[i]); s != nil {
+			acc += int64(len(s.pairs)) + int64(len(s.gattrs)) + int64(len(s.key))
+			if len(s.key) > 0 {
+				acc += int64(s.key[len(s.key)-1])
+			}
+		}
+	}
+	e.prefetched += acc
 }
