@@ -181,7 +181,9 @@ func (e *Engine) hashAhead(rs []wal.Reading, c int) {
 	a.valid = 0
 	var acc uint64
 	for i := lo; i < min(lo+prefetchChunk, len(rs)); i++ {
-		if i > 0 && rs[i].Series == rs[i-1].Series {
+		// prefetch takes the series of the reading before for these (for
+		// the first of a batch, the last one applied, as of now)
+		if i > 0 && rs[i].Series == rs[i-1].Series || i == 0 && e.hot != nil && rs[0].Series == e.hot.key {
 			continue
 		}
 		a.hash[i-lo] = e.series.hash(rs[i].Series)
