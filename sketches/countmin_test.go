@@ -200,3 +200,25 @@ func FuzzUnmarshalCountMin(f *testing.F) {
 		checkDecodeInvariants(t, data, func() codec { return new(CountMin) })
 	})
 }
+
+// TestCountMinFleetWidthColumns guards cols' constant-divisor path: the
+// fleet parameters have that width, and it picks the columns the generic
+// division does.
+func TestCountMinFleetWidthColumns(t *testing.T) {
+	c := NewCountMinDefault()
+	if c.Width() != countMinFleetWidth {
+		t.Fatalf("fleet width %d, cols' constant %d", c.Width(), countMinFleetWidth)
+	}
+	r := rand.New(rand.NewSource(3))
+	for range 100_000 {
+		h := r.Uint64()
+		base, step := c.cols(h)
+		wantBase, wantStep := uint64(uint32(h))%uint64(c.width), (h>>32)%uint64(c.width)
+		if wantStep == 0 {
+			wantStep = 1
+		}
+		if base != wantBase || step != wantStep {
+			t.Fatalf("cols(%#x) = %d, %d; want %d, %d", h, base, step, wantBase, wantStep)
+		}
+	}
+}

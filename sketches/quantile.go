@@ -295,6 +295,72 @@ func (q *Quantile) AddPrepared(pv QuantileValue) {
 	}
 }
 
+// AddKeyed adds vals in order, each with its level-0 key from keys (as
+// PrepareQuantile(v).Key0() gives it), exactly as AddPrepared of each
+// would. keys must be at least as long as vals. A value that lands in a bin
+// in use costs a compare and an increment here, without AddPrepared's
+// per-call checks; any other (a new extreme, the zero bin, NaN, ±Inf)
+// goes through AddPrepared, in its turn.
+func (q *Quantile) AddKeyed(vals []float64, keys []int32) {
+	keys = keys[:len(vals)]
+	if (q.alpha != QuantileAlpha && q.alpha != 0) || q.count+uint64(len(vals)) >= quantileMaxCount {
+		for i, v := range vals {
+			q.AddPrepared(PreparedQuantile(v, keys[i]))
+		}
+		return
+	}
+	for i, v := range vals {
+		var s *qstore
+		off := 0
+		switch {
+		case v >= quantileMinMagnitude && v <= math.MaxFloat64:
+			s, off = &q.pos, int(q.neg.n)
+		case v <= -quantileMinMagnitude && v >= -math.MaxFloat64:
+			s = &q.neg
+		}
+		if s == nil || s.n == 0 {
+			q.AddPrepared(PreparedQuantile(v, keys[i]))
+			continue
+		}
+		k := ceilShift(keys[i], q.level)
+		if k < s.lo || k > s.hi() {
+			q.AddPrepared(PreparedQuantile(v, keys[i]))
+			continue
+		}
+		// A store in use means count > 0 and the fleet α is set. v is
+		// finite and not ±0, and so are not min and max (never NaN): a
+		// plain comparison is min's and max's answer.
+		if v < q.min {
+			q.min = v
+		}
+		if v > q.max {
+			q.max = v
+		}
+		q.count++
+		q.bins[off+int(k-s.lo)]++
+	}
+}
+
+// PeekKeyed returns the sum of the counts of the bins AddKeyed of vals
+// (with their level-0 keys) would increment, changing nothing: Peek for
+// several values at once, for loading their cache lines ahead. Values of
+// the zero bin, NaN and ±Inf add an arbitrary bin of the sketch.
+func (q *Quantile) PeekKeyed(vals []float64, keys []int32) uint32 {
+	keys = keys[:len(vals)]
+	var sum uint32
+	for i, v := range vals {
+		s, off := &q.neg, 0
+		if v > 0 {
+			s, off = &q.pos, int(q.neg.n)
+		}
+		k := ceilShift(keys[i], q.level)
+		if k >= s.lo && k <= s.hi() && s.n != 0 {
+			sum += q.bins[(off+int(k-s.lo))%QuantileBins]
+		}
+	}
+	return sum
+}
+
 // Peek returns the count of the bin pv would be added to (0 when it lies
 // outside the bins in use), changing nothing. It reads the cache lines an
 // AddPrepared of pv will write, so a caller updating many sketches can
@@ -389,19 +455,24 @@ func (q *Quantile) grow(pos bool, newLo int32, newN int) {
 // signs, so each window shrinks to about 1/2^by. One pass whatever by, so a
 // window whose range jumps pays one re-keying, not one per level. Called
 // only below QuantileMaxLevel, where no range is collapsed.
+//
+// It moves counts in place, in bin order: a bin's new index is never above
+// its old one (keys only merge, and the negative window, first, only
+// shrinks), and every bin below has already moved. It skips empty bins,
+// most of them at the fine levels a new window raises through (every new
+// window of a steady signal raises a few times as its range grows).
 func (q *Quantile) raiseLevel(by uint8) {
-	var old [QuantileBins]uint32
-	used := int(q.neg.n) + int(q.pos.n)
-	copy(old[:used], q.bins[:used])
-	clear(q.bins[:used])
 	off, src := 0, 0
 	for _, s := range [2]*qstore{&q.neg, &q.pos} {
 		if s.n == 0 {
 			continue
 		}
 		lo, hi := ceilShift(s.lo, by), ceilShift(s.hi(), by)
-		for i, c := range old[src : src+int(s.n)] {
-			q.bins[off+int(ceilShift(s.lo+int32(i), by)-lo)] += c
+		for i, c := range q.bins[src : src+int(s.n)] {
+			if c != 0 {
+				q.bins[src+i] = 0
+				q.bins[off+int(ceilShift(s.lo+int32(i), by)-lo)] += c
+			}
 		}
 		src += int(s.n)
 		s.lo, s.n = lo, uint16(hi-lo+1)

@@ -654,3 +654,56 @@ func TestQuantileFleetAlphaConstants(t *testing.T) {
 		}
 	}
 }
+
+// AddKeyed of values in batches must leave exactly the sketch AddPrepared
+// of each leaves, for every kind of value, at every level, and for
+// sketches of another α; PeekKeyed sums the bins Peek reports.
+func TestQuantileAddKeyedMatchesAddPrepared(t *testing.T) {
+	special := []float64{0, math.Copysign(0, -1), math.NaN(), math.Inf(1), math.Inf(-1), 0x1p-1030, -0x1p-1030,
+		math.MaxFloat64, -math.MaxFloat64, math.SmallestNonzeroFloat64, 1, -1}
+	gens := append(slices.Clone(quantileCases), quantileCase{name: "wide ±1e300", gen: func(r *rand.Rand) float64 {
+		return math.Copysign(math.Pow(10, 600*r.Float64()-300), r.Float64()-0.3)
+	}})
+	for i, tc := range gens {
+		for _, alpha := range []float64{0, QuantileAlpha, 0.01} {
+			t.Run(tc.name+"/alpha="+strconv.FormatFloat(alpha, 'g', -1, 64), func(t *testing.T) {
+				r := rand.New(rand.NewPCG(uint64(i), 11))
+				a, b := &Quantile{}, &Quantile{}
+				if alpha != 0 {
+					a, _ = NewQuantileAlpha(alpha)
+					b, _ = NewQuantileAlpha(alpha)
+				}
+				var vals []float64
+				var keys []int32
+				for j := range 20_000 {
+					v := tc.gen(r)
+					if j%397 == 0 {
+						v = special[(j/397)%len(special)]
+					}
+					vals = append(vals, v)
+					keys = append(keys, PrepareQuantile(v).Key0())
+					if r.IntN(5) > 0 && j != 19_999 {
+						continue // a batch of 1 to about 8 values
+					}
+					var want uint32
+					finite := true
+					for k, v := range vals {
+						finite = finite && math.Abs(v) >= 0x1p-1022 && !math.IsInf(v, 0)
+						want += b.Peek(PreparedQuantile(v, keys[k]))
+					}
+					if got := b.PeekKeyed(vals, keys); finite && got != want {
+						t.Fatalf("PeekKeyed %v = %d, Peeks sum to %d", vals, got, want)
+					}
+					for k, v := range vals {
+						a.AddPrepared(PreparedQuantile(v, keys[k]))
+					}
+					b.AddKeyed(vals, keys)
+					if *a != *b {
+						t.Fatalf("after %d values (batch %v): AddKeyed differs from AddPrepared", j+1, vals)
+					}
+					vals, keys = vals[:0], keys[:0]
+				}
+			})
+		}
+	}
+}

@@ -226,3 +226,43 @@ func compareGroup(g, w *GroupSummary) error {
 	}
 	return nil
 }
+
+// TestBruteForceLargeBatches runs the random streams in batches of up to
+// a few hundred readings, so Apply works through many chunks of readings
+// with its pipeline of lookups ahead (hashAhead, seriesAhead), and checks
+// every emission against the reference.
+func TestBruteForceLargeBatches(t *testing.T) {
+	for seed := uint64(1); seed <= 3; seed++ {
+		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
+			const lateness = 2 * time.Second
+			c := bruteConfig(lateness)
+			e := mustNew(t, c)
+			rf := newRef(c)
+			rng := rand.New(rand.NewPCG(seed, 99))
+			var big wal.Batch
+			var out []Emission
+			idx, chunks := uint64(0), 0
+			flush := func() {
+				idx++
+				out = e.Apply(idx, &big, out[:0])
+				want := rf.apply(&big)
+				if err := compareEmissions(out, want); err != nil {
+					t.Fatalf("batch %d of %d readings: %v", idx, len(big.Readings), err)
+				}
+				chunks += (len(big.Readings) + prefetchChunk - 1) / prefetchChunk
+				big = wal.Batch{}
+			}
+			for _, b := range genStream(seed+10, 3000, lateness) {
+				big.IngestNs = b.IngestNs
+				big.Readings = append(big.Readings, b.Readings...)
+				if rng.IntN(40) == 0 {
+					flush()
+				}
+			}
+			flush()
+			if chunks < 4*int(idx) {
+				t.Fatalf("%d batches took only %d chunks: too small to pipeline", idx, chunks)
+			}
+		})
+	}
+}

@@ -52,11 +52,15 @@
 // of every reading's chain of pointers at a time, then the
 // readings are applied in order. With thousands of pairs visited in turn
 // no update finds its state in a cache, and this lets their cache misses
-// overlap instead of queueing. The lookups change nothing, so results are
-// those of applying the readings one by one. A tumbling window holds its
-// latest values (up to 4) back from its quantile sketch and gives them to
-// it in arrival order, five at a time: an update writes the window alone,
-// and the sketch's cache lines are loaded once per five values. A window
+// overlap instead of queueing. The chunks are pipelined: while one is
+// applied, the series of the next and the index slots of the one after
+// are already loading (their key hashes kept for prefetch), so those steps
+// of the chains wait behind the work instead of before it. The lookups
+// change nothing, so results are those of applying the readings one by
+// one. A tumbling window holds its latest values (up to 4) back from its
+// quantile sketch and gives them to it in arrival order, five at a time
+// (sketches.Quantile.AddKeyed): an update writes the window alone, and the
+// sketch's cache lines are loaded once per five values. A window
 // makes its sketch on its fifth value (one of fewer values has the sketch
 // of its pending values, built when needed), so a series reporting less
 // often than that costs no sketch memory.

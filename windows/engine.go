@@ -167,6 +167,7 @@ type Engine struct {
 	devices map[string]*device
 	devGen  uint64
 	seq     uint64
+	gwSeq   uint32 // the last groupWin.seq given
 
 	// seriesGen counts series creations and evictions (under mu); the
 	// sorted cache serves GET /api/v1/series pages in O(page) while the set
@@ -217,6 +218,7 @@ type Engine struct {
 	prePair    [prefetchChunk]*pair
 	prePV      [prefetchChunk]sketches.QuantileValue
 	preHash    [prefetchChunk]uint64
+	ahead      [aheadRing]aheadChunk
 	preWins    []preWin
 	scratchQ   sketches.Quantile // the sketch of a window without one, as it closes
 	prefetched int64
@@ -316,9 +318,19 @@ func (e *Engine) Apply(index uint64, b *wal.Batch, out []Emission) []Emission {
 	if b.IngestNs > e.procNs {
 		e.procNs = b.IngestNs
 	}
-	for i := 0; i < len(b.Readings); i += prefetchChunk {
-		rs := b.Readings[i:min(i+prefetchChunk, len(b.Readings))]
-		e.prefetch(rs)
+	// A software pipeline over chunks of readings: while one is applied,
+	// the series of the next and the index slots of the one after are
+	// loading (hashAhead, seriesAhead), so prefetch finds them in the
+	// cache.
+	all := b.Readings
+	e.hashAhead(all, 0)
+	e.hashAhead(all, 1)
+	e.seriesAhead(all, 0)
+	for c, i := 0, 0; i < len(all); c, i = c+1, i+prefetchChunk {
+		rs := all[i:min(i+prefetchChunk, len(all))]
+		e.prefetch(rs, &e.ahead[c%aheadRing])
+		e.hashAhead(all, c+2)
+		e.seriesAhead(all, c+1)
 		for j := range rs {
 			e.applyReading(&rs[j], e.pre[j], e.prePair[j], &e.prePV[j])
 		}
@@ -431,30 +443,40 @@ func (s *series) pair(field string) *pair {
 
 // applyToPair adds one value (pv: v prepared for the quantile sketches)
 // to every window of its pair.
+//
+// Tumbling specs come first in e.specs, then sliding ones.
 func (e *Engine) applyToPair(p *pair, v float64, pv *sketches.QuantileValue, t int64) {
-	d := p.s.dev
-	for i := range e.specs {
-		sp := &e.specs[i]
-		ps := &p.specs[i]
-		if sp.kind == KindTumbling {
-			e.addTumbling(p, sp, ps, d, v, pv, t)
-		} else {
-			e.addSliding(p, sp, ps, d, v, t)
+	specs := e.specs[:len(p.specs)]
+	for i := range e.nTum {
+		sp, ps := &specs[i], &p.specs[i]
+		// Most readings go to the window the previous one went to: skip
+		// the lookup (a cache miss on the window list with many pairs),
+		// and the division that aligns t (starts are aligned, so this is
+		// alignDown(t, size) == c.start; start+size cannot overflow, both
+		// are within 2^62 + a week).
+		if c := ps.cur; c != nil && c.start <= t && t < c.start+sp.size {
+			c.add(v, pv, t)
+			continue
 		}
+		e.addTumbling(p, sp, ps, v, pv, t)
+	}
+	for i := e.nTum; i < len(specs); i++ {
+		sp, ps := &specs[i], &p.specs[i]
+		if k := len(ps.panes); k > 0 { // the newest pane, as above
+			if c := &ps.panes[k-1]; c.start <= t && t < c.start+sp.slide {
+				c.agg.add(v, t)
+				continue
+			}
+		}
+		e.addSliding(p, sp, ps, v, t)
 	}
 	p.res.Add(sketches.Sample{Value: v, TimeNs: t})
 }
 
-func (e *Engine) addTumbling(p *pair, sp *spec, ps *specState, d *device, v float64, pv *sketches.QuantileValue, t int64) {
-	// Most readings go to the window the previous one went to: skip the
-	// lookup (a cache miss on the window list with many pairs), and the
-	// division that aligns t (starts are aligned, so this is
-	// alignDown(t, size) == c.start; start+size cannot overflow, both are
-	// within 2^62 + a week).
-	if c := ps.cur; c != nil && c.start <= t && t < c.start+sp.size {
-		c.add(v, pv, t)
-		return
-	}
+// addTumbling adds a value to a window other than ps.cur, opening it if
+// need be, and makes it ps.cur.
+func (e *Engine) addTumbling(p *pair, sp *spec, ps *specState, v float64, pv *sketches.QuantileValue, t int64) {
+	d := p.s.dev
 	ws := alignDown(t, sp.size)
 	var w *tumWin
 	k := len(ps.wins)
@@ -478,14 +500,11 @@ func (e *Engine) addTumbling(p *pair, sp *spec, ps *specState, d *device, v floa
 	w.add(v, pv, t)
 }
 
-func (e *Engine) addSliding(p *pair, sp *spec, ps *specState, d *device, v float64, t int64) {
+// addSliding adds a value to a pane other than the newest, adding it if
+// need be.
+func (e *Engine) addSliding(p *pair, sp *spec, ps *specState, v float64, t int64) {
+	d := p.s.dev
 	k := len(ps.panes)
-	if k > 0 { // the newest pane, without a division (as in addTumbling)
-		if c := &ps.panes[k-1]; c.start <= t && t < c.start+sp.slide {
-			c.agg.add(v, t)
-			return
-		}
-	}
 	start := alignDown(t, sp.slide)
 	for ; k > 0; k-- {
 		if c := &ps.panes[k-1]; c.start <= start {

@@ -44,6 +44,9 @@ type groupWin struct {
 	hll        *sketches.HLL
 	topk       *sketches.TopK
 	closed     bool
+	// seq identifies the window to groupAttrs.gwSeq: 1 up, 0 for
+	// windows restored from a checkpoint (never matched).
+	seq uint32
 }
 
 const groupPoolMax = 2
@@ -111,11 +114,18 @@ func (e *Engine) applyToGroups(s *series, d *device, t int64) {
 				gw = e.newGroupWin(g, gk, ws)
 			}
 		}
-		if !slices.Contains(d.groups, gw) {
-			oldCap := cap(d.groups)
-			d.groups = append(d.groups, gw)
-			e.chargeDevice(d, int64(cap(d.groups)-oldCap)*ptrBytes)
-			gw.pending++
+		// A series' readings mostly go to the window of its last one, which
+		// its device is then known to be in: no search of the device's
+		// windows (closed ones leave the list only once closed, and a
+		// closed window takes no reading).
+		if ga.gwSeq == 0 || ga.gwSeq != gw.seq {
+			if !slices.Contains(d.groups, gw) {
+				oldCap := cap(d.groups)
+				d.groups = append(d.groups, gw)
+				e.chargeDevice(d, int64(cap(d.groups)-oldCap)*ptrBytes)
+				gw.pending++
+			}
+			ga.gwSeq = gw.seq
 		}
 		gw.readings++
 		if gw.hll != nil && ga.hasDistinct {
@@ -152,7 +162,7 @@ func (e *Engine) groupKeyFor(g *groupState, key string) *groupKey {
 }
 
 func (e *Engine) newGroupWin(g *groupState, gk *groupKey, start int64) *groupWin {
-	gw := &groupWin{k: gk, start: start, end: start + g.size}
+	gw := &groupWin{k: gk, start: start, end: start + g.size, seq: e.nextGroupWinSeq()}
 	// Pooled sketches stay charged while pooled.
 	if g.distinct.kind != attrNone {
 		if n := len(g.hllPool); n > 0 {
@@ -174,6 +184,22 @@ func (e *Engine) newGroupWin(g *groupState, gk *groupKey, start int64) *groupWin
 	gk.open = slices.Insert(gk.open, i, gw)
 	e.mem += gwSize
 	return gw
+}
+
+// nextGroupWinSeq numbers a new group window. When the numbers wrap, every
+// series forgets the window it was in, so no number is ever taken for
+// another window's.
+func (e *Engine) nextGroupWinSeq() uint32 {
+	e.gwSeq++
+	if e.gwSeq == 0 {
+		for s := range e.series.all() {
+			for i := range s.gattrs {
+				s.gattrs[i].gwSeq = 0
+			}
+		}
+		e.gwSeq = 1
+	}
+	return e.gwSeq
 }
 
 // flushGroups emits the group windows whose pending count reached zero

@@ -27,7 +27,11 @@ const prefetchChunk = 8
 //
 // It changes no state. The values it loads are summed into e.prefetched
 // only so that the compiler keeps the loads.
-func (e *Engine) prefetch(rs []wal.Reading) {
+//
+// a holds what hashAhead and seriesAhead worked out for these readings
+// while the chunks before were applied (their key hashes; the index slots
+// and series they load are then in the cache), or is empty.
+func (e *Engine) prefetch(rs []wal.Reading, a *aheadChunk) {
 	pre, pairs, hs := e.pre[:len(rs)], e.prePair[:len(rs)], e.preHash[:len(rs)]
 	var acc int64
 	// Readings of the series of the one before (the fields of a line, a
@@ -42,6 +46,8 @@ func (e *Engine) prefetch(rs []wal.Reading) {
 		r := &rs[i]
 		if r.Series == prev {
 			same |= 1 << i
+		} else if a.valid&(1<<i) != 0 {
+			hs[i] = a.hash[i]
 		} else {
 			hs[i] = e.series.hash(r.Series)
 			acc += int64(e.series.touch(hs[i]))
@@ -101,18 +107,19 @@ func (e *Engine) prefetch(rs []wal.Reading) {
 	// flush its windows' pending values within the chunk, so it loads the
 	// sketches too; a lone reading, only when it flushes.
 	first := func(i int) bool { return pairs[i] != nil && (i == 0 || pairs[i-1] != pairs[i]) }
-	wins := e.preWins[:0]
 	for i, p := range pairs {
 		if first(i) {
 			for k := range p.specs {
-				if c := p.specs[k].cur; c != nil {
-					wins = append(wins, preWin{w: c})
+				if p.specs[k].cur != nil {
+					acc++
 				}
 			}
 			acc += int64(p.res.Seen())
 		}
 	}
-	w := 0
+	// The spec states are loaded: load the windows and panes, and list the
+	// windows whose sketches will take their pending values.
+	wins := e.preWins[:0]
 	for i, p := range pairs {
 		if !first(i) {
 			continue
@@ -120,17 +127,13 @@ func (e *Engine) prefetch(rs []wal.Reading) {
 		run := i+1 < len(pairs) && pairs[i+1] == p
 		for k := range p.specs {
 			ps := &p.specs[k]
-			if ps.cur != nil {
-				c := wins[w].w
-				wins[w].i = int32(i)
-				w++
+			if c := ps.cur; c != nil {
 				// The window's lines: its aggregate, and the pending
 				// values past it; the sketch only when it will take them.
 				acc += c.start + c.agg.lastT + int64(c.keys[winBuf-1]) + int64(c.vals[winBuf-1])
 				if (c.n == winBuf || run) && c.q != nil {
 					acc += int64(c.q.Level())
-				} else {
-					wins[w-1].w = nil
+					wins = append(wins, preWin{w: c, i: int32(i)})
 				}
 			}
 			if n := len(ps.panes); n > 0 {
@@ -140,15 +143,8 @@ func (e *Engine) prefetch(rs []wal.Reading) {
 		}
 	}
 	for _, w := range wins {
-		if w.w == nil {
-			continue
-		}
-		if q := w.w.q; q != nil {
-			acc += int64(q.Peek(e.prePV[w.i]))
-			for k := range w.w.n {
-				acc += int64(q.Peek(sketches.PreparedQuantile(w.w.vals[k], w.w.keys[k])))
-			}
-		}
+		q := w.w.q
+		acc += int64(q.Peek(e.prePV[w.i])) + int64(q.PeekKeyed(w.w.vals[:w.w.n], w.w.keys[:w.w.n]))
 	}
 	e.preWins = wins[:0]
 	e.prefetched += acc
@@ -158,4 +154,66 @@ func (e *Engine) prefetch(rs []wal.Reading) {
 type preWin struct {
 	w *tumWin
 	i int32
+}
+
+// aheadRing is how many chunks Apply works on at once: it applies one,
+// whose state prefetch loaded, while the series of the next and the index
+// slots of the one after are loading.
+const aheadRing = 3
+
+// aheadChunk is what Apply works out for a chunk of readings before
+// prefetch reaches it: the hashes of their series keys (bit i of valid:
+// reading i has one; not for a reading of the series of the one before).
+type aheadChunk struct {
+	hash  [prefetchChunk]uint64
+	valid uint32
+}
+
+// hashAhead hashes the series keys of chunk c of rs into e.ahead and loads
+// their index slots, without waiting for them: the loads proceed while
+// the chunk two before is applied. A chunk past rs is left alone.
+func (e *Engine) hashAhead(rs []wal.Reading, c int) {
+	lo := c * prefetchChunk
+	if lo >= len(rs) {
+		return
+	}
+	a := &e.ahead[c%aheadRing]
+	a.valid = 0
+	var acc uint64
+	for i := lo; i < min(lo+prefetchChunk, len(rs)); i++ {
+		// prefetch takes the series of the reading before for these (for
+		// the first of a batch, the last one applied, as of now)
+		if i > 0 && rs[i].Series == rs[i-1].Series || i == 0 && e.hot != nil && rs[0].Series == e.hot.key {
+			continue
+		}
+		a.hash[i-lo] = e.series.hash(rs[i].Series)
+		a.valid |= 1 << (i - lo)
+		acc += e.series.touch(a.hash[i-lo])
+	}
+	e.prefetched += int64(acc)
+}
+
+// seriesAhead loads the series (and their keys' bytes) of chunk c of rs,
+// whose index slots hashAhead loaded a chunk before: it reads the slot of
+// each hash and, when its hash matches, that series, without comparing
+// keys. It changes nothing.
+func (e *Engine) seriesAhead(rs []wal.Reading, c int) {
+	lo := c * prefetchChunk
+	if lo >= len(rs) {
+		return
+	}
+	a := &e.ahead[c%aheadRing]
+	var acc int64
+	for i := range min(prefetchChunk, len(rs)-lo) {
+		if a.valid&(1<<i) == 0 {
+			continue
+		}
+		if s := e.series.peek(a.hash[i]); s != nil {
+			acc += int64(len(s.pairs)) + int64(len(s.gattrs)) + int64(len(s.key))
+			if len(s.key) > 0 {
+				acc += int64(s.key[len(s.key)-1])
+			}
+		}
+	}
+	e.prefetched += acc
 }

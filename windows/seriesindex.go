@@ -72,6 +72,19 @@ func (x *seriesIndex) getHash(key string, h uint64) *series {
 	}
 }
 
+// peek returns the series in the slot where a lookup of hash h starts if
+// its hash is h (most likely the series of the key hashed, not certainly),
+// else nil, for loading it ahead.
+func (x *seriesIndex) peek(h uint64) *series {
+	if len(x.slots) == 0 {
+		return nil
+	}
+	if sl := &x.slots[h&uint64(len(x.slots)-1)]; sl.h == h {
+		return sl.s
+	}
+	return nil
+}
+
 // touch loads the slot where a lookup of hash h starts, for prefetch.
 func (x *seriesIndex) touch(h uint64) uint64 {
 	if len(x.slots) == 0 {

@@ -129,9 +129,7 @@ func (w *tumWin) add(v float64, pv *sketches.QuantileValue, t int64) {
 
 // addPending adds the pending values to q, leaving them pending.
 func (w *tumWin) addPending(q *sketches.Quantile) {
-	for i := range w.n {
-		q.AddPrepared(sketches.PreparedQuantile(w.vals[i], w.keys[i]))
-	}
+	q.AddKeyed(w.vals[:w.n], w.keys[:w.n])
 }
 
 // setPending makes v the window's one pending value.
@@ -263,6 +261,9 @@ type groupAttrs struct {
 	topkHash                     uint64 // sketches.TopKHash(topk)
 	distinctHash                 uint64 // sketches.HLLHash(distinct): not hashed per reading
 	hasKey, hasDistinct, hasTopK bool
+	// gwSeq is the seq of the group window the series' device was last
+	// seen to be in (in its device's groups), 0: none. It fills padding.
+	gwSeq uint32
 }
 
 // device is the watermark state of one device.
