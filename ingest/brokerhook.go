@@ -255,7 +255,10 @@ func (h *ingestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 		}
 		batch.Readings = h.decode(codec, pk, nowNs, &memo, batch.Readings, &res)
 		if topic.memo == nil || memo != *topic.memo { // the topic's tags changed (or were first seen)
-			topic.memo = &memo
+			// A copy made only here: storing &memo itself would move memo
+			// to the heap on every publish.
+			m := memo
+			topic.memo = &m
 			h.subs.store(pk.TopicName, topic)
 		}
 		res.requireReadings(pk.Payload)
