@@ -253,7 +253,7 @@ func (h *ingestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 		if topic.memo != nil {
 			memo = *topic.memo
 		}
-		batch.Readings = h.decode(codec, pk, nowNs, &memo, batch.Readings, &res)
+		batch.Readings = h.decode(codec, pk.TopicName, pk.Payload, nowNs, &memo, batch.Readings, &res)
 		if topic.memo == nil || memo != *topic.memo { // the topic's tags changed (or were first seen)
 			// A copy made only here: storing &memo itself would move memo
 			// to the heap on every publish.
@@ -283,7 +283,8 @@ func (h *ingestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 			h.stats.Dropped[ListenerMQTT][DropBusy].Add(uint64(len(readings)))
 		}
 		if !pk.FixedHeader.Retain && !h.hasSubscribers(pk.TopicName, topic) {
-			return handled(pk), nil // nobody to deliver to: skip mochi's fan-out
+			handled(&pk)
+			return pk, nil // nobody to deliver to: skip mochi's fan-out
 		}
 		return pk, nil
 	case 2:
@@ -315,7 +316,8 @@ func (h *ingestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 		e.reason = reason
 		ca.complete(e, nil)
 	}
-	return handled(pk), nil
+	handled(&pk)
+	return pk, nil
 }
 
 // refusePublish answers a publish the ACL refuses as mochi would have
@@ -330,7 +332,8 @@ func (h *ingestHook) refusePublish(cl *mqtt.Client, pk packets.Packet) (packets.
 	default:
 		h.refuse(cl, pk, packets.ErrNotAuthorized)
 	}
-	return handled(pk), nil
+	handled(&pk)
+	return pk, nil
 }
 
 // refuse answers a v5 QoS 1 or 2 publish with a reason-coded PUBACK or
@@ -360,7 +363,8 @@ func (h *ingestHook) refuse(cl *mqtt.Client, pk packets.Packet, code packets.Cod
 func (h *ingestHook) publishQoS2(cl *mqtt.Client, pk packets.Packet, batch *wal.Batch, reason packets.Code) (packets.Packet, error) {
 	if reason.Code != 0 {
 		h.refuse(cl, pk, reason)
-		return handled(pk), nil
+		handled(&pk)
+		return pk, nil
 	}
 	if len(batch.Readings) == 0 {
 		return pk, nil
@@ -376,7 +380,8 @@ func (h *ingestHook) publishQoS2(cl *mqtt.Client, pk packets.Packet, batch *wal.
 		_ = cl.WritePacket(h.ack(packets.Pubrec, pk.PacketID, packets.ErrUnspecifiedError))
 	}
 	cl.Stop(fmt.Errorf("wal append failed: %w", err))
-	return handled(pk), nil
+	handled(&pk)
+	return pk, nil
 }
 
 // ack builds a reason-coded PUBACK or PUBREC with the reason string and no
@@ -411,9 +416,12 @@ func deliverable(pk packets.Packet, nowNs int64) *packets.Packet {
 // but mochi's hook dispatcher then boxes the whole packet into a debug log
 // call's arguments, logged or not: one large allocation per message, about
 // 6 % of the gateway's CPU under QoS 1 load.
-func handled(pk packets.Packet) packets.Packet {
+//
+// It marks pk in place: a packet is 800 bytes, and OnPublish runs for
+// every message, so the hot path copies it no more than the hook
+// signature makes it.
+func handled(pk *packets.Packet) {
 	pk.FixedHeader.Qos, pk.FixedHeader.Retain, pk.Ignore = 0, false, true
-	return pk
 }
 
 func (h *ingestHook) countAppend(n uint64, err error) {
@@ -586,14 +594,16 @@ func (h *ingestHook) initDecoders(cfg DecoderConfig) error {
 	return nil
 }
 
-// decode appends the readings of pk to dst. memo is the topic's series
-// memo (Options.Memo), updated in place.
-func (h *ingestHook) decode(codec string, pk packets.Packet, nowNs int64, memo *SeriesMemo, dst []wal.Reading, res *Result) []wal.Reading {
+// decode appends the readings of a publish on topic to dst. memo is the
+// topic's series memo (Options.Memo), updated in place. It takes the
+// topic and payload, not the 800-byte packet, which would be copied per
+// call.
+func (h *ingestHook) decode(codec, topic string, payload []byte, nowNs int64, memo *SeriesMemo, dst []wal.Reading, res *Result) []wal.Reading {
 	pool := h.decoders[codec]
 	d := pool.Get().(*pooledDecoder)
 	d.memo = *memo
 	opt := Options{NowNs: nowNs, MaxFutureSkew: h.cfg.MaxFutureSkew, Precision: h.precision, Memo: &d.memo}
-	dst = d.dec.Decode(dst, pk.TopicName, pk.Payload, opt, &d.res)
+	dst = d.dec.Decode(dst, topic, payload, opt, &d.res)
 	*memo, d.memo = d.memo, SeriesMemo{}
 	res.copyFrom(&d.res)
 	d.res.Reset()
