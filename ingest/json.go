@@ -49,6 +49,7 @@ import (
 // value is ready to use.
 type JSON struct {
 	names   interner
+	fields  recentNames
 	sc      scanner
 	tags    tagSet
 	skips   []string
@@ -288,7 +289,7 @@ func (d *JSON) field(dst []wal.Reading, start int, k []byte, nonASCII bool, keyO
 		}
 		return dst
 	}
-	name := d.names.bytes(k)
+	name := d.fields.bytes(k, &d.names)
 	// The last member of a name wins: forget an earlier reading of it.
 	for i := start; i < len(dst); i++ {
 		if dst[i].Field == name {

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/runnel-iot/runnel/wal"
 )
@@ -180,6 +181,45 @@ func TestInterner(t *testing.T) {
 	}
 	if allocs := testing.AllocsPerRun(100, func() { in.bytes([]byte("env,device=a")) }); allocs != 0 {
 		t.Errorf("hit allocates %v", allocs)
+	}
+}
+
+// recentNames answers a recent field name without the intern map, the
+// same string the interner gave; it holds at most recentNamesLen short
+// names, the most recent ones.
+func TestRecentNames(t *testing.T) {
+	var (
+		in interner
+		r  recentNames
+	)
+	temp := r.bytes([]byte("temp"), &in)
+	if temp != "temp" || in.len() != 1 {
+		t.Fatalf("got %q, intern cache %d, want temp interned", temp, in.len())
+	}
+	if got := r.bytes([]byte("temp"), &in); unsafe.StringData(got) != unsafe.StringData(temp) {
+		t.Error("a recent name is not the interned string")
+	}
+	in = interner{} // a recent name is answered without the interner
+	if got := r.bytes([]byte("temp"), &in); got != "temp" || in.len() != 0 {
+		t.Errorf("recent name: got %q, intern lookups added %d", got, in.len())
+	}
+	for i := range 2 * recentNamesLen {
+		r.bytes([]byte{'f', byte('a' + i)}, &in)
+	}
+	for _, s := range r.names {
+		if s == "temp" {
+			t.Error("the oldest name is still recent after 16 others")
+		}
+	}
+	long := make([]byte, recentNameMax+1)
+	r.bytes(long, &in)
+	for _, s := range r.names {
+		if len(s) > recentNameMax {
+			t.Errorf("a %d-byte name is kept recent", len(s))
+		}
+	}
+	if allocs := testing.AllocsPerRun(100, func() { r.bytes([]byte("fp"), &in) }); allocs != 0 {
+		t.Errorf("a recent hit allocates %v", allocs)
 	}
 }
 
