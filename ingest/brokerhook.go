@@ -202,13 +202,15 @@ func (h *ingestHook) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
 	}
 }
 
-func (h *ingestHook) codecFor(topic string) string {
+// codecFor returns the codec of topic's first matching filter and that
+// codec's decoder pool ("" and nil when none matches).
+func (h *ingestHook) codecFor(topic string) (string, *sync.Pool) {
 	for _, t := range h.topics {
 		if matchFilter(t.Filter, topic) {
-			return t.Codec
+			return t.Codec, h.decoders[t.Codec]
 		}
 	}
-	return ""
+	return "", nil
 }
 
 // OnPublish is the ingest path; see the type's comment and doc.go.
@@ -253,7 +255,7 @@ func (h *ingestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 		if topic.memo != nil {
 			memo = *topic.memo
 		}
-		batch.Readings = h.decode(codec, pk.TopicName, pk.Payload, nowNs, &memo, batch.Readings, &res)
+		batch.Readings = h.decode(topic.dec, pk.TopicName, pk.Payload, nowNs, &memo, batch.Readings, &res)
 		if topic.memo == nil || memo != *topic.memo { // the topic's tags changed (or were first seen)
 			// A copy made only here: storing &memo itself would move memo
 			// to the heap on every publish.
@@ -594,12 +596,12 @@ func (h *ingestHook) initDecoders(cfg DecoderConfig) error {
 	return nil
 }
 
-// decode appends the readings of a publish on topic to dst. memo is the
-// topic's series memo (Options.Memo), updated in place. It takes the
-// topic and payload, not the 800-byte packet, which would be copied per
-// call.
-func (h *ingestHook) decode(codec, topic string, payload []byte, nowNs int64, memo *SeriesMemo, dst []wal.Reading, res *Result) []wal.Reading {
-	pool := h.decoders[codec]
+// decode appends the readings of a publish on topic to dst, decoded by
+// one of pool's decoders (h.decoders[codec], kept in the topic's cache
+// entry). memo is the topic's series memo (Options.Memo), updated in
+// place. It takes the topic and payload, not the 800-byte packet, which
+// would be copied per call.
+func (h *ingestHook) decode(pool *sync.Pool, topic string, payload []byte, nowNs int64, memo *SeriesMemo, dst []wal.Reading, res *Result) []wal.Reading {
 	d := pool.Get().(*pooledDecoder)
 	d.memo = *memo
 	opt := Options{NowNs: nowNs, MaxFutureSkew: h.cfg.MaxFutureSkew, Precision: h.precision, Memo: &d.memo}

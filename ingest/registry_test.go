@@ -75,7 +75,7 @@ func TestMQTTDecodeAllocs(t *testing.T) {
 		var res Result
 		var memo SeriesMemo
 		decode := func() {
-			dst = h.decode(tc.codec, pk.TopicName, pk.Payload, 1700000000000000000, &memo, dst[:0], &res)
+			dst = h.decode(h.decoders[tc.codec], pk.TopicName, pk.Payload, 1700000000000000000, &memo, dst[:0], &res)
 		}
 		decode() // warm the pool and the intern cache
 		if len(dst) == 0 || res.Problems() != 0 {
