@@ -18,7 +18,8 @@ import (
 // is there as soon as it is woken, so a lone publish is appended at once,
 // as before, and batches grow only while the flusher is busy appending the
 // previous one or waits for a CPU, that is when publishes arrive faster
-// than it appends. A publish that brings the batch to flushAt readings
+// than it appends. The flusher drains until nothing is gathered, and only
+// the publish that finds it idle wakes it. A publish that brings the batch to flushAt readings
 // appends it itself, on its own goroutine, as every publish did before:
 // the gathered readings stay bounded (flushAt plus one publish) whatever
 // the scheduler does with the flusher, and a publisher never blocks on it.
