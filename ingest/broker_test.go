@@ -719,3 +719,33 @@ func TestRetainedPerClientLimit(t *testing.T) {
 		t.Fatalf("late subscriber got %d retained messages, want 2 (max_retained)", n)
 	}
 }
+
+// TestQoS0PublishAllocs keeps mochi's processing of a QoS 0 telemetry
+// publish, the gateway's hook included, free of allocations once the
+// topic is known (the coalescer's batches are reused): a sensor flood
+// runs it for every message. It once allocated the topic's series memo
+// on every publish.
+func TestQoS0PublishAllocs(t *testing.T) {
+	if raceEnabled {
+		t.Skip("allocation counts are meaningless under the race detector")
+	}
+	app := &nullAppender{}
+	srv, cl := injectTarget(t, "runnel", app)
+	pks := qos0Packets(4)
+	k := 0
+	publish := func() {
+		if err := srv.InjectPacket(cl, pks[k%len(pks)]); err != nil {
+			t.Fatal(err)
+		}
+		k++
+	}
+	for range 2 * coalesceFlushAt { // every topic cached, batches allocated
+		publish()
+	}
+	if allocs := testing.AllocsPerRun(1000, publish); allocs != 0 {
+		t.Errorf("%v allocations per QoS 0 publish, want 0", allocs)
+	}
+	if app.readings.Load() == 0 {
+		t.Error("no reading reached the appender")
+	}
+}

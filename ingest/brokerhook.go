@@ -64,7 +64,7 @@ type ingestHook struct {
 	precision Precision
 
 	decoders map[string]*sync.Pool // codec → *pooledDecoder, for each codec of topics
-	batches  sync.Pool             // *wal.Batch: a publish's readings, reused once appended
+	batches  sync.Pool             // *wal.Batch: a QoS 1/2 publish's readings, reused once appended
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -202,13 +202,15 @@ func (h *ingestHook) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
 	}
 }
 
-func (h *ingestHook) codecFor(topic string) string {
+// codecFor returns the codec of topic's first matching filter and that
+// codec's decoder pool ("" and nil when none matches).
+func (h *ingestHook) codecFor(topic string) (string, *sync.Pool) {
 	for _, t := range h.topics {
 		if matchFilter(t.Filter, topic) {
-			return t.Codec
+			return t.Codec, h.decoders[t.Codec]
 		}
 	}
-	return ""
+	return "", nil
 }
 
 // OnPublish is the ingest path; see the type's comment and doc.go.
@@ -230,11 +232,35 @@ func (h *ingestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 		codec = ""
 	}
 	var (
-		res   Result
-		nowNs = time.Now().UnixNano()
+		nowNs    = time.Now().UnixNano()
+		d        *pooledDecoder
+		readings []wal.Reading
+		reason   packets.Code
 	)
-	// The Appender encodes the batch before it returns, so one batch and
-	// its readings slice serve publish after publish.
+	if codec != "" {
+		d = topic.dec.Get().(*pooledDecoder)
+		readings, reason = h.decodePublish(cl, &pk, &topic, d, nowNs)
+	}
+	if pk.FixedHeader.Qos == 0 {
+		// Gathered with other clients' QoS 0 readings into shared WAL
+		// records (coalesce.go), which copies them from the decoder's
+		// batch; refused only once it is closed. Nothing here waits.
+		if len(readings) > 0 && !h.qos0.add(readings, nowNs) {
+			h.stats.Dropped[ListenerMQTT][DropBusy].Add(uint64(len(readings)))
+		}
+		if d != nil {
+			releaseDecoder(topic.dec, d)
+		}
+		if !pk.FixedHeader.Retain && !h.hasSubscribers(pk.TopicName, topic) {
+			handled(&pk) // nobody to deliver to: skip mochi's fan-out
+		}
+		return pk, nil
+	}
+	// QoS 1 and 2 may wait (for room in the client's ack window, in the
+	// WAL): the decoder, with its intern caches, goes back to its pool
+	// first, so there are only as many as publishes decoding at once, and
+	// the readings move to a batch of their own. The Appender encodes the
+	// batch before it returns, so it serves publish after publish.
 	batch, _ := h.batches.Get().(*wal.Batch)
 	if batch == nil {
 		batch = new(wal.Batch)
@@ -243,47 +269,15 @@ func (h *ingestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 		if cap(batch.Readings) > 4096 { // a rare huge payload: do not pin it
 			batch.Readings = nil
 		}
+		batch.Readings = batch.Readings[:0]
 		h.batches.Put(batch)
 	}()
-	batch.IngestNs, batch.Readings = nowNs, batch.Readings[:0]
-	if codec != "" {
-		h.stats.Messages[ListenerMQTT].Add(1)
-		h.stats.Bytes[ListenerMQTT].Add(uint64(len(pk.Payload)))
-		var memo SeriesMemo
-		if topic.memo != nil {
-			memo = *topic.memo
-		}
-		batch.Readings = h.decode(codec, pk, nowNs, &memo, batch.Readings, &res)
-		if topic.memo == nil || memo != *topic.memo { // the topic's tags changed (or were first seen)
-			topic.memo = &memo
-			h.subs.store(pk.TopicName, topic)
-		}
-		res.requireReadings(pk.Payload)
-		h.stats.CountResult(ListenerMQTT, &res)
-		if res.Problems() > 0 {
-			h.reject(cl, pk, nowNs, &res)
-		}
+	batch.IngestNs = nowNs
+	if d != nil {
+		batch.Readings, d.batch.Readings = d.batch.Readings, batch.Readings[:0]
+		releaseDecoder(topic.dec, d)
 	}
-	readings := batch.Readings
-	// Nothing usable, said to a v5 client with a reason [MQTT-3.4.2.1]; a
-	// 3.1.1 client cannot be told: it was counted and dead-lettered.
-	var reason packets.Code
-	if codec != "" && len(readings) == 0 && cl.Properties.ProtocolVersion == 5 {
-		reason = packets.ErrPayloadFormatInvalid
-		reason.Reason = firstError(&res)
-	}
-	switch pk.FixedHeader.Qos {
-	case 0:
-		// Gathered with other clients' QoS 0 readings into shared WAL
-		// records (coalesce.go); refused only once it is closed.
-		if len(readings) > 0 && !h.qos0.add(readings, nowNs) {
-			h.stats.Dropped[ListenerMQTT][DropBusy].Add(uint64(len(readings)))
-		}
-		if !pk.FixedHeader.Retain && !h.hasSubscribers(pk.TopicName, topic) {
-			return handled(pk), nil // nobody to deliver to: skip mochi's fan-out
-		}
-		return pk, nil
-	case 2:
+	if pk.FixedHeader.Qos == 2 {
 		return h.publishQoS2(cl, pk, batch, reason)
 	}
 	// QoS 1: every publish goes through the client's ordered ack window.
@@ -301,8 +295,8 @@ func (h *ingestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 		e.deliver = deliverable(pk, nowNs)
 	}
 	switch {
-	case len(readings) > 0:
-		e.n = uint64(len(readings))
+	case len(batch.Readings) > 0:
+		e.n = uint64(len(batch.Readings))
 		if err := h.app.Append(h.ctx, batch, e.appended); err != nil {
 			e.appended(err)
 		}
@@ -312,7 +306,43 @@ func (h *ingestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 		e.reason = reason
 		ca.complete(e, nil)
 	}
-	return handled(pk), nil
+	handled(&pk)
+	return pk, nil
+}
+
+// decodePublish decodes a telemetry publish with d (its codec's decoder,
+// which the caller holds and releases), counts and dead-letters what it
+// rejected, and returns the readings (in d.batch) and, for a v5 client
+// when none was usable, the reason code to answer with [MQTT-3.4.2.1] (a
+// 3.1.1 client cannot be told: it was counted and dead-lettered). It
+// keeps the topic's series memo in topic, the topic's cache entry.
+func (h *ingestHook) decodePublish(cl *mqtt.Client, pk *packets.Packet, topic *subscriberEntry, d *pooledDecoder, nowNs int64) ([]wal.Reading, packets.Code) {
+	h.stats.Messages[ListenerMQTT].Add(1)
+	h.stats.Bytes[ListenerMQTT].Add(uint64(len(pk.Payload)))
+	var memo SeriesMemo
+	if topic.memo != nil {
+		memo = *topic.memo
+	}
+	d.batch.Readings = h.decodeWith(d, pk.TopicName, pk.Payload, nowNs, &memo, d.batch.Readings[:0])
+	if topic.memo == nil || memo != *topic.memo { // the topic's tags changed (or were first seen)
+		// A copy made only here: storing &memo itself would move memo to
+		// the heap on every publish.
+		m := memo
+		topic.memo = &m
+		h.subs.store(pk.TopicName, *topic)
+	}
+	res := &d.res
+	res.requireReadings(pk.Payload)
+	h.stats.CountResult(ListenerMQTT, res)
+	if res.Problems() > 0 {
+		h.reject(cl, *pk, nowNs, res)
+	}
+	var reason packets.Code
+	if len(d.batch.Readings) == 0 && cl.Properties.ProtocolVersion == 5 {
+		reason = packets.ErrPayloadFormatInvalid
+		reason.Reason = firstError(res)
+	}
+	return d.batch.Readings, reason
 }
 
 // refusePublish answers a publish the ACL refuses as mochi would have
@@ -327,7 +357,8 @@ func (h *ingestHook) refusePublish(cl *mqtt.Client, pk packets.Packet) (packets.
 	default:
 		h.refuse(cl, pk, packets.ErrNotAuthorized)
 	}
-	return handled(pk), nil
+	handled(&pk)
+	return pk, nil
 }
 
 // refuse answers a v5 QoS 1 or 2 publish with a reason-coded PUBACK or
@@ -357,7 +388,8 @@ func (h *ingestHook) refuse(cl *mqtt.Client, pk packets.Packet, code packets.Cod
 func (h *ingestHook) publishQoS2(cl *mqtt.Client, pk packets.Packet, batch *wal.Batch, reason packets.Code) (packets.Packet, error) {
 	if reason.Code != 0 {
 		h.refuse(cl, pk, reason)
-		return handled(pk), nil
+		handled(&pk)
+		return pk, nil
 	}
 	if len(batch.Readings) == 0 {
 		return pk, nil
@@ -373,7 +405,8 @@ func (h *ingestHook) publishQoS2(cl *mqtt.Client, pk packets.Packet, batch *wal.
 		_ = cl.WritePacket(h.ack(packets.Pubrec, pk.PacketID, packets.ErrUnspecifiedError))
 	}
 	cl.Stop(fmt.Errorf("wal append failed: %w", err))
-	return handled(pk), nil
+	handled(&pk)
+	return pk, nil
 }
 
 // ack builds a reason-coded PUBACK or PUBREC with the reason string and no
@@ -408,9 +441,12 @@ func deliverable(pk packets.Packet, nowNs int64) *packets.Packet {
 // but mochi's hook dispatcher then boxes the whole packet into a debug log
 // call's arguments, logged or not: one large allocation per message, about
 // 6 % of the gateway's CPU under QoS 1 load.
-func handled(pk packets.Packet) packets.Packet {
+//
+// It marks pk in place: a packet is 800 bytes, and OnPublish runs for
+// every message, so the hot path copies it no more than the hook
+// signature makes it.
+func handled(pk *packets.Packet) {
 	pk.FixedHeader.Qos, pk.FixedHeader.Retain, pk.Ignore = 0, false, true
-	return pk
 }
 
 func (h *ingestHook) countAppend(n uint64, err error) {
@@ -553,14 +589,27 @@ func (h *ingestHook) chargeRetained(topic string, size int64) bool {
 // gets there (its publish failed) is released after it.
 const retainStoreGrace = 10 * time.Second
 
-// pooledDecoder is a decoder with the Result it decodes into. The Result
-// travels with the decoder because a *Result passed through the Decoder
-// interface escapes: OnPublish's own Result would cost an allocation per
-// publish.
+// pooledDecoder is a decoder with the Result it decodes into and the
+// batch it decodes a publish's readings into; OnPublish holds it while it
+// uses them (for QoS 0, until the coalescer has copied the readings:
+// neither is copied or pooled apart). The Result travels with the decoder
+// because a *Result passed through the Decoder interface escapes:
+// OnPublish's own Result would cost an allocation per publish.
 type pooledDecoder struct {
-	dec  Decoder
-	res  Result
-	memo SeriesMemo // the topic's, for Options.Memo (here: no allocation per publish)
+	dec   Decoder
+	res   Result
+	memo  SeriesMemo // the topic's, for Options.Memo (here: no allocation per publish)
+	batch wal.Batch
+}
+
+// releaseDecoder returns d, which a publish held, to its pool.
+func releaseDecoder(pool *sync.Pool, d *pooledDecoder) {
+	d.res.Reset()
+	if cap(d.batch.Readings) > 4096 { // a rare huge payload: do not pin it
+		d.batch.Readings = nil
+	}
+	d.batch.Readings = d.batch.Readings[:0]
+	pool.Put(d)
 }
 
 // initDecoders makes a pool of decoders for each codec of the topic
@@ -583,18 +632,16 @@ func (h *ingestHook) initDecoders(cfg DecoderConfig) error {
 	return nil
 }
 
-// decode appends the readings of pk to dst. memo is the topic's series
-// memo (Options.Memo), updated in place.
-func (h *ingestHook) decode(codec string, pk packets.Packet, nowNs int64, memo *SeriesMemo, dst []wal.Reading, res *Result) []wal.Reading {
-	pool := h.decoders[codec]
-	d := pool.Get().(*pooledDecoder)
+// decodeWith appends the readings of a publish on topic to dst, decoded
+// by d (one of the topic's codec's pooled decoders, which the caller
+// holds); the result is in d.res. memo is the topic's series memo
+// (Options.Memo), updated in place. It takes the topic and payload, not
+// the 800-byte packet, which would be copied per call.
+func (h *ingestHook) decodeWith(d *pooledDecoder, topic string, payload []byte, nowNs int64, memo *SeriesMemo, dst []wal.Reading) []wal.Reading {
 	d.memo = *memo
 	opt := Options{NowNs: nowNs, MaxFutureSkew: h.cfg.MaxFutureSkew, Precision: h.precision, Memo: &d.memo}
-	dst = d.dec.Decode(dst, pk.TopicName, pk.Payload, opt, &d.res)
+	dst = d.dec.Decode(dst, topic, payload, opt, &d.res)
 	*memo, d.memo = d.memo, SeriesMemo{}
-	res.copyFrom(&d.res)
-	d.res.Reset()
-	pool.Put(d)
 	return dst
 }
 

@@ -18,7 +18,8 @@ import (
 // is there as soon as it is woken, so a lone publish is appended at once,
 // as before, and batches grow only while the flusher is busy appending the
 // previous one or waits for a CPU, that is when publishes arrive faster
-// than it appends. A publish that brings the batch to flushAt readings
+// than it appends. The flusher drains until nothing is gathered, and only
+// the publish that finds it idle wakes it. A publish that brings the batch to flushAt readings
 // appends it itself, on its own goroutine, as every publish did before:
 // the gathered readings stay bounded (flushAt plus one publish) whatever
 // the scheduler does with the flusher, and a publisher never blocks on it.
@@ -43,8 +44,13 @@ type coalescer struct {
 	cur    *wal.Batch   // gathering; IngestNs: its earliest publish's receive time
 	free   []*wal.Batch // appended batches, for reuse (at most maxFree)
 	closed bool
+	// idle: the flusher found nothing to append and waits for a kick. Only
+	// the add that ends it sends one, so a flood's publishes touch no
+	// channel (a send per publish, even a failing one, locked the channel
+	// each time) while the flusher drains what they gather.
+	idle bool
 
-	kick     chan struct{} // 1-slot, coalescing: readings were added
+	kick     chan struct{} // 1-slot: readings were added while the flusher was idle
 	stop     chan struct{}
 	stopOnce sync.Once
 	wg       sync.WaitGroup
@@ -94,36 +100,46 @@ func (c *coalescer) add(readings []wal.Reading, nowNs int64) bool {
 		c.append(b)
 		return true
 	}
+	wake := c.idle
+	c.idle = false
 	c.mu.Unlock()
-	select {
-	case c.kick <- struct{}{}:
-	default:
+	if wake {
+		select {
+		case c.kick <- struct{}{}:
+		default:
+		}
 	}
 	return true
 }
 
+// run appends what is gathered until nothing is, then waits for a kick.
 func (c *coalescer) run() {
 	for {
+		if c.flush() {
+			continue
+		}
 		select {
 		case <-c.kick:
-			c.flush()
 		case <-c.stop:
 			return
 		}
 	}
 }
 
-// flush appends the gathered readings, if any.
-func (c *coalescer) flush() {
+// flush appends the gathered readings and reports whether there were
+// any; when there were none, the flusher is idle from then on.
+func (c *coalescer) flush() bool {
 	c.mu.Lock()
 	b := c.cur
 	if len(b.Readings) == 0 {
+		c.idle = true
 		c.mu.Unlock()
-		return
+		return false
 	}
 	c.cur = c.newBatchLocked()
 	c.mu.Unlock()
 	c.append(b)
+	return true
 }
 
 func (c *coalescer) newBatchLocked() *wal.Batch {

@@ -285,3 +285,37 @@ func TestBrokerSeriesMemoFollowsTags(t *testing.T) {
 		}
 	}
 }
+
+// Publishes that arrive while the flusher is appending do not signal it
+// (it takes what they gathered when it is done): a flood's publishes touch
+// no channel. Once it has drained everything, the next publish wakes it.
+func TestCoalescerSignalsOnlyAnIdleFlusher(t *testing.T) {
+	app, stats := newHeldAppender(), &Stats{}
+	c := newCoalescer(app, stats, ListenerMQTT, 100)
+	c.start()
+	defer c.close()
+
+	c.add(reading(0), 1)
+	<-app.entered // the flusher is busy with reading 0
+	for i := 1; i <= 5; i++ {
+		c.add(reading(i), int64(10+i))
+	}
+	if n := len(c.kick); n != 0 {
+		t.Errorf("%d kicks pending while the flusher was busy, want none", n)
+	}
+	close(app.release)
+	testutil.WaitFor(t, 10*time.Second, func() (bool, string) {
+		n := stats.Readings[ListenerMQTT].Load()
+		return n == 6, fmt.Sprintf("%d of 6 readings appended", n)
+	})
+	testutil.WaitFor(t, 10*time.Second, func() (bool, string) {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return c.idle, "the flusher has not gone idle"
+	})
+	c.add(reading(6), 20) // a lone publish after the flood: appended at once
+	testutil.WaitFor(t, 10*time.Second, func() (bool, string) {
+		n := stats.Readings[ListenerMQTT].Load()
+		return n == 7, fmt.Sprintf("%d of 7 readings appended", n)
+	})
+}

@@ -132,7 +132,10 @@
 // # What the broker bounds
 //
 // Packet size, clients, messages in flight per client, keep-alive (a
-// client asking for none gets mqtt.max_keep_alive), a deadline for sockets
+// client asking for none gets mqtt.max_keep_alive; a silent TCP or TLS
+// client is dropped after 1.31 to 1.5 × its keep-alive: the socket
+// deadline mochi moves per packet is re-armed only once it has moved an
+// eighth of its span, see trackedConn.SetDeadline), a deadline for sockets
 // that never send CONNECT (mochi sets none), session expiry, queued
 // messages per client, and retained messages per client. Quotas against
 // one hostile client or host: subscriptions per client

@@ -2,12 +2,14 @@ package ingest
 
 import (
 	"fmt"
+	"math"
 	"reflect"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/runnel-iot/runnel/wal"
 )
@@ -183,6 +185,45 @@ func TestInterner(t *testing.T) {
 	}
 }
 
+// recentNames answers a recent field name without the intern map, the
+// same string the interner gave; it holds at most recentNamesLen short
+// names, the most recent ones.
+func TestRecentNames(t *testing.T) {
+	var (
+		in interner
+		r  recentNames
+	)
+	temp := r.bytes([]byte("temp"), &in)
+	if temp != "temp" || in.len() != 1 {
+		t.Fatalf("got %q, intern cache %d, want temp interned", temp, in.len())
+	}
+	if got := r.bytes([]byte("temp"), &in); unsafe.StringData(got) != unsafe.StringData(temp) {
+		t.Error("a recent name is not the interned string")
+	}
+	in = interner{} // a recent name is answered without the interner
+	if got := r.bytes([]byte("temp"), &in); got != "temp" || in.len() != 0 {
+		t.Errorf("recent name: got %q, intern lookups added %d", got, in.len())
+	}
+	for i := range 2 * recentNamesLen {
+		r.bytes([]byte{'f', byte('a' + i)}, &in)
+	}
+	for _, s := range r.names {
+		if s == "temp" {
+			t.Error("the oldest name is still recent after 16 others")
+		}
+	}
+	long := make([]byte, recentNameMax+1)
+	r.bytes(long, &in)
+	for _, s := range r.names {
+		if len(s) > recentNameMax {
+			t.Errorf("a %d-byte name is kept recent", len(s))
+		}
+	}
+	if allocs := testing.AllocsPerRun(100, func() { r.bytes([]byte("fp"), &in) }); allocs != 0 {
+		t.Errorf("a recent hit allocates %v", allocs)
+	}
+}
+
 func TestAppendSeriesKey(t *testing.T) {
 	got := string(AppendSeriesKey(nil, "my env,x", []Tag{{"site", "plant 1"}, {"a=b", "c,d"}, {"device", "pi-042"}}))
 	want := `my\ env\,x,a\=b=c\,d,device=pi-042,site=plant\ 1`
@@ -304,4 +345,47 @@ func TestSeriesMemoBounded(t *testing.T) {
 	if memo.Tags != "" || memo.Series != "" {
 		t.Fatalf("memo kept %d bytes of tags text (bound %d): %+v", len(memo.Tags), maxMemoTags, memo)
 	}
+}
+
+// fastFloat gives strconv.ParseFloat's exact bits for the literals it
+// takes, and declines the others.
+func TestFastFloat(t *testing.T) {
+	for _, lit := range []string{"0", "-0", "21.5", "-3", "1013.25", "0.1", "0.000001", "123456789012345",
+		"1234567.89012345", "-999999999999999", "9007199254740993", "0.1234567890123456", "1e5", "1.5e-3", "", "-", "1.",
+		"00012", "3.14159265358979", "0.30000000000000004", "4.35", "1.005", "2.675"} {
+		want, werr := strconv.ParseFloat(lit, 64)
+		got, ok := fastFloat([]byte(lit))
+		if !ok {
+			continue // strconv decides
+		}
+		if werr != nil || math.Float64bits(got) != math.Float64bits(want) {
+			t.Errorf("fastFloat(%q) = %v (%#x), strconv %v (%#x) %v", lit, got, math.Float64bits(got), want, math.Float64bits(want), werr)
+		}
+	}
+	for _, lit := range []string{"21.5", "-3", "1013.25", "0.000001"} {
+		if _, ok := fastFloat([]byte(lit)); !ok {
+			t.Errorf("fastFloat(%q) declined a sensor value's shape", lit)
+		}
+	}
+	for _, lit := range []string{"1e5", "1234567890123456", "0.1234567890123456", "", "-", "1."} {
+		if _, ok := fastFloat([]byte(lit)); ok {
+			t.Errorf("fastFloat(%q) took a literal it must leave to strconv", lit)
+		}
+	}
+}
+
+func FuzzFastFloat(f *testing.F) {
+	for _, s := range []string{"21.5", "-0.001", "123456789012345", "1.005", "9.999999999999999"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, lit string) {
+		got, ok := fastFloat([]byte(lit))
+		if !ok {
+			return
+		}
+		want, err := strconv.ParseFloat(lit, 64)
+		if err != nil || math.Float64bits(got) != math.Float64bits(want) {
+			t.Fatalf("fastFloat(%q) = %v, strconv %v %v", lit, got, want, err)
+		}
+	})
 }

@@ -71,16 +71,19 @@ func TestMQTTDecodeAllocs(t *testing.T) {
 		{CodecLineProtocol, "lp/x", "env,device=dev-1 temp=21.5", 1},
 	} {
 		pk := packets.Packet{TopicName: tc.topic, Payload: []byte(tc.body)}
-		dst := make([]wal.Reading, 0, 8)
-		var res Result
 		var memo SeriesMemo
-		decode := func() {
-			dst = h.decode(tc.codec, pk, 1700000000000000000, &memo, dst[:0], &res)
+		pool := h.decoders[tc.codec]
+		var dst []wal.Reading
+		decode := func() { // as OnPublish does
+			d := pool.Get().(*pooledDecoder)
+			d.batch.Readings = h.decodeWith(d, pk.TopicName, pk.Payload, 1700000000000000000, &memo, d.batch.Readings[:0])
+			dst = d.batch.Readings
+			if len(dst) == 0 || d.res.Problems() != 0 {
+				t.Fatalf("%s: %d readings, %v", tc.codec, len(dst), d.res.Err())
+			}
+			releaseDecoder(pool, d)
 		}
 		decode() // warm the pool and the intern cache
-		if len(dst) == 0 || res.Problems() != 0 {
-			t.Fatalf("%s: %d readings, %v", tc.codec, len(dst), res.Err())
-		}
 		if allocs := testing.AllocsPerRun(200, decode); allocs != tc.own {
 			t.Errorf("%s: %v allocations per decode, want the decoder's own %v", tc.codec, allocs, tc.own)
 		}

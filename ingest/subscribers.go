@@ -40,7 +40,8 @@ type subscriberCache struct {
 type subscriberEntry struct {
 	gen   uint64 // 1 + the generation any was computed in; 0: not computed
 	any   bool
-	codec string // the topic's codec, "" for none
+	codec string     // the topic's codec, "" for none
+	dec   *sync.Pool // the codec's decoders (*pooledDecoder), nil for none
 	// memo is the series key of the topic's last message (Options.Memo),
 	// so a device's key is not built and interned per message. Never
 	// changed once stored (a new one replaces it); a pointer keeps the
@@ -50,16 +51,18 @@ type subscriberEntry struct {
 
 const subscriberCacheMax = 4096
 
-// lookup returns topic's entry, computing its codec with codecFor when the
-// topic is not cached. Its subscriber answer is for has.
-func (c *subscriberCache) lookup(topic string, codecFor func(string) string) subscriberEntry {
+// lookup returns topic's entry, computing its codec and the codec's
+// decoder pool with codecFor when the topic is not cached. Its subscriber
+// answer is for has.
+func (c *subscriberCache) lookup(topic string, codecFor func(string) (string, *sync.Pool)) subscriberEntry {
 	c.mu.RLock()
 	e, ok := c.m[topic]
 	c.mu.RUnlock()
 	if ok {
 		return e
 	}
-	e = subscriberEntry{codec: codecFor(topic)}
+	e = subscriberEntry{}
+	e.codec, e.dec = codecFor(topic)
 	c.store(topic, e)
 	return e
 }
