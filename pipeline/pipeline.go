@@ -519,9 +519,8 @@ func (p *Pipeline) Run(ctx context.Context) error {
 				}
 			}
 			// Alert events go out at once (their latency is the point);
-			// summaries in hand-overs of handOffBytes (queue hands over
-			// within a batch too).
-			if len(p.outs[KindAlerts].pending) > 0 || p.pendingBytes >= handOffBytes {
+			// summaries in hand-overs of handOffBytes, which queue makes.
+			if len(p.outs[KindAlerts].pending) > 0 {
 				p.handOff(nil)
 			}
 			p.stepCheckpoint(ctx)

@@ -46,27 +46,14 @@ func appendSummaryValue(b []byte, gw string, e *windows.Emission) []byte {
 	b = strconv.AppendInt(b, w.EndNs, 10)
 	b = append(b, `,"count":`...)
 	b = strconv.AppendUint(b, w.Count, 10)
-	b = append(b, `,"sum":`...)
-	b = appendJSONFloat(b, w.Sum)
-	b = append(b, `,"min":`...)
-	b = appendJSONFloat(b, w.Min)
-	b = append(b, `,"max":`...)
-	b = appendJSONFloat(b, w.Max)
-	b = append(b, `,"mean":`...)
-	b = appendJSONFloat(b, w.Mean)
-	b = append(b, `,"stddev":`...)
-	b = appendJSONFloat(b, w.Stddev)
-	b = append(b, `,"first":`...)
-	b = appendJSONFloat(b, w.First)
-	b = append(b, `,"last":`...)
-	b = appendJSONFloat(b, w.Last)
+	for _, f := range [...]jsonFloat{{`,"sum":`, w.Sum}, {`,"min":`, w.Min}, {`,"max":`, w.Max},
+		{`,"mean":`, w.Mean}, {`,"stddev":`, w.Stddev}, {`,"first":`, w.First}, {`,"last":`, w.Last}} {
+		b = appendJSONFloat(append(b, f.key...), f.v)
+	}
 	if strings.HasPrefix(w.Spec, "tumbling:") && w.Count > 0 {
-		b = append(b, `,"p50":`...)
-		b = appendJSONFloat(b, w.P50)
-		b = append(b, `,"p90":`...)
-		b = appendJSONFloat(b, w.P90)
-		b = append(b, `,"p99":`...)
-		b = appendJSONFloat(b, w.P99)
+		for _, f := range [...]jsonFloat{{`,"p50":`, w.P50}, {`,"p90":`, w.P90}, {`,"p99":`, w.P99}} {
+			b = appendJSONFloat(append(b, f.key...), f.v)
+		}
 	}
 	if e.Kind == windows.KindTumbling && len(w.Quantiles) > 0 { // omitempty
 		b = append(b, `,"quantiles":"`...)
@@ -76,6 +63,13 @@ func appendSummaryValue(b []byte, gw string, e *windows.Emission) []byte {
 	b = append(b, `,"closed":`...)
 	b = appendJSONString(b, w.Closed)
 	return append(b, '}')
+}
+
+// jsonFloat is a member of a summary value: its key, with the comma
+// before it, and its number.
+type jsonFloat struct {
+	key string
+	v   float64
 }
 
 // appendRFC3339 appends rfc3339(ns), which needs no JSON escaping.

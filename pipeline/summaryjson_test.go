@@ -86,13 +86,18 @@ func FuzzAppendSummaryValue(f *testing.F) {
 	})
 }
 
-// TestSummaryRecordAllocations: a summary record costs its one buffer
-// (value, key and origin) and its id string.
-func TestSummaryRecordAllocations(t *testing.T) {
-	e := &windows.Emission{Kind: windows.KindTumbling, Window: windows.WindowSummary{
+// sampleSummary is a typical closed 10 s window.
+func sampleSummary() *windows.Emission {
+	return &windows.Emission{Kind: windows.KindTumbling, Window: windows.WindowSummary{
 		Series: "env,device=pi-042", Field: "temp", Spec: "tumbling:10s", StartNs: 1700000000e9, EndNs: 1700000010e9,
 		Count: 3, Sum: 63.3, Min: 20.1, Max: 22.2, Mean: 21.1, Stddev: 1.05, First: 20.1, Last: 22.2, P50: 21, P90: 22.2, P99: 22.2,
 		Quantiles: make([]byte, 60), Closed: "watermark"}}
+}
+
+// TestSummaryRecordAllocations: a summary record costs its one buffer
+// (value, key and origin) and its id string.
+func TestSummaryRecordAllocations(t *testing.T) {
+	e := sampleSummary()
 	var sc []byte
 	origin := originPos(outboxPos{12, 3}, 42)
 	summaryRecord(&sc, "gw", e, origin)
@@ -102,10 +107,7 @@ func TestSummaryRecordAllocations(t *testing.T) {
 }
 
 func BenchmarkSummaryRecord(b *testing.B) {
-	e := &windows.Emission{Kind: windows.KindTumbling, Window: windows.WindowSummary{
-		Series: "env,device=pi-042", Field: "temp", Spec: "tumbling:10s", StartNs: 1700000000e9, EndNs: 1700000010e9,
-		Count: 3, Sum: 63.3, Min: 20.1, Max: 22.2, Mean: 21.1, Stddev: 1.05, First: 20.1, Last: 22.2, P50: 21, P90: 22.2, P99: 22.2,
-		Quantiles: make([]byte, 60), Closed: "watermark"}}
+	e := sampleSummary()
 	var sc []byte
 	origin := originPos(outboxPos{12, 3}, 42)
 	b.ReportAllocs()

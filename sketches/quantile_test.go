@@ -559,15 +559,23 @@ func TestQuantileBinsMatchReference(t *testing.T) {
 	}
 }
 
+// addCases returns the values of every kind the add paths must treat
+// alike (zeros, NaN, infinities, subnormals, extremes) and the value
+// generators, quantileCases and a wide one.
+func addCases() (special []float64, gens []quantileCase) {
+	special = []float64{0, math.Copysign(0, -1), math.NaN(), math.Inf(1), math.Inf(-1), 0x1p-1030, -0x1p-1030,
+		math.MaxFloat64, -math.MaxFloat64, math.SmallestNonzeroFloat64, 1, -1}
+	gens = append(slices.Clone(quantileCases), quantileCase{name: "wide ±1e300", gen: func(r *rand.Rand) float64 {
+		return math.Copysign(math.Pow(10, 600*r.Float64()-300), r.Float64()-0.3)
+	}})
+	return special, gens
+}
+
 // AddPrepared must leave exactly the sketch Add leaves, for every kind of
 // value, at every level, and for sketches of another α (which fall back to
 // Add).
 func TestQuantileAddPreparedMatchesAdd(t *testing.T) {
-	special := []float64{0, math.Copysign(0, -1), math.NaN(), math.Inf(1), math.Inf(-1), 0x1p-1030, -0x1p-1030,
-		math.MaxFloat64, -math.MaxFloat64, math.SmallestNonzeroFloat64, 1, -1}
-	gens := append(slices.Clone(quantileCases), quantileCase{name: "wide ±1e300", gen: func(r *rand.Rand) float64 {
-		return math.Copysign(math.Pow(10, 600*r.Float64()-300), r.Float64()-0.3)
-	}})
+	special, gens := addCases()
 	for i, tc := range gens {
 		for _, alpha := range []float64{0, QuantileAlpha, 0.01} {
 			t.Run(tc.name+"/alpha="+strconv.FormatFloat(alpha, 'g', -1, 64), func(t *testing.T) {
@@ -659,11 +667,7 @@ func TestQuantileFleetAlphaConstants(t *testing.T) {
 // of each leaves, for every kind of value, at every level, and for
 // sketches of another α; PeekKeyed sums the bins Peek reports.
 func TestQuantileAddKeyedMatchesAddPrepared(t *testing.T) {
-	special := []float64{0, math.Copysign(0, -1), math.NaN(), math.Inf(1), math.Inf(-1), 0x1p-1030, -0x1p-1030,
-		math.MaxFloat64, -math.MaxFloat64, math.SmallestNonzeroFloat64, 1, -1}
-	gens := append(slices.Clone(quantileCases), quantileCase{name: "wide ±1e300", gen: func(r *rand.Rand) float64 {
-		return math.Copysign(math.Pow(10, 600*r.Float64()-300), r.Float64()-0.3)
-	}})
+	special, gens := addCases()
 	for i, tc := range gens {
 		for _, alpha := range []float64{0, QuantileAlpha, 0.01} {
 			t.Run(tc.name+"/alpha="+strconv.FormatFloat(alpha, 'g', -1, 64), func(t *testing.T) {
