@@ -671,8 +671,8 @@ func (l *Log) Health() (ok bool, reason string) {
 
 // Notify returns a channel that receives a value (coalesced: one for any
 // number of appends) once records are durable, before their appenders are
-// called back, so one reader can
-// follow the log: drain a Reader, then wait on Notify. For one consumer.
+// called back, so one reader can follow the log: drain a Reader, then
+// wait on Notify. For one consumer.
 func (l *Log) Notify() <-chan struct{} { return l.notify }
 
 // fail fails reqs with err and recovers: the log is closed, cut back to the
